@@ -1,0 +1,1 @@
+"""desmarket: placeholder."""
