@@ -15,4 +15,31 @@ from .case import (
     paper_retail_tariff,
 )
 
+from .model import (
+    DEFAULT_SOLVER,
+    Handles,
+    Operation,
+    SolverError,
+    TieBreakError,
+    build_clearing,
+    build_independent,
+    clear_market,
+    clearing_price,
+    pro_rata_flows,
+    read_operation,
+    solve,
+    solve_independent,
+)
+from .settlement import (
+    NoTradeError,
+    Settlement,
+    contribution_rates,
+    cooperative_surplus,
+    equal_rates,
+    market_contribution,
+    nash_bargaining,
+    profit_rate_sweep,
+    settle,
+)
+
 __version__ = "0.1.0"

@@ -1,0 +1,371 @@
+"""Operation of the homes: independent (mode M1, Eqs. 5-15) and market clearing (Eqs. 16-19).
+
+Three steps, kept apart (house style):
+
+* **build** -- :func:`build_independent`, :func:`build_clearing` return a ``cp.Problem`` and a
+  :class:`Handles` of its variables, price parameters and the trade-balance constraint whose dual is the
+  clearing price. One variable per quantity, rows = (home, scenario) home-major, columns = hours.
+* **solve** -- :func:`solve` names the solver and raises :class:`SolverError` on any status but optimal.
+* **read** -- :func:`read_operation` turns handles into an :class:`Operation` of (N, S, T) arrays, after the
+  tie-break of MODEL.md ("Uniqueness"), and prices it (:func:`clearing_price`).
+
+:func:`solve_independent` and :func:`clear_market` do all three.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+
+from .case import Case
+
+DEFAULT_SOLVER = "CLARABEL"
+#: |net consumption| below this (kW) is solver noise and counts as zero in the tie-break.
+NET_TOLERANCE = 1e-6
+#: Allowed excess (kW) of a tie-broken flow over its limit before :class:`TieBreakError` is raised.
+LIMIT_TOLERANCE = 1e-5
+
+
+class SolverError(RuntimeError):
+    """The solver did not return an optimal solution; the message says what to check."""
+
+
+class TieBreakError(RuntimeError):
+    """Pro-rata matching (MODEL.md, "Uniqueness") would violate a grid or trade limit for this case."""
+
+
+class Handles(NamedTuple):
+    """Variables (R = N*S rows x T hours) and parameters of a built problem."""
+
+    d: cp.Variable  # load, kW
+    g: cp.Variable  # PV used, kW
+    c: cp.Variable  # battery charge, kW
+    e: cp.Variable  # battery discharge, kW
+    E: cp.Variable  # stored energy at the end of each hour, kWh
+    Pl: cp.Variable  # net load bought from the aggregator, kW
+    Ps: cp.Variable  # net surplus sold to the aggregator, kW
+    x: cp.Variable | None  # trade, kW, + = supplies the local market (clearing only)
+    trade_balance: cp.Constraint | None  # B x == 0, shape (S, T); its dual is the clearing price (Eq. 18)
+    retail: cp.Parameter  # p_t, $/kWh
+    net_metering: cp.Parameter  # q, $/kWh
+    buy: cp.Parameter  # lambda^b_t, $/kWh
+    sell: cp.Parameter  # lambda^s_t, $/kWh
+    regularization: cp.Parameter  # epsilon, $/kW^2
+    weight: np.ndarray  # (R,) probability of each row's scenario
+
+
+@dataclass(frozen=True, eq=False)
+class Operation:
+    """Result of M1 or of the market clearing. Dispatch arrays are (N, S, T) in kW (= kWh per hour).
+
+    home_cost:          (N,) expected $ per day, retail bill - net-metering credit - utility (Eq. 5)
+    aggregator_revenue: expected $ per day, R_A (Eq. 1)
+    trade:              + = the home supplies the local market (zeros in M1)
+    price:              (S, T) clearing price, $/kWh (None in M1), see :func:`clearing_price`
+    balanced:           (S, T) True where the community neither imports nor exports (price not pinned)
+    regularization_cost: the tie-break term epsilon * sum pi (c^2 + e^2) at the optimum, $ (not in any cost)
+    """
+
+    mode: str
+    home_ids: tuple[str, ...]
+    probability: np.ndarray
+    load: np.ndarray
+    pv_used: np.ndarray
+    charge: np.ndarray
+    discharge: np.ndarray
+    energy: np.ndarray
+    net_load: np.ndarray
+    net_surplus: np.ndarray
+    trade: np.ndarray
+    price: np.ndarray | None
+    balanced: np.ndarray | None
+    retail_bill: np.ndarray
+    net_metering_credit: np.ndarray
+    utility: np.ndarray
+    home_cost: np.ndarray
+    aggregator_revenue: float
+    regularization_cost: float
+    objective: float
+    solver: str
+    solve_seconds: float
+    build_seconds: float
+    problem: cp.Problem = field(repr=False)
+
+    @property
+    def net_consumption(self) -> np.ndarray:
+        """n = d + c - e - g, (N, S, T) kW: what the home needs from outside (Eq. 6 right-hand side)."""
+        return self.load + self.charge - self.discharge - self.pv_used
+
+    @property
+    def traded_energy(self) -> np.ndarray:
+        """(N,) expected energy traded in the local market, sum_s pi_s sum_t |x|, kWh per day."""
+        return np.einsum("s,nst->n", self.probability, np.abs(self.trade))
+
+    @property
+    def community_net_load(self) -> np.ndarray:
+        """(S, T) community import from the main grid minus export, kW."""
+        return (self.net_load - self.net_surplus).sum(axis=0)
+
+
+# ======================================================================================== build
+def _rows(case: Case, values: np.ndarray) -> np.ndarray:
+    """Per-home values (N,) -> per-row column (R, 1), rows home-major."""
+    return np.repeat(np.asarray(values, dtype=float), case.n_scenarios)[:, None]
+
+
+def _home_block(case: Case, weight: np.ndarray):
+    """Variables, constraints and objective of all homes, Eqs. 5-15, vectorised over rows (home, scenario).
+
+    Returns (variables dict, constraints, objective terms dict). The objective terms are the expected
+    utility (Eq. 5, $) and the tie-break regularisation (MODEL.md), both to be added by the caller.
+    """
+    n, s, t = case.load.shape
+    r = n * s
+    D = case.load.reshape(r, t)  # baseline load, kW
+    PV = case.pv.reshape(r, t)  # available PV, kW
+    cap = _rows(case, case.column("battery_kwh"))
+    pmax = _rows(case, case.column("battery_kw"))
+    e_min, e_max = cap * _rows(case, case.column("soc_min")), cap * _rows(case, case.column("soc_max"))
+    e0 = cap * _rows(case, case.column("soc_initial"))
+    eta_c, eta_d = _rows(case, case.column("eta_charge")), _rows(case, case.column("eta_discharge"))
+    grid = _rows(case, case.column("grid_limit_kw"))
+
+    d = cp.Variable((r, t), name="load")
+    g = cp.Variable((r, t), name="pv_used")
+    c = cp.Variable((r, t), name="charge")
+    e = cp.Variable((r, t), name="discharge")
+    E = cp.Variable((r, t), name="energy")
+    Pl = cp.Variable((r, t), name="net_load")
+    Ps = cp.Variable((r, t), name="net_surplus")
+    stored_before = cp.hstack([e0, E[:, :-1]])  # E_{t-1}, with E_{-1} = E0
+    constraints = [
+        Pl >= 0, Ps >= 0, Pl <= grid, Ps <= grid,  # Eq. 7
+        g >= 0, g <= PV,  # Eq. 8
+        d >= case.column("load_min_factor").repeat(s)[:, None] * D,  # Eq. 9
+        d <= case.column("load_max_factor").repeat(s)[:, None] * D,  # Eq. 9
+        cp.sum(d, axis=1) >= D.sum(axis=1),  # Eq. 10, daily minimum = baseline
+        c >= 0, e >= 0, c <= pmax, e <= pmax,  # Eqs. 11-12
+        E == stored_before + cp.multiply(eta_c, c) - cp.multiply(1 / eta_d, e),  # Eq. 13
+        E >= e_min, E <= e_max,  # Eq. 14
+        E[:, -1:] == e0,  # Eq. 15
+    ]
+    a = _rows(case, case.column("utility_a"))[:, 0]
+    b = _rows(case, case.column("utility_b"))[:, 0]
+    sw = np.sqrt(weight)[:, None]
+    # - E[U] = sum_r w_r sum_t (|a| d^2 - b d)
+    disutility = cp.sum_squares(cp.multiply(np.sqrt(weight * -a)[:, None], d)) - cp.sum(
+        cp.multiply((weight * b)[:, None], d)
+    )
+    spread = cp.sum_squares(cp.multiply(sw, c)) + cp.sum_squares(cp.multiply(sw, e))
+    return dict(d=d, g=g, c=c, e=e, E=E, Pl=Pl, Ps=Ps), constraints, disutility, spread
+
+
+def _parameters(case: Case) -> dict:
+    t = case.load.shape[-1]
+    return dict(
+        retail=cp.Parameter(t, name="retail", value=case.retail),
+        net_metering=cp.Parameter(name="net_metering", nonneg=True, value=case.market.net_metering_usd_per_kwh),
+        buy=cp.Parameter(t, name="buy", value=case.buy_price),
+        sell=cp.Parameter(t, name="sell", value=case.sell_price),
+        regularization=cp.Parameter(name="regularization", nonneg=True, value=case.market.regularization),
+    )
+
+
+def _weights(case: Case) -> np.ndarray:
+    return np.tile(case.probability, case.n_homes)
+
+
+def build_independent(case: Case) -> tuple[cp.Problem, Handles]:
+    """M1: every home minimises its own expected bill minus utility at retail prices (Eq. 5, Eqs. 6-15).
+
+    The homes are independent, so their problems are stacked into one separable problem.
+    Objective: sum_i sum_s pi_s sum_t [p_t Pl - q Ps - U_i(d)] + epsilon sum pi (c^2 + e^2).
+    """
+    w = _weights(case)
+    v, constraints, disutility, spread = _home_block(case, w)
+    par = _parameters(case)
+    constraints.append(v["Pl"] - v["Ps"] == v["d"] + v["c"] - v["e"] - v["g"])  # Eq. 6
+    bill = w @ (v["Pl"] @ par["retail"]) - par["net_metering"] * (w @ cp.sum(v["Ps"], axis=1))
+    problem = cp.Problem(cp.Minimize(bill + disutility + par["regularization"] * spread), constraints)
+    return problem, Handles(**v, x=None, trade_balance=None, **par, weight=w)
+
+
+def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) -> tuple[cp.Problem, Handles]:
+    """Market clearing (Eqs. 16-19): all homes and the aggregator minimise sum_i C_i - R_A together.
+
+    The retail and net-metering terms cancel, so the coalition faces the wholesale prices:
+    sum_s pi_s sum_t [lambda^b_t Pl_tot - lambda^s_t Ps_tot] - E[U] + epsilon sum pi (c^2 + e^2),
+    with Pl - Ps = d + c - e - g + x (Eq. 17), sum_i x = 0 per (s, t) (Eq. 18) and |x| <= x_bar (Eq. 19).
+
+    trade_limit: x_bar in kW, scalar or (N,) [choice: default = each home's grid_limit_kw].
+    """
+    n, s = case.n_homes, case.n_scenarios
+    t = case.load.shape[-1]
+    w = _weights(case)
+    v, constraints, disutility, spread = _home_block(case, w)
+    par = _parameters(case)
+    x_bar = case.column("grid_limit_kw") if trade_limit is None else np.broadcast_to(trade_limit, (n,))
+    if np.any(~np.isfinite(x_bar)) or np.any(np.asarray(x_bar) < 0):
+        raise ValueError(f"trade_limit must be finite and >= 0 kW, got {trade_limit!r}")
+    x = cp.Variable((n * s, t), name="trade")
+    B = sp.kron(np.ones((1, n)), sp.eye(s), format="csr")  # (S, R): sums rows of the same scenario
+    trade_balance = B @ x == 0  # Eq. 18
+    constraints += [
+        v["Pl"] - v["Ps"] == v["d"] + v["c"] - v["e"] - v["g"] + x,  # Eq. 17
+        trade_balance,
+        x <= _rows(case, x_bar), x >= -_rows(case, x_bar),  # Eq. 19
+    ]
+    wholesale = w @ (v["Pl"] @ par["buy"]) - w @ (v["Ps"] @ par["sell"])
+    problem = cp.Problem(cp.Minimize(wholesale + disutility + par["regularization"] * spread), constraints)
+    return problem, Handles(**v, x=x, trade_balance=trade_balance, **par, weight=w)
+
+
+# ======================================================================================== solve
+def solve(problem: cp.Problem, solver: str = DEFAULT_SOLVER, **options) -> float:
+    """Solve with the named solver; raise :class:`SolverError` unless the status is exactly optimal."""
+    try:
+        with warnings.catch_warnings():  # an inaccurate solution raises below; no need to warn as well
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            problem.solve(solver=solver, **options)
+    except cp.error.SolverError as exc:
+        raise SolverError(f"{solver} failed ({exc}). Try another solver (solver='SCS' or 'OSQP') or check the "
+                          "case for extreme values.") from exc
+    if problem.status != cp.OPTIMAL:
+        hint = {
+            cp.INFEASIBLE: "the case is infeasible: check that each home's minimum load (load_min_factor x load) "
+                           "minus PV and battery power fits under grid_limit_kw, and the battery limits",
+            cp.UNBOUNDED: "the problem is unbounded: check the prices and utility coefficients",
+        }.get(problem.status, "tighten or loosen the solver tolerances, or try another solver")
+        raise SolverError(f"{solver} returned status '{problem.status}', not 'optimal': {hint}.")
+    return float(problem.value)
+
+
+# ========================================================================================= read
+def _cube(var: cp.Variable, n: int, s: int) -> np.ndarray:
+    return np.asarray(var.value, dtype=float).reshape(n, s, -1)
+
+
+def pro_rata_flows(net: np.ndarray, *, match: bool = True, tol: float = NET_TOLERANCE
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tie-break step 2 of MODEL.md: trades and grid flows from net consumption by pro-rata matching.
+
+    net: (N, S, T) n = d + c - e - g in kW; |n| < tol counts as 0 (solver noise).
+    match=False (mode M1, no market): no trades, Pl = max(n, 0), Ps = max(-n, 0).
+    In each (s, t), matched energy m = min(supply, demand) with supply = sum max(-n, 0), demand = sum
+    max(n, 0); a surplus home supplies x = m max(-n, 0) / supply, a deficit home receives m max(n, 0) / demand.
+    Returns (trade x, net load Pl = max(n + x, 0), net surplus Ps = max(-(n + x), 0)), each (N, S, T).
+    """
+    net = np.where(np.abs(net) < tol, 0.0, net)
+    surplus, deficit = np.maximum(-net, 0.0), np.maximum(net, 0.0)
+    supply, demand = surplus.sum(axis=0), deficit.sum(axis=0)
+    matched = np.minimum(supply, demand) if match else np.zeros_like(supply)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        give = np.where(supply > 0, matched / supply, 0.0)
+        take = np.where(demand > 0, matched / demand, 0.0)
+    x = surplus * give - deficit * take
+    residual = net + x
+    return x, np.maximum(residual, 0.0), np.maximum(-residual, 0.0)
+
+
+def clearing_price(handles: Handles, case: Case) -> np.ndarray:
+    """Local clearing price lambda_{s,t} in $/kWh, shape (S, T): the single place that fixes sign and units.
+
+    It is the dual of the trade balance sum_i x_{i,s,t} = 0 (Eq. 18), divided by pi_s (the objective weighs
+    scenario s by pi_s), signed as the marginal value of one more kWh supplied to the local market: it
+    equals lambda^b_t = k^b LMP_t when the community imports and lambda^s_t = k^s LMP_t when it exports.
+    cvxpy's dual of ``B x == 0`` is the derivative of the optimal cost with respect to a right-hand side
+    that *adds* supply to the market, with the opposite sign, hence the minus sign below.
+    """
+    dual = np.asarray(handles.trade_balance.dual_value, dtype=float).reshape(case.n_scenarios, -1)
+    return -dual / case.probability[:, None]
+
+
+def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver: str, solve_seconds: float,
+                   build_seconds: float, tie_break: bool = True) -> Operation:
+    """Arrays, costs and prices of a solved problem (Eqs. 1-5), after the tie-break of MODEL.md.
+
+    tie_break=True [choice]: trades and per-home grid flows are recomputed by :func:`pro_rata_flows`;
+    False reports the solver's own (non-unique) x, Pl, Ps.
+    """
+    n, s = case.n_homes, case.n_scenarios
+    arr = {k: _cube(getattr(handles, k), n, s) for k in ("d", "g", "c", "e", "E", "Pl", "Ps")}
+    is_market = handles.x is not None
+    if tie_break:
+        x, Pl, Ps = pro_rata_flows(arr["d"] + arr["c"] - arr["e"] - arr["g"], match=is_market)
+        _check_limits(case, x, Pl, Ps)
+    else:
+        x = _cube(handles.x, n, s) if is_market else np.zeros_like(arr["d"])
+        Pl, Ps = arr["Pl"], arr["Ps"]
+    pi = case.probability
+    a, b = case.column("utility_a")[:, None, None], case.column("utility_b")[:, None, None]
+    q = case.market.net_metering_usd_per_kwh
+    expect = lambda v: np.einsum("s,nst->n", pi, v)  # noqa: E731  (N, S, T) -> (N,) expected daily sum
+    retail_bill = expect(Pl * case.retail)
+    credit = expect(Ps * q)
+    utility = expect(a * arr["d"] ** 2 + b * arr["d"])
+    Pl_tot, Ps_tot = Pl.sum(axis=0), Ps.sum(axis=0)  # (S, T), Eqs. 2-3
+    revenue = pi @ ((case.retail - case.buy_price) * Pl_tot + (case.sell_price - q) * Ps_tot).sum(axis=1)  # Eq. 1
+    spread = case.market.regularization * float(expect(arr["c"] ** 2 + arr["e"] ** 2).sum())
+    price = clearing_price(handles, case) if is_market else None
+    balanced = None
+    if is_market:
+        balanced = (Pl_tot < NET_TOLERANCE * n) & (Ps_tot < NET_TOLERANCE * n)
+    return Operation(
+        mode="market" if is_market else "independent",
+        home_ids=case.home_ids,
+        probability=pi.copy(),
+        load=arr["d"], pv_used=arr["g"], charge=arr["c"], discharge=arr["e"], energy=arr["E"],
+        net_load=Pl, net_surplus=Ps, trade=x, price=price, balanced=balanced,
+        retail_bill=retail_bill, net_metering_credit=credit, utility=utility,
+        home_cost=retail_bill - credit - utility,
+        aggregator_revenue=float(revenue),
+        regularization_cost=spread,
+        objective=float(problem.value),
+        solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds,
+        problem=problem,
+    )
+
+
+def _check_limits(case: Case, x, Pl, Ps) -> None:
+    grid = case.column("grid_limit_kw")[:, None, None]
+    for name, flow in (("trade", np.abs(x)), ("net load", Pl), ("net surplus", Ps)):
+        over = flow - grid
+        if np.any(over > LIMIT_TOLERANCE):
+            i, s, t = np.unravel_index(np.argmax(over), over.shape)
+            raise TieBreakError(
+                f"pro-rata matching gives home '{case.home_ids[i]}' a {name} of {flow[i, s, t]:.4f} kW in scenario "
+                f"'{case.scenarios[s]}', hour {t}, above its grid_limit_kw {grid[i, 0, 0]:g}: in this case the "
+                "optimum routes energy through other homes. Raise grid_limit_kw, or pass tie_break=False to keep "
+                "the solver's (non-unique) routing."
+            )
+
+
+# ===================================================================================== drivers
+def _run(case: Case, build, solver: str, solver_options: dict | None, tie_break: bool, **build_kw) -> Operation:
+    if not isinstance(case, Case):
+        raise TypeError(f"expected a desmarket.Case, got {type(case).__name__}; use desmarket.load_case(path)")
+    t0 = time.perf_counter()
+    problem, handles = build(case, **build_kw)
+    t1 = time.perf_counter()
+    solve(problem, solver, **(solver_options or {}))
+    t2 = time.perf_counter()
+    return read_operation(case, problem, handles, solver=solver, solve_seconds=t2 - t1, build_seconds=t1 - t0,
+                          tie_break=tie_break)
+
+
+def solve_independent(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
+                      tie_break: bool = True) -> Operation:
+    """Mode M1: each home alone at the retail TOU price (Eqs. 5-15); the disagreement point C^0, R_A^0."""
+    return _run(case, build_independent, solver, solver_options, tie_break)
+
+
+def clear_market(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
+                 tie_break: bool = True, trade_limit: float | np.ndarray | None = None) -> Operation:
+    """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices."""
+    return _run(case, build_clearing, solver, solver_options, tie_break, trade_limit=trade_limit)

@@ -1,0 +1,190 @@
+"""Value allocation (Eqs. 20-30): cooperative surplus, contribution rates, Nash-bargaining settlement.
+
+Everything here is closed-form numpy on the arrays of two :class:`~desmarket.model.Operation` results;
+nothing is re-solved. :func:`nash_bargaining` solves Eqs. 23-25 numerically, only to check Eq. 26.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import pandas as pd
+
+from .case import Case
+from .model import DEFAULT_SOLVER, Operation, SolverError, solve
+
+RULES = ("contribution", "equal")  # M3, M2 (Table 2)
+
+
+class NoTradeError(ValueError):
+    """Contribution rates (Eq. 22) are undefined: no home trades in the local market."""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Payments and net benefits of one settlement rule, $ per day (expected over scenarios).
+
+    surplus:          Delta C, the cooperative surplus (Eq. 20)
+    alpha:            (N,) bargaining weights: contribution rates (Eq. 22, rule "contribution" = M3) or
+                      (1 - rho)/N (Eq. 29, rule "equal" = M2)
+    payment:          (N,) Gamma_i, paid by the aggregator to home i (Eq. 26)
+    home_gain:        (N,) alpha_i Delta C, the home's cost reduction against M1 (Eq. 27)
+    aggregator_gain:  rho Delta C, the aggregator's revenue increase against M1 (Eq. 28)
+    home_cost:        (N,) C*_i - Gamma_i, the home's cost after settlement
+    aggregator_revenue: R_A* - sum Gamma, the aggregator's revenue after settlement
+    """
+
+    rule: str
+    profit_rate: float
+    surplus: float
+    alpha: np.ndarray
+    payment: np.ndarray
+    home_gain: np.ndarray
+    aggregator_gain: float
+    home_cost: np.ndarray
+    aggregator_revenue: float
+
+
+def _check_pair(independent: Operation, market: Operation) -> None:
+    if independent.mode != "independent" or market.mode != "market":
+        raise ValueError(f"expected (independent, market) results, got ({independent.mode}, {market.mode}); "
+                         "pass solve_independent(case) then clear_market(case)")
+    if independent.home_ids != market.home_ids:
+        raise ValueError("the two results are for different homes; solve both on the same case")
+
+
+def _check_rate(profit_rate: float) -> float:
+    rho = float(profit_rate)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"profit_rate rho = {profit_rate!r} must lie in [0, 1]")
+    return rho
+
+
+def cooperative_surplus(independent: Operation, market: Operation) -> float:
+    """Delta C = (sum_i C_i^0 - R_A^0) - (sum_i C_i* - R_A*), $ per day (Eq. 20). Independent of rho."""
+    _check_pair(independent, market)
+    before = independent.home_cost.sum() - independent.aggregator_revenue
+    after = market.home_cost.sum() - market.aggregator_revenue
+    return float(before - after)
+
+
+def market_contribution(case: Case, market: Operation) -> np.ndarray:
+    """Expected market value of each home's trades, sum_s pi_s sum_t lambda_{s,t} |x_{i,s,t}|, $ per day (Eq. 21).
+
+    Supplying and receiving both count (absolute value).
+    """
+    if market.price is None:
+        raise ValueError("contributions need a market result (clear_market), not mode M1")
+    value = np.einsum("s,st,nst->n", case.probability, market.price, np.abs(market.trade))
+    if np.any(value < 0):
+        raise ValueError("a clearing price is negative, so a home's contribution (Eq. 21) is negative and the "
+                         "contribution rates (Eq. 22) are not shares; use a case with non-negative LMPs")
+    return value
+
+
+def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.ndarray:
+    """Market value contribution rates alpha_i = (1 - rho) c_i / sum_j c_j (Eqs. 21-22), shape (N,).
+
+    A home that never trades gets 0. Raises :class:`NoTradeError` when nobody trades (the rule is undefined).
+    """
+    rho = _check_rate(profit_rate)
+    value = market_contribution(case, market)
+    total = value.sum()
+    if total <= 0:
+        raise NoTradeError("no home trades in the local market, so the contribution rates (Eq. 22) are undefined; "
+                           "settle with rule='equal' (M2) instead")
+    return (1.0 - rho) * value / total
+
+
+def equal_rates(n_homes: int, profit_rate: float) -> np.ndarray:
+    """Symmetric Nash bargaining weights alpha_i = (1 - rho) / N (Eq. 29, mode M2)."""
+    return np.full(n_homes, (1.0 - _check_rate(profit_rate)) / n_homes)
+
+
+def settle(case: Case, independent: Operation, market: Operation, profit_rate: float,
+           rule: str = "contribution") -> Settlement:
+    """Closed-form Nash-bargaining settlement Gamma_i = (C_i* - C_i^0) + alpha_i Delta C (Eqs. 20, 26-30).
+
+    rule: "contribution" (M3, alpha from Eq. 22) or "equal" (M2, Eq. 29).
+    """
+    _check_pair(independent, market)
+    rho = _check_rate(profit_rate)
+    if rule == "contribution":
+        alpha = contribution_rates(case, market, rho)
+    elif rule == "equal":
+        alpha = equal_rates(len(market.home_ids), rho)
+    else:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    surplus = cooperative_surplus(independent, market)
+    payment = market.home_cost - independent.home_cost + alpha * surplus  # Eq. 26
+    return Settlement(
+        rule=rule,
+        profit_rate=rho,
+        surplus=surplus,
+        alpha=alpha,
+        payment=payment,
+        home_gain=independent.home_cost - (market.home_cost - payment),  # Eq. 27 (= alpha Delta C)
+        aggregator_gain=float(market.aggregator_revenue - payment.sum() - independent.aggregator_revenue),  # Eq. 28
+        home_cost=market.home_cost - payment,
+        aggregator_revenue=float(market.aggregator_revenue - payment.sum()),
+    )
+
+
+def profit_rate_sweep(case: Case, independent: Operation, market: Operation, profit_rates,
+                      rule: str = "contribution") -> pd.DataFrame:
+    """Net benefits of the aggregator and each home for several rho (Section 3.4, Figure 5), from one clearing.
+
+    Returns a long table: profit_rate, party ("aggregator" or a home id), alpha, net_benefit_usd.
+    """
+    rows = []
+    for rho in np.atleast_1d(profit_rates):
+        st = settle(case, independent, market, float(rho), rule)
+        rows.append(pd.DataFrame({"profit_rate": float(rho), "party": ["aggregator", *market.home_ids],
+                                  "alpha": [float(rho), *st.alpha],
+                                  "net_benefit_usd": [st.aggregator_gain, *st.home_gain]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+#: Clarabel tolerances tried in turn for the Nash check, tightest first. The log objective is flat at its
+#: optimum, so payments are only as accurate as about the square root of the gap tolerance; Clarabel reaches
+#: 1e-12 on most instances and stalls on a few, where a slightly looser gap still gives payments to ~1e-7.
+NASH_TOLERANCES = (1e-12, 3e-12, 1e-11, 3e-11)
+
+
+def nash_bargaining(independent: Operation, market: Operation, alpha: np.ndarray, profit_rate: float, *,
+                    solver: str = DEFAULT_SOLVER, solver_options: dict | None = None) -> np.ndarray:
+    """Payments Gamma (N,) maximising the weighted Nash product of Eqs. 23-25, solved numerically.
+
+    maximise rho log(R_A* - sum Gamma - R_A^0) + sum_{alpha_i > 0} alpha_i log(C_i^0 - C_i* + Gamma_i)
+    subject to both gains >= 0 for the aggregator and every home (individual rationality, Eqs. 24-25).
+    The operation is fixed at the clearing, which maximises the surplus both factors share. Used to check
+    the closed form of :func:`settle`; needs Delta C > 0.
+    """
+    _check_pair(independent, market)
+    rho = _check_rate(profit_rate)
+    alpha = np.asarray(alpha, dtype=float)
+    surplus = cooperative_surplus(independent, market)
+    if surplus <= 0:
+        raise ValueError(f"the cooperative surplus is {surplus:.3g} $; Nash bargaining needs a positive surplus")
+    gamma = cp.Variable(len(alpha))
+    # Both gains are measured in units of Delta C, which keeps the problem well scaled.
+    home = (independent.home_cost - market.home_cost + gamma) / surplus
+    aggregator = (market.aggregator_revenue - independent.aggregator_revenue - cp.sum(gamma)) / surplus
+    active = np.flatnonzero(alpha > 0)
+    objective = alpha[active] @ cp.log(home[active])
+    if rho > 0:
+        objective = objective + rho * cp.log(aggregator)
+    problem = cp.Problem(cp.Maximize(objective), [home >= 0, aggregator >= 0])
+    if solver_options is not None or solver != "CLARABEL":
+        solve(problem, solver, **(solver_options or {}))
+    else:
+        for k, tol in enumerate(NASH_TOLERANCES):
+            try:
+                solve(problem, solver, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=500)
+                break
+            except SolverError:
+                if k == len(NASH_TOLERANCES) - 1:
+                    raise
+    return np.asarray(gamma.value, dtype=float)
