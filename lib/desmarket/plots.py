@@ -1,0 +1,109 @@
+"""Figures of the study (the paper's Figures 2-5), drawn from the tables of :mod:`desmarket.report`.
+
+Each function takes a DataFrame (so replotting never re-solves) and returns a matplotlib Figure;
+:func:`save_figure` writes a PNG without volatile metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen needed; notebooks still show the returned figures inline
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
+          "net_load": "net load (import - export)"}
+MODE_COLORS = {"without market": "tab:gray", "with market": "tab:blue"}
+
+
+def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
+    """Figure 2: one home's expected power curves (A) without and (B) with the market, kW."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, (mode, frame) in zip(axes, profile.groupby("mode", sort=False)):
+        for col, label in CURVES.items():
+            ax.step(frame["hour"], frame[col], where="post", label=label, lw=2 if col == "net_load" else 1.3)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set(title=f"({'AB'[list(MODE_COLORS).index(mode)]}) home {home}, {mode}", xlabel="hour",
+               xticks=range(0, 25, 4))
+    axes[0].set_ylabel("power, kW (expected over scenarios)")
+    axes[1].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
+    """Figure 3: the community's aggregated net load with and without the market, against the LMP."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for mode, frame in profile.groupby("mode", sort=False):
+        ax.step(frame["hour"], frame["net_load"], where="post", color=MODE_COLORS[mode], lw=2, label=mode)
+    ax.axvspan(8, 20, color="tab:orange", alpha=0.08, label=f"8:00-20:00: {reduction_kwh:.1f} kWh less")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set(xlabel="hour", ylabel="aggregated net load, kW", xticks=range(0, 25, 2))
+    lmp = profile[profile["mode"] == "without market"]
+    twin = ax.twinx()
+    twin.step(lmp["hour"], 1000 * lmp["lmp"], where="post", color="tab:red", ls="--", label="LMP")
+    twin.set_ylabel("LMP, $/MWh", color="tab:red")
+    twin.grid(False)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
+    """Figure 4: cost reduction of each home under M2 and M3 ($/day), with the bargaining weights alpha."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["reduction_m2_usd"], 0.4, label="M2 (equal)", color="tab:gray")
+    ax.bar(x + 0.2, table["reduction_m3_usd"], 0.4, label="M3 (contribution rate)", color="tab:blue")
+    ax.set(xticks=x, xticklabels=table.index, xlabel="home", ylabel="cost reduction, $/day")
+    twin = ax.twinx()
+    twin.plot(x, table["alpha_m3"], "o", color="tab:red", label="alpha M3")
+    twin.plot(x, table["alpha_m2"], "_", color="black", ms=14, label="alpha M2")
+    twin.set_ylabel("alpha")
+    twin.set_ylim(0, max(table["alpha_m3"].max(), table["alpha_m2"].max()) * 1.3)
+    twin.grid(False)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def figure5_profit_rate(sweep: pd.DataFrame) -> plt.Figure:
+    """Figure 5: net benefits of the aggregator and each home against the profit rate rho (M3), and the total."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for party, frame in sweep.groupby("party", sort=False):
+        style = dict(lw=2.5, color="tab:red") if party == "aggregator" else dict(lw=1, alpha=0.8)
+        ax.plot(frame["profit_rate"], frame["net_benefit_usd"], label=party, **style)
+    total = sweep.groupby("profit_rate")["net_benefit_usd"].sum()
+    ax.plot(total.index, total.to_numpy(), "k--", lw=2, label=f"total ({total.iloc[0]:.2f} $)")
+    ax.set(xlabel="aggregator profit rate rho", ylabel="net benefit, $/day")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figure:
+    """Contribution rate alpha (M3) against each home's traded energy (Section 3.3)."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(table["traded_kwh"], table["alpha_m3"], color="tab:blue")
+    for home, row in table.iterrows():
+        ax.annotate(str(home), (row["traded_kwh"], row["alpha_m3"]), fontsize=8, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set(xlabel="traded energy, kWh/day", ylabel="alpha (M3)", title=f"Pearson r = {correlation:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path) -> Path:
+    """Write a PNG (no timestamp or version metadata, so reruns give the same file); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    return path

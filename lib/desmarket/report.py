@@ -1,0 +1,210 @@
+"""Tables of the study (Section 3): the paper's Tables 1-4, the headline numbers, the scorecard, sensitivity.
+
+Pure functions from a case and its results to DataFrames; :mod:`desmarket.plots` draws the figures and
+:func:`save_table` writes CSV with a fixed float format so that reruns give identical files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .case import Case
+from .model import Operation, clear_market, solve_independent
+from .settlement import Settlement, settle
+
+PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
+FLOAT_FORMAT = "%.10g"
+
+#: The paper's reported values (Section 3), used only as the "paper" column of the scorecard.
+PAPER_CLAIMS = {
+    "surplus_usd": ("total benefit of the market (Delta C), $/day, constant in rho", 5.13),
+    "m2_reduction_usd": ("M2 cost reduction per home, $/day", 0.41),
+    "m2_alpha": ("M2 bargaining weight per home", 0.08),
+    "m3_reduction_min_usd": ("M3 smallest cost reduction of a home, $/day", 0.36),
+    "m3_reduction_max_usd": ("M3 largest cost reduction of a home, $/day", 0.44),
+    "aggregator_change_m3_pct": ("aggregator benefit increase under M3 vs M1, %", 3.46),
+    "load_change_pct": ("load increase with the market, %", 3.12),
+    "storage_change_pct": ("storage throughput increase with the market, %", 73.45),
+    "peak_net_load_reduction_kwh": ("aggregated net load reduction 8:00-20:00, kWh", 101.56),
+    "pv_used_m1_pct": ("PV used without market, % of available", 100.0),
+    "pv_used_market_pct": ("PV used with market, % of available", 100.0),
+    "alpha_traded_correlation": ("M3: correlation of alpha with traded energy", None),
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    """Everything one run computes: the case, M1, the clearing and the two settlements (M2, M3)."""
+
+    case: Case
+    independent: Operation
+    market: Operation
+    m2: Settlement
+    m3: Settlement
+
+    @property
+    def profit_rate(self) -> float:
+        return self.m3.profit_rate
+
+
+def run_study(case: Case, profit_rate: float = 0.2, **solve_kw) -> Study:
+    """Solve M1 and the clearing once, settle under M2 and M3 (Table 2)."""
+    m1 = solve_independent(case, **solve_kw)
+    mk = clear_market(case, **solve_kw)
+    return Study(case, m1, mk, settle(case, m1, mk, profit_rate, "equal"), settle(case, m1, mk, profit_rate))
+
+
+def _expected(case: Case, values: np.ndarray) -> np.ndarray:
+    """(N, S, T) -> (N, T) probability-weighted over scenarios."""
+    return np.einsum("s,nst->nt", case.probability, values)
+
+
+def daily_energy(case: Case, op: Operation) -> pd.DataFrame:
+    """Expected daily load, charge, discharge, PV used and PV available per home, kWh (Table 3 columns)."""
+    e = lambda v: _expected(case, v).sum(axis=1)  # noqa: E731
+    return pd.DataFrame({
+        "load_kwh": e(op.load), "charge_kwh": e(op.charge), "discharge_kwh": e(op.discharge),
+        "pv_used_kwh": e(op.pv_used), "pv_available_kwh": e(case.pv),
+    }, index=pd.Index(case.home_ids, name="home"))
+
+
+def table1_storage(case: Case) -> pd.DataFrame:
+    """Table 1: storage parameters of each home (the paper's values were lost; ours are MODEL.md's choices)."""
+    cols = ["battery_kwh", "battery_kw", "soc_min", "soc_max", "soc_initial", "eta_charge", "eta_discharge"]
+    return case.homes[cols].copy()
+
+
+def table2_modes() -> pd.DataFrame:
+    """Table 2: the three operation modes."""
+    return pd.DataFrame({
+        "mode": ["M1", "M2", "M3"],
+        "local_market": ["no", "yes", "yes"],
+        "settlement": ["retail / net metering only", "symmetric Nash bargaining, alpha = (1 - rho)/N (Eq. 29)",
+                       "market value contribution rate + Nash bargaining (Eq. 30)"],
+    }).set_index("mode")
+
+
+def table3_energy(study: Study) -> pd.DataFrame:
+    """Table 3: per home and in total, load, charge, discharge and PV used, without (M1) and with the market."""
+    before = daily_energy(study.case, study.independent).drop(columns="pv_available_kwh")
+    after = daily_energy(study.case, study.market).drop(columns="pv_available_kwh")
+    table = pd.concat({"without_market": before, "with_market": after}, axis=1)
+    table.loc["total"] = table.sum()
+    table.columns = [f"{a}_{b}" for a, b in table.columns]
+    return table
+
+
+def table4_costs(study: Study) -> pd.DataFrame:
+    """Table 4: cost of the aggregator and each home, $/day, under M1, the market before payment, M2 and M3.
+
+    Costs are negative benefits: the aggregator's cost is minus its revenue R_A.
+    """
+    s = study
+    homes = pd.DataFrame({
+        "M1": s.independent.home_cost, "market_before_payment": s.market.home_cost,
+        "M2": s.m2.home_cost, "M3": s.m3.home_cost,
+    }, index=list(s.case.home_ids))
+    agg = pd.DataFrame({
+        "M1": [-s.independent.aggregator_revenue], "market_before_payment": [-s.market.aggregator_revenue],
+        "M2": [-s.m2.aggregator_revenue], "M3": [-s.m3.aggregator_revenue],
+    }, index=["aggregator"])
+    table = pd.concat([agg, homes])
+    table.loc["total"] = table.sum()
+    table.index.name = "party"
+    return table
+
+
+def settlement_table(study: Study) -> pd.DataFrame:
+    """Figure 4's data: per home alpha, payment and cost reduction under M2 and M3, and traded energy."""
+    s = study
+    return pd.DataFrame({
+        "traded_kwh": s.market.traded_energy,
+        "alpha_m2": s.m2.alpha, "alpha_m3": s.m3.alpha,
+        "payment_m2_usd": s.m2.payment, "payment_m3_usd": s.m3.payment,
+        "reduction_m2_usd": s.m2.home_gain, "reduction_m3_usd": s.m3.home_gain,
+    }, index=pd.Index(s.case.home_ids, name="home"))
+
+
+def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
+    """Expected hourly curves (kW) without and with the market: one home (Figure 2) or the community (Figure 3).
+
+    Columns: hour, mode, load, pv_used, charge, discharge, net_load (= import - export), and lmp ($/kWh).
+    """
+    case = study.case
+    pick = (lambda v: v[case.home_ids.index(home)]) if home is not None else (lambda v: v.sum(axis=0))
+    frames = []
+    for mode, op in (("without market", study.independent), ("with market", study.market)):
+        curves = {k: pick(_expected(case, getattr(op, k))) for k in ("load", "pv_used", "charge", "discharge")}
+        curves["net_load"] = pick(_expected(case, op.net_load - op.net_surplus))
+        frames.append(pd.DataFrame({"hour": np.arange(case.load.shape[-1]), "mode": mode, **curves,
+                                    "lmp": case.lmp}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def headline(study: Study) -> dict:
+    """The numbers the paper reports (Section 3), computed from our results. Keys as in :data:`PAPER_CLAIMS`."""
+    s = study
+    before, after = daily_energy(s.case, s.independent).sum(), daily_energy(s.case, s.market).sum()
+    throughput = lambda d: d.charge_kwh + d.discharge_kwh  # noqa: E731
+    net = lambda op: _expected(s.case, op.net_load - op.net_surplus).sum(axis=0)  # noqa: E731
+    traded = s.market.traded_energy
+    corr = float(np.corrcoef(s.m3.alpha, traded)[0, 1]) if np.ptp(traded) > 0 and np.ptp(s.m3.alpha) > 0 else np.nan
+    return {
+        "surplus_usd": s.m3.surplus,
+        "m2_reduction_usd": float(np.mean(s.m2.home_gain)),
+        "m2_alpha": float(np.mean(s.m2.alpha)),
+        "m3_reduction_min_usd": float(s.m3.home_gain.min()),
+        "m3_reduction_max_usd": float(s.m3.home_gain.max()),
+        "aggregator_change_m3_pct": 100 * s.m3.aggregator_gain / abs(s.independent.aggregator_revenue),
+        "load_change_pct": 100 * (after.load_kwh / before.load_kwh - 1),
+        "storage_change_pct": (100 * (throughput(after) / throughput(before) - 1)) if throughput(before) > 0
+        else np.nan,
+        "peak_net_load_reduction_kwh": float((net(s.independent) - net(s.market))[PEAK_HOURS].sum()),
+        "pv_used_m1_pct": 100 * before.pv_used_kwh / before.pv_available_kwh,
+        "pv_used_market_pct": 100 * after.pv_used_kwh / after.pv_available_kwh,
+        "alpha_traded_correlation": corr,
+    }
+
+
+def _agreement(paper, ours) -> tuple[str, str]:
+    """Direction (same sign) and order of magnitude (within a factor 10) of ours against the paper's value."""
+    if paper is None or ours is None or not np.isfinite(ours):
+        return "n/a", "n/a"
+    direction = "yes" if np.sign(paper) == np.sign(ours) else "no"
+    magnitude = "yes" if paper != 0 and ours != 0 and abs(np.log10(abs(ours) / abs(paper))) <= 1 else "no"
+    return direction, magnitude
+
+
+def scorecard(study: Study, reasons: dict | None = None) -> pd.DataFrame:
+    """Every claim of the paper beside ours, with agreement in direction and order of magnitude.
+
+    ``reasons`` maps a claim key to the explanation shown where they disagree.
+    """
+    values = headline(study)
+    rows = []
+    for key, (claim, paper) in PAPER_CLAIMS.items():
+        ours = values[key]
+        direction, magnitude = _agreement(paper if paper is not None else (1.0 if key.endswith("correlation")
+                                                                           else None), ours)
+        rows.append({"claim": claim, "key": key, "paper": paper if paper is not None else "strong positive",
+                     "ours": ours, "same_direction": direction, "same_order_of_magnitude": magnitude,
+                     "note": (reasons or {}).get(key, "") if "no" in (direction, magnitude) else ""})
+    return pd.DataFrame(rows).set_index("key")
+
+
+def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True) -> Path:
+    """Write a CSV rounded to ``decimals`` (well above solver tolerance, so reruns give identical bytes).
+
+    Rounding is part of honesty here: digits below the solver's accuracy are not results.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numeric = frame.select_dtypes("number").columns
+    out = frame.copy()
+    out[numeric] = out[numeric].round(decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+    out.to_csv(path, index=index, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return path
