@@ -119,14 +119,17 @@ def test_infeasible_case_raises_solver_error():
         dm.solve_independent(case)
 
 
-def test_pass_through_routing_raises_tie_break_error():
+def test_pass_through_routing_is_booked_pro_rata_with_a_warning():
     """Home 1 needs 15 kW through a 10 kW connection: only routing via home 2 is feasible (pro-rata cannot)."""
     load = np.zeros((2, 1, T))
     load[0] = 15.0
     case = dm.create_case(load, np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.0, lmp=np.full(T, 0.04),
                           battery_kwh=0.0, battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
-    with pytest.raises(dm.TieBreakError, match="grid_limit_kw"):
-        dm.clear_market(case)
+    with pytest.warns(dm.RoutingWarning, match="home '1' a net load of 15.0000 kW"):
+        booked = dm.clear_market(case)
+    assert booked.over_limit_kw == pytest.approx(5.0, abs=1e-5)
+    assert booked.net_load[0, 0] == pytest.approx(np.full(T, 15.0), abs=1e-5)  # MODEL.md's accounting
+    assert booked.trade.sum() == 0
     raw = dm.clear_market(case, tie_break=False)
     # the solver's routing is one of many: home 2 passes 5..10 kW on to home 1
     assert np.all(raw.trade[0, 0] <= -5.0 + 1e-5) and np.all(raw.trade[0, 0] >= -10.0 - 1e-5)

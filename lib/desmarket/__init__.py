@@ -20,7 +20,7 @@ from .model import (
     Handles,
     Operation,
     SolverError,
-    TieBreakError,
+    RoutingWarning,
     build_clearing,
     build_independent,
     clear_market,

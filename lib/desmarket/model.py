@@ -28,7 +28,7 @@ from .case import Case
 DEFAULT_SOLVER = "CLARABEL"
 #: |net consumption| below this (kW) is solver noise and counts as zero in the tie-break.
 NET_TOLERANCE = 1e-6
-#: Allowed excess (kW) of a tie-broken flow over its limit before :class:`TieBreakError` is raised.
+#: Allowed excess (kW) of a tie-broken flow over its limit before a :class:`RoutingWarning`.
 LIMIT_TOLERANCE = 1e-5
 
 
@@ -36,8 +36,13 @@ class SolverError(RuntimeError):
     """The solver did not return an optimal solution; the message says what to check."""
 
 
-class TieBreakError(RuntimeError):
-    """Pro-rata matching (MODEL.md, "Uniqueness") would violate a grid or trade limit for this case."""
+class RoutingWarning(UserWarning):
+    """Pro-rata accounting (MODEL.md, "Uniqueness") books a flow above a home's grid or trade limit.
+
+    The operation and the community totals are optimal and feasible; the solver met the limits by routing
+    energy through other homes' connections, which pro-rata matching does not do. The per-home accounting
+    then follows the rule of MODEL.md and the excess is reported in ``Operation.over_limit_kw``.
+    """
 
 
 class Handles(NamedTuple):
@@ -70,6 +75,7 @@ class Operation:
     price:              (S, T) clearing price, $/kWh (None in M1), see :func:`clearing_price`
     balanced:           (S, T) True where the community neither imports nor exports (price not pinned)
     regularization_cost: the tie-break term epsilon * sum pi (c^2 + e^2) at the optimum, $ (not in any cost)
+    over_limit_kw:      largest excess of a tie-broken trade or grid flow over grid_limit_kw (0 if none), kW
     """
 
     mode: str
@@ -91,6 +97,7 @@ class Operation:
     home_cost: np.ndarray
     aggregator_revenue: float
     regularization_cost: float
+    over_limit_kw: float
     objective: float
     solver: str
     solve_seconds: float
@@ -296,9 +303,10 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
     n, s = case.n_homes, case.n_scenarios
     arr = {k: _cube(getattr(handles, k), n, s) for k in ("d", "g", "c", "e", "E", "Pl", "Ps")}
     is_market = handles.x is not None
+    over = 0.0
     if tie_break:
         x, Pl, Ps = pro_rata_flows(arr["d"] + arr["c"] - arr["e"] - arr["g"], match=is_market)
-        _check_limits(case, x, Pl, Ps)
+        over = _check_limits(case, x, Pl, Ps)
     else:
         x = _cube(handles.x, n, s) if is_market else np.zeros_like(arr["d"])
         Pl, Ps = arr["Pl"], arr["Ps"]
@@ -326,24 +334,30 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
         home_cost=retail_bill - credit - utility,
         aggregator_revenue=float(revenue),
         regularization_cost=spread,
+        over_limit_kw=over,
         objective=float(problem.value),
         solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds,
         problem=problem,
     )
 
 
-def _check_limits(case: Case, x, Pl, Ps) -> None:
+def _check_limits(case: Case, x, Pl, Ps) -> float:
+    """Largest excess (kW) of a tie-broken flow over grid_limit_kw; warns with the first case of it."""
     grid = case.column("grid_limit_kw")[:, None, None]
+    worst = 0.0
     for name, flow in (("trade", np.abs(x)), ("net load", Pl), ("net surplus", Ps)):
         over = flow - grid
         if np.any(over > LIMIT_TOLERANCE):
             i, s, t = np.unravel_index(np.argmax(over), over.shape)
-            raise TieBreakError(
-                f"pro-rata matching gives home '{case.home_ids[i]}' a {name} of {flow[i, s, t]:.4f} kW in scenario "
-                f"'{case.scenarios[s]}', hour {t}, above its grid_limit_kw {grid[i, 0, 0]:g}: in this case the "
-                "optimum routes energy through other homes. Raise grid_limit_kw, or pass tie_break=False to keep "
-                "the solver's (non-unique) routing."
-            )
+            warnings.warn(
+                f"pro-rata accounting books home '{case.home_ids[i]}' a {name} of {flow[i, s, t]:.4f} kW in "
+                f"scenario '{case.scenarios[s]}', hour {t}, above its grid_limit_kw {grid[i, 0, 0]:g} "
+                f"({int((over > LIMIT_TOLERANCE).sum())} such flows): the optimum routes energy through other "
+                "homes' connections there. Totals and the operation are unaffected; raise grid_limit_kw to "
+                "avoid it, or pass tie_break=False for the solver's own (non-unique) routing.",
+                RoutingWarning, stacklevel=4)
+            worst = max(worst, float(over.max()))
+    return worst
 
 
 # ===================================================================================== drivers

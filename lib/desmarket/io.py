@@ -1,0 +1,83 @@
+"""Files of a run: where they go, and operation results as CSV (no pickles) so later notebooks never re-solve.
+
+``save_operation`` writes ``<name>_dispatch.csv`` (home, scenario, hour, every (N, S, T) array),
+``<name>_homes.csv`` (per-home costs) and, for the market, ``<name>_prices.csv``; ``load_operation`` reads
+them back into an :class:`~desmarket.model.Operation` (without the cvxpy problem).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .case import Case
+from .model import Operation
+
+DISPATCH = ("load", "pv_used", "charge", "discharge", "energy", "net_load", "net_surplus", "trade")
+HOME_COSTS = ("retail_bill", "net_metering_credit", "utility", "home_cost")
+EXACT = "%.12g"  # interchange files keep the solver's digits; published tables are rounded (report.save_table)
+
+
+def project_root() -> Path:
+    """The repository root (the package is installed editable from ``lib/``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve(path) -> Path:
+    """A path relative to the project root (absolute paths pass through)."""
+    path = Path(path)
+    return path if path.is_absolute() else project_root() / path
+
+
+def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path]:
+    """Write one operation result as CSV files named ``name_*.csv`` in ``directory``; returns the paths."""
+    directory = resolve(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    n, s, t = op.load.shape
+    dispatch = pd.DataFrame({
+        "home": np.repeat(case.home_ids, s * t),
+        "scenario": np.tile(np.repeat(case.scenarios, t), n),
+        "hour": np.tile(np.arange(t), n * s),
+        **{k: getattr(op, k).reshape(-1) for k in DISPATCH},
+    })
+    homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
+    meta = {"mode": op.mode, "aggregator_revenue": op.aggregator_revenue, "regularization_cost":
+            op.regularization_cost, "objective": op.objective, "solver": op.solver}
+    paths = [directory / f"{name}_dispatch.csv", directory / f"{name}_homes.csv", directory / f"{name}_summary.json"]
+    dispatch.to_csv(paths[0], index=False, float_format=EXACT, lineterminator="\n")
+    homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
+    paths[2].write_text(json.dumps(meta, indent=2) + "\n")
+    if op.price is not None:
+        prices = pd.DataFrame({"scenario": np.repeat(case.scenarios, t), "hour": np.tile(np.arange(t), s),
+                               "price_usd_per_kwh": op.price.reshape(-1), "balanced": op.balanced.reshape(-1)})
+        paths.append(directory / f"{name}_prices.csv")
+        prices.to_csv(paths[-1], index=False, float_format=EXACT, lineterminator="\n")
+    return paths
+
+
+def load_operation(case: Case, directory, name: str) -> Operation:
+    """Read an operation written by :func:`save_operation` for the same case."""
+    directory = resolve(directory)
+    n, s, t = case.load.shape
+    dispatch = pd.read_csv(directory / f"{name}_dispatch.csv", dtype={"home": str, "scenario": str})
+    if len(dispatch) != n * s * t or tuple(dispatch["home"].iloc[:: s * t]) != case.home_ids:
+        raise ValueError(f"{directory / (name + '_dispatch.csv')} does not belong to this case "
+                         f"({n} homes x {s} scenarios); rerun the notebook that writes it")
+    homes = pd.read_csv(directory / f"{name}_homes.csv", dtype={"home": str}).set_index("home")
+    meta = json.loads((directory / f"{name}_summary.json").read_text())
+    price = balanced = None
+    if meta["mode"] == "market":
+        prices = pd.read_csv(directory / f"{name}_prices.csv")
+        price = prices["price_usd_per_kwh"].to_numpy().reshape(s, t)
+        balanced = prices["balanced"].to_numpy(dtype=bool).reshape(s, t)
+    cube = {k: dispatch[k].to_numpy(dtype=float).reshape(n, s, t) for k in DISPATCH}
+    return Operation(
+        mode=meta["mode"], home_ids=case.home_ids, probability=case.probability.copy(), **cube,
+        price=price, balanced=balanced, **{k: homes[k].to_numpy(dtype=float) for k in HOME_COSTS},
+        aggregator_revenue=meta["aggregator_revenue"], regularization_cost=meta["regularization_cost"],
+        objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
+        build_seconds=float("nan"), problem=None,
+    )
