@@ -47,7 +47,7 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
         else np.full(len(frame), np.nan)
 
 
-def _pv_columns(raw: pd.DataFrame, home: np.ndarray, columns, file: str) -> np.ndarray:
+def _pv_columns(raw: pd.DataFrame, home: np.ndarray, columns) -> np.ndarray:
     """PV per sample: the sum of the PV columns; a column empty for a whole home is 0 for it.
 
     A PV column empty only in some rows of a home that has it elsewhere is a missing sample (NaN).
@@ -117,10 +117,11 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
     else:
         utc = pd.DatetimeIndex(utc)
     main = _numeric(keyed, source[0])
-    pv = _pv_columns(keyed, home, source[1], file)
+    pv = _pv_columns(keyed, home, source[1])
     standby = np.maximum(-pv, 0.0)  # inverter standby draw, kW
     pv_pos = np.maximum(pv, 0.0)
-    load = main + pv_pos if source[0] == "grid" else main + standby  # use = grid + pv  ->  load = grid + pv+
+    # grid: load = grid + max(pv, 0).  use = grid + pv: load = use + max(-pv, 0) (the same thing)
+    load = main + pv_pos if source[0] == "grid" else main + standby
     samples = pd.DataFrame({"home": home, "hour": utc.floor("h"), "load_kw": load, "pv_kw": pv_pos,
                             "ok": np.isfinite(load) & np.isfinite(pv_pos)})
     # hourly means over complete hours; every hour from each home's first to last must be complete

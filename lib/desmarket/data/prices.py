@@ -15,9 +15,7 @@ of a bus in the US PJM market" applied to local-time load data.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

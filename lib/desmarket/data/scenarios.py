@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..case import HOURS
+from .citylearn import load_measured_homes
 from .errors import DataError
 from .measured import daily_profiles, day_flags, weekday_class
 
@@ -83,9 +84,7 @@ def similar_days(date, n_scenarios: int = 10, seed: int = 0, homes=None, measure
     ``homes`` defaults to every home of ``measured``; ``measured`` to the CityLearn homes. Returned in
     calendar order. Raises :class:`DataError` if the pool has fewer than ``n_scenarios`` days.
     """
-    if measured is None:
-        from .citylearn import load_measured_homes
-        measured = load_measured_homes()
+    measured = load_measured_homes() if measured is None else measured
     homes = list(pd.unique(measured["home"].astype(str))) if homes is None else [str(h) for h in homes]
     if n_scenarios < 1:
         raise DataError("scenarios", f"n_scenarios = {n_scenarios}", "ask for at least one scenario")
@@ -104,9 +103,7 @@ def similar_days(date, n_scenarios: int = 10, seed: int = 0, homes=None, measure
 def build_scenarios(date, n_scenarios: int = 10, seed: int = 0, homes=None, measured: pd.DataFrame | None = None,
                     flags: pd.DataFrame | None = None) -> Scenarios:
     """Load and PV of ``homes`` on the S similar days of ``date``: a :class:`Scenarios` (N, S, 24) in kW."""
-    if measured is None:
-        from .citylearn import load_measured_homes
-        measured = load_measured_homes()
+    measured = load_measured_homes() if measured is None else measured
     flags = _flags(measured, flags)
     homes = list(pd.unique(measured["home"].astype(str))) if homes is None else [str(h) for h in homes]
     days = similar_days(date, n_scenarios, seed, homes, measured, flags)
@@ -125,9 +122,7 @@ def resample_homes(scenarios: Scenarios, n_new: int, seed: int = 0, measured: pd
             weekday class, clean for every source home) x load_scale, a fresh draw per scenario.
     Ids are ``R0001-B07`` (resampled home 1, source B07), numbered from ``start``. Seeded by ``seed``.
     """
-    if measured is None:
-        from .citylearn import load_measured_homes
-        measured = load_measured_homes()
+    measured = load_measured_homes() if measured is None else measured
     flags = _flags(measured, flags)
     sources = list(scenarios.homes)
     target = scenarios.days[0]
