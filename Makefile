@@ -17,7 +17,7 @@ DATE        ?=
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-07-18"
+	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13"
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)

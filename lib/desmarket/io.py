@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,8 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     })
     homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
     meta = {"mode": op.mode, "aggregator_revenue": op.aggregator_revenue, "regularization_cost":
-            op.regularization_cost, "objective": op.objective, "solver": op.solver}
+            op.regularization_cost, "over_limit_kw": op.over_limit_kw, "objective": op.objective,
+            "solver": op.solver}
     paths = [directory / f"{name}_dispatch.csv", directory / f"{name}_homes.csv", directory / f"{name}_summary.json"]
     dispatch.to_csv(paths[0], index=False, float_format=EXACT, lineterminator="\n")
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
@@ -78,6 +80,25 @@ def load_operation(case: Case, directory, name: str) -> Operation:
         mode=meta["mode"], home_ids=case.home_ids, probability=case.probability.copy(), **cube,
         price=price, balanced=balanced, **{k: homes[k].to_numpy(dtype=float) for k in HOME_COSTS},
         aggregator_revenue=meta["aggregator_revenue"], regularization_cost=meta["regularization_cost"],
-        objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
-        build_seconds=float("nan"), problem=None,
+        over_limit_kw=meta["over_limit_kw"], objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
+        build_seconds=float("nan"), solver_seconds=float("nan"), problem=None,
     )
+
+
+class RunPaths(NamedTuple):
+    """Folders of one run: ``case/``, ``operation/`` (interchange CSV), ``tables/``, ``figures/``."""
+
+    root: Path
+    case: Path
+    operation: Path
+    tables: Path
+    figures: Path
+
+
+def run_paths(run_dir="results") -> RunPaths:
+    """The folders of a run under ``run_dir`` (relative to the project root), created if missing."""
+    root = resolve(run_dir)
+    paths = RunPaths(root, root / "case", root / "operation", root / "tables", root / "figures")
+    for p in paths[2:]:
+        p.mkdir(parents=True, exist_ok=True)
+    return paths

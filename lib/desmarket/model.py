@@ -100,8 +100,9 @@ class Operation:
     over_limit_kw: float
     objective: float
     solver: str
-    solve_seconds: float
-    build_seconds: float
+    solve_seconds: float  # cvxpy compilation + solver
+    build_seconds: float  # building the cvxpy expressions
+    solver_seconds: float  # the solver alone (its own report)
     problem: cp.Problem = field(repr=False)
 
     @property
@@ -293,8 +294,8 @@ def clearing_price(handles: Handles, case: Case) -> np.ndarray:
     return -dual / case.probability[:, None]
 
 
-def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver: str, solve_seconds: float,
-                   build_seconds: float, tie_break: bool = True) -> Operation:
+def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver: str, solve_seconds: float = np.nan,
+                   build_seconds: float = np.nan, tie_break: bool = True) -> Operation:
     """Arrays, costs and prices of a solved problem (Eqs. 1-5), after the tie-break of MODEL.md.
 
     tie_break=True [choice]: trades and per-home grid flows are recomputed by :func:`pro_rata_flows`;
@@ -337,6 +338,7 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
         over_limit_kw=over,
         objective=float(problem.value),
         solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds,
+        solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan),
         problem=problem,
     )
 

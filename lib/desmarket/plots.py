@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no screen needed; notebooks still show the returned figures inline
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 sns.set_theme(style="whitegrid", context="notebook")
 CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
@@ -92,11 +89,31 @@ def figure5_profit_rate(sweep: pd.DataFrame) -> plt.Figure:
 def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figure:
     """Contribution rate alpha (M3) against each home's traded energy (Section 3.3)."""
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(table["traded_kwh"], table["alpha_m3"], color="tab:blue")
+    alpha = "alpha" if "alpha" in table else "alpha_m3"
+    ax.scatter(table["traded_kwh"], table[alpha], color="tab:blue")
     for home, row in table.iterrows():
-        ax.annotate(str(home), (row["traded_kwh"], row["alpha_m3"]), fontsize=8, xytext=(3, 3),
+        ax.annotate(str(home), (row["traded_kwh"], row[alpha]), fontsize=8, xytext=(3, 3),
                     textcoords="offset points")
     ax.set(xlabel="traded energy, kWh/day", ylabel="alpha (M3)", title=f"Pearson r = {correlation:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
+    """The inputs: community baseline load and PV in each scenario (kW), and the prices ($/kWh)."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    for _, frame in hourly.groupby("scenario", sort=False):
+        ax.plot(frame["hour"], frame["load_kw"], color="tab:blue", alpha=0.4, lw=1)
+        ax.plot(frame["hour"], frame["pv_kw"], color="tab:orange", alpha=0.4, lw=1)
+    ax.plot([], [], color="tab:blue", label="baseline load (one line per scenario)")
+    ax.plot([], [], color="tab:orange", label="available PV")
+    ax.set(xlabel="hour", ylabel="community total, kW", xticks=range(0, 25, 4))
+    ax.legend(fontsize=8)
+    one = hourly.drop_duplicates("hour")
+    bx.step(one["hour"], one["retail"], where="post", label="retail TOU p_t")
+    bx.step(one["hour"], one["lmp"], where="post", label="LMP")
+    bx.set(xlabel="hour", ylabel="$/kWh", xticks=range(0, 25, 4))
+    bx.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

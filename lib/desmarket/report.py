@@ -208,3 +208,140 @@ def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True)
     out[numeric] = out[numeric].round(decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
     out.to_csv(path, index=index, float_format=FLOAT_FORMAT, lineterminator="\n")
     return path
+
+
+# ================================================================================ notebook helpers
+def load_study(case: Case, operation_dir, profit_rate: float) -> Study:
+    """A :class:`Study` from the operation CSVs of notebooks 02-03 (no re-solve) and the two settlements."""
+    from .io import load_operation
+
+    m1, mk = load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market")
+    return Study(case, m1, mk, settle(case, m1, mk, profit_rate, "equal"), settle(case, m1, mk, profit_rate))
+
+
+def inputs_table(case: Case) -> pd.DataFrame:
+    """Per home: expected daily baseline load and available PV (kWh), utility coefficients, battery."""
+    return pd.DataFrame({
+        "load_kwh": _expected(case, case.load).sum(axis=1),
+        "pv_kwh": _expected(case, case.pv).sum(axis=1),
+        "utility_a_usd_per_kwh2": case.column("utility_a"),
+        "utility_b_usd_per_kwh": case.column("utility_b"),
+        "battery_kwh": case.column("battery_kwh"),
+    }, index=pd.Index(case.home_ids, name="home"))
+
+
+def inputs_hourly(case: Case) -> pd.DataFrame:
+    """Community load and PV per scenario and hour (kW), with retail price and LMP ($/kWh), long format."""
+    s, t = case.n_scenarios, case.load.shape[-1]
+    return pd.DataFrame({
+        "scenario": np.repeat(case.scenarios, t), "hour": np.tile(np.arange(t), s),
+        "load_kw": case.load.sum(axis=0).reshape(-1), "pv_kw": case.pv.sum(axis=0).reshape(-1),
+        "retail": np.tile(case.retail, s), "lmp": np.tile(case.lmp, s),
+    })
+
+
+def cost_breakdown(op: Operation, case: Case) -> pd.DataFrame:
+    """Per home, $ per day: retail bill, net-metering credit, utility and cost C_i (Eq. 5), plus traded kWh."""
+    return pd.DataFrame({
+        "retail_bill_usd": op.retail_bill, "net_metering_credit_usd": op.net_metering_credit,
+        "utility_usd": op.utility, "cost_usd": op.home_cost, "traded_kwh": op.traded_energy,
+    }, index=pd.Index(case.home_ids, name="home"))
+
+
+def price_table(case: Case, market: Operation) -> pd.DataFrame:
+    """Clearing price per scenario and hour with the community state (importing / exporting / balanced)."""
+    s, t = market.price.shape
+    net = market.community_net_load
+    state = np.where(market.balanced, "balanced", np.where(net > 0, "importing", "exporting"))
+    return pd.DataFrame({
+        "scenario": np.repeat(case.scenarios, t), "hour": np.tile(np.arange(t), s),
+        "price_usd_per_kwh": market.price.reshape(-1), "buy_usd_per_kwh": np.tile(case.buy_price, s),
+        "sell_usd_per_kwh": np.tile(case.sell_price, s), "community_net_load_kw": net.reshape(-1),
+        "state": state.reshape(-1),
+    })
+
+
+def contribution_table(case: Case, market: Operation, profit_rate: float) -> pd.DataFrame:
+    """Per home: traded energy (kWh/day), its market value (Eq. 21, $/day) and the contribution rate alpha."""
+    from .settlement import contribution_rates, market_contribution
+
+    return pd.DataFrame({
+        "traded_kwh": market.traded_energy,
+        "contribution_usd": market_contribution(case, market),
+        "alpha": contribution_rates(case, market, profit_rate),
+    }, index=pd.Index(case.home_ids, name="home"))
+
+
+def alpha_traded_correlation(table: pd.DataFrame) -> float:
+    """Pearson correlation of alpha with traded energy (NaN when either is constant)."""
+    a = table["alpha" if "alpha" in table else "alpha_m3"].to_numpy()
+    x = table["traded_kwh"].to_numpy()
+    return float(np.corrcoef(a, x)[0, 1]) if np.ptp(a) > 0 and np.ptp(x) > 0 else float("nan")
+
+
+def showcase_home(study: Study) -> str:
+    """The home shown in Figure 2: the one whose storage throughput grows most with the market."""
+    before, after = daily_energy(study.case, study.independent), daily_energy(study.case, study.market)
+    growth = (after.charge_kwh + after.discharge_kwh) - (before.charge_kwh + before.discharge_kwh)
+    return str(growth.idxmax())
+
+
+#: Why our numbers may differ from the paper's, shown in the scorecard where they disagree.
+SCORECARD_REASONS = {
+    "surplus_usd": "our homes (California), LMP (synthetic, 2024 PJM level) and k^b/k^s differ from the paper's",
+    "m2_reduction_usd": "follows Delta C: (1 - rho) Delta C / N",
+    "m3_reduction_min_usd": "follows Delta C and how unequal the homes' trades are",
+    "m3_reduction_max_usd": "follows Delta C and how unequal the homes' trades are",
+    "aggregator_change_m3_pct": "rho Delta C relative to our R_A0, which depends on the retail margin",
+    "load_change_pct": "depends on the utility draw and the retail-wholesale price gap",
+    "storage_change_pct": "our homes already cycle their batteries in M1 to store midday PV for the evening "
+                          "(sunny California, large PV), so the market adds relatively less",
+    "peak_net_load_reduction_kwh": "scales with PV, battery size and the LMP's daily shape",
+    "pv_used_m1_pct": "", "pv_used_market_pct": "",
+    "alpha_traded_correlation": "",
+}
+
+
+def _first_scenarios(case: Case, k: int) -> Case:
+    """The case with only its first k scenarios, probabilities renormalised."""
+    frames = case.to_frames()
+    keep = list(case.scenarios[:k])
+    frames["profiles"] = frames["profiles"][frames["profiles"]["scenario"].isin(keep)]
+    sc = frames["scenarios"].iloc[:k].copy()
+    sc["probability"] = sc["probability"] / sc["probability"].sum()
+    frames["scenarios"] = sc
+    return Case.from_frames(**frames)
+
+
+def sensitivity(case: Case, profit_rate: float = 0.2, n_scenarios_options=(1, 5)) -> pd.DataFrame:
+    """Headline numbers when each [choice] of MODEL.md changes, one at a time (each row re-solves the case)."""
+    import warnings
+
+    from .model import RoutingWarning
+
+    m = case.market
+    variants = [("baseline", "", case)]
+    for kb, ks in ((1.05, 0.95), (1.2, 0.8), (1.0, 1.0)):
+        variants.append(("k^b / k^s", f"{kb} / {ks}", case.replace(market={"buy_ratio": kb, "sell_ratio": ks})))
+    cap = case.column("battery_kwh")
+    for factor in (0.0, 0.5, 2.0):
+        variants.append(("battery size", f"x{factor}", case.replace(battery_kwh=cap * factor,
+                                                                  battery_kw=case.column("battery_kw") * (factor > 0)
+                                                                  + 0.0)))
+    for k in n_scenarios_options:
+        if k < case.n_scenarios:
+            variants.append(("scenarios", f"first {k}", _first_scenarios(case, k)))
+    for eps in (m.regularization / 10, m.regularization * 10):
+        variants.append(("epsilon", f"{eps:g}", case.replace(market={"regularization": eps})))
+    rows = []
+    for choice, value, variant in variants:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RoutingWarning)
+            study = run_study(variant, profit_rate)
+        h = headline(study)
+        rows.append({"choice": choice, "value": value or "MODEL.md default",
+                     **{k: h[k] for k in ("surplus_usd", "m3_reduction_min_usd", "m3_reduction_max_usd",
+                                          "aggregator_change_m3_pct", "load_change_pct", "storage_change_pct",
+                                          "peak_net_load_reduction_kwh")},
+                     "regularization_cost_usd": study.market.regularization_cost})
+    return pd.DataFrame(rows).set_index(["choice", "value"])

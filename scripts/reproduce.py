@@ -1,0 +1,49 @@
+"""Run the notebook chain with papermill: `make reproduce` (optionally HOMES=.. SCENARIOS=.. PROFIT_RATE=.. SEED=..).
+
+Without parameters the notebooks are executed in place and write the committed reference results to
+results/. With any parameter, the run gets its own folder results/runs/<tag>/ (case, tables, figures and the
+executed notebooks), so the reference results stay as they are.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--homes", type=int, dest="n_homes")
+    parser.add_argument("--scenarios", type=int, dest="n_scenarios")
+    parser.add_argument("--profit-rate", type=float, dest="profit_rate")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--date")
+    args = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
+    if args:
+        tag = "_".join(f"{k}-{v}" for k, v in sorted(args.items()))
+        run_dir = f"results/runs/{tag}"
+        out_dir = ROOT / run_dir / "notebooks"
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir, out_dir = "results", None
+    params = {**args, "run_dir": run_dir}
+    print(f"parameters: {params}")
+    start = time.perf_counter()
+    for nb in NOTEBOOKS:
+        t0 = time.perf_counter()
+        target = nb if out_dir is None else out_dir / nb.name
+        print(f"  {nb.name} ...", end=" ", flush=True)
+        pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent), progress_bar=False,
+                            kernel_name="python3")
+        print(f"{time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"done: {len(NOTEBOOKS)} notebooks in {time.perf_counter() - start:.1f} s; results in {run_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
