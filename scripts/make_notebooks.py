@@ -110,6 +110,10 @@ print(f"largest pro-rata flow above a grid limit: {market.over_limit_kw:.2f} kW"
 report.save_table(prices, paths.tables / "clearing_prices.csv", decimals=5)
 print(f"balanced (scenario, hour) pairs: {int(market.balanced.sum())} of {market.balanced.size}")
 display(prices.groupby("state")["price_usd_per_kwh"].describe().round(4))''',
+            '''# MODEL.md "Uniqueness": with the tie-break, a second solver gives the same per-home answers
+study = report.load_study(case, paths.operation, profit_rate)
+agreement = report.solver_agreement(case, study)
+display(agreement[["second_solver", "tolerance", "agree"]])''',
         ],
     ),
     "04_contribution_rates": (

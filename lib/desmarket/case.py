@@ -369,13 +369,19 @@ def _unique(ids: np.ndarray, frame, file, column) -> None:
            "give each row a unique id")
 
 
+def _keyed_table(frame, file: str, columns: Sequence[str], empty_fix: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A table keyed by its first column: required columns, at least one row, unique non-empty ids."""
+    frame = _require_columns(frame, file, columns)
+    if len(frame) == 0:
+        raise CaseError(file, "has no rows", empty_fix)
+    ids = _ids(frame, file, columns[0])
+    _unique(ids, frame, file, columns[0])
+    return frame, ids
+
+
 def _validate_homes(frame) -> pd.DataFrame:
     file = "homes.csv"
-    frame = _require_columns(frame, file, HOME_COLUMNS)
-    if len(frame) == 0:
-        raise CaseError(file, "has no rows", "add one row per home")
-    ids = _ids(frame, file, "home")
-    _unique(ids, frame, file, "home")
+    frame, ids = _keyed_table(frame, file, HOME_COLUMNS, "add one row per home")
     v = {c: _numeric(frame, file, c) for c in HOME_COLUMNS[1:]}
     rules = [
         ("utility_a", v["utility_a"] <= 0, "must be <= 0 (U(d) = a d^2 + b d is concave)", "use a <= 0 in $/kWh^2"),
@@ -400,17 +406,12 @@ def _validate_homes(frame) -> pd.DataFrame:
     ]
     for column, ok, problem, fix in rules:
         _check(ok, frame, file, column, f"value {problem}", fix)
-    out = pd.DataFrame(v, index=pd.Index(ids, name="home"))
-    return out
+    return pd.DataFrame(v, index=pd.Index(ids, name="home"))
 
 
 def _validate_scenarios(frame) -> tuple[tuple[str, ...], np.ndarray]:
     file = "scenarios.csv"
-    frame = _require_columns(frame, file, SCENARIO_COLUMNS)
-    if len(frame) == 0:
-        raise CaseError(file, "has no rows", "add at least one scenario with probability 1")
-    ids = _ids(frame, file, "scenario")
-    _unique(ids, frame, file, "scenario")
+    frame, ids = _keyed_table(frame, file, SCENARIO_COLUMNS, "add at least one scenario with probability 1")
     p = _numeric(frame, file, "probability")
     _check(p > 0, frame, file, "probability", "probability must be > 0", "remove the scenario or give it weight")
     total = p.sum()

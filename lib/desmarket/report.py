@@ -345,3 +345,35 @@ def sensitivity(case: Case, profit_rate: float = 0.2, n_scenarios_options=(1, 5)
                                           "peak_net_load_reduction_kwh")},
                      "regularization_cost_usd": study.market.regularization_cost})
     return pd.DataFrame(rows).set_index(["choice", "value"])
+
+
+#: A second solver and tight tolerances for the solver-independence check (MODEL.md "Uniqueness").
+SECOND_SOLVER = ("SCS", {"eps": 1e-9, "max_iters": 200_000})
+
+
+def solver_agreement(case: Case, study: Study, solver: tuple[str, dict] = SECOND_SOLVER,
+                     tolerance: float = 1e-3) -> pd.DataFrame:
+    """Solve the case again with a second solver and compare the per-home answers with the study's.
+
+    With the tie-break of MODEL.md the home costs, alpha and Delta C must agree within ``tolerance``
+    ($ or, for alpha, absolute). Returns one row per quantity with the largest difference and the verdict.
+    """
+    import warnings
+
+    from .model import RoutingWarning
+
+    name, options = solver
+    with warnings.catch_warnings():  # the same case was solved (and warned about) once already
+        warnings.simplefilter("ignore", RoutingWarning)
+        m1 = solve_independent(case, solver=name, solver_options=options)
+        mk = clear_market(case, solver=name, solver_options=options)
+    m3 = settle(case, m1, mk, study.profit_rate)
+    diffs = {
+        "M1 home costs ($)": np.abs(m1.home_cost - study.independent.home_cost).max(),
+        "market home costs ($)": np.abs(mk.home_cost - study.market.home_cost).max(),
+        "alpha (M3)": np.abs(m3.alpha - study.m3.alpha).max(),
+        "Delta C ($)": abs(m3.surplus - study.m3.surplus),
+    }
+    return pd.DataFrame({"quantity": list(diffs), "second_solver": name, "tolerance": tolerance,
+                         "max_abs_difference": list(diffs.values()),
+                         "agree": [d <= tolerance for d in diffs.values()]}).set_index("quantity")

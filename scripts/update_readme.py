@@ -1,0 +1,73 @@
+"""Fill the generated blocks of README.md from the committed result files (run by `make reproduce`).
+
+A block is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`; `--check` exits 1
+if README.md is not what the result files give (tests/test_readme.py runs it), so the README never drifts.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT / "results" / "tables"
+
+
+def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    frame = frame.copy()
+    for col in frame.columns:
+        if pd.api.types.is_float_dtype(frame[col]):
+            frame[col] = frame[col].map(lambda v: "" if pd.isna(v) else format(v, floatfmt))
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def blocks() -> dict:
+    card = pd.read_csv(TABLES / "scorecard.csv")
+    card = card[["claim", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
+    card["ours"] = card["ours"].map(lambda v: f"{v:.3f}")
+    table4 = pd.read_csv(TABLES / "table4_costs.csv")
+    sens = pd.read_csv(TABLES / "sensitivity.csv")
+    out = {
+        "scorecard": _markdown(card),
+        "table4": _markdown(table4),
+        "sensitivity": _markdown(sens),
+    }
+    bench = ROOT / "results" / "bench" / "bench.csv"
+    if bench.exists():
+        table = pd.read_csv(bench)
+        machine = (ROOT / "results" / "bench" / "machine.txt").read_text().strip()
+        out["bench"] = f"Machine: {machine}\n\n" + _markdown(table, ".2f")
+    return out
+
+
+def render(text: str) -> str:
+    for name, body in blocks().items():
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    args = parser.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("README.md is out of date with results/: run `make reproduce` (or scripts/update_readme.py)")
+            return 1
+        return 0
+    readme.write_text(new)
+    print("README.md generated blocks updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

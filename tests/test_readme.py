@@ -1,0 +1,21 @@
+"""The README's result tables are generated from the committed result files, never typed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_blocks_match_results():
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_figure_the_readme_shows_exists():
+    text = (ROOT / "README.md").read_text()
+    for name in ("figure2_home", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
+                 "alpha_vs_traded"):
+        assert f"results/figures/{name}.png" in text
+        assert (ROOT / "results" / "figures" / f"{name}.png").is_file()
