@@ -31,7 +31,11 @@ setup: $(STAMP)  ## create .venv with the pinned packages and the desmarket libr
 
 test: $(STAMP)  ## unit tests + nbval regression over the committed notebooks (the CI command)
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	$(MAKE) --no-print-directory nbval
+
+nbval: $(STAMP)  ## re-run the committed notebooks and compare their outputs (writes to a temporary folder)
+	DESMARKET_OUTPUT_ROOT=$$(mktemp -d) $(PY) -m pytest -q --nbval --nbval-current-env \
+	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest -q tests

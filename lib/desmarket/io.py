@@ -8,6 +8,7 @@ them back into an :class:`~desmarket.model.Operation` (without the cvxpy problem
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,9 +96,15 @@ class RunPaths(NamedTuple):
     figures: Path
 
 
+#: If set, runs write under this folder instead of the project root (``make test`` points it at a temporary
+#: folder so that nbval's re-execution of the notebooks never touches the committed results).
+OUTPUT_ROOT_ENV = "DESMARKET_OUTPUT_ROOT"
+
+
 def run_paths(run_dir="results") -> RunPaths:
-    """The folders of a run under ``run_dir`` (relative to the project root), created if missing."""
-    root = resolve(run_dir)
+    """The folders of a run under ``run_dir`` (relative to the project root, or to $DESMARKET_OUTPUT_ROOT)."""
+    base = os.environ.get(OUTPUT_ROOT_ENV)
+    root = Path(base) / run_dir if base and not Path(run_dir).is_absolute() else resolve(run_dir)
     paths = RunPaths(root, root / "case", root / "operation", root / "tables", root / "figures")
     for p in paths[2:]:
         p.mkdir(parents=True, exist_ok=True)
