@@ -112,8 +112,11 @@ print(f"balanced (scenario, hour) pairs: {int(market.balanced.sum())} of {market
 display(prices.groupby("state")["price_usd_per_kwh"].describe().round(4))''',
             '''# MODEL.md "Uniqueness": with the tie-break, a second solver gives the same per-home answers
 study = report.load_study(case, paths.operation, profit_rate)
-agreement = report.solver_agreement(case, study)
-display(agreement[["second_solver", "tolerance", "agree"]])''',
+agreement = report.solver_agreement(case, study)  # None for cases above report.AGREEMENT_MAX_ROWS rows
+if agreement is None:
+    print("second-solver check skipped: case larger than", report.AGREEMENT_MAX_ROWS, "home x scenario rows")
+else:
+    display(agreement[["second_solver", "tolerance", "agree"]])''',
         ],
     ),
     "04_contribution_rates": (

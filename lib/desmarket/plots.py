@@ -15,7 +15,13 @@ import seaborn as sns
 
 sns.set_theme(style="whitegrid", context="notebook")
 CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
-          "net_load": "net load (import - export)"}
+          "net_load": "net load (load + charge - discharge - PV)"}
+
+
+def _step(ax, hours, values, **style):
+    """Hourly values as steps over [h, h+1), the last hour included."""
+    hours, values = np.asarray(hours), np.asarray(values)
+    return ax.step(np.append(hours, hours[-1] + 1), np.append(values, values[-1]), where="post", **style)
 MODE_COLORS = {"without market": "tab:gray", "with market": "tab:blue"}
 
 
@@ -24,7 +30,7 @@ def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, (mode, frame) in zip(axes, profile.groupby("mode", sort=False)):
         for col, label in CURVES.items():
-            ax.step(frame["hour"], frame[col], where="post", label=label, lw=2 if col == "net_load" else 1.3)
+            _step(ax, frame["hour"], frame[col], label=label, lw=2 if col == "net_load" else 1.3)
         ax.axhline(0, color="black", lw=0.6)
         ax.set(title=f"({'AB'[list(MODE_COLORS).index(mode)]}) home {home}, {mode}", xlabel="hour",
                xticks=range(0, 25, 4))
@@ -38,13 +44,13 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
     """Figure 3: the community's aggregated net load with and without the market, against the LMP."""
     fig, ax = plt.subplots(figsize=(9, 4))
     for mode, frame in profile.groupby("mode", sort=False):
-        ax.step(frame["hour"], frame["net_load"], where="post", color=MODE_COLORS[mode], lw=2, label=mode)
+        _step(ax, frame["hour"], frame["net_load"], color=MODE_COLORS[mode], lw=2, label=mode)
     ax.axvspan(8, 20, color="tab:orange", alpha=0.08, label=f"8:00-20:00: {reduction_kwh:.1f} kWh less")
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel="hour", ylabel="aggregated net load, kW", xticks=range(0, 25, 2))
     lmp = profile[profile["mode"] == "without market"]
     twin = ax.twinx()
-    twin.step(lmp["hour"], 1000 * lmp["lmp"], where="post", color="tab:red", ls="--", label="LMP")
+    _step(twin, lmp["hour"], 1000 * lmp["lmp"], color="tab:red", ls="--", label="LMP")
     twin.set_ylabel("LMP, $/MWh", color="tab:red")
     twin.grid(False)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
@@ -110,8 +116,8 @@ def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     ax.set(xlabel="hour", ylabel="community total, kW", xticks=range(0, 25, 4))
     ax.legend(fontsize=8)
     one = hourly.drop_duplicates("hour")
-    bx.step(one["hour"], one["retail"], where="post", label="retail TOU p_t")
-    bx.step(one["hour"], one["lmp"], where="post", label="LMP")
+    _step(bx, one["hour"], one["retail"], label="retail TOU p_t")
+    _step(bx, one["hour"], one["lmp"], label="LMP")
     bx.set(xlabel="hour", ylabel="$/kWh", xticks=range(0, 25, 4))
     bx.legend(fontsize=8)
     fig.tight_layout()

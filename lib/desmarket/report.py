@@ -132,14 +132,15 @@ def settlement_table(study: Study) -> pd.DataFrame:
 def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
     """Expected hourly curves (kW) without and with the market: one home (Figure 2) or the community (Figure 3).
 
-    Columns: hour, mode, load, pv_used, charge, discharge, net_load (= import - export), and lmp ($/kWh).
+    Columns: hour, mode, load, pv_used, charge, discharge, net_load (= d + c - e - g, what the home draws from
+    outside; summed over homes it is the community's grid import minus export), and lmp ($/kWh).
     """
     case = study.case
     pick = (lambda v: v[case.home_ids.index(home)]) if home is not None else (lambda v: v.sum(axis=0))
     frames = []
     for mode, op in (("without market", study.independent), ("with market", study.market)):
         curves = {k: pick(_expected(case, getattr(op, k))) for k in ("load", "pv_used", "charge", "discharge")}
-        curves["net_load"] = pick(_expected(case, op.net_load - op.net_surplus))
+        curves["net_load"] = pick(_expected(case, op.net_consumption))  # d + c - e - g; summed = grid import
         frames.append(pd.DataFrame({"hour": np.arange(case.load.shape[-1]), "mode": mode, **curves,
                                     "lmp": case.lmp}))
     return pd.concat(frames, ignore_index=True)
@@ -351,13 +352,20 @@ def sensitivity(case: Case, profit_rate: float = 0.2, n_scenarios_options=(1, 5)
 SECOND_SOLVER = ("SCS", {"eps": 1e-9, "max_iters": 200_000})
 
 
+#: Largest case (homes x scenarios) that :func:`solver_agreement` re-solves; SCS at tight tolerance is slow.
+AGREEMENT_MAX_ROWS = 200
+
+
 def solver_agreement(case: Case, study: Study, solver: tuple[str, dict] = SECOND_SOLVER,
-                     tolerance: float = 1e-3) -> pd.DataFrame:
+                     tolerance: float = 1e-3, max_rows: int = AGREEMENT_MAX_ROWS) -> pd.DataFrame | None:
     """Solve the case again with a second solver and compare the per-home answers with the study's.
 
     With the tie-break of MODEL.md the home costs, alpha and Delta C must agree within ``tolerance``
-    ($ or, for alpha, absolute). Returns one row per quantity with the largest difference and the verdict.
+    ($ or, for alpha, absolute). Returns one row per quantity with the largest difference and the verdict,
+    or None (nothing solved) when the case has more than ``max_rows`` home x scenario rows.
     """
+    if case.n_homes * case.n_scenarios > max_rows:
+        return None
     import warnings
 
     from .model import RoutingWarning
