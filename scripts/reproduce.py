@@ -11,10 +11,21 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def strip_timings(path: Path) -> None:
+    """Drop the wall-clock stamps papermill and the kernel record, so a rerun leaves the notebook unchanged."""
+    nb = nbformat.read(path, as_version=4)
+    for meta in [nb.metadata, *(cell.metadata for cell in nb.cells)]:
+        meta.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            meta.get("papermill", {}).pop(key, None)
+    nbformat.write(nb, path)
 
 
 def main() -> int:
@@ -41,6 +52,7 @@ def main() -> int:
         print(f"  {nb.name} ...", end=" ", flush=True)
         pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent), progress_bar=False,
                             kernel_name="python3")
+        strip_timings(target)
         print(f"{time.perf_counter() - t0:.1f} s", flush=True)
     print(f"done: {len(NOTEBOOKS)} notebooks in {time.perf_counter() - start:.1f} s; results in {run_dir}/")
     if out_dir is None:  # the reference run: refresh the README's generated result tables
