@@ -18,7 +18,9 @@ seed = 0  # seeds the scenario draw, utility coefficients and synthetic LMP
 profit_rate = 0.2  # rho, profit rate of the aggregator (paper 0.2, giving alpha 0.08 per home under M2)
 run_dir = "results"  # where this run's case, tables and figures go (relative to the project root)'''
 
-SETUP = '''import numpy as np
+SETUP = '''import warnings
+
+import numpy as np
 import pandas as pd
 from IPython.display import display
 
@@ -26,6 +28,7 @@ import desmarket as dm
 from desmarket import data, io, plots, report
 
 pd.set_option("display.precision", 4)
+warnings.simplefilter("ignore", dm.RoutingWarning)  # reported as over_limit_kw in notebook 03 instead
 paths = io.run_paths(run_dir)
 case = dm.load_case(paths.case)'''
 
@@ -105,7 +108,7 @@ display(costs.round(3))
 print(f"aggregator revenue R_A* = {market.aggregator_revenue:.3f} $/day")
 print(f"cooperative surplus dC = {dm.cooperative_surplus(m1, market):.3f} $/day")
 print(f"tie-break regularisation left out of the costs: {market.regularization_cost:.4f} $/day")
-print(f"largest pro-rata flow above a grid limit: {market.over_limit_kw:.2f} kW")''',
+print(f"largest pro-rata flow above a grid limit: {market.over_limit_kw:.2f} kW (accounting only; README, tie-break)")''',
             '''prices = report.price_table(case, market)
 report.save_table(prices, paths.tables / "clearing_prices.csv", decimals=5)
 print(f"balanced (scenario, hour) pairs: {int(market.balanced.sum())} of {market.balanced.size}")

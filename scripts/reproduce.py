@@ -19,12 +19,16 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def strip_timings(path: Path) -> None:
-    """Drop wall-clock stamps and random ids that papermill and the kernel record, so reruns are byte-identical."""
+    """Drop wall-clock stamps, random ids and absolute paths that papermill records: reruns are byte-identical."""
     nb = nbformat.read(path, as_version=4)
     for meta in [nb.metadata, *(cell.metadata for cell in nb.cells)]:
         meta.pop("execution", None)
         for key in ("start_time", "end_time", "duration"):
             meta.get("papermill", {}).pop(key, None)
+    pmeta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # absolute paths differ between clones
+        if key in pmeta:
+            pmeta[key] = str(Path(pmeta[key]).resolve().relative_to(ROOT))
     for cell in nb.cells:  # papermill gives its injected cell a random id
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"
