@@ -16,16 +16,6 @@ EXTRACT = ROOT / "data" / "raw" / CITYLEARN_FOLDER
 WHEEL = ROOT / "data" / ".cache" / "CityLearn-2.1.2-py3-none-any.whl"
 
 
-@pytest.fixture(scope="module")
-def measured():
-    return D.load_measured_homes()
-
-
-@pytest.fixture(scope="module")
-def quality(measured):
-    return D.home_quality(measured)
-
-
 def test_extract_matches_its_manifest():
     manifest = json.loads((EXTRACT / "manifest.json").read_text())
     assert manifest["wheel_sha256"] == "95730b1deed73b1f5a4d17eb8334be3c99efa4aef8677822378d62d8359511dd"

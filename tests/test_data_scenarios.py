@@ -9,16 +9,6 @@ import desmarket.data as D
 
 
 @pytest.fixture(scope="module")
-def measured():
-    return D.load_measured_homes()
-
-
-@pytest.fixture(scope="module")
-def flags(measured):
-    return D.day_flags(measured)
-
-
-@pytest.fixture(scope="module")
 def paper_case():
     return D.build_case()
 

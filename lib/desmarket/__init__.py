@@ -42,4 +42,37 @@ from .settlement import (
     settle,
 )
 
+__all__ = [
+    "Case",
+    "CaseError",
+    "DEFAULT_HOME",
+    "DEFAULT_SOLVER",
+    "HOURS",
+    "Handles",
+    "Market",
+    "NoTradeError",
+    "Operation",
+    "RoutingWarning",
+    "Settlement",
+    "SolverError",
+    "build_clearing",
+    "build_independent",
+    "clear_market",
+    "clearing_price",
+    "contribution_rates",
+    "cooperative_surplus",
+    "create_case",
+    "equal_rates",
+    "load_case",
+    "market_contribution",
+    "nash_bargaining",
+    "paper_retail_tariff",
+    "pro_rata_flows",
+    "profit_rate_sweep",
+    "read_operation",
+    "settle",
+    "solve",
+    "solve_independent",
+]
+
 __version__ = "0.1.0"

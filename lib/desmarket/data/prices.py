@@ -157,7 +157,7 @@ def _parse_pjm_times(values: pd.Series, file: str, column: str) -> pd.DatetimeIn
     bad = np.flatnonzero(times.isna().to_numpy())
     if bad.size:
         raise DataError(file, f"cannot read the time {values.iloc[bad[0]]!r} (line {bad[0] + 2})",
-                        f"use Data Miner 2's format, e.g. '1/1/2025 5:00:00 AM'", column=column)
+                        "use Data Miner 2's format, e.g. '1/1/2025 5:00:00 AM'", column=column)
     return pd.DatetimeIndex(times)
 
 
