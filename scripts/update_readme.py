@@ -30,6 +30,7 @@ def blocks() -> dict:
     card = pd.read_csv(TABLES / "scorecard.csv")
     card = card[["claim", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
     card["ours"] = card["ours"].map(lambda v: f"{v:.3f}")
+    card["note"] = card["note"].fillna("")
     table4 = pd.read_csv(TABLES / "table4_costs.csv")
     sens = pd.read_csv(TABLES / "sensitivity.csv")
     out = {
@@ -46,9 +47,13 @@ def blocks() -> dict:
 
 
 def render(text: str) -> str:
+    """The README with every generated block replaced; a block whose markers are missing is an error."""
     for name, body in blocks().items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.S)
+        text, found = pattern.subn(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        if found != 1:
+            raise SystemExit(f"README.md: expected one block <!-- generated:{name} --> ... "
+                             f"<!-- /generated:{name} -->, found {found}")
     return text
 
 
