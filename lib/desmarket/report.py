@@ -6,6 +6,8 @@ Pure functions from a case and its results to DataFrames; :mod:`desmarket.plots`
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .case import Case
-from .model import Operation, clear_market, solve_independent
+from .model import Operation, RoutingWarning, clear_market, solve_independent
 from .settlement import Settlement, settle
 
 PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
@@ -53,9 +55,13 @@ class Study:
 
 def run_study(case: Case, profit_rate: float = 0.2, **solve_kw) -> Study:
     """Solve M1 and the clearing once, settle under M2 and M3 (Table 2)."""
-    m1 = solve_independent(case, **solve_kw)
-    mk = clear_market(case, **solve_kw)
-    return Study(case, m1, mk, settle(case, m1, mk, profit_rate, "equal"), settle(case, m1, mk, profit_rate))
+    return settled_study(case, solve_independent(case, **solve_kw), clear_market(case, **solve_kw), profit_rate)
+
+
+def settled_study(case: Case, independent: Operation, market: Operation, profit_rate: float) -> Study:
+    """A :class:`Study` of two solved operations, settled under M2 (equal) and M3 (contribution)."""
+    return Study(case, independent, market, settle(case, independent, market, profit_rate, "equal"),
+                 settle(case, independent, market, profit_rate, "contribution"))
 
 
 def _expected(case: Case, values: np.ndarray) -> np.ndarray:
@@ -216,8 +222,8 @@ def load_study(case: Case, operation_dir, profit_rate: float) -> Study:
     """A :class:`Study` from the operation CSVs of notebooks 02-03 (no re-solve) and the two settlements."""
     from .io import load_operation
 
-    m1, mk = load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market")
-    return Study(case, m1, mk, settle(case, m1, mk, profit_rate, "equal"), settle(case, m1, mk, profit_rate))
+    return settled_study(case, load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market"),
+                         profit_rate)
 
 
 def inputs_table(case: Case) -> pd.DataFrame:
@@ -303,6 +309,14 @@ SCORECARD_REASONS = {
 }
 
 
+@contextlib.contextmanager
+def _routing_quiet():
+    """Re-solves of a case already reported: its RoutingWarning (MODEL.md tie-break) is not repeated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RoutingWarning)
+        yield
+
+
 def _first_scenarios(case: Case, k: int) -> Case:
     """The case with only its first k scenarios, probabilities renormalised."""
     frames = case.to_frames()
@@ -316,10 +330,6 @@ def _first_scenarios(case: Case, k: int) -> Case:
 
 def sensitivity(case: Case, profit_rate: float = 0.2, n_scenarios_options=(1, 5)) -> pd.DataFrame:
     """Headline numbers when each [choice] of MODEL.md changes, one at a time (each row re-solves the case)."""
-    import warnings
-
-    from .model import RoutingWarning
-
     m = case.market
     variants = [("baseline", "", case)]
     for kb, ks in ((1.05, 0.95), (1.2, 0.8), (1.0, 1.0)):
@@ -336,8 +346,7 @@ def sensitivity(case: Case, profit_rate: float = 0.2, n_scenarios_options=(1, 5)
         variants.append(("epsilon", f"{eps:g}", case.replace(market={"regularization": eps})))
     rows = []
     for choice, value, variant in variants:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RoutingWarning)
+        with _routing_quiet():
             study = run_study(variant, profit_rate)
         h = headline(study)
         rows.append({"choice": choice, "value": value or "MODEL.md default",
@@ -366,13 +375,8 @@ def solver_agreement(case: Case, study: Study, solver: tuple[str, dict] = SECOND
     """
     if case.n_homes * case.n_scenarios > max_rows:
         return None
-    import warnings
-
-    from .model import RoutingWarning
-
     name, options = solver
-    with warnings.catch_warnings():  # the same case was solved (and warned about) once already
-        warnings.simplefilter("ignore", RoutingWarning)
+    with _routing_quiet():
         m1 = solve_independent(case, solver=name, solver_options=options)
         mk = clear_market(case, solver=name, solver_options=options)
     m3 = settle(case, m1, mk, study.profit_rate)
