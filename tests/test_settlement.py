@@ -1,5 +1,7 @@
 """Value allocation: closed form vs numerical Nash bargaining, and the mechanism's promises on 200 instances."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,14 @@ def test_closed_form_equals_numerical_nash_bargaining(instances, seed):
     gamma = dm.nash_bargaining(m1, mk, st.alpha, rho)
     scale = np.maximum(np.abs(st.payment), st.surplus)
     assert np.max(np.abs(gamma - st.payment) / scale) < 1e-6
+
+
+def test_nash_bargaining_needs_a_real_surplus(instances):
+    """A market result with M1's costs has no surplus to bargain over."""
+    case, m1, mk = instances[1]
+    no_gain = dataclasses.replace(mk, home_cost=m1.home_cost, aggregator_revenue=m1.aggregator_revenue)
+    with pytest.raises(ValueError, match="surplus"):
+        dm.nash_bargaining(m1, no_gain, np.full(case.n_homes, 0.1), 0.2)
 
 
 def test_nobody_trades_contribution_rule_raises():
