@@ -163,7 +163,7 @@ class Case:
         t = self.load.shape[-1]
         return {
             "homes": self.homes.reset_index(),
-            "profiles": _profiles_frame(self.home_ids, self.scenarios, self.load, self.pv),
+            "profiles": long_table(self.home_ids, self.scenarios, load_kw=self.load, pv_kw=self.pv),
             "scenarios": pd.DataFrame({"scenario": list(self.scenarios), "probability": self.probability}),
             "prices": pd.DataFrame(
                 {"hour": np.arange(t), "retail_usd_per_kwh": self.retail, "lmp_usd_per_kwh": self.lmp}
@@ -295,7 +295,7 @@ def create_case(
     retail = paper_retail_tariff() if retail is None else retail
     frames = {
         "homes": homes,
-        "profiles": _profiles_frame(home_ids, scenario_ids, load, pv),
+        "profiles": long_table(home_ids, scenario_ids, load_kw=load, pv_kw=pv),
         "scenarios": pd.DataFrame({"scenario": scenario_ids, "probability": probability}),
         "prices": pd.DataFrame({"hour": np.arange(len(np.atleast_1d(lmp))),
                                 "retail_usd_per_kwh": retail, "lmp_usd_per_kwh": lmp}),
@@ -304,16 +304,18 @@ def create_case(
     return Case.from_frames(**frames)
 
 
-def _profiles_frame(home_ids, scenario_ids, load: np.ndarray, pv: np.ndarray) -> pd.DataFrame:
-    """(N, S, T) arrays -> the long ``profiles.csv`` table, home-major, then scenario, then hour."""
-    n, s, t = load.shape
+def long_table(home_ids, scenario_ids, **cubes: np.ndarray) -> pd.DataFrame:
+    """(N, S, T) arrays -> one long table with columns home, scenario, hour, then one column per array.
+
+    Rows are home-major, then scenario, then hour (the layout of ``profiles.csv``).
+    """
+    n, s, t = next(iter(cubes.values())).shape
     return pd.DataFrame(
         {
             "home": np.repeat(np.asarray(home_ids, dtype=object), s * t),
             "scenario": np.tile(np.repeat(np.asarray(scenario_ids, dtype=object), t), n),
             "hour": np.tile(np.arange(t), n * s),
-            "load_kw": load.reshape(-1),
-            "pv_kw": pv.reshape(-1),
+            **{name: np.asarray(cube).reshape(-1) for name, cube in cubes.items()},
         }
     )
 

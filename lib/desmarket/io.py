@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .case import Case
+from .case import Case, long_table
 from .model import Operation
 
 DISPATCH = ("load", "pv_used", "charge", "discharge", "energy", "net_load", "net_surplus", "trade")
@@ -38,13 +38,8 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     """Write one operation result as CSV files named ``name_*.csv`` in ``directory``; returns the paths."""
     directory = resolve(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    n, s, t = op.load.shape
-    dispatch = pd.DataFrame({
-        "home": np.repeat(case.home_ids, s * t),
-        "scenario": np.tile(np.repeat(case.scenarios, t), n),
-        "hour": np.tile(np.arange(t), n * s),
-        **{k: getattr(op, k).reshape(-1) for k in DISPATCH},
-    })
+    s, t = op.load.shape[1:]
+    dispatch = long_table(case.home_ids, case.scenarios, **{k: getattr(op, k) for k in DISPATCH})
     homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
     meta = {"mode": op.mode, "aggregator_revenue": op.aggregator_revenue, "regularization_cost":
             op.regularization_cost, "over_limit_kw": op.over_limit_kw, "objective": op.objective,

@@ -130,8 +130,8 @@ def _rows(case: Case, values: np.ndarray) -> np.ndarray:
 def _home_block(case: Case, weight: np.ndarray):
     """Variables, constraints and objective of all homes, Eqs. 5-15, vectorised over rows (home, scenario).
 
-    Returns (variables dict, constraints, objective terms dict). The objective terms are the expected
-    utility (Eq. 5, $) and the tie-break regularisation (MODEL.md), both to be added by the caller.
+    Returns (variables dict, constraints, disutility, spread): disutility is minus the expected utility
+    (Eq. 5, $), spread is sum pi (c^2 + e^2) (MODEL.md tie-break, kW^2); the caller adds both to its objective.
     """
     n, s, t = case.load.shape
     r = n * s
@@ -155,8 +155,8 @@ def _home_block(case: Case, weight: np.ndarray):
     constraints = [
         Pl >= 0, Ps >= 0, Pl <= grid, Ps <= grid,  # Eq. 7
         g >= 0, g <= PV,  # Eq. 8
-        d >= case.column("load_min_factor").repeat(s)[:, None] * D,  # Eq. 9
-        d <= case.column("load_max_factor").repeat(s)[:, None] * D,  # Eq. 9
+        d >= _rows(case, case.column("load_min_factor")) * D,  # Eq. 9
+        d <= _rows(case, case.column("load_max_factor")) * D,  # Eq. 9
         cp.sum(d, axis=1) >= D.sum(axis=1),  # Eq. 10, daily minimum = baseline
         c >= 0, e >= 0, c <= pmax, e <= pmax,  # Eqs. 11-12
         E == stored_before + cp.multiply(eta_c, c) - cp.multiply(1 / eta_d, e),  # Eq. 13
