@@ -21,15 +21,16 @@ from .model import (
     Operation,
     SolverError,
     RoutingWarning,
+    assemble_operation,
     build_clearing,
     build_independent,
-    clear_market,
     clearing_price,
     pro_rata_flows,
     read_operation,
     solve,
-    solve_independent,
 )
+from .coordinated import Coordination, NotConvergedError
+from .engine import METHODS, clear_market, solve_independent
 from .settlement import (
     NoTradeError,
     Settlement,
@@ -45,6 +46,10 @@ from .settlement import (
 __all__ = [
     "Case",
     "CaseError",
+    "Coordination",
+    "METHODS",
+    "NotConvergedError",
+    "assemble_operation",
     "DEFAULT_HOME",
     "DEFAULT_SOLVER",
     "HOURS",

@@ -9,11 +9,14 @@ Three steps, kept apart (house style):
 * **read** -- :func:`read_operation` turns handles into an :class:`Operation` of (N, S, T) arrays, after the
   tie-break of MODEL.md ("Uniqueness"), and prices it (:func:`clearing_price`).
 
-:func:`solve_independent` and :func:`clear_market` do all three.
+:func:`central_independent` and :func:`central_clearing` do all three on one problem (method "central");
+:mod:`desmarket.engine` solves the same models by pieces or by the coordinated market process, and every
+method ends in :func:`assemble_operation`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import NamedTuple
 
 import cvxpy as cp
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .case import Case
@@ -76,6 +80,8 @@ class Operation:
     balanced:           (S, T) True where the community neither imports nor exports (price not pinned)
     regularization_cost: the tie-break term epsilon * sum pi (c^2 + e^2) at the optimum, $ (not in any cost)
     over_limit_kw:      largest excess of a tie-broken trade or grid flow over grid_limit_kw (0 if none), kW
+    build_seconds, solve_seconds: summed over all pieces (CPU time of the workers for parallel methods)
+    convergence:        one row per iteration of the coordinated market process (None for other methods)
     """
 
     mode: str
@@ -102,8 +108,11 @@ class Operation:
     solver: str
     solve_seconds: float  # cvxpy compilation + solver
     build_seconds: float  # building the cvxpy expressions
-    solver_seconds: float  # the solver alone (its own report)
-    problem: cp.Problem = field(repr=False)
+    solver_seconds: float  # the solver alone (its own report; NaN where the solver does not report it)
+    problem: cp.Problem | None = field(repr=False)  # the single cvxpy problem (method "central" only)
+    method: str = "central"  # how it was solved: "central", "decomposed" or "coordinated" (see engine.METHODS)
+    wall_seconds: float = np.nan  # wall-clock time of the whole call, all workers together
+    convergence: pd.DataFrame | None = field(default=None, repr=False)  # per iteration ("coordinated" only)
 
     @property
     def net_consumption(self) -> np.ndarray:
@@ -189,6 +198,19 @@ def _weights(case: Case) -> np.ndarray:
     return np.tile(case.probability, case.n_homes)
 
 
+def trade_limits(case: Case, trade_limit: float | np.ndarray | None = None) -> np.ndarray:
+    """x_bar of Eq. 19 per home, kW (N,) [choice: default = each home's grid_limit_kw]; validated."""
+    if trade_limit is None:
+        return case.column("grid_limit_kw")
+    try:
+        x_bar = np.broadcast_to(np.asarray(trade_limit, dtype=float), (case.n_homes,)).copy()
+    except (TypeError, ValueError):
+        raise ValueError(f"trade_limit must be a number or one per home ({case.n_homes}), got {trade_limit!r}") from None
+    if np.any(~np.isfinite(x_bar)) or np.any(x_bar < 0):
+        raise ValueError(f"trade_limit must be finite and >= 0 kW, got {trade_limit!r}")
+    return x_bar
+
+
 def build_independent(case: Case) -> tuple[cp.Problem, Handles]:
     """M1: every home minimises its own expected bill minus utility at retail prices (Eq. 5, Eqs. 6-15).
 
@@ -218,9 +240,7 @@ def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) ->
     w = _weights(case)
     v, constraints, disutility, spread = _home_block(case, w)
     par = _parameters(case)
-    x_bar = case.column("grid_limit_kw") if trade_limit is None else np.broadcast_to(trade_limit, (n,))
-    if np.any(~np.isfinite(x_bar)) or np.any(np.asarray(x_bar) < 0):
-        raise ValueError(f"trade_limit must be finite and >= 0 kW, got {trade_limit!r}")
+    x_bar = trade_limits(case, trade_limit)
     x = cp.Variable((n * s, t), name="trade")
     B = sp.kron(np.ones((1, n)), sp.eye(s), format="csr")  # (S, R): sums rows of the same scenario
     trade_balance = B @ x == 0  # Eq. 18
@@ -294,52 +314,113 @@ def clearing_price(handles: Handles, case: Case) -> np.ndarray:
     return -dual / case.probability[:, None]
 
 
+class Prices(NamedTuple):
+    """The prices and the tie-break weight an operation is costed with (Eqs. 1-5), as solved."""
+
+    retail: np.ndarray  # p_t, $/kWh, (T,)
+    net_metering: float  # q, $/kWh
+    buy: np.ndarray  # lambda^b_t, $/kWh, (T,)
+    sell: np.ndarray  # lambda^s_t, $/kWh, (T,)
+    regularization: float  # epsilon, $/kW^2
+
+    @classmethod
+    def of_case(cls, case: Case) -> Prices:
+        return cls(case.retail, case.market.net_metering_usd_per_kwh, case.buy_price, case.sell_price,
+                   case.market.regularization)
+
+    @classmethod
+    def of_handles(cls, handles: Handles) -> Prices:
+        """The values of a built problem's Parameters: what the solver actually priced."""
+        value = lambda p: np.asarray(p.value, dtype=float)  # noqa: E731
+        return cls(value(handles.retail), float(handles.net_metering.value), value(handles.buy), value(handles.sell),
+                   float(handles.regularization.value))
+
+
 def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver: str, solve_seconds: float = np.nan,
                    build_seconds: float = np.nan, tie_break: bool = True) -> Operation:
     """Arrays, costs and prices of a solved problem (Eqs. 1-5), after the tie-break of MODEL.md.
 
     tie_break=True [choice]: trades and per-home grid flows are recomputed by :func:`pro_rata_flows`;
-    False reports the solver's own (non-unique) x, Pl, Ps.
+    False reports the solver's own (non-unique) x, Pl, Ps. Prices and epsilon are read from the problem's
+    Parameters, so a re-solve after setting ``handles.buy.value`` is costed at the prices it was solved with.
     """
     n, s = case.n_homes, case.n_scenarios
-    arr = {k: _cube(getattr(handles, k), n, s) for k in ("d", "g", "c", "e", "E", "Pl", "Ps")}
-    is_market = handles.x is not None
+    keys = ("d", "g", "c", "e", "E", "Pl", "Ps") + (("x",) if handles.x is not None else ())
+    arrays = {k: _cube(getattr(handles, k), n, s) for k in keys}
+    price = clearing_price(handles, case) if handles.x is not None else None
+    return assemble_operation(case, arrays, price, Prices.of_handles(handles), solver=solver,
+                              tie_break=tie_break, method="central", problem=problem,
+                              objective=float(problem.value), solve_seconds=solve_seconds,
+                              build_seconds=build_seconds,
+                              solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan))
+
+
+def operation_objective(probability: np.ndarray, arrays: dict, prices: Prices, utility_a: np.ndarray,
+                        utility_b: np.ndarray, market: bool) -> float:
+    """The objective of M1 (Eq. 5 summed over homes) or of the clearing (Eq. 16) at a dispatch, plus epsilon term.
+
+    M1: sum pi [p Pl - q Ps - U(d)] + eps sum pi (c^2 + e^2); clearing: sum pi [lb Pl - ls Ps - U(d)] + eps ....
+    Evaluated on the solver's own flows (``arrays`` of (N, S, T)), this is the optimal value of the problem.
+    """
+    a, b = utility_a[:, None, None], utility_b[:, None, None]
+    if market:
+        per_hour = prices.buy * arrays["Pl"] - prices.sell * arrays["Ps"]
+    else:
+        per_hour = prices.retail * arrays["Pl"] - prices.net_metering * arrays["Ps"]
+    d, c, e = arrays["d"], arrays["c"], arrays["e"]
+    per_hour = per_hour - (a * d ** 2 + b * d) + prices.regularization * (c ** 2 + e ** 2)
+    return float(np.einsum("s,nst->", probability, per_hour))
+
+
+def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, prices: Prices, *, solver: str,
+                       tie_break: bool = True, method: str = "central", problem: cp.Problem | None = None,
+                       objective: float | None = None, solve_seconds: float = np.nan,
+                       build_seconds: float = np.nan, solver_seconds: float = np.nan, wall_seconds: float = np.nan,
+                       convergence=None) -> Operation:
+    """One :class:`Operation` from solved (N, S, T) arrays: the tie-break, then the costs of Eqs. 1-5.
+
+    Every method (central, decomposed, coordinated) ends here, so they share one contract.
+    arrays: ``d, g, c, e, E`` and the solver's own ``Pl, Ps`` (and ``x`` for the market), kW.
+    price:  (S, T) clearing price in $/kWh, un-weighted (None in M1).
+    """
+    is_market = price is not None
     over = 0.0
     if tie_break:
-        x, Pl, Ps = pro_rata_flows(arr["d"] + arr["c"] - arr["e"] - arr["g"], match=is_market)
+        x, Pl, Ps = pro_rata_flows(arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"], match=is_market)
         over = _check_limits(case, x, Pl, Ps)
     else:
-        x = _cube(handles.x, n, s) if is_market else np.zeros_like(arr["d"])
-        Pl, Ps = arr["Pl"], arr["Ps"]
+        x = arrays["x"] if is_market else np.zeros_like(arrays["d"])
+        Pl, Ps = arrays["Pl"], arrays["Ps"]
+    d = arrays["d"]
     pi = case.probability
-    a, b = case.column("utility_a")[:, None, None], case.column("utility_b")[:, None, None]
-    q = case.market.net_metering_usd_per_kwh
+    a, b = case.column("utility_a"), case.column("utility_b")
+    if objective is None:
+        objective = operation_objective(pi, arrays, prices, a, b, is_market)
+    q = prices.net_metering
     expect = lambda v: np.einsum("s,nst->n", pi, v)  # noqa: E731  (N, S, T) -> (N,) expected daily sum
-    retail_bill = expect(Pl * case.retail)
+    retail_bill = expect(Pl * prices.retail)
     credit = expect(Ps * q)
-    utility = expect(a * arr["d"] ** 2 + b * arr["d"])
+    utility = expect(a[:, None, None] * d ** 2 + b[:, None, None] * d)
     Pl_tot, Ps_tot = Pl.sum(axis=0), Ps.sum(axis=0)  # (S, T), Eqs. 2-3
-    revenue = pi @ ((case.retail - case.buy_price) * Pl_tot + (case.sell_price - q) * Ps_tot).sum(axis=1)  # Eq. 1
-    spread = case.market.regularization * float(expect(arr["c"] ** 2 + arr["e"] ** 2).sum())
-    price = clearing_price(handles, case) if is_market else None
+    revenue = pi @ ((prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot).sum(axis=1)  # Eq. 1
+    spread = prices.regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = None
     if is_market:
-        balanced = (Pl_tot < NET_TOLERANCE * n) & (Ps_tot < NET_TOLERANCE * n)
+        balanced = (Pl_tot < NET_TOLERANCE * case.n_homes) & (Ps_tot < NET_TOLERANCE * case.n_homes)
     return Operation(
         mode="market" if is_market else "independent",
         home_ids=case.home_ids,
         probability=pi.copy(),
-        load=arr["d"], pv_used=arr["g"], charge=arr["c"], discharge=arr["e"], energy=arr["E"],
+        load=d, pv_used=arrays["g"], charge=arrays["c"], discharge=arrays["e"], energy=arrays["E"],
         net_load=Pl, net_surplus=Ps, trade=x, price=price, balanced=balanced,
         retail_bill=retail_bill, net_metering_credit=credit, utility=utility,
         home_cost=retail_bill - credit - utility,
         aggregator_revenue=float(revenue),
         regularization_cost=spread,
         over_limit_kw=over,
-        objective=float(problem.value),
-        solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds,
-        solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan),
-        problem=problem,
+        objective=float(objective),
+        solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds, solver_seconds=solver_seconds,
+        problem=problem, method=method, wall_seconds=wall_seconds, convergence=convergence,
     )
 
 
@@ -364,24 +445,23 @@ def _check_limits(case: Case, x, Pl, Ps) -> float:
 
 # ===================================================================================== drivers
 def _run(case: Case, build, solver: str, solver_options: dict | None, tie_break: bool, **build_kw) -> Operation:
-    if not isinstance(case, Case):
-        raise TypeError(f"expected a desmarket.Case, got {type(case).__name__}; use desmarket.load_case(path)")
     t0 = time.perf_counter()
     problem, handles = build(case, **build_kw)
     t1 = time.perf_counter()
     solve(problem, solver, **(solver_options or {}))
     t2 = time.perf_counter()
-    return read_operation(case, problem, handles, solver=solver, solve_seconds=t2 - t1, build_seconds=t1 - t0,
-                          tie_break=tie_break)
+    op = read_operation(case, problem, handles, solver=solver, solve_seconds=t2 - t1, build_seconds=t1 - t0,
+                        tie_break=tie_break)
+    return dataclasses.replace(op, wall_seconds=time.perf_counter() - t0)
 
 
-def solve_independent(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
-                      tie_break: bool = True) -> Operation:
-    """Mode M1: each home alone at the retail TOU price (Eqs. 5-15); the disagreement point C^0, R_A^0."""
+def central_independent(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
+                        tie_break: bool = True) -> Operation:
+    """M1 as one problem over all homes and scenarios (method "central", the reference)."""
     return _run(case, build_independent, solver, solver_options, tie_break)
 
 
-def clear_market(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
-                 tie_break: bool = True, trade_limit: float | np.ndarray | None = None) -> Operation:
-    """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices."""
+def central_clearing(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
+                     tie_break: bool = True, trade_limit: float | np.ndarray | None = None) -> Operation:
+    """The clearing as one problem over all homes and scenarios (method "central", the reference)."""
     return _run(case, build_clearing, solver, solver_options, tie_break, trade_limit=trade_limit)

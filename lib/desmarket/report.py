@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .case import Case
-from .model import Operation, RoutingWarning, clear_market, solve_independent
+from .engine import clear_market, solve_independent
+from .model import Operation, RoutingWarning
 from .settlement import Settlement, settle
 
 PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3

@@ -1,0 +1,260 @@
+"""The paper's price-coordinated market process (Section 2.1.1, steps 2-3; privacy, Section 2.1.2).
+
+The aggregator announces prices; each home's energy management controller optimises its own resources against
+them and reports only its trading schedule; the aggregator updates the prices until trades balance. We solve
+it as the *exchange problem* of Boyd et al., "Distributed optimization and statistical learning via the
+alternating direction method of multipliers", Found. Trends Mach. Learn. 3(1), 2011, Section 7.3.2:
+
+    minimise sum_i F_i(z_i)  subject to  sum_i x_i = 0  for every (scenario, hour)      (Eqs. 16-18)
+
+where F_i is home i's part of the clearing objective (its wholesale-priced grid flows minus its utility, plus
+the tie-break term) over its local constraints (Eqs. 6-15, 17, 19), and x_i its trade. Why ADMM and not plain
+dual decomposition (price = subgradient step): F_i is piecewise linear in the grid flows, so at a pinned price
+a home is indifferent between the grid and the market and its best response jumps; dual decomposition then
+oscillates and needs diminishing steps, while ADMM's proximal term makes each response unique and converges
+for any penalty rho > 0 (Boyd et al., Section 3.2).
+
+One iteration k, with clearing price lambda^k (S, T) and the community's mean imbalance xbar^k = mean_i x_i^k:
+
+* aggregator -> every home: the coordinated price  p^k = lambda^k - rho xbar^k  and the penalty rho;
+* home i (:func:`home_response`, its own data only):
+  x_i^{k+1} = argmin F_i(z_i) - p^k . x_i + rho/2 ||x_i - x_i^k||^2;
+* home i -> aggregator: its trade schedule x_i^{k+1} (S, T) and nothing else;
+* aggregator (:func:`aggregator_update`, schedules only): lambda^{k+1} = lambda^k - rho xbar^{k+1}.
+
+(The home update is Boyd's x_i-step (rho/2)||x_i - x_i^k + xbar^k + u^k||^2 with the scaled dual
+u = -lambda/rho, rewritten so that the home needs only a price and its own last schedule.) The clearing price
+lambda is the multiplier of Eq. 18 with the sign of :func:`desmarket.model.clearing_price`. The process stops
+when the largest trade imbalance |sum_i x_i| is at most ``tol_residual`` kW and both the largest price change
+and the dual residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| are at most ``tol_price`` $/kWh. The penalty
+adapts by residual balancing (Boyd et al., Section 3.4.1) unless ``adaptive=False``.
+
+The homes' final dispatch goes through :func:`desmarket.model.assemble_operation`, with the same tie-break as
+the other methods, so the reported trades balance exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import pandas as pd
+
+from .case import Case
+from .model import Operation, Prices, SolverError, assemble_operation, operation_objective, solve, trade_limits
+from .pieces import Block, block_model, case_block, run_tasks
+
+FLOAT_BYTES = 8
+
+
+class NotConvergedError(RuntimeError):
+    """The coordinated market process did not meet its tolerances within the iteration limit.
+
+    ``convergence`` holds the iterations run (the same table as ``Operation.convergence``).
+    """
+
+    def __init__(self, message: str, convergence: pd.DataFrame | None = None):
+        super().__init__(message)
+        self.convergence = convergence
+
+
+@dataclass(frozen=True)
+class Coordination:
+    """Settings of the coordinated market process (ADMM for the exchange problem).
+
+    rho:            initial ADMM penalty, $/kWh per kW of trade change
+    tol_residual:   kW, largest |sum_i x_{i,s,t}| accepted at convergence (trade balance, Eq. 18)
+    tol_price:      $/kWh, largest price change and dual residual accepted at convergence
+    max_iterations: iterations before :class:`NotConvergedError`
+    adaptive:       residual balancing of rho (Boyd et al. 2011, Section 3.4.1): x2 or /2 when one residual
+                    exceeds ``balance`` times the other
+    """
+
+    rho: float = 0.002
+    tol_residual: float = 1e-4
+    tol_price: float = 1e-6
+    max_iterations: int = 2000
+    adaptive: bool = True
+    balance: float = 10.0
+
+    def __post_init__(self):
+        for name in ("rho", "tol_residual", "tol_price", "balance"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"Coordination.{name} must be a positive number, got {value!r}")
+        if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
+            raise ValueError(f"Coordination.max_iterations must be a positive integer, got {self.max_iterations!r}")
+
+
+# ====================================================================================== home side
+class HomeController:
+    """One home's energy management controller: its own problem, built once; prices enter as Parameters.
+
+    It holds only the home's own data (a :class:`~desmarket.pieces.Block` of its scenario rows).
+    """
+
+    def __init__(self, home: Block, solver: str, solver_options: dict | None = None):
+        s, t = home.load.shape
+        self.handles, constraints, local_cost = block_model(home, market=True)
+        self.linear = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
+        self.half_rho = cp.Parameter(nonneg=True, name="half_rho")  # rho / 2
+        x = self.handles.x
+        objective = local_cost - cp.sum(cp.multiply(self.linear, x)) + self.half_rho * cp.sum_squares(x)
+        self.problem = cp.Problem(cp.Minimize(objective), constraints)
+        self.solver, self.solver_options = solver, solver_options or {}
+
+    def respond(self, price: np.ndarray, previous: np.ndarray, rho: float) -> dict:
+        """Best response to the coordinated price: argmin F_i - p.x + rho/2 ||x - previous||^2.
+
+        price: (S, T) $/kWh; previous: this home's last trade schedule (S, T) kW. Returns the home's dispatch
+        (its own record); only ``x`` is reported to the aggregator.
+        """
+        self.linear.value = price + rho * previous
+        self.half_rho.value = rho / 2
+        solve(self.problem, self.solver, **self.solver_options)
+        return {k: np.asarray(getattr(self.handles, k).value, dtype=float)
+                for k in ("d", "g", "c", "e", "E", "Pl", "Ps", "x")}
+
+
+#: Controllers kept per worker process between iterations, keyed by (run id, home index); oldest dropped first.
+_CONTROLLERS: OrderedDict = OrderedDict()
+MAX_CONTROLLERS = 4096
+
+
+def _controller(key, home: Block, solver: str, solver_options: dict | None) -> HomeController:
+    ctrl = _CONTROLLERS.get(key)
+    if ctrl is None:
+        ctrl = _CONTROLLERS[key] = HomeController(home, solver, solver_options)
+        while len(_CONTROLLERS) > MAX_CONTROLLERS:
+            _CONTROLLERS.popitem(last=False)
+    return ctrl
+
+
+def home_response(home: Block, price: np.ndarray, previous: np.ndarray, rho: float, *, solver: str = "PIQP",
+                  solver_options: dict | None = None, key=None) -> dict:
+    """The home side of one iteration: receives only the announced price, rho and its own data and schedule.
+
+    ``key`` lets a worker re-use the home's built problem between iterations.
+    """
+    ctrl = _controller(key, home, solver, solver_options) if key is not None else HomeController(
+        home, solver, solver_options)
+    try:
+        return ctrl.respond(price, previous, rho)
+    except SolverError as exc:
+        raise SolverError(f"{exc} (home controller, case rows {home.rows.min()}-{home.rows.max()})") from exc
+
+
+def _respond_batch(run_id: str, homes: list[tuple[int, Block]], price, previous, rho, solver, solver_options):
+    """Several homes' responses in one task (each home solves its own problem; the batch only saves messages)."""
+    return [home_response(home, price, previous[j], rho, solver=solver, solver_options=solver_options,
+                          key=(run_id, i)) for j, (i, home) in enumerate(homes)]
+
+
+# ================================================================================ aggregator side
+@dataclass(frozen=True)
+class AggregatorState:
+    """What the aggregator knows: its prices, its penalty and the schedules the homes reported."""
+
+    price: np.ndarray  # lambda, (S, T) $/kWh
+    rho: float
+    trades: np.ndarray  # last reported schedules, (N, S, T) kW
+
+    def announcement(self) -> np.ndarray:
+        """The coordinated price p^k = lambda^k - rho xbar^k sent to every home, (S, T) $/kWh."""
+        return self.price - self.rho * self.trades.mean(axis=0)
+
+
+def aggregator_update(state: AggregatorState, trades: np.ndarray, settings: Coordination
+                      ) -> tuple[AggregatorState, dict]:
+    """The aggregator side of one iteration: receives only the homes' trade schedules (N, S, T) kW.
+
+    Returns the new state and the residuals: ``residual_kw`` max |sum_i x| (Eq. 18), ``price_change`` max
+    |lambda^{k+1} - lambda^k| and ``dual_residual`` rho max |(x - xbar)^{k+1} - (x - xbar)^k|, both $/kWh.
+    """
+    trades = np.asarray(trades, dtype=float)
+    mean = trades.mean(axis=0)
+    price = state.price - state.rho * mean
+    centred_change = (trades - mean) - (state.trades - state.trades.mean(axis=0))
+    info = {
+        "residual_kw": float(np.abs(trades.sum(axis=0)).max()),
+        "price_change": float(np.abs(price - state.price).max()),
+        "dual_residual": float(state.rho * np.abs(centred_change).max()),
+        "rho": state.rho,
+    }
+    rho = state.rho
+    if settings.adaptive:  # each residual relative to its tolerance, so that both reach it together
+        primal, dual = info["residual_kw"] / settings.tol_residual, info["dual_residual"] / settings.tol_price
+        if primal > settings.balance * dual:
+            rho = rho * 2
+        elif dual > settings.balance * primal:
+            rho = rho / 2
+    return AggregatorState(price=price, rho=rho, trades=trades), info
+
+
+# ======================================================================================= the process
+def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None) -> list[np.ndarray]:
+    """Homes grouped into tasks of about 2,048 rows, and at least two tasks per worker when that is possible."""
+    workers = (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, int(n_jobs))
+    by_size = int(np.ceil(n_homes * rows_per_home / 2048))
+    count = 1 if n_homes * rows_per_home <= 2048 else min(n_homes, max(by_size, 2 * workers))
+    return [b for b in np.array_split(np.arange(n_homes), count) if len(b)]
+
+
+def coordinate(case: Case, settings: Coordination | None = None, *, solver: str = "PIQP",
+               solver_options: dict | None = None, tie_break: bool = True,
+               trade_limit: float | np.ndarray | None = None, n_jobs: int | None = -1) -> Operation:
+    """Clear the market by the coordinated process (module docstring); an :class:`Operation` with convergence.
+
+    Raises :class:`NotConvergedError`, naming the tolerance that was missed, if the iteration limit is reached.
+    """
+    settings = settings or Coordination()
+    if not isinstance(settings, Coordination):
+        raise TypeError(f"coordination must be a desmarket.Coordination, got {type(settings).__name__}")
+    t0 = time.perf_counter()
+    n, s, t = case.load.shape
+    x_bar = trade_limits(case, trade_limit)
+    homes = [case_block(case, np.arange(i * s, (i + 1) * s), x_bar) for i in range(n)]  # each home's own data
+    batches = _batches(n, s, n_jobs)
+    run_id = uuid.uuid4().hex
+    state = AggregatorState(price=np.broadcast_to((case.buy_price + case.sell_price) / 2, (s, t)).copy(),
+                            rho=float(settings.rho), trades=np.zeros((n, s, t)))
+    prices = Prices.of_case(case)
+    a, b = case.column("utility_a"), case.column("utility_b")
+    log, dispatch = [], None
+    try:
+        for k in itertools.count(1):
+            announced = state.announcement()
+            tasks = [(run_id, [(i, homes[i]) for i in batch], announced, state.trades[batch], state.rho, solver,
+                      solver_options) for batch in batches]
+            responses = list(itertools.chain.from_iterable(run_tasks(_respond_batch, tasks, n_jobs)))
+            dispatch = {key: np.stack([r[key] for r in responses]) for key in responses[0]}
+            state, info = aggregator_update(state, dispatch["x"], settings)
+            info["objective"] = operation_objective(case.probability, dispatch, prices, a, b, market=True)
+            log.append({"iteration": k, **info, "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
+                        "bytes_from_each_home": s * t * FLOAT_BYTES})
+            done = (info["residual_kw"] <= settings.tol_residual
+                    and max(info["price_change"], info["dual_residual"]) <= settings.tol_price)
+            if done:
+                break
+            if k >= settings.max_iterations:
+                missed = [f"{name} {info[key]:.3g} > {tol:g}" for name, key, tol in (
+                    ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
+                    ("price change ($/kWh)", "price_change", settings.tol_price),
+                    ("dual residual ($/kWh)", "dual_residual", settings.tol_price)) if info[key] > tol]
+                raise NotConvergedError(
+                    f"the coordinated market process did not converge in {k} iterations: {'; '.join(missed)}. "
+                    "Raise Coordination(max_iterations=...), loosen tol_residual / tol_price, or try another "
+                    "rho; method='decomposed' gives the exact clearing.", pd.DataFrame(log).set_index("iteration"))
+    finally:
+        for i in range(n):  # this process's cached controllers of the run (workers' caches age out)
+            _CONTROLLERS.pop((run_id, i), None)
+    convergence = pd.DataFrame(log).set_index("iteration")
+    return assemble_operation(case, dispatch, state.price, prices, solver=solver, tie_break=tie_break,
+                              method="coordinated", wall_seconds=time.perf_counter() - t0,
+                              convergence=convergence)

@@ -1,0 +1,130 @@
+"""The solving engine: M1 and the market clearing by three methods, in parallel through joblib.
+
+``solve_independent(case, method=...)`` and ``clear_market(case, method=...)`` are the public entry points.
+
+* ``"central"`` -- one cvxpy problem over all homes and scenarios (:func:`desmarket.model.build_independent`,
+  :func:`desmarket.model.build_clearing`), unchanged: the reference.
+* ``"decomposed"`` (default) -- exact. Nothing couples two (home, scenario) rows in M1 (Eqs. 5-15) and nothing
+  couples two scenarios in the clearing (Eq. 18 holds per scenario and hour), so the rows of M1 and the
+  scenarios of the clearing are grouped into *pieces* of about ``chunk_rows`` rows, each piece is solved as its
+  own problem, in parallel, and the pieces are assembled into one :class:`~desmarket.model.Operation` by
+  :func:`~desmarket.model.assemble_operation`: the same tie-break, prices and costs as central.
+* ``"coordinated"`` -- the paper's price-coordinated market process (Section 2.1.1), an iterative algorithm in
+  :mod:`desmarket.coordinated`. M1 has no market to coordinate (each home's controller optimises alone), so
+  for M1 it is the decomposed solve.
+
+A piece is the same model as central (see :mod:`desmarket.pieces`).
+
+Parallelism goes through :class:`joblib.Parallel` without naming a backend: loky processes by default
+(``n_jobs``, default all cores), or any backend set by the caller, e.g. Dask::
+
+    from dask.distributed import Client
+    import joblib
+    client = Client("tcp://scheduler:8786")          # every worker needs desmarket installed
+    with joblib.parallel_config(backend="dask"):
+        market = dm.clear_market(case)
+
+The library itself never imports dask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from .case import Case
+from .coordinated import Coordination, coordinate
+from .model import Operation, Prices, assemble_operation, central_clearing, central_independent, trade_limits
+from .pieces import CHUNK_ROWS, case_block, clearing_pieces, independent_pieces, run_tasks, solve_block
+
+METHODS = ("central", "decomposed", "coordinated")
+DEFAULT_METHOD = "decomposed"
+#: Solver used by each method when ``solver`` is not given. PIQP (a proximal interior-point QP solver) handles
+#: variable bounds natively; Clarabel stays the reference of the central problem.
+DEFAULT_SOLVERS = {"central": "CLARABEL", "decomposed": "PIQP", "coordinated": "PIQP"}
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+    return method
+
+
+def _check_chunk(chunk_rows) -> int:
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    return int(chunk_rows)
+
+
+def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | None, tie_break: bool,
+                n_jobs: int | None, chunk_rows: int, trade_limit) -> Operation:
+    t0 = time.perf_counter()
+    chunk_rows = _check_chunk(chunk_rows)
+    x_bar = trade_limits(case, trade_limit) if market else None
+    pieces = clearing_pieces(case, chunk_rows) if market else independent_pieces(case, chunk_rows)
+    tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
+    results = run_tasks(solve_block, tasks, n_jobs)
+    n, s, t = case.load.shape
+    keys = ("d", "g", "c", "e", "E", "Pl", "Ps") + (("x",) if market else ())
+    flat = {k: np.empty((n * s, t)) for k in keys}
+    price = np.empty((s, t)) if market else None
+    for (block, *_), res in zip(tasks, results):
+        for k in keys:
+            flat[k][block.rows] = res[k]
+        if market:
+            price[np.unique(block.rows % s)] = res["price"]
+    arrays = {k: v.reshape(n, s, t) for k, v in flat.items()}
+    return assemble_operation(
+        case, arrays, price, Prices.of_case(case), solver=solver, tie_break=tie_break, method="decomposed",
+        build_seconds=sum(r["build_seconds"] for r in results), solve_seconds=sum(r["solve_seconds"] for r in results),
+        wall_seconds=time.perf_counter() - t0)
+
+
+# ==================================================================================== entry points
+def _check_case(case) -> Case:
+    if not isinstance(case, Case):
+        raise TypeError(f"expected a desmarket.Case, got {type(case).__name__}; use desmarket.load_case(path)")
+    return case
+
+
+def solve_independent(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None = None,
+                      solver_options: dict | None = None, tie_break: bool = True, n_jobs: int | None = -1,
+                      chunk_rows: int = CHUNK_ROWS) -> Operation:
+    """Mode M1: each home alone at the retail TOU price (Eqs. 5-15); the disagreement point C^0, R_A^0.
+
+    method: "central", "decomposed" (default) or "coordinated" (same as decomposed: M1 has no market).
+    solver: default per method (:data:`DEFAULT_SOLVERS`). n_jobs: joblib workers (default all cores).
+    chunk_rows: (home, scenario) rows per piece of the decomposed solve.
+    """
+    _check_case(case)
+    method = check_method(method)
+    solver = solver or DEFAULT_SOLVERS[method]
+    if method == "central":
+        return central_independent(case, solver=solver, solver_options=solver_options, tie_break=tie_break)
+    op = _decomposed(case, False, solver, solver_options, tie_break, n_jobs, chunk_rows, None)
+    return op if method == "decomposed" else dataclasses.replace(op, method="coordinated")
+
+
+def clear_market(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None = None,
+                 solver_options: dict | None = None, tie_break: bool = True,
+                 trade_limit: float | np.ndarray | None = None, n_jobs: int | None = -1,
+                 chunk_rows: int = CHUNK_ROWS, coordination: Coordination | None = None) -> Operation:
+    """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices.
+
+    method: "central" (one problem), "decomposed" (default; exact, by scenario pieces in parallel) or
+    "coordinated" (the paper's price-coordinated process; ``coordination`` is a
+    :class:`~desmarket.coordinated.Coordination` of its tolerances). solver: default per method
+    (:data:`DEFAULT_SOLVERS`). trade_limit: x_bar in kW, scalar or (N,) [choice: default grid_limit_kw].
+    """
+    _check_case(case)
+    method = check_method(method)
+    solver = solver or DEFAULT_SOLVERS[method]
+    if method == "central":
+        return central_clearing(case, solver=solver, solver_options=solver_options, tie_break=tie_break,
+                                trade_limit=trade_limit)
+    if method == "decomposed":
+        return _decomposed(case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit)
+    return coordinate(case, coordination, solver=solver, solver_options=solver_options, tie_break=tie_break,
+                      trade_limit=trade_limit, n_jobs=n_jobs)
