@@ -18,3 +18,26 @@ def quality(measured):
 @pytest.fixture(scope="session")
 def flags(measured):
     return D.day_flags(measured)
+
+
+# ------------------------------------------------------------------------------ solving methods
+import desmarket as dm  # noqa: E402
+
+#: Accuracy each method promises against the exact optimum (issue "Scale"): costs in $, prices in $/kWh,
+#: dispatch in kW. Central and decomposed are exact up to the solver; coordinated up to its tolerances.
+METHOD_TOLERANCE = {
+    "central": {"cost": 1e-6, "price": 1e-7, "kw": 1e-5},
+    "decomposed": {"cost": 1e-6, "price": 1e-7, "kw": 1e-5},
+    "coordinated": {"cost": 1e-3, "price": 1e-4, "kw": 1e-2},
+}
+
+
+@pytest.fixture(params=dm.METHODS)
+def method(request):
+    """Every test that takes ``method`` runs once per solving method."""
+    return request.param
+
+
+@pytest.fixture
+def tol(method):
+    return METHOD_TOLERANCE[method]

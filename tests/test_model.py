@@ -19,65 +19,65 @@ def flat_pair(pv_seller: float, lmp: float = 0.05, load_buyer: float = 1.0):
                           battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
 
 
-def test_two_homes_exporting_community_by_hand():
+def test_two_homes_exporting_community_by_hand(method, tol):
     case = flat_pair(pv_seller=3.0)
     p, q = case.retail, case.market.net_metering_usd_per_kwh
     lb, ls = 1.1 * 0.05, 0.9 * 0.05
-    m1, mk = dm.solve_independent(case), dm.clear_market(case)
+    m1, mk = dm.solve_independent(case, method=method), dm.clear_market(case, method=method)
     # M1: home 1 buys 1 kW at retail, home 2 sells 3 kW at net metering
-    assert m1.home_cost == pytest.approx([p.sum(), -3 * q * T], abs=1e-6)
-    assert m1.aggregator_revenue == pytest.approx(((p - lb) * 1).sum() + (ls - q) * 3 * T, abs=1e-6)
+    assert m1.home_cost == pytest.approx([p.sum(), -3 * q * T], abs=tol["cost"])
+    assert m1.aggregator_revenue == pytest.approx(((p - lb) * 1).sum() + (ls - q) * 3 * T, abs=tol["cost"])
     # market: home 2 supplies home 1 (1 kW), exports the remaining 2 kW; the community exports
-    assert mk.trade[:, 0, :] == pytest.approx(np.array([[-1.0] * T, [1.0] * T]), abs=1e-6)
-    assert mk.price == pytest.approx(np.full((1, T), ls), abs=1e-7)
-    assert mk.home_cost == pytest.approx([0.0, -2 * q * T], abs=1e-6)
-    assert mk.aggregator_revenue == pytest.approx((ls - q) * 2 * T, abs=1e-6)
+    assert mk.trade[:, 0, :] == pytest.approx(np.array([[-1.0] * T, [1.0] * T]), abs=tol["kw"])
+    assert mk.price == pytest.approx(np.full((1, T), ls), abs=tol["price"])
+    assert mk.home_cost == pytest.approx([0.0, -2 * q * T], abs=tol["cost"])
+    assert mk.aggregator_revenue == pytest.approx((ls - q) * 2 * T, abs=tol["cost"])
     assert not mk.balanced.any()
-    assert dm.cooperative_surplus(m1, mk) == pytest.approx(1.0 * T * (lb - ls), abs=1e-6)
+    assert dm.cooperative_surplus(m1, mk) == pytest.approx(1.0 * T * (lb - ls), abs=tol["cost"])
 
 
-def test_two_homes_importing_community_by_hand():
+def test_two_homes_importing_community_by_hand(method, tol):
     case = flat_pair(pv_seller=0.5)
     lb = 1.1 * 0.05
-    mk = dm.clear_market(case)
-    assert mk.trade[:, 0, :] == pytest.approx(np.array([[-0.5] * T, [0.5] * T]), abs=1e-6)
-    assert mk.price == pytest.approx(np.full((1, T), lb), abs=1e-7)
-    assert mk.net_load[0, 0] == pytest.approx(np.full(T, 0.5), abs=1e-6)
-    assert mk.net_surplus.sum() == pytest.approx(0.0, abs=1e-6)
+    mk = dm.clear_market(case, method=method)
+    assert mk.trade[:, 0, :] == pytest.approx(np.array([[-0.5] * T, [0.5] * T]), abs=tol["kw"])
+    assert mk.price == pytest.approx(np.full((1, T), lb), abs=tol["price"])
+    assert mk.net_load[0, 0] == pytest.approx(np.full(T, 0.5), abs=tol["kw"])
+    assert mk.net_surplus.sum() == pytest.approx(0.0, abs=tol["kw"])
 
 
-def test_balanced_hour_is_reported_and_price_lies_between():
+def test_balanced_hour_is_reported_and_price_lies_between(method, tol):
     case = flat_pair(pv_seller=1.0)
-    mk = dm.clear_market(case)
+    mk = dm.clear_market(case, method=method)
     assert mk.balanced.all()
-    assert np.all(mk.price >= 0.9 * 0.05 - 1e-7) and np.all(mk.price <= 1.1 * 0.05 + 1e-7)
+    assert np.all(mk.price >= 0.9 * 0.05 - tol["price"]) and np.all(mk.price <= 1.1 * 0.05 + tol["price"])
 
 
-def test_elastic_load_follows_marginal_utility():
+def test_elastic_load_follows_marginal_utility(method, tol):
     """One home, no PV, no battery, rigid-free load: d* = (p - b) / (2a), clipped to [0.8 D, 1.2 D]."""
     a, b = -0.045, 0.3
     case = dm.create_case(np.ones((1, 1, T)), np.zeros((1, 1, T)), utility_a=a, utility_b=b, retail=np.full(T, 0.2),
                           lmp=np.full(T, 0.1), battery_kwh=0.0, battery_kw=0.0)
-    m1 = dm.solve_independent(case)
-    assert m1.load[0, 0] == pytest.approx(np.full(T, (b - 0.2) / (-2 * a)), abs=1e-5)
+    m1 = dm.solve_independent(case, method=method)
+    assert m1.load[0, 0] == pytest.approx(np.full(T, (b - 0.2) / (-2 * a)), abs=tol["kw"])
     assert m1.home_cost[0] == pytest.approx(T * (0.2 * (b - 0.2) / (-2 * a) - a * ((b - 0.2) / (-2 * a)) ** 2
-                                                 - b * (b - 0.2) / (-2 * a)), abs=1e-5)
+                                                 - b * (b - 0.2) / (-2 * a)), abs=tol["cost"])
     # at the wholesale price 0.11 the unconstrained optimum 2.11 is clipped at 1.2 D
-    mk = dm.clear_market(case)
-    assert mk.load[0, 0] == pytest.approx(np.full(T, 1.2), abs=1e-5)
+    mk = dm.clear_market(case, method=method)
+    assert mk.load[0, 0] == pytest.approx(np.full(T, 1.2), abs=tol["kw"])
 
 
-def test_daily_minimum_binds_when_load_is_expensive():
+def test_daily_minimum_binds_when_load_is_expensive(method, tol):
     """Marginal utility below the price: the home consumes exactly its daily minimum (Eq. 10)."""
     D = np.linspace(0.5, 1.5, T)
     case = dm.create_case(D[None, None], np.zeros((1, 1, T)), utility_a=-0.01, utility_b=0.0, lmp=np.full(T, 0.04),
                           battery_kwh=0.0, battery_kw=0.0)
-    m1 = dm.solve_independent(case)
-    assert m1.load.sum() == pytest.approx(D.sum(), abs=1e-5)
+    m1 = dm.solve_independent(case, method=method)
+    assert m1.load.sum() == pytest.approx(D.sum(), abs=tol["kw"])
     assert np.all(m1.load >= 0.8 * D - 1e-6) and np.all(m1.load <= 1.2 * D + 1e-6)
 
 
-def test_battery_arbitrage_by_hand():
+def test_battery_arbitrage_by_hand(method, tol):
     """Flat load, no PV, two retail levels: a lossless battery shifts as much as it can to the cheap hours."""
     retail = np.where(np.arange(T) < 12, 0.1, 0.3)
     case = dm.create_case(np.full((1, 1, T), 2.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.0,
@@ -85,10 +85,10 @@ def test_battery_arbitrage_by_hand():
                           battery_kwh=10.0, battery_kw=5.0, soc_min=0.0, soc_max=1.0, soc_initial=0.0,
                           eta_charge=1.0, eta_discharge=1.0, market={"net_metering_usd_per_kwh": 0.03,
                           "buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 0.0})
-    m1 = dm.solve_independent(case)
+    m1 = dm.solve_independent(case, method=method)
     # 10 kWh bought at 0.1 instead of 0.3: saves 2 $
-    assert m1.home_cost[0] == pytest.approx(2 * (12 * 0.1 + 12 * 0.3) - 10 * 0.2, abs=1e-5)
-    assert m1.energy[0, 0, -1] == pytest.approx(0.0, abs=1e-6)
+    assert m1.home_cost[0] == pytest.approx(2 * (12 * 0.1 + 12 * 0.3) - 10 * 0.2, abs=tol["cost"])
+    assert m1.energy[0, 0, -1] == pytest.approx(0.0, abs=tol["kw"])
 
 
 def test_problems_are_dpp_and_vectorised():
@@ -112,28 +112,28 @@ def test_parameters_resolve_without_rebuild():
     assert price == pytest.approx(rebuilt.price, abs=1e-6)
 
 
-def test_infeasible_case_raises_solver_error():
+def test_infeasible_case_raises_solver_error(method, tol):
     case = dm.create_case(np.full((1, 1, T), 5.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.3,
                           lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0)
     with pytest.raises(dm.SolverError, match="infeasible"):
-        dm.solve_independent(case)
+        dm.solve_independent(case, method=method)
 
 
-def test_pass_through_routing_is_booked_pro_rata_with_a_warning():
+def test_pass_through_routing_is_booked_pro_rata_with_a_warning(method, tol):
     """Home 1 needs 15 kW through a 10 kW connection: only routing via home 2 is feasible (pro-rata cannot)."""
     load = np.zeros((2, 1, T))
     load[0] = 15.0
     case = dm.create_case(load, np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.0, lmp=np.full(T, 0.04),
                           battery_kwh=0.0, battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
     with pytest.warns(dm.RoutingWarning, match="home '1' a net load of 15.0000 kW"):
-        booked = dm.clear_market(case)
-    assert booked.over_limit_kw == pytest.approx(5.0, abs=1e-5)
-    assert booked.net_load[0, 0] == pytest.approx(np.full(T, 15.0), abs=1e-5)  # MODEL.md's accounting
+        booked = dm.clear_market(case, method=method)
+    assert booked.over_limit_kw == pytest.approx(5.0, abs=tol["kw"])
+    assert booked.net_load[0, 0] == pytest.approx(np.full(T, 15.0), abs=tol["kw"])  # MODEL.md's accounting
     assert booked.trade.sum() == 0
-    raw = dm.clear_market(case, tie_break=False)
+    raw = dm.clear_market(case, method=method, tie_break=False)
     # the solver's routing is one of many: home 2 passes 5..10 kW on to home 1
     assert np.all(raw.trade[0, 0] <= -5.0 + 1e-5) and np.all(raw.trade[0, 0] >= -10.0 - 1e-5)
-    assert raw.trade.sum(axis=0) == pytest.approx(np.zeros((1, T)), abs=1e-6)
+    assert raw.trade.sum(axis=0) == pytest.approx(np.zeros((1, T)), abs=tol["kw"])
 
 
 def test_unknown_solver_raises():
@@ -147,17 +147,18 @@ SECOND_SOLVERS = [
 ]
 
 
+@pytest.mark.parametrize("method", ["central", "decomposed"])  # coordinated: see test_engine.py
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_per_home_answers_do_not_depend_on_the_solver(seed):
-    """MODEL.md "Uniqueness": with the tie-break, Clarabel and a second solver agree per home."""
+def test_per_home_answers_do_not_depend_on_the_solver(seed, method):
+    """MODEL.md "Uniqueness": with the tie-break, the method's default solver and a second one agree per home."""
     case = random_case(100 + seed, n_homes=5, n_scenarios=3, equal_batteries=True)
-    ref_m1, ref_mk = dm.solve_independent(case), dm.clear_market(case)
+    ref_m1, ref_mk = dm.solve_independent(case, method=method), dm.clear_market(case, method=method)
     ref = dm.settle(case, ref_m1, ref_mk, 0.2)
     agreed = 0
     for solver, options in SECOND_SOLVERS:
         try:
-            m1 = dm.solve_independent(case, solver=solver, solver_options=options)
-            mk = dm.clear_market(case, solver=solver, solver_options=options)
+            m1 = dm.solve_independent(case, method=method, solver=solver, solver_options=options)
+            mk = dm.clear_market(case, method=method, solver=solver, solver_options=options)
         except dm.SolverError:
             continue  # a first-order solver may stop short of the tight tolerance; the other one must agree
         st = dm.settle(case, m1, mk, 0.2)
@@ -169,10 +170,10 @@ def test_per_home_answers_do_not_depend_on_the_solver(seed):
     assert agreed >= 1
 
 
-def test_without_tie_break_per_home_answers_are_not_unique_but_totals_are():
+def test_without_tie_break_per_home_answers_are_not_unique_but_totals_are(method, tol):
     """The gap the tie-break closes: the raw solver routing is only one of many optimal routings."""
     case = random_case(7, n_homes=5, n_scenarios=3, equal_batteries=True)
-    mk = dm.clear_market(case)
-    raw = dm.clear_market(case, tie_break=False)
+    mk = dm.clear_market(case, method=method)
+    raw = dm.clear_market(case, method=method, tie_break=False)
     total = lambda r: r.home_cost.sum() - r.aggregator_revenue  # noqa: E731
-    assert total(raw) == pytest.approx(total(mk), abs=1e-5)
+    assert total(raw) == pytest.approx(total(mk), abs=tol["cost"])

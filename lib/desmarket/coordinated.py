@@ -77,8 +77,8 @@ class Coordination:
     """
 
     rho: float = 0.002
-    tol_residual: float = 1e-4
-    tol_price: float = 1e-6
+    tol_residual: float = 1e-5
+    tol_price: float = 1e-7
     max_iterations: int = 2000
     adaptive: bool = True
     balance: float = 10.0

@@ -1,0 +1,239 @@
+"""The solving methods: decomposed and coordinated against central, congestion, parallel backends, privacy."""
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+
+import desmarket as dm
+from desmarket import coordinated, engine, pieces
+from desmarket.synthetic import random_case
+
+T = dm.HOURS
+
+
+def congested_case(seed: int, limit: float = 2.5):
+    """A random community behind tight connections: grid and trade limits bind in some hours."""
+    return random_case(seed, n_homes=4, n_scenarios=2).replace(grid_limit_kw=limit)
+
+
+def heavy_pair():
+    """Two homes with 9 kW of load and no PV behind 10 kW connections: the connections bind (scarcity price)."""
+    return dm.create_case(np.full((2, 1, T), 9.0), np.zeros((2, 1, T)), utility_a=-0.003, utility_b=0.45,
+                          lmp=0.04 + 0.02 * np.sin(np.arange(T) / 4))
+
+
+def _agree(case, method, *, surplus_rel, trade_limit=None):
+    """Method against central: per-home costs 1e-3 $, pinned prices 1e-4 $/kWh, Delta C to ``surplus_rel``."""
+    ref_m1 = dm.solve_independent(case, method="central")
+    ref = dm.clear_market(case, method="central", trade_limit=trade_limit)
+    m1 = dm.solve_independent(case, method=method)
+    mk = dm.clear_market(case, method=method, trade_limit=trade_limit)
+    assert m1.home_cost == pytest.approx(ref_m1.home_cost, abs=1e-3)
+    assert mk.home_cost == pytest.approx(ref.home_cost, abs=1e-3)
+    assert mk.aggregator_revenue == pytest.approx(ref.aggregator_revenue, abs=1e-3)
+    pinned = ~ref.balanced
+    assert mk.price[pinned] == pytest.approx(ref.price[pinned], abs=1e-4)
+    surplus, ref_surplus = dm.cooperative_surplus(m1, mk), dm.cooperative_surplus(ref_m1, ref)
+    # a surplus near 0 (nothing to gain) is compared absolutely: 1e-9 $ exact, 1e-5 $ coordinated
+    assert surplus == pytest.approx(ref_surplus, rel=surplus_rel, abs=1e-9 if surplus_rel < 1e-4 else 1e-5)
+    return ref, mk
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_decomposed_equals_central(seed):
+    case = random_case(300 + seed, n_homes=3 + seed, n_scenarios=1 + seed % 4, idle_home=seed == 2)
+    ref, mk = _agree(case, "decomposed", surplus_rel=1e-6)
+    assert mk.price == pytest.approx(ref.price, abs=1e-6)  # also in balanced hours (the regularised dual)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decomposed_equals_central_under_congestion(seed):
+    case = congested_case(seed)
+    ref, mk = _agree(case, "decomposed", surplus_rel=1e-6)
+    assert mk.price == pytest.approx(ref.price, abs=1e-6)
+
+
+def test_scarcity_price_is_the_same_for_every_method():
+    case = heavy_pair()
+    ref, mk = _agree(case, "decomposed", surplus_rel=1e-6)
+    assert np.any(ref.price > case.buy_price + 1e-4)  # the connection limit binds: price above k^b LMP
+    _agree(case, "coordinated", surplus_rel=1e-3)
+
+
+def test_decomposed_with_a_tight_trade_limit():
+    case = random_case(11, n_homes=5, n_scenarios=2)
+    _agree(case, "decomposed", surplus_rel=1e-6, trade_limit=0.3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_coordinated_agrees_with_central(seed):
+    case = random_case(400 + seed, n_homes=4, n_scenarios=2)
+    _agree(case, "coordinated", surplus_rel=1e-3)
+
+
+def test_coordinated_agrees_under_congestion():
+    _agree(congested_case(1), "coordinated", surplus_rel=1e-3)
+
+
+def test_any_split_into_pieces_gives_the_same_operation():
+    case = random_case(5, n_homes=7, n_scenarios=3)
+    for solve in (dm.solve_independent, dm.clear_market):
+        whole = solve(case, chunk_rows=10_000, n_jobs=1)
+        for chunk in (1, 4, 9):
+            split = solve(case, chunk_rows=chunk, n_jobs=1)
+            assert split.home_cost == pytest.approx(whole.home_cost, abs=1e-7)
+            assert split.load == pytest.approx(whole.load, abs=1e-5)
+            if whole.price is not None:
+                assert split.price == pytest.approx(whole.price, abs=1e-7)
+
+
+def test_trade_balance_through_partial_sums_has_the_same_dual(monkeypatch):
+    case = random_case(8, n_homes=9, n_scenarios=2)
+    ref = dm.clear_market(case, method="central")
+    monkeypatch.setattr(pieces, "TRADE_GROUP", 2)  # 5 partial sums per scenario
+    mk = dm.clear_market(case, n_jobs=1)
+    assert mk.price == pytest.approx(ref.price, abs=1e-6)
+    assert mk.home_cost == pytest.approx(ref.home_cost, abs=1e-6)
+
+
+def test_group_sums_cover_every_row_once():
+    scenario = np.array([0, 1, 0, 1, 0, 1, 0])
+    to_groups, to_scen = pieces._group_sums(scenario, 2)
+    assert np.all(to_groups.sum(axis=0) == 1)  # each row in exactly one group
+    assert np.all(to_groups.sum(axis=1) <= 2)
+    per_scenario = (to_scen @ to_groups).toarray()
+    assert np.array_equal(per_scenario, np.stack([scenario == 0, scenario == 1]).astype(float))
+
+
+def test_results_do_not_depend_on_the_number_of_workers():
+    case = random_case(6, n_homes=6, n_scenarios=4)
+    one = dm.clear_market(case, chunk_rows=6, n_jobs=1)
+    two = dm.clear_market(case, chunk_rows=6, n_jobs=2)
+    assert np.array_equal(one.load, two.load) and np.array_equal(one.price, two.price)
+    assert np.array_equal(one.home_cost, two.home_cost)
+
+
+def test_unknown_method_lists_the_methods():
+    case = random_case(0)
+    for solve in (dm.solve_independent, dm.clear_market):
+        with pytest.raises(ValueError, match="central.*decomposed.*coordinated"):
+            solve(case, method="magic")
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 2.5, True])
+def test_bad_chunk_size(chunk):
+    with pytest.raises(ValueError, match="chunk_rows"):
+        dm.clear_market(random_case(0), chunk_rows=chunk)
+
+
+def test_not_a_case():
+    with pytest.raises(TypeError, match="load_case"):
+        dm.clear_market("results/case")
+
+
+def test_method_and_convergence_are_recorded():
+    case = random_case(2, n_homes=3, n_scenarios=2)
+    for method in ("central", "decomposed"):
+        op = dm.clear_market(case, method=method)
+        assert op.method == method and op.convergence is None and op.wall_seconds > 0
+    co = dm.clear_market(case, method="coordinated")
+    assert co.method == "coordinated"
+    log = co.convergence
+    assert list(log.columns[:4]) == ["residual_kw", "price_change", "dual_residual", "rho"]
+    last = log.iloc[-1]
+    settings = dm.Coordination()
+    assert last.residual_kw <= settings.tol_residual and last.price_change <= settings.tol_price
+    assert last.dual_residual <= settings.tol_price
+    assert (log.iloc[:-1][["residual_kw", "dual_residual"]].max(axis=1) > 0).all()
+    assert log.bytes_from_each_home.iloc[0] == 2 * T * 8  # one float per scenario and hour
+
+
+def test_not_converged_names_the_missed_tolerance():
+    case = random_case(2, n_homes=3, n_scenarios=2)
+    with pytest.raises(dm.NotConvergedError, match=r"in 3 iterations: trade imbalance \(kW\).*max_iterations") as err:
+        dm.clear_market(case, method="coordinated", coordination=dm.Coordination(max_iterations=3))
+    assert len(err.value.convergence) == 3
+
+
+@pytest.mark.parametrize("bad", [{"rho": 0}, {"tol_price": -1.0}, {"max_iterations": 0}, {"tol_residual": np.nan}])
+def test_bad_coordination_settings(bad):
+    with pytest.raises(ValueError, match="Coordination"):
+        dm.Coordination(**bad)
+
+
+def test_infeasible_home_is_an_error_for_every_method(method):
+    case = dm.create_case(np.full((2, 1, T), 5.0), np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.3,
+                          lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0)
+    with pytest.raises(dm.SolverError, match="infeasible"):
+        dm.clear_market(case, method=method)
+
+
+# ----------------------------------------------------------------------------------- privacy
+def test_the_aggregator_sees_only_schedules_and_homes_only_prices_and_their_own_data(monkeypatch):
+    """Section 2.1.2: the aggregator never receives utilities, batteries or profiles; a home never another's."""
+    case = random_case(3, n_homes=3, n_scenarios=2)
+    s = case.n_scenarios
+    seen_by_aggregator, seen_by_homes = [], []
+    real_update, real_response = coordinated.aggregator_update, coordinated.home_response
+
+    def spy_update(state, trades, settings):
+        seen_by_aggregator.append((state, trades, settings))
+        return real_update(state, trades, settings)
+
+    def spy_response(home, price, previous, rho, **kw):
+        seen_by_homes.append((home, price, previous, rho))
+        return real_response(home, price, previous, rho, **kw)
+
+    monkeypatch.setattr(coordinated, "aggregator_update", spy_update)
+    monkeypatch.setattr(coordinated, "home_response", spy_response)
+    dm.clear_market(case, method="coordinated", n_jobs=1)
+    assert seen_by_aggregator and seen_by_homes
+    for state, trades, settings in seen_by_aggregator:
+        assert set(vars(state)) == {"price", "rho", "trades"}
+        assert isinstance(trades, np.ndarray) and trades.shape == (case.n_homes, s, T)
+        assert isinstance(settings, dm.Coordination)
+    for home, price, previous, rho in seen_by_homes:
+        assert isinstance(home, pieces.Block)
+        i = home.rows[0] // s
+        assert np.array_equal(home.rows, np.arange(i * s, (i + 1) * s))  # its own rows, nobody else's
+        assert price.shape == previous.shape == (s, T) and np.isscalar(rho)
+
+
+def test_a_home_response_depends_only_on_its_own_data():
+    case = random_case(4, n_homes=3, n_scenarios=2)
+    other = case.replace(utility_b=case.column("utility_b") * np.array([1.0, 3.0, 0.5]),
+                         battery_kwh=np.array([case.column("battery_kwh")[0], 0.0, 20.0]))
+    price = np.broadcast_to(case.buy_price, (2, T)).copy()
+    mine = [coordinated.home_response(pieces.case_block(c, np.arange(2)), price, np.zeros((2, T)), 0.01)
+            for c in (case, other)]
+    assert np.array_equal(mine[0]["x"], mine[1]["x"]) and np.array_equal(mine[0]["d"], mine[1]["d"])
+
+
+# -------------------------------------------------------------------------------------- dask
+def test_the_same_code_runs_on_a_dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    case = random_case(9, n_homes=5, n_scenarios=4)
+    local_m1 = dm.solve_independent(case, chunk_rows=5, n_jobs=1)
+    local = dm.clear_market(case, chunk_rows=5, n_jobs=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as tasks, parallel_config(backend="dask"):
+            on_dask_m1 = dm.solve_independent(case, chunk_rows=5)
+            on_dask = dm.clear_market(case, chunk_rows=5)
+        ran = {t["worker"] for t in tasks.data}
+    assert len(tasks.data) >= 2 * 4  # 4 M1 pieces + 4 clearing pieces, at least
+    assert ran  # workers of the cluster ran them
+    assert np.array_equal(on_dask_m1.load, local_m1.load)
+    assert np.array_equal(on_dask.load, local.load) and np.array_equal(on_dask.price, local.price)
+    assert np.array_equal(on_dask.home_cost, local.home_cost)
+
+
+def test_engine_does_not_import_dask():
+    import ast
+
+    for module in (engine, pieces, coordinated):
+        tree = ast.parse(open(module.__file__).read())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & {"dask", "distributed"}, module.__name__
