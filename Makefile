@@ -11,6 +11,8 @@ SCENARIOS   ?=
 PROFIT_RATE ?=
 SEED        ?=
 DATE        ?=
+# `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
+SAVE        ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test unit nbval reproduce bench lab data clean
@@ -44,8 +46,8 @@ reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every
 	$(PY) scripts/reproduce.py $(if $(HOMES),--homes $(HOMES)) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) \
 	  $(if $(PROFIT_RATE),--profit-rate $(PROFIT_RATE)) $(if $(SEED),--seed $(SEED)) $(if $(DATE),--date $(DATE))
 
-bench: $(STAMP)  ## time build + solve of M1 and the clearing for 10, 100, 1000 homes x 10 scenarios
-	$(PY) scripts/bench.py
+bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
+	$(PY) scripts/bench.py $(if $(SAVE),--save)
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks with the project's environment
 	$(VENV)/bin/jupyter lab notebooks

@@ -202,6 +202,47 @@ report.save_table(sensitivity, paths.tables / "sensitivity.csv", decimals=3)
 display(sensitivity.round(3))''',
         ],
     ),
+    "07_market_process": (
+        """# 07 · The market process: coordinated prices, home controllers, and the same settlement
+
+Reproduces the paper's **market process (Section 2.1.1, steps 2-3)** and its **privacy argument
+(Section 2.1.2)**: the aggregator announces prices, each home's energy management controller optimises its own
+resources against them and reports only its trading schedule, and the aggregator updates the prices until the
+trades balance. We run it as ADMM for the exchange problem (Boyd et al. 2011, §7.3.2; see
+`desmarket.coordinated`) and check that it lands on the clearing of notebook 03 and the settlement of notebook 05.
+
+**Reads:** `<run_dir>/case/`, `<run_dir>/operation/m1_*`, `market_*` · **Writes:**
+`<run_dir>/tables/market_process_convergence.csv`, `market_process_messages.csv`,
+`<run_dir>/figures/market_process.png`""",
+        [
+            SETUP,
+            '''# NBVAL_IGNORE_OUTPUT
+# (iteration counts and residuals depend on the CPU's floating point, so nbval does not compare them)
+history = []  # the aggregator's state after each iteration: prices, rho and the schedules it received
+process = dm.clear_market(case, method="coordinated", callback=history.append)
+convergence = process.convergence
+report.save_table(convergence, paths.tables / "market_process_convergence.csv", decimals=12)
+print(f"converged in {len(convergence)} iterations, {process.wall_seconds:.1f} s")
+display(convergence.iloc[[0, 9, 99, -1]] if len(convergence) > 100 else convergence.tail())''',
+            '''market = io.load_operation(case, paths.operation, "market")  # the exact clearing of notebook 03
+prices = np.stack([state.price for state in history])
+fig = plots.figure_market_process(convergence, prices, market.price, market.balanced)
+_ = plots.save_figure(fig, paths.figures / "market_process.png")
+pinned = ~market.balanced
+print(f"largest price difference where pinned: below 1e-4 $/kWh: {np.abs(process.price - market.price)[pinned].max() < 1e-4}")
+print(f"balanced (scenario, hour) pairs, where any price in [k^s LMP, k^b LMP] clears: {int(market.balanced.sum())}")''',
+            '''messages = report.message_table(case, convergence)
+report.save_table(messages, paths.tables / "market_process_messages.csv", decimals=0)
+display(messages.drop(columns="bytes_over_the_run_all_homes"))''',
+            '''# the same settlement as notebook 05 (M3 at the same rho)
+m1 = io.load_operation(case, paths.operation, "m1")
+via_process = dm.settle(case, m1, process, profit_rate)
+exact = dm.settle(case, m1, market, profit_rate)
+print(f"Delta C: market process {via_process.surplus:.3f} $/day, exact clearing {exact.surplus:.3f} $/day")
+print(f"every home's M3 gain within 1e-3 $: {np.abs(via_process.home_gain - exact.home_gain).max() < 1e-3}")
+print(f"every alpha within 1e-3: {np.abs(via_process.alpha - exact.alpha).max() < 1e-3}")''',
+        ],
+    ),
 }
 
 

@@ -42,7 +42,7 @@ def blocks() -> dict:
     if bench.exists():
         table = pd.read_csv(bench)
         machine = (ROOT / "results" / "bench" / "machine.txt").read_text().strip()
-        out["bench"] = f"Machine: {machine}\n\n" + _markdown(table, ".2f")
+        out["bench"] = f"Machine: {machine}\n\n" + _markdown(table, ".3g")
     return out
 
 

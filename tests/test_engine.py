@@ -9,6 +9,8 @@ from desmarket import coordinated, engine, pieces
 from desmarket.synthetic import random_case
 
 T = dm.HOURS
+# congested cases book some flows pro rata above a limit (MODEL.md tie-break); that is tested in test_model.py
+pytestmark = pytest.mark.filterwarnings("ignore::desmarket.RoutingWarning")
 
 
 def congested_case(seed: int, limit: float = 2.5):
@@ -237,3 +239,20 @@ def test_engine_does_not_import_dask():
                     for alias in node.names}
         imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not imported & {"dask", "distributed"}, module.__name__
+
+
+def test_market_process_notebook_helpers():
+    """The message table and the figure of notebook 07, on a small run."""
+    from desmarket import plots, report
+
+    case = random_case(2, n_homes=3, n_scenarios=2)
+    history = []
+    co = dm.clear_market(case, method="coordinated", callback=history.append)
+    assert len(history) == len(co.convergence)
+    assert np.array_equal(history[-1].price, co.price)
+    messages = report.message_table(case, co.convergence)
+    k = len(co.convergence)
+    assert messages.loc["aggregator", "bytes_per_home_per_iteration"] == (2 * T + 1) * 8
+    assert messages.loc["each home", "bytes_over_the_run_all_homes"] == k * 3 * 2 * T * 8
+    fig = plots.figure_market_process(co.convergence, np.stack([s.price for s in history]), co.price, co.balanced)
+    assert len(fig.axes) == 2

@@ -177,3 +177,21 @@ def test_without_tie_break_per_home_answers_are_not_unique_but_totals_are(method
     raw = dm.clear_market(case, method=method, tie_break=False)
     total = lambda r: r.home_cost.sum() - r.aggregator_revenue  # noqa: E731
     assert total(raw) == pytest.approx(total(mk), abs=tol["cost"])
+
+
+def test_read_operation_prices_the_problem_as_solved():
+    """After a Parameter change and a re-solve, costs come from the Parameters, recomputed here by hand."""
+    case = random_case(2, n_homes=3, n_scenarios=2)
+    problem, h = dm.build_clearing(case)
+    h.buy.value = h.buy.value * 1.5
+    h.sell.value = h.sell.value * 0.5
+    dm.solve(problem)
+    op = dm.read_operation(case, problem, h, solver="CLARABEL")
+    pi = case.probability
+    revenue = np.einsum("s,st->", pi, ((case.retail - h.buy.value) * op.net_load.sum(axis=0)
+                                      + (h.sell.value - case.market.net_metering_usd_per_kwh)
+                                      * op.net_surplus.sum(axis=0)))
+    assert op.aggregator_revenue == pytest.approx(revenue, abs=1e-9)
+    wholesale = np.einsum("s,st->", pi, h.buy.value * op.net_load.sum(axis=0)
+                          - h.sell.value * op.net_surplus.sum(axis=0))
+    assert op.objective == pytest.approx(wholesale - op.utility.sum() + op.regularization_cost, abs=1e-6)

@@ -208,10 +208,11 @@ def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None) -> list[np.nd
 
 def coordinate(case: Case, settings: Coordination | None = None, *, solver: str = "PIQP",
                solver_options: dict | None = None, tie_break: bool = True,
-               trade_limit: float | np.ndarray | None = None, n_jobs: int | None = -1) -> Operation:
+               trade_limit: float | np.ndarray | None = None, n_jobs: int | None = -1, callback=None) -> Operation:
     """Clear the market by the coordinated process (module docstring); an :class:`Operation` with convergence.
 
-    Raises :class:`NotConvergedError`, naming the tolerance that was missed, if the iteration limit is reached.
+    callback: called after every iteration with the new :class:`AggregatorState` (e.g. ``history.append`` to
+    follow the prices). Raises :class:`NotConvergedError`, naming the tolerance that was missed, if the iteration limit is reached.
     """
     settings = settings or Coordination()
     if not isinstance(settings, Coordination):
@@ -235,6 +236,8 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
             responses = list(itertools.chain.from_iterable(run_tasks(_respond_batch, tasks, n_jobs)))
             dispatch = {key: np.stack([r[key] for r in responses]) for key in responses[0]}
             state, info = aggregator_update(state, dispatch["x"], settings)
+            if callback is not None:
+                callback(state)
             info["objective"] = operation_objective(case.probability, dispatch, prices, a, b, market=True)
             log.append({"iteration": k, **info, "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
                         "bytes_from_each_home": s * t * FLOAT_BYTES})

@@ -43,7 +43,7 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
     meta = {"mode": op.mode, "aggregator_revenue": op.aggregator_revenue, "regularization_cost":
             op.regularization_cost, "over_limit_kw": op.over_limit_kw, "objective": op.objective,
-            "solver": op.solver}
+            "solver": op.solver, "method": op.method}
     paths = [directory / f"{name}_dispatch.csv", directory / f"{name}_homes.csv", directory / f"{name}_summary.json"]
     dispatch.to_csv(paths[0], index=False, float_format=EXACT, lineterminator="\n")
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
@@ -78,6 +78,7 @@ def load_operation(case: Case, directory, name: str) -> Operation:
         aggregator_revenue=meta["aggregator_revenue"], regularization_cost=meta["regularization_cost"],
         over_limit_kw=meta["over_limit_kw"], objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
         build_seconds=float("nan"), solver_seconds=float("nan"), problem=None,
+        method=meta.get("method", "central"),
     )
 
 

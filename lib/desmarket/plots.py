@@ -124,6 +124,31 @@ def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, reference: np.ndarray,
+                          balanced: np.ndarray) -> plt.Figure:
+    """The coordinated market process: (A) distance of the announced prices from the exact clearing price per
+    iteration, in pinned and in balanced (scenario, hour) pairs; (B) the residuals per iteration (log scales).
+
+    prices: (K, S, T) clearing prices per iteration, $/kWh; reference: (S, T) exact prices; balanced: (S, T).
+    """
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    it = np.arange(1, len(prices) + 1)
+    error = np.abs(prices - reference)
+    for mask, label in ((~balanced, "pinned to k^b LMP or k^s LMP"), (balanced, "balanced (any price in the band)")):
+        if mask.any():
+            ax.semilogy(it, np.maximum(1000 * error[:, mask].max(axis=1), 1e-12), label=label)
+    ax.set(xlabel="iteration", ylabel="max |price - exact clearing price|, $/MWh",
+           title="(A) prices approach the exact clearing price")
+    ax.legend(fontsize=8, loc="upper right")
+    bx.semilogy(convergence.index, convergence["residual_kw"], label="trade imbalance max |sum x|, kW")
+    bx.semilogy(convergence.index, convergence["dual_residual"].clip(lower=1e-16), label="dual residual, $/kWh")
+    bx.semilogy(convergence.index, convergence["price_change"].clip(lower=1e-16), label="price change, $/kWh")
+    bx.set(xlabel="iteration", title="(B) residuals (stop: all below their tolerances)")
+    bx.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: plt.Figure, path) -> Path:
     """Write a PNG (no timestamp or version metadata, so reruns give the same file); returns the path."""
     path = Path(path)

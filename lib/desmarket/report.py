@@ -287,6 +287,26 @@ def alpha_traded_correlation(table: pd.DataFrame) -> float:
     return float(np.corrcoef(a, x)[0, 1]) if np.ptp(a) > 0 and np.ptp(x) > 0 else float("nan")
 
 
+def message_table(case: Case, convergence: pd.DataFrame) -> pd.DataFrame:
+    """What each party of the coordinated market process sends and receives (Section 2.1.2), in bytes.
+
+    Per home and iteration, per iteration for the whole community, and over the run; beside it, what a
+    central clearing needs from each home once: its whole profile, battery and utility (8-byte floats).
+    """
+    n, s, t = case.load.shape
+    to_home, from_home = int(convergence.bytes_to_each_home.iloc[0]), int(convergence.bytes_from_each_home.iloc[0])
+    k = len(convergence)
+    private = (2 * s * t + len(case.homes.columns)) * 8  # load, PV per scenario and hour + homes.csv row
+    return pd.DataFrame({
+        "sender": ["aggregator", "each home", "each home (central clearing, once)"],
+        "content": ["coordinated price per (scenario, hour) and rho", "its trade schedule per (scenario, hour)",
+                    "load and PV per (scenario, hour), battery, utility, limits"],
+        "bytes_per_home_per_iteration": [to_home, from_home, np.nan],
+        "bytes_per_iteration_all_homes": [n * to_home, n * from_home, np.nan],
+        "bytes_over_the_run_all_homes": [k * n * to_home, k * n * from_home, n * private],
+    }).set_index("sender")
+
+
 def showcase_home(study: Study) -> str:
     """The home shown in Figure 2: the one whose storage throughput grows most with the market."""
     before, after = daily_energy(study.case, study.independent), daily_energy(study.case, study.market)
