@@ -41,6 +41,8 @@ def blocks() -> dict:
     bench = ROOT / "results" / "bench" / "bench.csv"
     if bench.exists():
         table = pd.read_csv(bench)
+        central = table[table.method == "central"].set_index("homes").total_s
+        table["central_time_ratio"] = table.homes.map(central) / table.total_s  # x faster than central
         machine = (ROOT / "results" / "bench" / "machine.txt").read_text().strip()
         out["bench"] = f"Machine: {machine}\n\n" + _markdown(table, ".3g")
     return out
