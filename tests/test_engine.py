@@ -256,3 +256,20 @@ def test_market_process_notebook_helpers():
     assert messages.loc["each home", "bytes_over_the_run_all_homes"] == k * 3 * 2 * T * 8
     fig = plots.figure_market_process(co.convergence, np.stack([s.price for s in history]), co.price, co.balanced)
     assert len(fig.axes) == 2
+
+
+def test_home_controller_direct_piqp_path_equals_the_cvxpy_path():
+    """The controller's PIQP update path (price and rho changed in place) solves the same problem as cvxpy."""
+    case = random_case(12, n_homes=3, n_scenarios=2)
+    rng = np.random.default_rng(0)
+    for i in range(case.n_homes):
+        home = pieces.case_block(case, np.arange(2 * i, 2 * i + 2))
+        direct = coordinated.HomeController(home, "PIQP")
+        via_cvxpy = coordinated.HomeController(home, "PIQP", direct=False)
+        assert direct._piqp is not None and via_cvxpy._piqp is None
+        for _ in range(3):  # successive updates of the same controller
+            price = case.buy_price * (1 + 0.2 * rng.standard_normal((2, T)))
+            previous, rho = rng.standard_normal((2, T)), 10 ** rng.uniform(-3, -1)
+            a, b = direct.respond(price, previous, rho), via_cvxpy.respond(price, previous, rho)
+            for key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-6), key
