@@ -222,7 +222,7 @@ history = []  # the aggregator's state after each iteration: prices, rho and the
 process = dm.clear_market(case, method="coordinated", callback=history.append)
 convergence = process.convergence
 report.save_table(convergence, paths.tables / "market_process_convergence.csv", decimals=12)
-print(f"converged in {len(convergence)} iterations, {process.wall_seconds:.1f} s")
+print(f"converged in {len(convergence)} iterations")  # its time is in `make bench`
 display(convergence.iloc[[0, 9, 99, -1]] if len(convergence) > 100 else convergence.tail())''',
             '''market = io.load_operation(case, paths.operation, "market")  # the exact clearing of notebook 03
 prices = np.stack([state.price for state in history])

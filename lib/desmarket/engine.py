@@ -120,8 +120,8 @@ def clear_market(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None
     (:data:`DEFAULT_SOLVERS`). trade_limit: x_bar in kW, scalar or (N,) [choice: default grid_limit_kw].
     callback (coordinated only): called with the aggregator's state after every iteration.
     coordinated_jobs: joblib workers for the homes' responses of the coordinated process. Default 1: the
-    controllers live in this process and keep their built problems between iterations (about 2 MB and 4 ms
-    per home and iteration). With more workers each keeps its own copies, and loky restarts a worker whose
+    controllers live in this process and keep their built problems between iterations (about 2 ms per home
+    and iteration with PIQP). With more workers each keeps its own copies, and loky restarts a worker whose
     memory grows by 300 MB, so beyond about 150 homes per worker the problems are rebuilt and it gets slower.
     """
     _check_case(case)
