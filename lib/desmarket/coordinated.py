@@ -49,6 +49,7 @@ import pandas as pd
 from .case import Case
 from .model import (
     DEFAULT_SOLVER_OPTIONS,
+    SOLVED,
     Operation,
     Prices,
     SolverError,
@@ -111,7 +112,7 @@ class HomeController:
     time of a cvxpy re-solve and a tenth of the memory (``tests/test_engine.py`` checks both paths agree).
     """
 
-    KEYS = ("d", "g", "c", "e", "E", "Pl", "Ps", "x")
+    KEYS = (*SOLVED, "x")
 
     def __init__(self, home: Block, solver: str, solver_options: dict | None = None, direct: bool = True):
         s, t = home.load.shape

@@ -36,7 +36,15 @@ import numpy as np
 
 from .case import Case
 from .coordinated import Coordination, coordinate
-from .model import Operation, Prices, assemble_operation, central_clearing, central_independent, trade_limits
+from .model import (
+    SOLVED,
+    Operation,
+    Prices,
+    assemble_operation,
+    central_clearing,
+    central_independent,
+    trade_limits,
+)
 from .pieces import CHUNK_ROWS, case_block, clearing_pieces, independent_pieces, run_tasks, solve_block
 
 METHODS = ("central", "decomposed", "coordinated")
@@ -67,7 +75,7 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
     tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
     results = run_tasks(solve_block, tasks, n_jobs)
     n, s, t = case.load.shape
-    keys = ("d", "g", "c", "e", "E", "Pl", "Ps") + (("x",) if market else ())
+    keys = SOLVED + (("x",) if market else ())
     flat = {k: np.empty((n * s, t)) for k in keys}
     price = np.empty((s, t)) if market else None
     for (block, *_), res in zip(tasks, results):

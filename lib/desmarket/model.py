@@ -39,6 +39,8 @@ DEFAULT_SOLVER_OPTIONS = {
     "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12},
     "PIQP": {"eps_abs": 1e-12, "eps_rel": 1e-12},
 }
+#: The solved arrays every method hands to :func:`assemble_operation` (plus ``"x"`` for the market), kW / kWh.
+SOLVED = ("d", "g", "c", "e", "E", "Pl", "Ps")
 #: |net consumption| below this (kW) is solver noise and counts as zero in the tie-break.
 NET_TOLERANCE = 1e-6
 #: Allowed excess (kW) of a tie-broken flow over its limit before a :class:`RoutingWarning`.
@@ -214,7 +216,8 @@ def trade_limits(case: Case, trade_limit: float | np.ndarray | None = None) -> n
     try:
         x_bar = np.broadcast_to(np.asarray(trade_limit, dtype=float), (case.n_homes,)).copy()
     except (TypeError, ValueError):
-        raise ValueError(f"trade_limit must be a number or one per home ({case.n_homes}), got {trade_limit!r}") from None
+        raise ValueError(f"trade_limit must be a number or one per home ({case.n_homes}), "
+                         f"got {trade_limit!r}") from None
     if np.any(~np.isfinite(x_bar)) or np.any(x_bar < 0):
         raise ValueError(f"trade_limit must be finite and >= 0 kW, got {trade_limit!r}")
     return x_bar
@@ -358,7 +361,7 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
     Parameters, so a re-solve after setting ``handles.buy.value`` is costed at the prices it was solved with.
     """
     n, s = case.n_homes, case.n_scenarios
-    keys = ("d", "g", "c", "e", "E", "Pl", "Ps") + (("x",) if handles.x is not None else ())
+    keys = SOLVED + (("x",) if handles.x is not None else ())
     arrays = {k: _cube(getattr(handles, k), n, s) for k in keys}
     price = clearing_price(handles, case) if handles.x is not None else None
     return assemble_operation(case, arrays, price, Prices.of_handles(handles), solver=solver,

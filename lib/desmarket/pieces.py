@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 
 from .case import Case
-from .model import Prices, SolverError, solve
+from .model import SOLVED, Prices, SolverError, solve
 
 #: Target number of (home, scenario) rows per piece: small pieces solve faster per row (interior-point cost
 #: grows faster than linearly with size) but pay cvxpy's per-problem overhead (a few ms). Measured on this
@@ -177,7 +177,7 @@ def solve_block(block: Block, market: bool, solver: str, solver_options: dict | 
     except SolverError as exc:
         raise SolverError(f"{exc} (piece of {len(block.rows)} home-scenario rows, case rows "
                           f"{block.rows.min()}-{block.rows.max()})") from exc
-    out = {k: np.asarray(getattr(h, k).value, dtype=float) for k in ("d", "g", "c", "e", "E", "Pl", "Ps")}
+    out = {k: np.asarray(getattr(h, k).value, dtype=float) for k in SOLVED}
     if market:
         out["x"] = np.asarray(h.x.value, dtype=float)
         out["price"] = -np.asarray(h.trade_balance.dual_value, dtype=float).reshape(-1, block.load.shape[1])
