@@ -266,7 +266,8 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
     """Clear the market by the coordinated process (module docstring); an :class:`Operation` with convergence.
 
     callback: called after every iteration with the new :class:`AggregatorState` (e.g. ``history.append`` to
-    follow the prices). Raises :class:`NotConvergedError`, naming the tolerance that was missed, if the iteration limit is reached.
+    follow the prices). Raises :class:`NotConvergedError`, naming the tolerance that was missed, if the
+    iteration limit is reached.
     """
     settings = settings or Coordination()
     if not isinstance(settings, Coordination):
@@ -295,15 +296,13 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
             info["objective"] = operation_objective(case.probability, dispatch, prices, a, b, market=True)
             log.append({"iteration": k, **info, "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
                         "bytes_from_each_home": s * t * FLOAT_BYTES})
-            done = (info["residual_kw"] <= settings.tol_residual
-                    and max(info["price_change"], info["dual_residual"]) <= settings.tol_price)
-            if done:
+            missed = [f"{name} {info[key]:.3g} > {tol:g}" for name, key, tol in (
+                ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
+                ("price change ($/kWh)", "price_change", settings.tol_price),
+                ("dual residual ($/kWh)", "dual_residual", settings.tol_price)) if info[key] > tol]
+            if not missed:
                 break
             if k >= settings.max_iterations:
-                missed = [f"{name} {info[key]:.3g} > {tol:g}" for name, key, tol in (
-                    ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
-                    ("price change ($/kWh)", "price_change", settings.tol_price),
-                    ("dual residual ($/kWh)", "dual_residual", settings.tol_price)) if info[key] > tol]
                 raise NotConvergedError(
                     f"the coordinated market process did not converge in {k} iterations: {'; '.join(missed)}. "
                     "Raise Coordination(max_iterations=...), loosen tol_residual / tol_price, or try another "
