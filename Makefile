@@ -15,7 +15,7 @@ DATE        ?=
 SAVE        ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval reproduce bench lab data clean
+.PHONY: help setup test unit nbval reproduce bench bench-study lab data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every
 
 bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
 	$(PY) scripts/bench.py $(if $(SAVE),--save)
+
+bench-study: $(STAMP)  ## sensitivity table: a rebuilt case per row against one Workbench (10 and 200 homes; prints only)
+	$(PY) scripts/bench_study.py
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks with the project's environment
 	$(VENV)/bin/jupyter lab notebooks

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 #: Tolerances of the coordinated process in the benchmark: enough for Delta C within 1e-3 relative (the
 #: target), looser than the library default (which also pins every home's cost to 1e-3 $).
 BENCH_COORDINATION = {"tol_residual": 1e-3, "tol_price": 1e-5, "max_iterations": 3000}

@@ -33,8 +33,9 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 CITYLEARN_VERSION = "2.1.2"
 WHEEL_NAME = f"CityLearn-{CITYLEARN_VERSION}-py3-none-any.whl"
 WHEEL_SHA256 = "95730b1deed73b1f5a4d17eb8334be3c99efa4aef8677822378d62d8359511dd"

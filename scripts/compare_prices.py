@@ -10,8 +10,9 @@ from pathlib import Path
 
 import desmarket.data as D
 from desmarket import report
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 
 
 def main() -> int:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -57,7 +58,8 @@ def main() -> int:
         t0 = time.perf_counter()
         target = nb if out_dir is None else out_dir / nb.name
         print(f"  {nb.name} ...", end=" ", flush=True)
-        pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent), progress_bar=False,
+        own = {k: v for k, v in params.items() if k in pm.inspect_notebook(str(nb))}  # only what it declares
+        pm.execute_notebook(str(nb), str(target), parameters=own, cwd=str(nb.parent), progress_bar=False,
                             kernel_name="python3")
         strip_timings(target)
         print(f"{time.perf_counter() - t0:.1f} s", flush=True)

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 TABLES = ROOT / "results" / "tables"
 
 
@@ -28,7 +29,7 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 def blocks() -> dict:
     card = pd.read_csv(TABLES / "scorecard.csv")
-    card = card[["claim", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
+    card = card[["claim", "unit", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
     card["ours"] = card["ours"].map(lambda v: f"{v:.3f}")
     card["note"] = card["note"].fillna("")
     table4 = pd.read_csv(TABLES / "table4_costs.csv")

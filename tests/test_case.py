@@ -114,7 +114,8 @@ BAD_INPUTS = [
      lambda p: edit_csv(p, "prices.csv", lambda f: f.assign(retail_usd_per_kwh=0.01)),
      ["retail_usd_per_kwh", "net-metering"]),
     ("negative LMP", "prices.csv",
-     lambda p: edit_csv(p, "prices.csv", lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -0.01))),
+     lambda p: edit_csv(p, "prices.csv",
+                        lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -0.01))),
      ["lmp_usd_per_kwh", "line 5", "negative LMP"]),
     ("market key missing", "market.json",
      lambda p: (p / "market.json").write_text('{"buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 1e-5}'),
@@ -140,11 +141,318 @@ def test_bad_input_raises_one_clear_error(case_dir, description, file, mutate, w
         assert word in message, f"{description}: '{word}' not in {message!r}"
 
 
-def test_not_a_directory(tmp_path):
-    with pytest.raises(dm.CaseError, match="not a directory"):
-        dm.load_case(tmp_path / "nowhere")
-
-
 def test_create_case_shape_mismatch():
     with pytest.raises(dm.CaseError, match="same"):
         dm.create_case(np.ones((2, 1, 24)), np.ones((3, 1, 24)), utility_a=0, utility_b=0.3, lmp=np.ones(24) * 0.04)
+
+
+# ================================================================== issue 9, "Reliability"
+MARKET_OK = '{"net_metering_usd_per_kwh": 0.03, "buy_ratio": %s, "sell_ratio": 0.9, "regularization": 1e-5}'
+
+
+def write_bytes(name, data: bytes):
+    return lambda p: (p / name).write_bytes(data)
+
+
+def recode(name, encoding, replace=("", "")):
+    """Rewrite a file in another encoding (optionally with a non-ASCII character put in)."""
+    return lambda p: (p / name).write_bytes((p / name).read_text().replace(*replace, 1).encode(encoding))
+
+
+MARKET_INPUTS = [
+    ("json array", write_bytes("market.json", b"[1, 2]"), ["JSON object", "an array"]),
+    ("json number", write_bytes("market.json", b"3"), ["JSON object", "a number"]),
+    ("json string", write_bytes("market.json", b'"x"'), ["JSON object", "a string"]),
+    ("json null", write_bytes("market.json", b"null"), ["JSON object", "null"]),
+    ("json empty file", write_bytes("market.json", b""), ["JSON"]),
+    ("json utf-16 with BOM", lambda p: (p / "market.json").write_text((MARKET_OK % "1.1"), encoding="utf-16"),
+     ["UTF-16", "UTF-8"]),
+    ("json random bytes", write_bytes("market.json", bytes(range(255, -1, -1))), ["UTF-8"]),
+    ("json latin-1", write_bytes("market.json", (MARKET_OK % '"\u00e9"').encode("latin-1")), ["UTF-8", "0xe9"]),
+    ("json NUL bytes", write_bytes("market.json", b"{\x00}"), ["NUL"]),
+    ("json integer overflowing a float", write_bytes("market.json", (MARKET_OK % ("1" + "0" * 400)).encode()),
+     ["buy_ratio", "finite", "1000000"]),
+    ("json integer beyond Python's digit limit", write_bytes("market.json", (MARKET_OK % ("9" * 5000)).encode()),
+     ["buy_ratio", "finite"]),
+    ("json 1e400", write_bytes("market.json", (MARKET_OK % "1e400").encode()), ["buy_ratio", "1e400", "finite"]),
+    ("json -1e400", write_bytes("market.json", (MARKET_OK % "-1e400").encode()), ["buy_ratio", "-1e400"]),
+    ("json Infinity", write_bytes("market.json", (MARKET_OK % "Infinity").encode()), ["buy_ratio", "Infinity"]),
+    ("json NaN", write_bytes("market.json", (MARKET_OK % "NaN").encode()), ["buy_ratio", "NaN", "finite"]),
+    ("json duplicate key", write_bytes("market.json", (MARKET_OK % "1.1")[:-1].encode() + b', "buy_ratio": 1.2}'),
+     ["repeats the key 'buy_ratio'"]),
+    ("json nested duplicate key", write_bytes("market.json", (MARKET_OK % '{"a": 1, "a": 2}').encode()),
+     ["repeats the key 'a'"]),
+    ("json nested object", write_bytes("market.json", (MARKET_OK % '{"a": 1}').encode()),
+     ["buy_ratio", "not a finite number"]),
+]
+
+
+@pytest.mark.parametrize("description,mutate,words", MARKET_INPUTS, ids=[b[0] for b in MARKET_INPUTS])
+def test_bad_market_json_raises_one_clear_error(case_dir, description, mutate, words):
+    mutate(case_dir)
+    with pytest.raises(dm.CaseError) as info:
+        dm.load_case(case_dir)
+    assert info.value.file == "market.json" and "Fix:" in str(info.value)
+    for word in words:
+        assert word in str(info.value), f"{description}: '{word}' not in {str(info.value)!r}"
+
+
+def test_market_json_with_utf8_bom_loads(case_dir):
+    ref = dm.load_case(case_dir)
+    (case_dir / "market.json").write_bytes(b"\xef\xbb\xbf" + (case_dir / "market.json").read_bytes())
+    assert dm.load_case(case_dir).market == ref.market
+
+
+def test_market_values_too_large_for_a_float_raise_case_error(case_dir):
+    case = dm.load_case(case_dir)
+    with pytest.raises(dm.CaseError, match="buy_ratio.*finite"):
+        case.replace(market={"buy_ratio": 10**400})
+
+
+CSV_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv")
+
+
+@pytest.mark.parametrize("name", CSV_FILES)
+@pytest.mark.parametrize("encoding,words", [("utf-16", ["UTF-16"]), ("utf-32", ["UTF-32"]),
+                                            ("latin-1", ["not UTF-8", "0xe9"])])
+def test_csv_not_utf8_raises_one_clear_error(case_dir, name, encoding, words):
+    recode(name, encoding, (",", ",\u00e9"))(case_dir)
+    with pytest.raises(dm.CaseError) as info:
+        dm.load_case(case_dir)
+    assert info.value.file == name and "Fix:" in str(info.value) and "UTF-8" in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize("name", CSV_FILES)
+def test_csv_with_nul_bytes_raises_one_clear_error(case_dir, name):
+    (case_dir / name).write_bytes((case_dir / name).read_text().encode("utf-16-le"))  # UTF-16 without a BOM
+    with pytest.raises(dm.CaseError, match="NUL") as info:
+        dm.load_case(case_dir)
+    assert info.value.file == name
+
+
+def test_csv_with_utf8_bom_loads(case_dir):
+    ref = dm.load_case(case_dir)
+    for name in CSV_FILES:
+        (case_dir / name).write_bytes(b"\xef\xbb\xbf" + (case_dir / name).read_bytes())
+    assert dm.load_case(case_dir).home_ids == ref.home_ids
+
+
+# ------------------------------------------------------------------------------ the path
+@pytest.mark.parametrize("path,words", [(None, ["NoneType"]), (3, ["int"]), (b"case", ["bytes"]), ("", ["empty"]),
+                                        (["case"], ["list"])])
+def test_load_case_needs_a_directory_path(path, words):
+    with pytest.raises(dm.CaseError) as info:
+        dm.load_case(path)
+    assert info.value.file == "<case directory>"
+    for word in [*words, "directory", "homes.csv", "market.json", "Fix:"]:
+        assert word in str(info.value)
+
+
+def test_load_case_of_a_file(case_dir):
+    with pytest.raises(dm.CaseError, match="is a file, not a directory.*homes.csv.*market.json") as info:
+        dm.load_case(case_dir / "homes.csv")
+    assert info.value.file == "<case directory>"
+
+
+def test_load_case_of_a_missing_directory(tmp_path):
+    with pytest.raises(dm.CaseError, match="does not exist.*homes.csv.*market.json") as info:
+        dm.load_case(tmp_path / "nowhere")
+    assert info.value.file == "<case directory>" and "nowhere" in str(info.value)
+
+
+def test_a_csv_file_that_is_a_directory(case_dir):
+    (case_dir / "prices.csv").unlink()
+    (case_dir / "prices.csv").mkdir()
+    with pytest.raises(dm.CaseError, match="not a file") as info:
+        dm.load_case(case_dir)
+    assert info.value.file == "prices.csv"
+
+
+# ------------------------------------------------------------------------- magnitudes
+def set_cell(name, column, row, value):
+    """Put ``value`` in one cell (row = 0-based data row, so CSV line row + 2)."""
+    def mutate(p):
+        frame = pd.read_csv(p / name, dtype=str, keep_default_na=False)
+        frame.loc[row, column] = value
+        frame.to_csv(p / name, index=False)
+    return mutate
+
+
+EXTREMES = [
+    # (file, column, row, value, range shown in the message)
+    ("profiles.csv", "load_kw", 7, "1e9", "[0, 10000]"),
+    ("profiles.csv", "pv_kw", 12, "2e5", "[0, 10000]"),
+    ("homes.csv", "load_max_factor", 1, "1e12", "[1, 1000]"),
+    ("homes.csv", "battery_kwh", 2, "1e12", "[0, 10000]"),
+    ("homes.csv", "battery_kw", 0, "1e6", "[0, 10000]"),
+    ("homes.csv", "grid_limit_kw", 1, "1e7", "[0, 10000]"),
+    ("homes.csv", "utility_a", 0, "-1e6", "[-100, 0]"),
+    ("homes.csv", "utility_b", 2, "1e9", "[0, 100]"),
+    ("prices.csv", "retail_usd_per_kwh", 3, "1e9", "[0, 100]"),
+    ("prices.csv", "lmp_usd_per_kwh", 4, "1e9", "[-100, 100]"),
+    ("prices.csv", "lmp_usd_per_kwh", 4, "-1e9", "[-100, 100]"),
+]
+
+
+@pytest.mark.parametrize("name,column,row,value,bounds", EXTREMES, ids=[f"{e[1]}={e[3]}" for e in EXTREMES])
+def test_extreme_magnitudes_raise_one_clear_error(case_dir, name, column, row, value, bounds):
+    if name == "prices.csv":  # LMPs of either sign need k^b = k^s (Eq. 4); keep that rule out of the way
+        edit_json(case_dir, buy_ratio=1.0, sell_ratio=1.0)
+    set_cell(name, column, row, value)(case_dir)
+    with pytest.raises(dm.CaseError) as info:
+        dm.load_case(case_dir)
+    e = info.value
+    assert (e.file, e.column, e.row) == (name, column, f"line {row + 2}"), str(e)
+    for word in ("outside the accepted range", bounds, "conditioning", "Fix:"):
+        assert word in str(e), f"'{word}' not in {str(e)!r}"
+
+
+@pytest.mark.parametrize("key,value,bounds", [("net_metering_usd_per_kwh", 1e9, "[0, 100]"),
+                                              ("buy_ratio", 1e12, "[0, 1000]"), ("sell_ratio", 1e12, "[0, 1000]"),
+                                              ("regularization", 1e9, "[0, 100]")])
+def test_extreme_market_values_raise_one_clear_error(case_dir, key, value, bounds):
+    edit_json(case_dir, **{key: value})
+    with pytest.raises(dm.CaseError) as info:
+        dm.load_case(case_dir)
+    assert (info.value.file, info.value.column) == ("market.json", key)
+    assert bounds in str(info.value)
+
+
+def test_extreme_magnitudes_rejected_when_built_from_arrays(case_dir):
+    case = dm.load_case(case_dir)
+    with pytest.raises(dm.CaseError, match="battery_kwh.*outside the accepted range"):
+        case.replace(battery_kwh=1e12)
+    load = case.load.copy()
+    load[1, 0, 3] = 1e9
+    with pytest.raises(dm.CaseError, match="load_kw.*outside the accepted range"):
+        dm.create_case(load, case.pv, utility_a=-0.002, utility_b=0.3, lmp=case.lmp)
+
+
+AT_THE_BOUNDS = {"battery": {"battery_kwh": "high", "battery_kw": "high"}, "grid_limit_kw": {"grid_limit_kw": "high"},
+                 "load_max_factor": {"load_max_factor": "high"}, "utility_a": {"utility_a": "low"},
+                 "utility_b": {"utility_b": "high"}}
+
+
+@pytest.mark.filterwarnings("ignore::desmarket.RoutingWarning")
+@pytest.mark.parametrize("columns", AT_THE_BOUNDS.values(), ids=AT_THE_BOUNDS.keys())
+def test_values_at_the_bounds_load_and_solve(case_dir, columns):
+    ranges = dm.case.PLAUSIBLE_RANGES
+    case = dm.load_case(case_dir)
+    values = {c: ranges[c][0 if end == "low" else 1] for c, end in columns.items()}
+    case = dm.load_case(case.replace(**values).save(case_dir.parent / "at_bounds"))
+    assert all(np.all(case.column(c) == v) for c, v in values.items())
+    assert np.isfinite(dm.solve_independent(case, method="central").objective)
+    assert np.isfinite(dm.clear_market(case, method="central").objective)
+
+
+@pytest.mark.parametrize("key", dm.case.MARKET_KEYS)
+def test_market_values_at_the_bounds_load(case_dir, key):
+    top = dm.case.PLAUSIBLE_RANGES[key][1]
+    edit_json(case_dir, **{key: top}, **({"buy_ratio": top} if key == "sell_ratio" else {}))
+    if key == "net_metering_usd_per_kwh":  # retail >= net metering (Eq. 6)
+        edit_csv(case_dir, "prices.csv", lambda f: f.assign(retail_usd_per_kwh=top))
+    assert getattr(dm.load_case(case_dir).market, key) == top
+
+
+# -------------------------------------------------------------------------------- ids
+@pytest.mark.parametrize("name,column", [("homes.csv", "home"), ("profiles.csv", "home"),
+                                         ("scenarios.csv", "scenario"), ("profiles.csv", "scenario")])
+def test_ids_with_surrounding_whitespace_are_rejected(case_dir, name, column):
+    set_cell(name, column, 1, " " + pd.read_csv(case_dir / name, dtype=str)[column][1])(case_dir)
+    with pytest.raises(dm.CaseError, match="whitespace") as info:
+        dm.load_case(case_dir)
+    assert (info.value.file, info.value.column, info.value.row) == (name, column, "line 3")
+
+
+NA_LIKE = ["NA", "None", "null", "N/A", "n/a", "#N/A", "NULL", "NaN", "-nan", "<NA>", "1.0", "01", "Zoë", "a,b",
+           'say "hi"', "two words"]
+
+
+def test_na_like_ids_are_kept_exactly_as_written(tmp_path):
+    ref = random_case(1, n_homes=len(NA_LIKE), n_scenarios=2)
+    case = dm.create_case(ref.load, ref.pv, utility_a=ref.column("utility_a"), utility_b=ref.column("utility_b"),
+                          lmp=ref.lmp, home_ids=NA_LIKE, scenario_ids=["nan", "NA"])
+    again = dm.load_case(case.save(tmp_path / "case"))
+    assert again.home_ids == tuple(NA_LIKE) and again.scenarios == ("nan", "NA")
+    assert np.array_equal(again.load, case.load)
+
+
+def test_operation_round_trip_keeps_na_like_ids(tmp_path):
+    from desmarket import io
+
+    ref = random_case(2, n_homes=3, n_scenarios=1)
+    case = dm.create_case(ref.load, ref.pv, utility_a=ref.column("utility_a"), utility_b=ref.column("utility_b"),
+                          lmp=ref.lmp, home_ids=["NA", "None", "null"], scenario_ids=["nan"])
+    case = dm.load_case(case.save(tmp_path / "case"))
+    assert case.home_ids == ("NA", "None", "null") and case.scenarios == ("nan",)
+    for name, op in (("m1", dm.solve_independent(case, method="central")),
+                     ("market", dm.clear_market(case, method="central"))):
+        io.save_operation(op, case, tmp_path / "op", name)
+        back = io.load_operation(case, tmp_path / "op", name)
+        assert back.home_ids == ("NA", "None", "null")
+        assert np.allclose(back.home_cost, op.home_cost) and np.allclose(back.trade, op.trade)
+        if op.price is not None:
+            assert np.allclose(back.price, op.price) and np.array_equal(back.balanced, op.balanced)
+        homes = pd.read_csv(tmp_path / "op" / f"{name}_homes.csv", dtype=str, keep_default_na=False)
+        dispatch = pd.read_csv(tmp_path / "op" / f"{name}_dispatch.csv", dtype=str, keep_default_na=False)
+        assert list(homes["home"]) == ["NA", "None", "null"] and set(dispatch["scenario"]) == {"nan"}
+
+
+def test_errors_in_unsorted_prices_name_the_files_own_line(case_dir):
+    edit_csv(case_dir, "prices.csv", lambda f: f.iloc[::-1])  # hour 23 on line 2, hour 3 on line 22
+    edit_csv(case_dir, "prices.csv", lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -0.01)))
+    with pytest.raises(dm.CaseError, match="negative LMP") as info:
+        dm.load_case(case_dir)
+    assert info.value.row == "line 22"
+
+
+def test_a_column_of_booleans_is_not_read_as_numbers(case_dir):
+    edit_csv(case_dir, "homes.csv", lambda f: f.assign(battery_kwh=[True, False, True]))
+    with pytest.raises(dm.CaseError, match="True is not a finite number") as info:
+        dm.load_case(case_dir)
+    assert (info.value.column, info.value.row) == ("battery_kwh", "line 2")
+
+
+def test_a_huge_cell_is_shortened_in_the_message(case_dir):
+    set_cell("profiles.csv", "pv_kw", 3, "9" * 5000 + "x")(case_dir)
+    with pytest.raises(dm.CaseError, match="not a finite number") as info:
+        dm.load_case(case_dir)
+    assert "(5003 characters)" in str(info.value) and len(str(info.value)) < 300
+
+
+def test_a_repeated_header_is_named(case_dir):
+    text = (case_dir / "scenarios.csv").read_text().splitlines()
+    (case_dir / "scenarios.csv").write_text("\n".join([text[0] + ",scenario"] + [t + ",x" for t in text[1:]]) + "\n")
+    with pytest.raises(dm.CaseError, match="repeats the column 'scenario'") as info:
+        dm.load_case(case_dir)
+    assert info.value.file == "scenarios.csv"
+
+
+@pytest.mark.parametrize("name", CSV_FILES)
+def test_a_first_row_longer_than_the_header_is_not_shifted(case_dir, name):
+    lines = (case_dir / name).read_text().splitlines()
+    (case_dir / name).write_text("\n".join([lines[0], lines[1] + ",1", *lines[2:]]) + "\n")
+    with pytest.raises(dm.CaseError, match="more fields than the header") as info:
+        dm.load_case(case_dir)
+    assert (info.value.file, info.value.row) == (name, "line 2")
+
+
+@pytest.mark.parametrize("name", CSV_FILES)
+def test_a_later_row_longer_than_the_header_is_an_error(case_dir, name):
+    lines = (case_dir / name).read_text().splitlines()
+    (case_dir / name).write_text("\n".join([*lines[:2], lines[2] + ",1", *lines[3:]]) + "\n")
+    with pytest.raises(dm.CaseError, match="Expected .* fields in line 3") as info:
+        dm.load_case(case_dir)
+    assert info.value.file == name
+
+
+def test_an_empty_trailing_field_on_every_row_is_harmless(case_dir):
+    ref = dm.load_case(case_dir)
+    for name in CSV_FILES:
+        lines = (case_dir / name).read_text().splitlines()
+        (case_dir / name).write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    case = dm.load_case(case_dir)
+    assert np.array_equal(case.load, ref.load) and case.home_ids == ref.home_ids
+    pd.testing.assert_frame_equal(case.homes, ref.homes)

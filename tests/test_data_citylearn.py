@@ -10,8 +10,9 @@ import pytest
 
 import desmarket.data as D
 from desmarket.data.citylearn import CITYLEARN_FOLDER, citylearn_times
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 EXTRACT = ROOT / "data" / "raw" / CITYLEARN_FOLDER
 WHEEL = ROOT / "data" / ".cache" / "CityLearn-2.1.2-py3-none-any.whl"
 

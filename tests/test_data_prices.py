@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 import desmarket.data as D
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 PJM_ENV = "DESMARKET_PJM_FILE"
 
 

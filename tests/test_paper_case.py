@@ -7,6 +7,7 @@ import pytest
 
 import desmarket as dm
 from desmarket import data, report
+from desmarket import study as studies
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def case():
 def study(request, case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dm.RoutingWarning)
-        return report.run_study(case, 0.2, method=request.param)
+        return studies.run_study(case, 0.2, method=request.param)
 
 
 def test_second_solver_gives_the_same_per_home_answers(study):
@@ -26,14 +27,14 @@ def test_second_solver_gives_the_same_per_home_answers(study):
     if study.market.method == "coordinated":  # its reference is the exact clearing, at the tolerances
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dm.RoutingWarning)
-            exact = report.run_study(study.case, 0.2, method="decomposed")
+            exact = studies.run_study(study.case, 0.2, method="decomposed")
         assert study.m3.home_gain == pytest.approx(exact.m3.home_gain, abs=1e-3)
         assert study.m3.alpha == pytest.approx(exact.m3.alpha, abs=1e-3)
         assert study.m3.surplus == pytest.approx(exact.m3.surplus, rel=1e-3)
         pinned = ~exact.market.balanced
         assert study.market.price[pinned] == pytest.approx(exact.market.price[pinned], abs=1e-4)
         return
-    agreement = report.solver_agreement(study.case, study)
+    agreement = studies.solver_agreement(studies.Workbench(study.case), study)
     assert agreement["agree"].all(), agreement
 
 

@@ -3,8 +3,9 @@
 import subprocess
 import sys
 from pathlib import Path
+from desmarket.io import project_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = project_root()
 
 
 def test_readme_blocks_match_results():

@@ -2,6 +2,18 @@
 
 A reproduction of Hu et al., "Optimization model for distributed energy trading based on a market value
 allocation mechanism in the electricity spot market", Front. Energy Res. 12:1476691 (2024).
+
+Layers, each importing only those above it:
+
+* :mod:`~desmarket.case` -- the validated input (``load_case``, ``create_case``);
+* :mod:`~desmarket.model` -- the models of M1 and the clearing: build, solve, read (the reference, one problem);
+* :mod:`~desmarket.engine` -- ``solve_independent`` / ``clear_market`` by method: central, decomposed
+  (:mod:`~desmarket.pieces`, parallel) or the coordinated market process (:mod:`~desmarket.coordinated`);
+* :mod:`~desmarket.settlement` -- the Nash-bargaining settlement (M2, M3);
+* :mod:`~desmarket.report` (tables, pure) and :mod:`~desmarket.plots` (figures, pure);
+* :mod:`~desmarket.study` -- a run's results (``Study``) and a case's built problems for what-if questions
+  (``Workbench``: sensitivity, solver agreement);
+* :mod:`~desmarket.io` (result files and run folders) and :mod:`desmarket.data` (building cases from data).
 """
 
 from .case import (
@@ -14,70 +26,44 @@ from .case import (
     load_case,
     paper_retail_tariff,
 )
-
+from .coordinated import Coordination, NotConvergedError
+from .engine import METHODS, clear_market, solve_independent
 from .model import (
-    DEFAULT_SOLVER,
-    Handles,
     Operation,
-    SolverError,
     RoutingWarning,
+    SolverError,
     assemble_operation,
     build_clearing,
     build_independent,
     clearing_price,
-    pro_rata_flows,
     read_operation,
     solve,
 )
-from .coordinated import Coordination, NotConvergedError
-from .engine import METHODS, clear_market, solve_independent
 from .settlement import (
     NoTradeError,
     Settlement,
     contribution_rates,
     cooperative_surplus,
-    equal_rates,
     market_contribution,
     nash_bargaining,
     profit_rate_sweep,
     settle,
 )
+from .study import Study, Workbench, run_study
 
 __all__ = [
-    "Case",
-    "CaseError",
-    "Coordination",
-    "METHODS",
-    "NotConvergedError",
-    "assemble_operation",
-    "DEFAULT_HOME",
-    "DEFAULT_SOLVER",
-    "HOURS",
-    "Handles",
-    "Market",
-    "NoTradeError",
-    "Operation",
-    "RoutingWarning",
-    "Settlement",
-    "SolverError",
-    "build_clearing",
-    "build_independent",
-    "clear_market",
-    "clearing_price",
-    "contribution_rates",
-    "cooperative_surplus",
-    "create_case",
-    "equal_rates",
-    "load_case",
-    "market_contribution",
-    "nash_bargaining",
-    "paper_retail_tariff",
-    "pro_rata_flows",
-    "profit_rate_sweep",
-    "read_operation",
-    "settle",
-    "solve",
-    "solve_independent",
+    # the input
+    "Case", "CaseError", "Market", "create_case", "load_case", "paper_retail_tariff", "DEFAULT_HOME", "HOURS",
+    # solving: M1 and the market clearing, by method
+    "solve_independent", "clear_market", "METHODS", "Coordination", "NotConvergedError",
+    "Operation", "SolverError", "RoutingWarning",
+    # the models, for building on them: build, solve, read
+    "build_independent", "build_clearing", "solve", "read_operation", "clearing_price", "assemble_operation",
+    # the settlement
+    "settle", "Settlement", "NoTradeError", "cooperative_surplus", "market_contribution", "contribution_rates",
+    "nash_bargaining", "profit_rate_sweep",
+    # the study layer
+    "Study", "Workbench", "run_study",
 ]
 
 __version__ = "0.1.0"

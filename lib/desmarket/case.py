@@ -10,14 +10,18 @@ A case directory holds five files (see the README, "Case format"):
 
 :func:`load_case` reads and validates a directory; :meth:`Case.save` writes one. Every bad input raises a
 single :class:`CaseError` naming the file, the column and the row, and saying how to fix it.
-Nothing is dropped, clipped or filled in.
+Nothing is dropped, clipped or filled in. Files are UTF-8; ids are kept exactly as written ('NA' and 'null'
+are ids; an id with surrounding whitespace is an error); numbers must lie within :data:`PLAUSIBLE_RANGES`.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import math
+import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,43 @@ DEFAULT_HOME = {
 }
 
 PROBABILITY_TOLERANCE = 1e-6  # |sum(probability) - 1| allowed in scenarios.csv
+
+_POWER = "kW or kWh per home: a home is not a power plant (1e4 kW is 10 MW); the paper's are below 20"
+_PRICE = "$/kWh: 100 $/kWh is $100,000/MWh, far beyond any market's price cap"
+_RATIO = "a multiple of the LMP; the study uses 1.1 and 0.9"
+#: Accepted range of every open-ended number of the case format: name -> (low, high, reason), inclusive.
+#:
+#: The sign and fraction rules (``battery_kwh >= 0``, ``grid_limit_kw > 0``, ``soc_min`` in [0, 1], ...) are
+#: checked first, with their own messages; these bounds then catch magnitudes that no home has. They exist
+#: for numerical conditioning: the solvers (Clarabel, PIQP, OSQP, HiGHS) work in double precision with
+#: tolerances of 1e-8 to 1e-12, so a 1e9 kW load or a 1e12 load factor next to 0.2 $/kWh prices makes them
+#: report "infeasible" or "unbounded" for a case that is neither. The bounds are generous (2 to 4 orders of
+#: magnitude above the paper's values); a value beyond them is almost always a unit slip (W for kW, $/MWh
+#: for $/kWh, cents for $). They catch absurd magnitudes; they do not promise that every mix of extreme
+#: values within them solves (a 3e4 kW grid limit next to 1 kW loads already stalls PIQP at its 1e-12
+#: tolerance, hence 1e4 kW). Columns of ``homes.csv``, ``profiles.csv`` and ``prices.csv`` and keys of
+#: ``market.json`` share this one table.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
+    "utility_a": (-100.0, 0.0, "$/kWh^2; the paper draws -0.005 to -0.001"),
+    "utility_b": (0.0, 100.0, "$/kWh, a marginal utility on the scale of prices; the paper draws 0.2 to 0.5"),
+    "battery_kwh": (0.0, 1e4, _POWER),
+    "battery_kw": (0.0, 1e4, _POWER),
+    "load_max_factor": (1.0, 1e3, "a multiple of the baseline load; the paper uses 1.2"),
+    "grid_limit_kw": (0.0, 1e4, _POWER),
+    "load_kw": (0.0, 1e4, _POWER),
+    "pv_kw": (0.0, 1e4, _POWER),
+    "retail_usd_per_kwh": (0.0, 100.0, _PRICE),
+    "lmp_usd_per_kwh": (-100.0, 100.0, _PRICE),
+    "net_metering_usd_per_kwh": (0.0, 100.0, _PRICE),
+    "buy_ratio": (0.0, 1e3, _RATIO),
+    "sell_ratio": (0.0, 1e3, _RATIO),
+    "regularization": (0.0, 100.0, "$/kW^2, a tie-break weight that must stay far below the utility terms; "
+                       "default 1e-5"),
+}
+_RANGE_FIX = ("check the units (kW not W, $/kWh not $/MWh or cents); the bounds keep the solvers' numerical "
+              "conditioning sound (desmarket.case.PLAUSIBLE_RANGES)")
+CASE_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv", "market.json")
+_DIRECTORY_FIX = f"pass the path (str or pathlib.Path) of a folder that holds {', '.join(CASE_FILES)}"
 
 
 class CaseError(ValueError):
@@ -178,7 +219,7 @@ class Case:
         ``market`` is a :class:`Market` or a mapping with the keys of ``market.json``.
         Raises :class:`CaseError` on the first problem found.
         """
-        market = _validate_market(market if isinstance(market, Mapping) else dataclasses.asdict(market))
+        market = _validate_market(dataclasses.asdict(market) if isinstance(market, Market) else market)
         homes = _validate_homes(homes)
         scen_ids, probability = _validate_scenarios(scenarios)
         retail, lmp = _validate_prices(prices, market)
@@ -203,6 +244,9 @@ class Case:
         """
         frames = self.to_frames()
         if market is not None:
+            if not isinstance(market, (Market, Mapping)):
+                raise CaseError("market.json", f"expected a Market or a mapping, got {type(market).__name__}",
+                                f"pass a dict with some of the keys {MARKET_KEYS}")
             new = dataclasses.asdict(market) if isinstance(market, Market) else dict(market)
             unknown = set(new) - set(MARKET_KEYS)
             if unknown:
@@ -227,28 +271,140 @@ class Case:
 # ======================================================================================== I/O
 def load_case(path) -> Case:
     """Read and validate a case directory (format in the module docstring). Raises :class:`CaseError`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CaseError(str(path), "is not a directory", "pass the folder that holds homes.csv, profiles.csv, ...")
-    frames = {}
-    for name, ids in (("homes", ["home"]), ("profiles", ["home", "scenario"]), ("scenarios", ["scenario"]),
-                      ("prices", [])):
-        file = path / f"{name}.csv"
-        if not file.is_file():
-            raise CaseError(f"{name}.csv", f"missing from {path}", f"add {name}.csv (see the README, 'Case format')")
-        try:
-            frames[name] = pd.read_csv(file, dtype={c: str for c in ids}, keep_default_na=False, na_values=[""])
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise CaseError(f"{name}.csv", f"cannot be parsed as CSV ({exc})", "write a comma-separated file "
-                            "with one header line") from None
-    file = path / "market.json"
-    if not file.is_file():
-        raise CaseError("market.json", f"missing from {path}", f"add market.json with the keys {MARKET_KEYS}")
-    try:
-        frames["market"] = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CaseError("market.json", f"is not valid JSON ({exc})", "write one JSON object") from None
+    path = _case_directory(path)
+    frames = {name: _read_csv(path, name, ids) for name, ids in (
+        ("homes", ["home"]), ("profiles", ["home", "scenario"]), ("scenarios", ["scenario"]), ("prices", []))}
+    frames["market"] = _read_market(path)
     return Case.from_frames(**frames)
+
+
+def _case_directory(path) -> Path:
+    """``path`` as an existing directory, or one :class:`CaseError` saying what is expected."""
+    file = "<case directory>"
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise CaseError(file, f"expected a directory path, got {type(path).__name__} {path!r:.60}", _DIRECTORY_FIX)
+    if os.fspath(path) == "":
+        raise CaseError(file, "the path is empty, not a directory", _DIRECTORY_FIX)
+    path = Path(path)
+    if path.is_dir():
+        return path
+    problem = "is a file, not a directory" if path.exists() else "does not exist (no such directory)"
+    raise CaseError(file, f"'{path}' {problem}", _DIRECTORY_FIX)
+
+
+def _case_file(path: Path, name: str, fix: str) -> Path:
+    file = path / name
+    if not file.is_file():
+        problem = "is not a file" if file.exists() else "missing"
+        raise CaseError(name, f"{problem} in {path}", fix)
+    return file
+
+
+def _encoding_problem(head: bytes) -> str | None:
+    """Why bytes that should be UTF-8 text are not, judged from the start of the file (None if they may be)."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if head.startswith(bom):
+            return f"is {name} text, not UTF-8"
+    if b"\0" in head:
+        return "contains NUL bytes: it is binary, or UTF-16/UTF-32 text without a byte-order mark, not UTF-8"
+    return None
+
+
+def _not_utf8(name: str, problem: str) -> CaseError:
+    return CaseError(name, problem, "save the file as UTF-8 text (in a spreadsheet: 'CSV UTF-8'; any editor: "
+                     "encoding UTF-8)")
+
+
+def _undecodable(exc: UnicodeDecodeError) -> str:
+    return f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded)"
+
+
+def _read_csv(path: Path, name: str, ids: Sequence[str]) -> pd.DataFrame:
+    """One CSV file of the case; id columns are kept exactly as written (no NA parsing of 'NA', 'null', ...)."""
+    name = f"{name}.csv"
+    file = _case_file(path, name, f"add {name} (see the README, 'Case format')")
+    try:
+        with open(file, "rb") as f:
+            problem = _encoding_problem(f.read(1 << 16))
+        if problem:
+            raise _not_utf8(name, problem)
+        options = dict(encoding="utf-8", keep_default_na=False, na_values=[""])
+        header = pd.read_csv(file, header=None, nrows=1, dtype=str, **options)
+        with warnings.catch_warnings():  # a row longer than the header: never shift it or cut it silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(file, dtype={c: str for c in ids}, index_col=False, **options)
+    except pd.errors.ParserWarning:
+        raise CaseError(name, "the first row has more fields than the header", "remove the extra fields or name "
+                        "them in the header", None, "line 2") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(name, _undecodable(exc)) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CaseError(name, f"cannot be parsed as CSV ({exc})", "write a comma-separated file with one header "
+                        "line") from None
+    except OSError as exc:
+        raise CaseError(name, f"cannot be read ({exc.strerror or exc})", "check the file and its permissions") from None
+    names = header.iloc[0].dropna() if len(header) else pd.Series([], dtype=str)  # blank names become 'Unnamed'
+    repeated = names[names.duplicated()]
+    if len(repeated):
+        raise CaseError(name, f"the header repeats the column '{repeated.iloc[0]}'", "name each column once", None,
+                        "line 1")
+    return frame
+
+
+class _JsonLiteral(str):
+    """A number of ``market.json`` that is not a finite float (1e400, a 400-digit integer, NaN, Infinity),
+    kept as written so that the error can quote it."""
+
+
+def _json_number(text: str) -> float | _JsonLiteral:
+    value = float(text)
+    return value if math.isfinite(value) else _JsonLiteral(text)
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    repeated = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if repeated:
+        raise CaseError("market.json", f"repeats the key '{repeated[0]}' (JSON keeps only the last one)",
+                        "write each key once")
+    return dict(pairs)
+
+
+def _read_market(path: Path) -> dict:
+    """``market.json`` as a dict: UTF-8, one JSON object, no repeated keys (values are checked later)."""
+    name = "market.json"
+    file = _case_file(path, name, f"add market.json with the keys {MARKET_KEYS}")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise CaseError(name, f"cannot be read ({exc.strerror or exc})", "check the file and its permissions") from None
+    problem = _encoding_problem(data)
+    if problem:
+        raise _not_utf8(name, problem)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(name, _undecodable(exc)) from None
+    try:
+        market = json.loads(text, object_pairs_hook=_json_object, parse_float=_json_number, parse_int=_json_number,
+                            parse_constant=_JsonLiteral)
+    except json.JSONDecodeError as exc:
+        raise CaseError(name, f"is not valid JSON ({exc})", "write one JSON object") from None
+    except RecursionError:
+        raise CaseError(name, "is not valid JSON (nested too deeply)", "write one flat JSON object") from None
+    if not isinstance(market, dict):
+        raise CaseError(name, f"is not a JSON object (it holds {_json_kind(market)})",
+                        f"write one object with the keys {MARKET_KEYS}")
+    return market
+
+
+def _json_kind(value) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    kinds = ((_JsonLiteral, "a number"), (str, "a string"), ((int, float), "a number"), (list, "an array"))
+    return next((kind for types, kind in kinds if isinstance(value, types)), type(value).__name__)
 
 
 def create_case(
@@ -320,6 +476,19 @@ def long_table(home_ids, scenario_ids, **cubes: np.ndarray) -> pd.DataFrame:
     )
 
 
+def scenario_table(scenario_ids, **grids: np.ndarray) -> pd.DataFrame:
+    """(S, T) arrays -> one long table with columns scenario, hour, then one column per array.
+
+    Rows are scenario-major, then hour; the per-(scenario, hour) companion of :func:`long_table`.
+    """
+    s, t = np.shape(next(iter(grids.values())))
+    return pd.DataFrame({
+        "scenario": np.repeat(np.asarray(scenario_ids, dtype=object), t),
+        "hour": np.tile(np.arange(t), s),
+        **{name: np.asarray(grid).reshape(-1) for name, grid in grids.items()},
+    })
+
+
 # ================================================================================ validation
 def _row(frame: pd.DataFrame, i: int) -> str:
     """Human row reference: the line in the CSV file (header = line 1)."""
@@ -330,6 +499,9 @@ def _require_columns(frame, file: str, columns: Sequence[str]) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise CaseError(file, f"expected a table, got {type(frame).__name__}", "pass a pandas DataFrame")
     frame = frame.reset_index(drop=True)
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise CaseError(file, f"the column '{repeated[0]}' appears twice", "name each column once")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise CaseError(file, f"missing columns {missing}", f"the header must be: {','.join(columns)}")
@@ -340,22 +512,48 @@ def _require_columns(frame, file: str, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _numeric(frame: pd.DataFrame, file: str, column: str) -> np.ndarray:
-    """Column as finite floats; a blank, NaN, text or infinite cell raises naming its row."""
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    """Column as finite floats; a blank, NaN, text, boolean or infinite cell raises naming its row."""
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw):  # a column of True/False is not 1/0
+        values = np.full(len(raw), np.nan)
+    else:
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        i = bad[0]
-        raise CaseError(file, f"value {frame[column].iloc[i]!r} is not a finite number ({bad.size} such rows)",
+        i, value = bad[0], raw.iloc[bad[0]]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise CaseError(file, f"value {_shown(repr(value))} is not a finite number ({bad.size} such rows)",
                         "write a number in every cell", column, _row(frame, i))
     return values
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` for a message, shortened if long (a 5000-digit number would drown the message)."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}... ({len(text)} characters)"
+
+
 def _ids(frame: pd.DataFrame, file: str, column: str) -> np.ndarray:
-    values = frame[column]
-    blank = np.flatnonzero(values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy())
+    """Ids as written (text such as 'NA' or 'null' is an id); blank ids and surrounding whitespace raise."""
+    codes, uniques = pd.factorize(frame[column])  # each distinct id is checked once; code -1 is a missing cell
+    text = pd.Index(uniques, dtype=object).astype(str)
+    stripped = text.str.strip()
+    blank = np.flatnonzero(np.append(np.asarray(stripped == ""), True)[codes])
     if blank.size:
         raise CaseError(file, "empty id", "give every row an id", column, _row(frame, blank[0]))
-    return values.astype(str).str.strip().to_numpy()
+    _check(np.append(np.asarray(stripped == text), True)[codes], frame, file, column,
+           "id with leading or trailing whitespace",
+           "remove the spaces: ids are kept exactly as written, so ' 1' and '1' would be different homes")
+    return text.to_numpy(dtype=object)[codes]
+
+
+def _check_range(values: np.ndarray, frame, file: str, column: str) -> None:
+    """Values within :data:`PLAUSIBLE_RANGES`; the first one outside raises naming its row, the range and why."""
+    low, high, reason = PLAUSIBLE_RANGES[column]
+    bad = np.flatnonzero((values < low) | (values > high))
+    if bad.size:
+        count = f"; {bad.size} such rows" if bad.size > 1 else ""
+        raise CaseError(file, f"value {values[bad[0]]:g} is outside the accepted range [{low:g}, {high:g}] "
+                        f"({reason}{count})", _RANGE_FIX, column, _row(frame, bad[0]) if frame is not None else None)
 
 
 def _check(ok: np.ndarray, frame, file, column, problem, fix) -> None:
@@ -408,6 +606,8 @@ def _validate_homes(frame) -> pd.DataFrame:
     ]
     for column, ok, problem, fix in rules:
         _check(ok, frame, file, column, f"value {problem}", fix)
+    for column in PLAUSIBLE_RANGES.keys() & v.keys():
+        _check_range(v[column], frame, file, column)
     return pd.DataFrame(v, index=pd.Index(ids, name="home"))
 
 
@@ -434,45 +634,60 @@ def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
         missing = sorted(set(range(HOURS)) - set(hour.astype(int)))
         raise CaseError(file, f"has {len(frame)} rows; hours {missing} are missing", "give one row per hour 0..23",
                         "hour")
-    order = np.argsort(hour)
-    frame = frame.iloc[order].reset_index(drop=True)
     retail = _numeric(frame, file, "retail_usd_per_kwh")
     lmp = _numeric(frame, file, "lmp_usd_per_kwh")
+    _check_range(retail, frame, file, "retail_usd_per_kwh")
+    _check_range(lmp, frame, file, "lmp_usd_per_kwh")
     _check(retail >= market.net_metering_usd_per_kwh, frame, file, "retail_usd_per_kwh",
            f"retail price is below the net-metering price {market.net_metering_usd_per_kwh}",
            "the model needs retail >= net metering (Eq. 6), or a home would buy and sell at once")
     _check(market.buy_ratio * lmp >= market.sell_ratio * lmp, frame, file, "lmp_usd_per_kwh",
            "buy price k^b LMP is below sell price k^s LMP (negative LMP with k^b > k^s)",
            "the model needs lambda^b >= lambda^s (Eq. 4); replace negative LMPs or set buy_ratio = sell_ratio")
-    return retail, lmp
+    order = np.argsort(hour)  # rows may come in any order; errors above name the file's own lines
+    return retail[order], lmp[order]
 
 
 def _validate_market(market: Mapping) -> Market:
     file = "market.json"
     if not isinstance(market, Mapping):
-        raise CaseError(file, "is not a JSON object", f"write an object with the keys {MARKET_KEYS}")
+        raise CaseError(file, f"is not a JSON object (got {type(market).__name__})",
+                        f"write an object with the keys {MARKET_KEYS}")
     missing = [k for k in MARKET_KEYS if k not in market]
     extra = [k for k in market if k not in MARKET_KEYS]
     if missing or extra:
         raise CaseError(file, f"missing keys {missing}, unknown keys {extra}", f"use exactly the keys {MARKET_KEYS}")
-    values = {}
-    for key in MARKET_KEYS:
-        value = market[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise CaseError(file, f"'{key}' = {value!r} is not a finite number", "write a number", key)
-        values[key] = float(value)
+    values = {key: _market_number(file, key, market[key]) for key in MARKET_KEYS}
     m = Market(**values)
     for key, ok, problem in (
         ("net_metering_usd_per_kwh", m.net_metering_usd_per_kwh >= 0, "must be >= 0"),
         ("buy_ratio", m.buy_ratio > 0, "must be > 0"),
         ("sell_ratio", m.sell_ratio >= 0, "must be >= 0"),
-        ("sell_ratio", m.sell_ratio <= m.buy_ratio, "must not exceed buy_ratio (Eq. 4: the aggregator cannot "
-                                                     "sell above its buy price)"),
         ("regularization", m.regularization >= 0, "must be >= 0"),
     ):
         if not ok:
             raise CaseError(file, f"'{key}' = {values[key]} {problem}", "correct the value", key)
+    for key in MARKET_KEYS:
+        _check_range(np.array([values[key]]), None, file, key)
+    if m.sell_ratio > m.buy_ratio:
+        raise CaseError(file, f"'sell_ratio' = {m.sell_ratio} must not exceed buy_ratio (Eq. 4: the aggregator "
+                        "cannot sell above its buy price)", "correct the value", "sell_ratio")
     return m
+
+
+def _market_number(file: str, key: str, value) -> float:
+    """One value of ``market.json`` as a finite float; text, null, booleans, NaN, infinities and overflow raise."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond 1.8e308 given from Python
+            pass
+    if number is None or not math.isfinite(number):
+        shown = _shown(str(value) if isinstance(value, (_JsonLiteral, int)) else repr(value))
+        raise CaseError(file, f"'{key}' = {shown} is not a finite number",
+                        "write a number (NaN, Infinity and numbers beyond 1.8e308 are not accepted)", key)
+    return number
 
 
 def _validate_profiles(frame, home_ids: tuple[str, ...], scen_ids: tuple[str, ...]):
@@ -494,6 +709,8 @@ def _validate_profiles(frame, home_ids: tuple[str, ...], scen_ids: tuple[str, ..
            "use hour-beginning 0..23")
     _check(load >= 0, frame, file, "load_kw", "negative load", "loads are consumption in kW, >= 0")
     _check(pv >= 0, frame, file, "pv_kw", "negative PV output", "PV output is generation in kW, >= 0")
+    _check_range(load, frame, file, "load_kw")
+    _check_range(pv, frame, file, "pv_kw")
     n, s = len(home_ids), len(scen_ids)
     flat = (h_idx * s + s_idx) * HOURS + hour.astype(int)
     dup = pd.Series(flat).duplicated().to_numpy()

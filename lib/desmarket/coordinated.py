@@ -58,7 +58,7 @@ from .model import (
     solve,
     trade_limits,
 )
-from .pieces import Block, block_model, case_block, run_tasks
+from .pieces import BATTERY, Block, block_model, case_block, run_tasks
 
 FLOAT_BYTES = 8
 
@@ -161,7 +161,7 @@ class HomeController:
         if self._piqp is None:
             self.linear.value, self.half_rho.value = linear, rho / 2
             solve(self.problem, self.solver, **self.solver_options)
-            return {k: np.asarray(getattr(self.handles, k).value, dtype=float) for k in self.KEYS}
+            return self.handles.values(self.KEYS)
         fast = self._piqp
         q = fast["q"].copy()
         q[fast["x_cols"]] -= linear.reshape(-1, order="F")
@@ -173,7 +173,9 @@ class HomeController:
                               "badly scaled; check its data, or pass solver='CLARABEL'.")
         z = np.asarray(fast["solver"].result.x)
         size = self.shape[0] * self.shape[1]
-        return {k: z[o:o + size].reshape(self.shape, order="F").copy() for k, o in fast["offsets"].items()}
+        scale = float(self.handles.parameters.battery_scale.value)  # battery variables are per unit (pieces.py)
+        return {k: z[o:o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
+                for k, o in fast["offsets"].items()}
 
 
 #: Controllers kept per worker process between iterations, keyed by (run id, home index); oldest dropped first.

@@ -37,7 +37,6 @@ import numpy as np
 from .case import Case
 from .coordinated import Coordination, coordinate
 from .model import (
-    SOLVED,
     Operation,
     Prices,
     assemble_operation,
@@ -45,7 +44,15 @@ from .model import (
     central_independent,
     trade_limits,
 )
-from .pieces import CHUNK_ROWS, case_block, clearing_pieces, independent_pieces, run_tasks, solve_block
+from .pieces import (
+    CHUNK_ROWS,
+    case_block,
+    clearing_pieces,
+    gather,
+    independent_pieces,
+    run_tasks,
+    solve_block,
+)
 
 METHODS = ("central", "decomposed", "coordinated")
 DEFAULT_METHOD = "decomposed"
@@ -74,16 +81,7 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
     pieces = clearing_pieces(case, chunk_rows) if market else independent_pieces(case, chunk_rows)
     tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
     results = run_tasks(solve_block, tasks, n_jobs)
-    n, s, t = case.load.shape
-    keys = SOLVED + (("x",) if market else ())
-    flat = {k: np.empty((n * s, t)) for k in keys}
-    price = np.empty((s, t)) if market else None
-    for (block, *_), res in zip(tasks, results):
-        for k in keys:
-            flat[k][block.rows] = res[k]
-        if market:
-            price[np.unique(block.rows % s)] = res["price"]
-    arrays = {k: v.reshape(n, s, t) for k, v in flat.items()}
+    arrays, price = gather(case, pieces, results, market)
     return assemble_operation(
         case, arrays, price, Prices.of_case(case), solver=solver, tie_break=tie_break, method="decomposed",
         build_seconds=sum(r["build_seconds"] for r in results), solve_seconds=sum(r["solve_seconds"] for r in results),

@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from .case import Case, long_table
+from .case import Case, long_table, scenario_table
 from .model import Operation
+from .report import parse_claims
 
 DISPATCH = ("load", "pv_used", "charge", "discharge", "energy", "net_load", "net_surplus", "trade")
 HOME_COSTS = ("retail_bill", "net_metering_credit", "utility", "home_cost")
 EXACT = "%.12g"  # interchange files keep the solver's digits; published tables are rounded (report.save_table)
+#: How the interchange files are read: only an empty cell is missing, so ids such as "NA", "null" or "nan"
+#: come back exactly as written (as in :func:`desmarket.case.load_case`).
+READ_IDS = {"keep_default_na": False, "na_values": [""]}
 
 
 def project_root() -> Path:
-    """The repository root (the package is installed editable from ``lib/``)."""
+    """The repository root, the one notion of it in the project (the package is installed editable from ``lib/``).
+
+    Scripts, tests and :mod:`desmarket.data` resolve ``data/``, ``results/`` and ``notebooks/`` from here.
+    """
     return Path(__file__).resolve().parents[2]
 
 
@@ -34,11 +42,17 @@ def resolve(path) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+def paper_claims() -> pd.DataFrame:
+    """The paper's claims (Section 3) from the package's ``resources/paper_claims.toml``
+    (:func:`desmarket.report.parse_claims`; its header documents the fields)."""
+    text = resources.files("desmarket").joinpath("resources/paper_claims.toml").read_text(encoding="utf-8")
+    return parse_claims(text)
+
+
 def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path]:
     """Write one operation result as CSV files named ``name_*.csv`` in ``directory``; returns the paths."""
     directory = resolve(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    s, t = op.load.shape[1:]
     dispatch = long_table(case.home_ids, case.scenarios, **{k: getattr(op, k) for k in DISPATCH})
     homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
     meta = {"mode": op.mode, "aggregator_revenue": op.aggregator_revenue, "regularization_cost":
@@ -49,8 +63,7 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
     paths[2].write_text(json.dumps(meta, indent=2) + "\n")
     if op.price is not None:
-        prices = pd.DataFrame({"scenario": np.repeat(case.scenarios, t), "hour": np.tile(np.arange(t), s),
-                               "price_usd_per_kwh": op.price.reshape(-1), "balanced": op.balanced.reshape(-1)})
+        prices = scenario_table(case.scenarios, price_usd_per_kwh=op.price, balanced=op.balanced)
         paths.append(directory / f"{name}_prices.csv")
         prices.to_csv(paths[-1], index=False, float_format=EXACT, lineterminator="\n")
     return paths
@@ -60,15 +73,15 @@ def load_operation(case: Case, directory, name: str) -> Operation:
     """Read an operation written by :func:`save_operation` for the same case."""
     directory = resolve(directory)
     n, s, t = case.load.shape
-    dispatch = pd.read_csv(directory / f"{name}_dispatch.csv", dtype={"home": str, "scenario": str})
+    dispatch = pd.read_csv(directory / f"{name}_dispatch.csv", dtype={"home": str, "scenario": str}, **READ_IDS)
     if len(dispatch) != n * s * t or tuple(dispatch["home"].iloc[:: s * t]) != case.home_ids:
         raise ValueError(f"{directory / (name + '_dispatch.csv')} does not belong to this case "
                          f"({n} homes x {s} scenarios); rerun the notebook that writes it")
-    homes = pd.read_csv(directory / f"{name}_homes.csv", dtype={"home": str}).set_index("home")
+    homes = pd.read_csv(directory / f"{name}_homes.csv", dtype={"home": str}, **READ_IDS).set_index("home")
     meta = json.loads((directory / f"{name}_summary.json").read_text())
     price = balanced = None
     if meta["mode"] == "market":
-        prices = pd.read_csv(directory / f"{name}_prices.csv")
+        prices = pd.read_csv(directory / f"{name}_prices.csv", dtype={"scenario": str}, **READ_IDS)
         price = prices["price_usd_per_kwh"].to_numpy().reshape(s, t)
         balanced = prices["balanced"].to_numpy(dtype=bool).reshape(s, t)
     cube = {k: dispatch[k].to_numpy(dtype=float).reshape(n, s, t) for k in DISPATCH}

@@ -77,6 +77,48 @@ def case_block(case: Case, rows: np.ndarray, trade_limit: np.ndarray | None = No
     )
 
 
+#: The battery's variables in a piece: per unit of battery, scaled by ``PieceParameters.battery_scale``.
+BATTERY = ("c", "e", "E")
+
+
+class PieceParameters:
+    """The Parameters of a built piece: what a what-if question may change without rebuilding it.
+
+    Prices as in :class:`desmarket.model.Prices`, and ``battery_scale`` f >= 0, which multiplies every battery's
+    capacity and power (Eqs. 11-15; 0 removes the batteries, 2 doubles them). Scaling a battery scales its
+    feasible schedules by f (same efficiencies and state-of-charge fractions), so a piece solves for the
+    schedule c', e', E' of the case's own battery and the home's flows are f c', f e', f E': the variable bounds
+    stay constants and the problem stays DPP (cvxpy re-solves it without compiling again). The tie-break
+    term epsilon sum (c^2 + e^2) is then epsilon f^2 sum (c'^2 + e'^2), one Parameter ``spread_weight``.
+    """
+
+    def __init__(self, prices: Prices, battery_scale: float = 1.0):
+        t = len(prices.retail)
+        self.retail = cp.Parameter(t, name="retail")  # p_t, $/kWh
+        self.net_metering = cp.Parameter(name="net_metering", nonneg=True)  # q, $/kWh
+        self.buy = cp.Parameter(t, name="buy")  # lambda^b_t, $/kWh
+        self.sell = cp.Parameter(t, name="sell")  # lambda^s_t, $/kWh
+        self.spread_weight = cp.Parameter(name="spread_weight", nonneg=True)  # epsilon f^2, $/kW^2
+        self.battery_scale = cp.Parameter(name="battery_scale", nonneg=True)  # f
+        self.set(prices, battery_scale)
+
+    def set(self, prices: Prices, battery_scale: float = 1.0) -> None:
+        """Give the Parameters new values (the next solve of the piece uses them)."""
+        if not np.isfinite(battery_scale) or battery_scale < 0:
+            raise ValueError(f"battery_scale must be a finite number >= 0, got {battery_scale!r}")
+        self.retail.value, self.net_metering.value = prices.retail, prices.net_metering
+        self.buy.value, self.sell.value = prices.buy, prices.sell
+        self.spread_weight.value = prices.regularization * battery_scale ** 2
+        self.battery_scale.value = battery_scale
+        self._regularization = float(prices.regularization)
+
+    def prices(self) -> Prices:
+        """The current values, as the :class:`~desmarket.model.Prices` an operation is costed with."""
+        value = lambda p: np.asarray(p.value, dtype=float)  # noqa: E731
+        return Prices(value(self.retail), float(self.net_metering.value), value(self.buy), value(self.sell),
+                      self._regularization)
+
+
 class BlockHandles(NamedTuple):
     """Variables of a built piece, (R, T); ``trade_balance`` (K, T) is Eq. 18 per scenario of the piece."""
 
@@ -89,6 +131,12 @@ class BlockHandles(NamedTuple):
     Ps: cp.Variable
     x: cp.Variable | None
     trade_balance: cp.Constraint | None
+    parameters: PieceParameters  # c, e, E above are per unit of battery: the flows are battery_scale times them
+
+    def values(self, keys) -> dict:
+        """The solved arrays by name, battery flows scaled (see :class:`PieceParameters`)."""
+        scale = float(self.parameters.battery_scale.value)
+        return {k: np.asarray(getattr(self, k).value, dtype=float) * (scale if k in BATTERY else 1.0) for k in keys}
 
 
 def _group_sums(scenario: np.ndarray, group: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -113,16 +161,18 @@ def block_model(block: Block, market: bool) -> tuple[BlockHandles, list, cp.Expr
     The model is that of :func:`desmarket.model.build_independent` / :func:`~desmarket.model.build_clearing`
     with weight 1 per row; bounds (Eqs. 7-9, 11-12, 14, 19) are variable bounds. Objective, $ per day:
     M1 sum [p Pl - q Ps - U(d)] (Eq. 5); market sum [lb Pl - ls Ps - U(d)] (Eq. 16); both + eps sum (c^2 + e^2).
+    Prices, epsilon and the battery scale are :class:`PieceParameters` (``handles.parameters``), set from the
+    block's prices and scale 1; c, e, E are per unit of battery (the flows are scale times them).
     """
     R, T = block.load.shape
     per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))  # noqa: E731
     zero = np.zeros((R, T))
-    p = block.prices
+    p = PieceParameters(block.prices)
     d = cp.Variable((R, T), name="load", bounds=[block.load_min, block.load_max])  # Eq. 9
     g = cp.Variable((R, T), name="pv_used", bounds=[zero, block.pv])  # Eq. 8
-    c = cp.Variable((R, T), name="charge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 11
-    e = cp.Variable((R, T), name="discharge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 12
-    E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14
+    c = cp.Variable((R, T), name="charge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 11, per unit
+    e = cp.Variable((R, T), name="discharge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 12, per unit
+    E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14, per unit
     Pl = cp.Variable((R, T), name="net_load", bounds=[zero, per_row(block.grid)])  # Eq. 7
     Ps = cp.Variable((R, T), name="net_surplus", bounds=[zero, per_row(block.grid)])  # Eq. 7
     stored_before = cp.hstack([block.e0[:, None], E[:, :-1]])  # E_{t-1}, with E_{-1} = E0
@@ -131,7 +181,7 @@ def block_model(block: Block, market: bool) -> tuple[BlockHandles, list, cp.Expr
         E == stored_before + cp.multiply(per_row(block.eta_c), c) - cp.multiply(per_row(1 / block.eta_d), e),  # 13
         E[:, -1] == block.e0,  # Eq. 15
     ]
-    net = d + c - e - g
+    net = d + p.battery_scale * (c - e) - g
     disutility = cp.sum(cp.multiply(per_row(-block.a), cp.square(d))) - cp.sum(cp.multiply(per_row(block.b), d))
     spread = cp.sum(cp.square(c)) + cp.sum(cp.square(e))
     x = None
@@ -143,8 +193,8 @@ def block_model(block: Block, market: bool) -> tuple[BlockHandles, list, cp.Expr
     else:
         constraints.append(Pl - Ps == net)  # Eq. 6
         cost = cp.sum(Pl @ p.retail) - p.net_metering * cp.sum(Ps)  # retail bill - credit (Eq. 5)
-    handles = BlockHandles(d, g, c, e, E, Pl, Ps, x, None)
-    return handles, constraints, cost + disutility + p.regularization * spread
+    handles = BlockHandles(d, g, c, e, E, Pl, Ps, x, None, p)
+    return handles, constraints, cost + disutility + p.spread_weight * spread
 
 
 def build_block(block: Block, market: bool) -> tuple[cp.Problem, BlockHandles]:
@@ -163,26 +213,49 @@ def build_block(block: Block, market: bool) -> tuple[cp.Problem, BlockHandles]:
     return cp.Problem(cp.Minimize(objective), constraints), h
 
 
-def solve_block(block: Block, market: bool, solver: str, solver_options: dict | None = None) -> dict:
-    """Build, solve and read one piece: its (R, T) arrays, its prices (K, T) (market) and timings.
+def solve_built(problem: cp.Problem, handles: BlockHandles, rows: np.ndarray, market: bool, solver: str,
+                solver_options: dict | None = None) -> dict:
+    """Solve a built piece at its Parameters' current values and read its (R, T) arrays, prices and time.
 
-    The price is the dual of Eq. 18 signed as in :func:`desmarket.model.clearing_price`; the piece has weight
-    1 per scenario, so it is already per scenario and un-weighted.
+    The price (K, T) is the dual of Eq. 18 signed as in :func:`desmarket.model.clearing_price`; the piece has
+    weight 1 per scenario, so it is already per scenario and un-weighted.
     """
     t0 = time.perf_counter()
-    problem, h = build_block(block, market)
-    t1 = time.perf_counter()
     try:
         solve(problem, solver, **(solver_options or {}))
     except SolverError as exc:
-        raise SolverError(f"{exc} (piece of {len(block.rows)} home-scenario rows, case rows "
-                          f"{block.rows.min()}-{block.rows.max()})") from exc
-    out = {k: np.asarray(getattr(h, k).value, dtype=float) for k in SOLVED}
+        raise SolverError(f"{exc} (piece of {len(rows)} home-scenario rows, case rows "
+                          f"{rows.min()}-{rows.max()})") from exc
+    out = handles.values(SOLVED + (("x",) if market else ()))
     if market:
-        out["x"] = np.asarray(h.x.value, dtype=float)
-        out["price"] = -np.asarray(h.trade_balance.dual_value, dtype=float).reshape(-1, block.load.shape[1])
-    out["build_seconds"], out["solve_seconds"] = t1 - t0, time.perf_counter() - t1
+        out["price"] = -np.asarray(handles.trade_balance.dual_value, dtype=float).reshape(-1, out["d"].shape[1])
+    out["build_seconds"], out["solve_seconds"] = 0.0, time.perf_counter() - t0
     return out
+
+
+def solve_block(block: Block, market: bool, solver: str, solver_options: dict | None = None) -> dict:
+    """Build, solve and read one piece (:func:`build_block`, :func:`solve_built`)."""
+    t0 = time.perf_counter()
+    problem, handles = build_block(block, market)
+    out = solve_built(problem, handles, block.rows, market, solver, solver_options)
+    out["build_seconds"] = time.perf_counter() - t0 - out["solve_seconds"]
+    return out
+
+
+def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: bool
+           ) -> tuple[dict, np.ndarray | None]:
+    """The pieces' arrays put back in place: (N, S, T) arrays by :data:`~desmarket.model.SOLVED` name (and
+    ``"x"``), and the (S, T) clearing price for the market (None for M1)."""
+    n, s, t = case.load.shape
+    keys = SOLVED + (("x",) if market else ())
+    flat = {k: np.empty((n * s, t)) for k in keys}
+    price = np.empty((s, t)) if market else None
+    for rows, res in zip(row_sets, results):
+        for k in keys:
+            flat[k][rows] = res[k]
+        if market:
+            price[np.unique(rows % s)] = res["price"]
+    return {k: v.reshape(n, s, t) for k, v in flat.items()}, price
 
 
 # ===================================================================================== parallel

@@ -1,11 +1,13 @@
 """Figures of the study (the paper's Figures 2-5), drawn from the tables of :mod:`desmarket.report`.
 
-Each function takes a DataFrame (so replotting never re-solves) and returns a matplotlib Figure;
-:func:`save_figure` writes a PNG without volatile metadata.
+Each function takes a DataFrame (so replotting never re-solves) and returns a matplotlib Figure drawn in the
+study's style (:data:`STYLE`, a seaborn style applied per figure: importing this module changes no global
+matplotlib state); :func:`save_figure` writes a PNG without volatile metadata.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,7 +15,20 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="notebook")
+#: seaborn style and context of every figure, applied inside each figure function only.
+STYLE = {"style": "whitegrid", "context": "notebook", "palette": "deep"}
+
+
+def styled(draw):
+    """Draw the figure inside the study's seaborn style and context, leaving global rcParams as they were."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]), \
+                sns.color_palette(STYLE["palette"]):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
 CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
           "net_load": "net load (load + charge - discharge - PV)"}
 
@@ -22,9 +37,12 @@ def _step(ax, hours, values, **style):
     """Hourly values as steps over [h, h+1), the last hour included."""
     hours, values = np.asarray(hours), np.asarray(values)
     return ax.step(np.append(hours, hours[-1] + 1), np.append(values, values[-1]), where="post", **style)
+
+
 MODE_COLORS = {"without market": "tab:gray", "with market": "tab:blue"}
 
 
+@styled
 def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
     """Figure 2: one home's expected power curves (A) without and (B) with the market, kW."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
@@ -40,6 +58,7 @@ def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
     return fig
 
 
+@styled
 def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
     """Figure 3: the community's aggregated net load with and without the market, against the LMP."""
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -59,6 +78,7 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
     return fig
 
 
+@styled
 def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
     """Figure 4: cost reduction of each home under M2 and M3 ($/day), with the bargaining weights alpha."""
     fig, ax = plt.subplots(figsize=(10, 4))
@@ -67,9 +87,9 @@ def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
     ax.bar(x + 0.2, table["reduction_m3_usd"], 0.4, label="M3 (contribution rate)", color="tab:blue")
     ax.set(xticks=x, xticklabels=table.index, xlabel="home", ylabel="cost reduction, $/day")
     twin = ax.twinx()
-    twin.plot(x, table["alpha_m3"], "o", color="tab:red", label="alpha M3")
-    twin.plot(x, table["alpha_m2"], "_", color="black", ms=14, label="alpha M2")
-    twin.set_ylabel("alpha")
+    twin.plot(x, table["alpha_m3"], "o", color="tab:red", label="α M3")
+    twin.plot(x, table["alpha_m2"], "_", color="black", ms=14, label="α M2")
+    twin.set_ylabel("bargaining weight α")
     twin.set_ylim(0, max(table["alpha_m3"].max(), table["alpha_m2"].max()) * 1.3)
     twin.grid(False)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
@@ -78,6 +98,7 @@ def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@styled
 def figure5_profit_rate(sweep: pd.DataFrame) -> plt.Figure:
     """Figure 5: net benefits of the aggregator and each home against the profit rate rho (M3), and the total."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -86,12 +107,13 @@ def figure5_profit_rate(sweep: pd.DataFrame) -> plt.Figure:
         ax.plot(frame["profit_rate"], frame["net_benefit_usd"], label=party, **style)
     total = sweep.groupby("profit_rate")["net_benefit_usd"].sum()
     ax.plot(total.index, total.to_numpy(), "k--", lw=2, label=f"total ({total.iloc[0]:.2f} $)")
-    ax.set(xlabel="aggregator profit rate rho", ylabel="net benefit, $/day")
+    ax.set(xlabel="aggregator profit rate ρ", ylabel="net benefit, $/day")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
 
+@styled
 def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figure:
     """Contribution rate alpha (M3) against each home's traded energy (Section 3.3)."""
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -100,11 +122,12 @@ def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figur
     for home, row in table.iterrows():
         ax.annotate(str(home), (row["traded_kwh"], row[alpha]), fontsize=8, xytext=(3, 3),
                     textcoords="offset points")
-    ax.set(xlabel="traded energy, kWh/day", ylabel="alpha (M3)", title=f"Pearson r = {correlation:.3f}")
+    ax.set(xlabel="traded energy, kWh/day", ylabel="contribution rate α (M3)", title=f"Pearson r = {correlation:.3f}")
     fig.tight_layout()
     return fig
 
 
+@styled
 def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     """The inputs: community baseline load and PV in each scenario (kW), and the prices ($/kWh)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
@@ -116,7 +139,7 @@ def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     ax.set(xlabel="hour", ylabel="community total, kW", xticks=range(0, 25, 4))
     ax.legend(fontsize=8)
     one = hourly.drop_duplicates("hour")
-    _step(bx, one["hour"], one["retail"], label="retail TOU p_t")
+    _step(bx, one["hour"], one["retail"], label="retail TOU price p_t")
     _step(bx, one["hour"], one["lmp"], label="LMP")
     bx.set(xlabel="hour", ylabel="$/kWh", xticks=range(0, 25, 4))
     bx.legend(fontsize=8)
@@ -124,6 +147,7 @@ def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@styled
 def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, reference: np.ndarray,
                           balanced: np.ndarray) -> plt.Figure:
     """The coordinated market process: (A) distance of the announced prices from the exact clearing price per
@@ -134,7 +158,7 @@ def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, referen
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     it = np.arange(1, len(prices) + 1)
     error = np.abs(prices - reference)
-    for mask, label in ((~balanced, "pinned to k^b LMP or k^s LMP"), (balanced, "balanced (any price in the band)")):
+    for mask, label in ((~balanced, "pinned to kᵇ·LMP or kˢ·LMP"), (balanced, "balanced (any price in the band)")):
         if mask.any():
             ax.semilogy(it, np.maximum(1000 * error[:, mask].max(axis=1), 1e-12), label=label)
     ax.set(xlabel="iteration", ylabel="max |price - exact clearing price|, $/MWh",

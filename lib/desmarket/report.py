@@ -1,68 +1,54 @@
-"""Tables of the study (Section 3): the paper's Tables 1-4, the headline numbers, the scorecard, sensitivity.
+"""Tables of the study (Section 3): the paper's Tables 1-4, the headline numbers, the scorecard.
 
-Pure functions from a case and its results to DataFrames; :mod:`desmarket.plots` draws the figures and
-:func:`save_table` writes CSV with a fixed float format so that reruns give identical files.
+Pure functions from a case and its results (:class:`~desmarket.study.Study`, operations, settlements) to
+DataFrames: nothing here solves or reads a result file. Solving and what-if questions live in
+:mod:`desmarket.study`, figures in :mod:`desmarket.plots`; :func:`save_table` writes CSV with a fixed float
+format so that reruns give identical files. The paper's claims, their kinds, units and our reasons where we
+differ are data: ``resources/paper_claims.toml``, read by :func:`desmarket.io.paper_claims`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from dataclasses import dataclass
+import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .case import Case
-from .engine import clear_market, solve_independent
-from .model import Operation, RoutingWarning
-from .settlement import Settlement, settle
+from .case import Case, scenario_table
+from .model import Operation
+from .settlement import contribution_rates, market_contribution
+
+if TYPE_CHECKING:  # the study layer imports this module, not the other way round
+    from .study import Study
 
 PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
 FLOAT_FORMAT = "%.10g"
-
-#: The paper's reported values (Section 3), used only as the "paper" column of the scorecard.
-PAPER_CLAIMS = {
-    "surplus_usd": ("total benefit of the market (Delta C), $/day, constant in rho", 5.13),
-    "m2_reduction_usd": ("M2 cost reduction per home, $/day", 0.41),
-    "m2_alpha": ("M2 bargaining weight per home", 0.08),
-    "m3_reduction_min_usd": ("M3 smallest cost reduction of a home, $/day", 0.36),
-    "m3_reduction_max_usd": ("M3 largest cost reduction of a home, $/day", 0.44),
-    "aggregator_change_m3_pct": ("aggregator benefit increase under M3 vs M1, %", 3.46),
-    "load_change_pct": ("load increase with the market, %", 3.12),
-    "storage_change_pct": ("storage throughput increase with the market, %", 73.45),
-    "peak_net_load_reduction_kwh": ("aggregated net load reduction 8:00-20:00, kWh", 101.56),
-    "pv_used_m1_pct": ("PV used without market, % of available", 100.0),
-    "pv_used_market_pct": ("PV used with market, % of available", 100.0),
-    "alpha_traded_correlation": ("M3: correlation of alpha with traded energy", None),
-}
+#: Kinds of a paper claim (field ``kind`` of paper_claims.toml) and how each is compared with ours.
+CLAIM_KINDS = {"number": "sign and order of magnitude (within a factor 10) of the paper's value",
+               "sign": "sign only: the paper states a direction, not a value"}
 
 
-@dataclass(frozen=True)
-class Study:
-    """Everything one run computes: the case, M1, the clearing and the two settlements (M2, M3)."""
+def parse_claims(text: str) -> pd.DataFrame:
+    """Claims in the TOML format of ``resources/paper_claims.toml``, one row per headline key, in order.
 
-    case: Case
-    independent: Operation
-    market: Operation
-    m2: Settlement
-    m3: Settlement
-
-    @property
-    def profit_rate(self) -> float:
-        return self.m3.profit_rate
-
-
-def run_study(case: Case, profit_rate: float = 0.2, **solve_kw) -> Study:
-    """Solve M1 and the clearing once, settle under M2 and M3 (Table 2)."""
-    return settled_study(case, solve_independent(case, **solve_kw), clear_market(case, **solve_kw), profit_rate)
-
-
-def settled_study(case: Case, independent: Operation, market: Operation, profit_rate: float) -> Study:
-    """A :class:`Study` of two solved operations, settled under M2 (equal) and M3 (contribution)."""
-    return Study(case, independent, market, settle(case, independent, market, profit_rate, "equal"),
-                 settle(case, independent, market, profit_rate, "contribution"))
+    Columns: claim, unit, kind, paper (value, NaN for kind "sign"), paper_text, sign, reason. Validated: an
+    unknown kind or a missing field is a ValueError naming the claim.
+    """
+    rows = []
+    for key, claim in tomllib.loads(text).items():
+        kind = claim.get("kind")
+        needed = {"number": ("paper",), "sign": ("paper_text", "sign")}.get(kind)
+        if needed is None:
+            raise ValueError(f"paper claims [{key}]: kind must be one of {list(CLAIM_KINDS)}, got {kind!r}")
+        missing = [f for f in ("claim", "unit", "reason", *needed) if f not in claim]
+        if missing:
+            raise ValueError(f"paper claims [{key}]: missing {missing}; see the header of paper_claims.toml")
+        rows.append({"key": key, "claim": claim["claim"], "unit": claim["unit"], "kind": kind,
+                     "paper": float(claim.get("paper", np.nan)), "paper_text": claim.get("paper_text", ""),
+                     "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"]})
+    return pd.DataFrame(rows).set_index("key")
 
 
 def _expected(case: Case, values: np.ndarray) -> np.ndarray:
@@ -154,13 +140,11 @@ def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
 
 
 def headline(study: Study) -> dict:
-    """The numbers the paper reports (Section 3), computed from our results. Keys as in :data:`PAPER_CLAIMS`."""
+    """The numbers the paper reports (Section 3), computed from our results. Keys as in :func:`paper_claims`."""
     s = study
     before, after = daily_energy(s.case, s.independent).sum(), daily_energy(s.case, s.market).sum()
     throughput = lambda d: d.charge_kwh + d.discharge_kwh  # noqa: E731
     net = lambda op: _expected(s.case, op.net_load - op.net_surplus).sum(axis=0)  # noqa: E731
-    traded = s.market.traded_energy
-    corr = float(np.corrcoef(s.m3.alpha, traded)[0, 1]) if np.ptp(traded) > 0 and np.ptp(s.m3.alpha) > 0 else np.nan
     return {
         "surplus_usd": s.m3.surplus,
         "m2_reduction_usd": float(np.mean(s.m2.home_gain)),
@@ -174,33 +158,36 @@ def headline(study: Study) -> dict:
         "peak_net_load_reduction_kwh": float((net(s.independent) - net(s.market))[PEAK_HOURS].sum()),
         "pv_used_m1_pct": 100 * before.pv_used_kwh / before.pv_available_kwh,
         "pv_used_market_pct": 100 * after.pv_used_kwh / after.pv_available_kwh,
-        "alpha_traded_correlation": corr,
+        "alpha_traded_correlation": correlation(s.m3.alpha, s.market.traded_energy),
     }
 
 
-def _agreement(paper, ours) -> tuple[str, str]:
-    """Direction (same sign) and order of magnitude (within a factor 10) of ours against the paper's value."""
-    if paper is None or ours is None or not np.isfinite(ours):
+def agreement(kind: str, paper: float, sign: float, ours: float) -> tuple[str, str]:
+    """(same direction, same order of magnitude) of ours against a claim, "yes" / "no" / "n/a" (CLAIM_KINDS)."""
+    if ours is None or not np.isfinite(ours):
         return "n/a", "n/a"
+    if kind == "sign":
+        return ("yes" if np.sign(ours) == sign else "no"), "n/a"
     direction = "yes" if np.sign(paper) == np.sign(ours) else "no"
     magnitude = "yes" if paper != 0 and ours != 0 and abs(np.log10(abs(ours) / abs(paper))) <= 1 else "no"
     return direction, magnitude
 
 
-def scorecard(study: Study, reasons: dict | None = None) -> pd.DataFrame:
+def scorecard(study: Study, claims: pd.DataFrame) -> pd.DataFrame:
     """Every claim of the paper beside ours, with agreement in direction and order of magnitude.
 
-    ``reasons`` maps a claim key to the explanation shown where they disagree.
+    claims: :func:`parse_claims` of the claims file (:func:`desmarket.io.paper_claims` reads the package's).
+    The note gives the claim's reason where either agreement is "no".
     """
     values = headline(study)
     rows = []
-    for key, (claim, paper) in PAPER_CLAIMS.items():
+    for key, c in claims.iterrows():
         ours = values[key]
-        direction, magnitude = _agreement(paper if paper is not None else (1.0 if key.endswith("correlation")
-                                                                           else None), ours)
-        rows.append({"claim": claim, "key": key, "paper": paper if paper is not None else "strong positive",
-                     "ours": ours, "same_direction": direction, "same_order_of_magnitude": magnitude,
-                     "note": (reasons or {}).get(key, "") if "no" in (direction, magnitude) else ""})
+        direction, magnitude = agreement(c.kind, c.paper, c.sign, ours)
+        rows.append({"key": key, "claim": c.claim, "unit": c.unit,
+                     "paper": c.paper_text if c.kind == "sign" else c.paper, "ours": ours,
+                     "same_direction": direction, "same_order_of_magnitude": magnitude,
+                     "note": c.reason if "no" in (direction, magnitude) else ""})
     return pd.DataFrame(rows).set_index("key")
 
 
@@ -218,15 +205,7 @@ def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True)
     return path
 
 
-# ================================================================================ notebook helpers
-def load_study(case: Case, operation_dir, profit_rate: float) -> Study:
-    """A :class:`Study` from the operation CSVs of notebooks 02-03 (no re-solve) and the two settlements."""
-    from .io import load_operation
-
-    return settled_study(case, load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market"),
-                         profit_rate)
-
-
+# ================================================================================ notebook tables
 def inputs_table(case: Case) -> pd.DataFrame:
     """Per home: expected daily baseline load and available PV (kWh), utility coefficients, battery."""
     return pd.DataFrame({
@@ -240,12 +219,9 @@ def inputs_table(case: Case) -> pd.DataFrame:
 
 def inputs_hourly(case: Case) -> pd.DataFrame:
     """Community load and PV per scenario and hour (kW), with retail price and LMP ($/kWh), long format."""
-    s, t = case.n_scenarios, case.load.shape[-1]
-    return pd.DataFrame({
-        "scenario": np.repeat(case.scenarios, t), "hour": np.tile(np.arange(t), s),
-        "load_kw": case.load.sum(axis=0).reshape(-1), "pv_kw": case.pv.sum(axis=0).reshape(-1),
-        "retail": np.tile(case.retail, s), "lmp": np.tile(case.lmp, s),
-    })
+    s = case.n_scenarios
+    return scenario_table(case.scenarios, load_kw=case.load.sum(axis=0), pv_kw=case.pv.sum(axis=0),
+                          retail=np.tile(case.retail, (s, 1)), lmp=np.tile(case.lmp, (s, 1)))
 
 
 def cost_breakdown(op: Operation, case: Case) -> pd.DataFrame:
@@ -258,21 +234,15 @@ def cost_breakdown(op: Operation, case: Case) -> pd.DataFrame:
 
 def price_table(case: Case, market: Operation) -> pd.DataFrame:
     """Clearing price per scenario and hour with the community state (importing / exporting / balanced)."""
-    s, t = market.price.shape
+    s = case.n_scenarios
     net = market.community_net_load
     state = np.where(market.balanced, "balanced", np.where(net > 0, "importing", "exporting"))
-    return pd.DataFrame({
-        "scenario": np.repeat(case.scenarios, t), "hour": np.tile(np.arange(t), s),
-        "price_usd_per_kwh": market.price.reshape(-1), "buy_usd_per_kwh": np.tile(case.buy_price, s),
-        "sell_usd_per_kwh": np.tile(case.sell_price, s), "community_net_load_kw": net.reshape(-1),
-        "state": state.reshape(-1),
-    })
+    return scenario_table(case.scenarios, price_usd_per_kwh=market.price, buy_usd_per_kwh=np.tile(case.buy_price, (s, 1)),
+                          sell_usd_per_kwh=np.tile(case.sell_price, (s, 1)), community_net_load_kw=net, state=state)
 
 
 def contribution_table(case: Case, market: Operation, profit_rate: float) -> pd.DataFrame:
     """Per home: traded energy (kWh/day), its market value (Eq. 21, $/day) and the contribution rate alpha."""
-    from .settlement import contribution_rates, market_contribution
-
     return pd.DataFrame({
         "traded_kwh": market.traded_energy,
         "contribution_usd": market_contribution(case, market),
@@ -280,11 +250,10 @@ def contribution_table(case: Case, market: Operation, profit_rate: float) -> pd.
     }, index=pd.Index(case.home_ids, name="home"))
 
 
-def alpha_traded_correlation(table: pd.DataFrame) -> float:
-    """Pearson correlation of alpha with traded energy (NaN when either is constant)."""
-    a = table["alpha" if "alpha" in table else "alpha_m3"].to_numpy()
-    x = table["traded_kwh"].to_numpy()
-    return float(np.corrcoef(a, x)[0, 1]) if np.ptp(a) > 0 and np.ptp(x) > 0 else float("nan")
+def correlation(x, y) -> float:
+    """Pearson correlation of two per-home series (NaN when either is constant: no linear relation to measure)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return float(np.corrcoef(x, y)[0, 1]) if np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
 
 
 def message_table(case: Case, convergence: pd.DataFrame) -> pd.DataFrame:
@@ -312,101 +281,3 @@ def showcase_home(study: Study) -> str:
     before, after = daily_energy(study.case, study.independent), daily_energy(study.case, study.market)
     growth = (after.charge_kwh + after.discharge_kwh) - (before.charge_kwh + before.discharge_kwh)
     return str(growth.idxmax())
-
-
-#: Why our numbers may differ from the paper's, shown in the scorecard where they disagree.
-SCORECARD_REASONS = {
-    "surplus_usd": "our homes (California), LMP (synthetic, 2024 PJM level) and k^b/k^s differ from the paper's",
-    "m2_reduction_usd": "follows Delta C: (1 - rho) Delta C / N",
-    "m3_reduction_min_usd": "follows Delta C and how unequal the homes' trades are",
-    "m3_reduction_max_usd": "follows Delta C and how unequal the homes' trades are",
-    "aggregator_change_m3_pct": "rho Delta C relative to our R_A0, which depends on the retail margin",
-    "load_change_pct": "depends on the utility draw and the retail-wholesale price gap",
-    "storage_change_pct": "our homes already cycle their batteries in M1 to store midday PV for the evening "
-                          "(sunny California, large PV), so the market adds relatively less",
-    "peak_net_load_reduction_kwh": "scales with PV, battery size and the LMP's daily shape",
-    "pv_used_m1_pct": "", "pv_used_market_pct": "",
-    "alpha_traded_correlation": "",
-}
-
-
-@contextlib.contextmanager
-def _routing_quiet():
-    """Re-solves of a case already reported: its RoutingWarning (MODEL.md tie-break) is not repeated."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RoutingWarning)
-        yield
-
-
-def _first_scenarios(case: Case, k: int) -> Case:
-    """The case with only its first k scenarios, probabilities renormalised."""
-    frames = case.to_frames()
-    keep = list(case.scenarios[:k])
-    frames["profiles"] = frames["profiles"][frames["profiles"]["scenario"].isin(keep)]
-    sc = frames["scenarios"].iloc[:k].copy()
-    sc["probability"] = sc["probability"] / sc["probability"].sum()
-    frames["scenarios"] = sc
-    return Case.from_frames(**frames)
-
-
-def sensitivity(case: Case, profit_rate: float = 0.2, n_scenarios_options=(1, 5)) -> pd.DataFrame:
-    """Headline numbers when each [choice] of MODEL.md changes, one at a time (each row re-solves the case)."""
-    m = case.market
-    variants = [("baseline", "", case)]
-    for kb, ks in ((1.05, 0.95), (1.2, 0.8), (1.0, 1.0)):
-        variants.append(("k^b / k^s", f"{kb} / {ks}", case.replace(market={"buy_ratio": kb, "sell_ratio": ks})))
-    cap = case.column("battery_kwh")
-    for factor in (0.0, 0.5, 2.0):
-        variants.append(("battery size", f"x{factor}", case.replace(battery_kwh=cap * factor,
-                                                                  battery_kw=case.column("battery_kw") * (factor > 0)
-                                                                  + 0.0)))
-    for k in n_scenarios_options:
-        if k < case.n_scenarios:
-            variants.append(("scenarios", f"first {k}", _first_scenarios(case, k)))
-    for eps in (m.regularization / 10, m.regularization * 10):
-        variants.append(("epsilon", f"{eps:g}", case.replace(market={"regularization": eps})))
-    rows = []
-    for choice, value, variant in variants:
-        with _routing_quiet():
-            study = run_study(variant, profit_rate)
-        h = headline(study)
-        rows.append({"choice": choice, "value": value or "MODEL.md default",
-                     **{k: h[k] for k in ("surplus_usd", "m3_reduction_min_usd", "m3_reduction_max_usd",
-                                          "aggregator_change_m3_pct", "load_change_pct", "storage_change_pct",
-                                          "peak_net_load_reduction_kwh")},
-                     "regularization_cost_usd": study.market.regularization_cost})
-    return pd.DataFrame(rows).set_index(["choice", "value"])
-
-
-#: A second solver and tight tolerances for the solver-independence check (MODEL.md "Uniqueness").
-SECOND_SOLVER = ("SCS", {"eps": 1e-9, "max_iters": 200_000})
-
-
-#: Largest case (homes x scenarios) that :func:`solver_agreement` re-solves; SCS at tight tolerance is slow.
-AGREEMENT_MAX_ROWS = 200
-
-
-def solver_agreement(case: Case, study: Study, solver: tuple[str, dict] = SECOND_SOLVER,
-                     tolerance: float = 1e-3, max_rows: int = AGREEMENT_MAX_ROWS) -> pd.DataFrame | None:
-    """Solve the case again with a second solver and compare the per-home answers with the study's.
-
-    With the tie-break of MODEL.md the home costs, alpha and Delta C must agree within ``tolerance``
-    ($ or, for alpha, absolute). Returns one row per quantity with the largest difference and the verdict,
-    or None (nothing solved) when the case has more than ``max_rows`` home x scenario rows.
-    """
-    if case.n_homes * case.n_scenarios > max_rows:
-        return None
-    name, options = solver
-    with _routing_quiet():
-        m1 = solve_independent(case, solver=name, solver_options=options)
-        mk = clear_market(case, solver=name, solver_options=options)
-    m3 = settle(case, m1, mk, study.profit_rate)
-    diffs = {
-        "M1 home costs ($)": np.abs(m1.home_cost - study.independent.home_cost).max(),
-        "market home costs ($)": np.abs(mk.home_cost - study.market.home_cost).max(),
-        "alpha (M3)": np.abs(m3.alpha - study.m3.alpha).max(),
-        "Delta C ($)": abs(m3.surplus - study.m3.surplus),
-    }
-    return pd.DataFrame({"quantity": list(diffs), "second_solver": name, "tolerance": tolerance,
-                         "max_abs_difference": list(diffs.values()),
-                         "agree": [d <= tolerance for d in diffs.values()]}).set_index("quantity")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import project_root
 from .errors import DataError
 from .measured import MEASURED_COLUMNS, check_measured
 
@@ -33,7 +34,7 @@ REBUILD = "run `make data` (rebuilds data/raw/citylearn2022 from the pinned City
 def raw_data_dir() -> Path:
     """The ``data/raw`` folder: ``$DESMARKET_RAW_DATA`` if set, else ``data/raw`` of this repository."""
     env = os.environ.get(RAW_DATA_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "data" / "raw"
+    return Path(env) if env else project_root() / "data" / "raw"
 
 
 def citylearn_home_id(building: str) -> str:
