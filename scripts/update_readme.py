@@ -7,7 +7,6 @@ if README.md is not what the result files give (tests/test_readme.py runs it), s
 import argparse
 import re
 import sys
-from pathlib import Path
 
 import pandas as pd
 from desmarket.io import project_root

@@ -3,7 +3,6 @@
 import hashlib
 import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 from desmarket.io import project_root
 
 ROOT = project_root()

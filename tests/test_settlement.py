@@ -1,6 +1,7 @@
 """Value allocation: closed form vs numerical Nash bargaining, and the mechanism's promises on 200 instances."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -46,6 +47,26 @@ def _surplus_floor(m1, mk, tol):
     return min(mk.regularization_cost - m1.regularization_cost, 0.0) - tol["cost"]
 
 
+def _by_hand(case, m1, mk):
+    """Costs recomputed from the dispatch arrays and the case's prices alone (not from the library's costs).
+
+    Returns (C0 per home, R_A0, cost of the whole coalition in the market, Delta C). In M1 each home meets its
+    net consumption n = d + c - e - g at retail (Eq. 5) and the aggregator earns the retail-wholesale margin
+    (Eq. 1); in the market the community nets its homes and pays the wholesale price on the net (Eq. 16).
+    """
+    pi, q = case.probability, case.market.net_metering_usd_per_kwh
+    a, b = case.column("utility_a")[:, None, None], case.column("utility_b")[:, None, None]
+    expect = lambda v: np.einsum("s,nst->n", pi, v)  # noqa: E731
+    n0 = m1.load + m1.charge - m1.discharge - m1.pv_used
+    buy0, sell0 = np.maximum(n0, 0), np.maximum(-n0, 0)
+    c0 = expect(buy0 * case.retail) - q * expect(sell0) - expect(a * m1.load ** 2 + b * m1.load)
+    r0 = pi @ ((case.retail - case.buy_price) * buy0.sum(0) + (case.sell_price - q) * sell0.sum(0)).sum(axis=1)
+    net = (mk.load + mk.charge - mk.discharge - mk.pv_used).sum(axis=0)  # (S, T) community
+    coalition = pi @ (case.buy_price * np.maximum(net, 0) - case.sell_price * np.maximum(-net, 0)).sum(axis=1)
+    coalition -= expect(a * mk.load ** 2 + b * mk.load).sum()
+    return c0, r0, coalition, (c0.sum() - r0) - coalition
+
+
 def test_instances_trade(instances):
     traded = sum(mk.traded_energy.sum() > 0 for _, _, mk in instances)
     assert traded >= 0.9 * len(instances)  # the properties below are exercised, not skipped
@@ -63,10 +84,12 @@ def test_settlement_promises(instances, tol, rule, rho):
         if rule == "contribution" and mk.traded_energy.sum() == 0:
             continue
         st = dm.settle(case, m1, mk, rho, rule)
-        surplus = st.surplus
-        assert st.home_gain.sum() + st.aggregator_gain == pytest.approx(surplus, abs=1e-9)  # budget balance
-        assert st.home_gain == pytest.approx(st.alpha * surplus, abs=1e-9)  # Eq. 27
-        assert st.aggregator_gain == pytest.approx(rho * surplus, abs=1e-9)  # Eq. 28
+        c0, r0, coalition, surplus = _by_hand(case, m1, mk)
+        assert st.surplus == pytest.approx(surplus, abs=tol["cost"])  # Eq. 20, from the dispatch
+        # budget balance: after the payments the parties together bear exactly the market's coalition cost
+        assert st.home_cost.sum() - st.aggregator_revenue == pytest.approx(coalition, abs=tol["cost"])
+        assert st.home_cost == pytest.approx(c0 - st.alpha * surplus, abs=tol["cost"])  # Eqs. 26-27
+        assert st.aggregator_revenue == pytest.approx(r0 + rho * surplus, abs=tol["cost"])  # Eq. 28
         assert st.alpha.sum() == pytest.approx(1 - rho, abs=1e-12)  # Eq. 22 / 29
         assert np.all(st.alpha >= 0)
         assert np.all(st.home_gain >= st.alpha * _surplus_floor(m1, mk, tol) - 1e-12)  # individual rationality
@@ -89,11 +112,17 @@ def test_home_that_never_trades_gets_zero_weight(instances):
     assert checked >= len(instances) // 5
 
 
-def test_surplus_does_not_depend_on_profit_rate(instances):
-    for case, m1, mk in instances[:50]:
-        rule = "equal"
-        values = [dm.settle(case, m1, mk, rho, rule).surplus for rho in RHOS]
-        assert values == pytest.approx([values[0]] * len(RHOS), abs=0)
+def test_contribution_rates_from_the_trades(instances):
+    """Eqs. 21-22 recomputed from the trades and clearing prices: alpha_i = (1 - rho) c_i / sum c."""
+    checked = 0
+    for case, m1, mk in instances:
+        value = np.einsum("s,st,nst->n", case.probability, mk.price, np.abs(mk.trade))
+        if value.sum() <= 1e-6:
+            continue
+        for rho in RHOS:
+            assert dm.settle(case, m1, mk, rho).alpha == pytest.approx((1 - rho) * value / value.sum(), abs=1e-6)
+        checked += 1
+    assert checked >= len(instances) // 2
 
 
 def test_clearing_price_between_wholesale_prices(instances, tol):
@@ -188,3 +217,49 @@ def test_profit_rate_sweep_reuses_one_clearing(instances):
     assert total.to_numpy() == pytest.approx(np.full(11, dm.cooperative_surplus(m1, mk)), abs=1e-9)
     agg = sweep[sweep.party == "aggregator"]
     assert np.all(np.diff(agg.net_benefit_usd.to_numpy()) >= 0)
+
+
+@pytest.mark.parametrize("rho", ["0.2", None, True, [0.2]])
+def test_profit_rate_that_is_not_a_number(instances, rho):
+    case, m1, mk = instances[1]
+    with pytest.raises(TypeError, match="profit_rate rho must be a number"):
+        dm.settle(case, m1, mk, rho)
+
+
+def test_results_of_another_case_are_rejected(instances):
+    case, m1, mk = instances[1]
+    other = next(c for c, *_ in instances if c.home_ids == case.home_ids and c.n_scenarios != case.n_scenarios)
+    m1_other = dm.solve_independent(other)
+    with pytest.raises(ValueError, match="different scenarios"):
+        dm.settle(case, m1_other, mk, 0.2)
+    with pytest.raises(ValueError, match="not for this case"):
+        dm.settle(other, m1, mk, 0.2)
+    reweighted = dataclasses.replace(mk, probability=mk.probability[::-1].copy())
+    if not np.array_equal(reweighted.probability, mk.probability):
+        with pytest.raises(ValueError, match="different scenarios"):
+            dm.settle(case, m1, reweighted, 0.2)
+
+
+def test_zero_prices_carry_no_market_value():
+    """All LMPs zero: the clearing prices are solver noise (+-1e-11), so no contribution counts (Eq. 21)."""
+    case = random_case(3, n_homes=3, n_scenarios=1)
+    case = case.replace(market={"regularization": 1e-5})
+    zero = dm.Workbench(case).operations(lmp=np.zeros(dm.HOURS))
+    variant, m1, mk = zero
+    assert mk.traded_energy.sum() > 0  # homes still trade ...
+    assert np.abs(mk.price).max() < 1e-6  # ... at prices of solver noise
+    with pytest.raises(dm.NoTradeError, match="every clearing price is zero"):
+        dm.contribution_rates(variant, mk, 0.2)
+    assert dm.settle(variant, m1, mk, 0.2, "equal").alpha == pytest.approx(np.full(3, 0.8 / 3))
+
+
+def test_regularization_that_moves_the_answer_warns():
+    case = random_case(2, n_homes=3, n_scenarios=1)
+    m1, mk = dm.solve_independent(case), dm.clear_market(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dm.RegularizationWarning)
+        dm.settle(case, m1, mk, 0.2)  # the default epsilon: silent
+    big = case.replace(market={"regularization": 10.0})
+    m1b, mkb = dm.solve_independent(big), dm.clear_market(big)
+    with pytest.warns(dm.RegularizationWarning, match="regularization"):
+        dm.settle(big, m1b, mkb, 0.2)

@@ -41,6 +41,7 @@ from .model import (
 )
 from .settlement import (
     NoTradeError,
+    RegularizationWarning,
     Settlement,
     contribution_rates,
     cooperative_surplus,
@@ -60,7 +61,7 @@ __all__ = [
     # the models, for building on them: build, solve, read
     "build_independent", "build_clearing", "solve", "read_operation", "clearing_price", "assemble_operation",
     # the settlement
-    "settle", "Settlement", "NoTradeError", "cooperative_surplus", "market_contribution", "contribution_rates",
+    "settle", "Settlement", "NoTradeError", "RegularizationWarning", "cooperative_surplus", "market_contribution", "contribution_rates",
     "nash_bargaining", "profit_rate_sweep",
     # the study layer
     "Study", "Workbench", "run_study",

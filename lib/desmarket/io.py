@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from .case import Case, long_table, scenario_table

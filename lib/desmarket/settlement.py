@@ -6,6 +6,8 @@ nothing is re-solved. :func:`nash_bargaining` solves Eqs. 23-25 numerically, onl
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -16,10 +18,21 @@ from .case import Case
 from .model import DEFAULT_SOLVER, Operation, SolverError, solve
 
 RULES = ("contribution", "equal")  # M3, M2 (Table 2)
+#: A home's contribution (Eq. 21) below this, $ per day, is zero: prices and trades at solver-noise level (for
+#: example all LMPs zero, where the clearing prices come back as +-1e-11 $/kWh) carry no market value.
+CONTRIBUTION_TOLERANCE = 1e-9
+#: Share of Delta C above which the tie-break's cost (epsilon sum pi (c^2 + e^2)) draws a RegularizationWarning:
+#: the tie-break may then have moved the operation, not only picked one of several optima (MODEL.md).
+REGULARIZATION_SHARE = 0.05
+MIN_SURPLUS = 1e-6  # $ per day; below this Delta C is solver noise
 
 
 class NoTradeError(ValueError):
     """Contribution rates (Eq. 22) are undefined: no home trades in the local market."""
+
+
+class RegularizationWarning(UserWarning):
+    """The tie-break term costs more than :data:`REGULARIZATION_SHARE` of Delta C: epsilon may move the answer."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +60,31 @@ class Settlement:
     aggregator_revenue: float
 
 
-def _check_pair(independent: Operation, market: Operation) -> None:
+def _check_pair(independent: Operation, market: Operation, case: Case | None = None) -> None:
+    """Both results exist, are M1 and the market, and belong to the same case (homes, scenarios, hours)."""
+    for name, op in (("independent", independent), ("market", market)):
+        if not isinstance(op, Operation):
+            raise TypeError(f"{name} must be an Operation (from solve_independent / clear_market), "
+                            f"got {type(op).__name__}")
     if independent.mode != "independent" or market.mode != "market":
         raise ValueError(f"expected (independent, market) results, got ({independent.mode}, {market.mode}); "
                          "pass solve_independent(case) then clear_market(case)")
     if independent.home_ids != market.home_ids:
         raise ValueError("the two results are for different homes; solve both on the same case")
+    if independent.load.shape != market.load.shape or not np.array_equal(independent.probability,
+                                                                         market.probability):
+        raise ValueError("the two results are for different scenarios (count, hours or probabilities); solve "
+                         "both on the same case")
+    if case is not None and (case.home_ids != market.home_ids or case.load.shape != market.load.shape
+                             or not np.array_equal(case.probability, market.probability)):
+        raise ValueError(f"the results are not for this case ({case}): homes, scenarios or probabilities "
+                         "differ; pass the case both were solved on")
 
 
-def _check_rate(profit_rate: float) -> float:
+def _check_rate(profit_rate) -> float:
+    if isinstance(profit_rate, bool) or not isinstance(profit_rate, numbers.Real):
+        raise TypeError(f"profit_rate rho must be a number in [0, 1], got {profit_rate!r} "
+                        f"({type(profit_rate).__name__})")
     rho = float(profit_rate)
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"profit_rate rho = {profit_rate!r} must lie in [0, 1]")
@@ -78,6 +107,7 @@ def market_contribution(case: Case, market: Operation) -> np.ndarray:
     if market.price is None:
         raise ValueError("contributions need a market result (clear_market), not mode M1")
     value = np.einsum("s,st,nst->n", case.probability, market.price, np.abs(market.trade))
+    value = np.where(np.abs(value) < CONTRIBUTION_TOLERANCE, 0.0, value)  # solver noise is no market value
     if np.any(value < 0):
         raise ValueError("a clearing price is negative, so a home's contribution (Eq. 21) is negative and the "
                          "contribution rates (Eq. 22) are not shares; use a case with non-negative LMPs")
@@ -87,15 +117,30 @@ def market_contribution(case: Case, market: Operation) -> np.ndarray:
 def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.ndarray:
     """Market value contribution rates alpha_i = (1 - rho) c_i / sum_j c_j (Eqs. 21-22), shape (N,).
 
-    A home that never trades gets 0. Raises :class:`NoTradeError` when nobody trades (the rule is undefined).
+    A home that never trades, or whose contribution is below :data:`CONTRIBUTION_TOLERANCE`, gets 0. Raises
+    :class:`NoTradeError` when every contribution is zero (nobody trades, or every clearing price is zero):
+    the rule is undefined.
     """
     rho = _check_rate(profit_rate)
+    _check_pair_case(case, market)
     value = market_contribution(case, market)
     total = value.sum()
     if total <= 0:
-        raise NoTradeError("no home trades in the local market, so the contribution rates (Eq. 22) are undefined; "
-                           "settle with rule='equal' (M2) instead")
+        raise NoTradeError(f"no home's trades have a market value above {CONTRIBUTION_TOLERANCE:g} $/day (nobody "
+                           "trades in the local market, or every clearing price is zero), so the contribution "
+                           "rates (Eq. 22) are undefined; settle with rule='equal' (M2) instead")
     return (1.0 - rho) * value / total
+
+
+def _check_pair_case(case: Case, market: Operation) -> None:
+    if not isinstance(case, Case):
+        raise TypeError(f"case must be a desmarket.Case, got {type(case).__name__}")
+    if not isinstance(market, Operation):
+        raise TypeError(f"market must be an Operation from clear_market, got {type(market).__name__}")
+    if case.home_ids != market.home_ids or case.load.shape != market.load.shape or not np.array_equal(
+            case.probability, market.probability):
+        raise ValueError(f"the market result is not for this case ({case}): homes, scenarios or probabilities "
+                         "differ; pass the case it was solved on")
 
 
 def equal_rates(n_homes: int, profit_rate: float) -> np.ndarray:
@@ -109,7 +154,7 @@ def settle(case: Case, independent: Operation, market: Operation, profit_rate: f
 
     rule: "contribution" (M3, alpha from Eq. 22) or "equal" (M2, Eq. 29).
     """
-    _check_pair(independent, market)
+    _check_pair(independent, market, case)
     rho = _check_rate(profit_rate)
     if rule == "contribution":
         alpha = contribution_rates(case, market, rho)
@@ -118,6 +163,7 @@ def settle(case: Case, independent: Operation, market: Operation, profit_rate: f
     else:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     surplus = cooperative_surplus(independent, market)
+    _warn_regularization(independent, market, surplus)
     payment = market.home_cost - independent.home_cost + alpha * surplus  # Eq. 26
     return Settlement(
         rule=rule,
@@ -130,6 +176,15 @@ def settle(case: Case, independent: Operation, market: Operation, profit_rate: f
         home_cost=market.home_cost - payment,
         aggregator_revenue=float(market.aggregator_revenue - payment.sum()),
     )
+
+
+def _warn_regularization(independent: Operation, market: Operation, surplus: float) -> None:
+    cost = max(independent.regularization_cost, market.regularization_cost)
+    if surplus > MIN_SURPLUS and cost > REGULARIZATION_SHARE * surplus:
+        warnings.warn(f"the tie-break term costs {cost:.4g} $/day, more than {REGULARIZATION_SHARE:.0%} of Delta C "
+                      f"({surplus:.4g} $/day): epsilon may have moved the operation, not only broken ties. Lower "
+                      "market.json's regularization (MODEL.md default 1e-5 $/kW^2).", RegularizationWarning,
+                      stacklevel=3)
 
 
 def profit_rate_sweep(case: Case, independent: Operation, market: Operation, profit_rates,
@@ -152,7 +207,6 @@ def profit_rate_sweep(case: Case, independent: Operation, market: Operation, pro
 #: instances and stalls on a few, where a looser gap is tried (on 600 random settlements the largest error
 #: was 6e-7 of max(|Gamma|, Delta C)). An inaccurate status is never used.
 NASH_TOLERANCES = (1e-12, 3e-12, 1e-11, 3e-11, 1e-10, 1e-9)
-MIN_SURPLUS = 1e-6  # $ per day; below this Delta C is solver noise
 
 
 def nash_bargaining(independent: Operation, market: Operation, alpha: np.ndarray, profit_rate: float, *,
