@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import desmarket as dm
+from desmarket import model
 from desmarket.synthetic import random_case
 
 T = dm.HOURS
@@ -195,3 +196,33 @@ def test_read_operation_prices_the_problem_as_solved():
     wholesale = np.einsum("s,st->", pi, h.buy.value * op.net_load.sum(axis=0)
                           - h.sell.value * op.net_surplus.sum(axis=0))
     assert op.objective == pytest.approx(wholesale - op.utility.sum() + op.regularization_cost, abs=1e-6)
+
+
+def test_binding_connections_price_scarcity_outside_the_band(method, tol):
+    """Two homes that want more than their 10 kW connections (9 kW baseline, flexible up to 13.5 kW, no PV or
+    battery): the marginal kWh is worth its utility, above k^b LMP. congested says so; balanced does not."""
+    T = dm.HOURS
+    case = dm.create_case(np.full((2, 1, T), 9.0), np.zeros((2, 1, T)), utility_a=-0.001, utility_b=0.3,
+                          lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=10.0)
+    mk = dm.clear_market(case, method=method)
+    assert mk.congested.all() and not mk.balanced.any()
+    marginal_utility = 0.3 - 2 * 0.001 * 10.0  # b + 2 a d at d = 10 kW
+    assert mk.price == pytest.approx(np.full((1, T), marginal_utility), abs=max(tol["price"], 1e-6))
+    assert np.all(mk.price > case.buy_price + 0.1)
+
+
+def test_price_states_of_near_balanced_and_pinned_hours():
+    """model.price_states on hand-made flows: a net of 1e-4 kW with the price strictly inside the band is
+    balanced; the same net at k^b LMP is pinned; a binding flow with a price above the band is congested."""
+    case = dm.create_case(np.ones((2, 1, T)), np.zeros((2, 1, T)), utility_a=-0.001, utility_b=0.3,
+                          lmp=np.full(T, 0.04), grid_limit_kw=5.0)
+    z = np.zeros((2, 1, T))
+    d, g = np.ones((2, 1, T)), np.ones((2, 1, T))
+    d[0, 0, :2] = 1.0001  # a net import of 1e-4 kW in hours 0 and 1
+    d[:, 0, 2], g[:, 0, 2] = 5.0, 0.0  # both homes at their 5 kW connection in hour 2
+    arrays = {"d": d, "g": g, "c": z, "e": z, "Pl": np.maximum(d - g, 0), "Ps": z, "x": z}
+    price = np.full((1, T), case.buy_price[0])
+    price[0, 0], price[0, 2] = 0.04, 0.09  # inside the band; above it
+    balanced, congested = model.price_states(case, arrays, price, model.Prices.of_case(case))
+    assert balanced[0, :3].tolist() == [True, False, False]
+    assert congested[0, :3].tolist() == [False, False, True]

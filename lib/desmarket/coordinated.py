@@ -178,6 +178,12 @@ class HomeController:
                 for k, o in fast["offsets"].items()}
 
 
+#: When the process's prices count as pinned and its flows as binding (Operation.balanced / congested): the
+#: process stops near the exact clearing, within about 1e-4 $/kWh and 1e-2 kW at the default tolerances.
+PROCESS_PRICE_TOLERANCE = 1e-4
+PROCESS_LIMIT_TOLERANCE = 1e-2
+
+
 #: Controllers kept per worker process between iterations, keyed by (run id, home index); oldest dropped first.
 _CONTROLLERS: OrderedDict = OrderedDict()
 MAX_CONTROLLERS = 4096
@@ -315,4 +321,5 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
     convergence = pd.DataFrame(log).set_index("iteration")
     return assemble_operation(case, dispatch, state.price, prices, solver=solver, tie_break=tie_break,
                               method="coordinated", wall_seconds=time.perf_counter() - t0,
-                              convergence=convergence)
+                              convergence=convergence, trade_limit=x_bar, price_tolerance=PROCESS_PRICE_TOLERANCE,
+                              limit_tolerance=PROCESS_LIMIT_TOLERANCE)

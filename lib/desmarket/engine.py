@@ -84,6 +84,7 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
     arrays, price = gather(case, pieces, results, market)
     return assemble_operation(
         case, arrays, price, Prices.of_case(case), solver=solver, tie_break=tie_break, method="decomposed",
+        trade_limit=x_bar,
         build_seconds=sum(r["build_seconds"] for r in results), solve_seconds=sum(r["solve_seconds"] for r in results),
         wall_seconds=time.perf_counter() - t0)
 

@@ -62,7 +62,8 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
     paths[2].write_text(json.dumps(meta, indent=2) + "\n")
     if op.price is not None:
-        prices = scenario_table(case.scenarios, price_usd_per_kwh=op.price, balanced=op.balanced)
+        prices = scenario_table(case.scenarios, price_usd_per_kwh=op.price, balanced=op.balanced,
+                                congested=op.congested)
         paths.append(directory / f"{name}_prices.csv")
         prices.to_csv(paths[-1], index=False, float_format=EXACT, lineterminator="\n")
     return paths
@@ -78,15 +79,19 @@ def load_operation(case: Case, directory, name: str) -> Operation:
                          f"({n} homes x {s} scenarios); rerun the notebook that writes it")
     homes = pd.read_csv(directory / f"{name}_homes.csv", dtype={"home": str}, **READ_IDS).set_index("home")
     meta = json.loads((directory / f"{name}_summary.json").read_text())
-    price = balanced = None
+    price = balanced = congested = None
     if meta["mode"] == "market":
         prices = pd.read_csv(directory / f"{name}_prices.csv", dtype={"scenario": str}, **READ_IDS)
+        if "congested" not in prices:
+            raise ValueError(f"{directory / (name + '_prices.csv')} predates the 'congested' column; rerun the "
+                             "notebook that writes it (03)")
         price = prices["price_usd_per_kwh"].to_numpy().reshape(s, t)
         balanced = prices["balanced"].to_numpy(dtype=bool).reshape(s, t)
+        congested = prices["congested"].to_numpy(dtype=bool).reshape(s, t)
     cube = {k: dispatch[k].to_numpy(dtype=float).reshape(n, s, t) for k in DISPATCH}
     return Operation(
         mode=meta["mode"], home_ids=case.home_ids, probability=case.probability.copy(), **cube,
-        price=price, balanced=balanced, **{k: homes[k].to_numpy(dtype=float) for k in HOME_COSTS},
+        price=price, balanced=balanced, congested=congested, **{k: homes[k].to_numpy(dtype=float) for k in HOME_COSTS},
         aggregator_revenue=meta["aggregator_revenue"], regularization_cost=meta["regularization_cost"],
         over_limit_kw=meta["over_limit_kw"], objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
         build_seconds=float("nan"), solver_seconds=float("nan"), problem=None,

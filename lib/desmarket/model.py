@@ -43,8 +43,12 @@ DEFAULT_SOLVER_OPTIONS = {
 SOLVED = ("d", "g", "c", "e", "E", "Pl", "Ps")
 #: |net consumption| below this (kW) is solver noise and counts as zero in the tie-break.
 NET_TOLERANCE = 1e-6
-#: Allowed excess (kW) of a tie-broken flow over its limit before a :class:`RoutingWarning`.
+#: Allowed excess (kW) of a tie-broken flow over its limit before a :class:`RoutingWarning`; also how close to
+#: its limit a flow counts as binding (``Operation.congested``).
 LIMIT_TOLERANCE = 1e-5
+#: A clearing price within this of k^b LMP or k^s LMP ($/kWh) is pinned to it (the exact methods' duals are
+#: accurate to about 1e-7 $/kWh; the coordinated process passes its own, looser tolerance).
+PRICE_TOLERANCE = 1e-6
 
 
 class SolverError(RuntimeError):
@@ -78,6 +82,7 @@ class Handles(NamedTuple):
     sell: cp.Parameter  # lambda^s_t, $/kWh
     regularization: cp.Parameter  # epsilon, $/kW^2
     weight: np.ndarray  # (R,) probability of each row's scenario
+    trade_limit: np.ndarray | None = None  # x_bar per home, kW (clearing only, Eq. 19)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,7 +93,10 @@ class Operation:
     aggregator_revenue: expected $ per day, R_A (Eq. 1)
     trade:              + = the home supplies the local market (zeros in M1)
     price:              (S, T) clearing price, $/kWh (None in M1), see :func:`clearing_price`
-    balanced:           (S, T) True where the community neither imports nor exports (price not pinned)
+    balanced:           (S, T) True where the price is not pinned to k^b LMP or k^s LMP and no limit binds: the
+                        community neither imports nor exports, or so little that any price in the band clears
+    congested:          (S, T) True where a grid or trade limit binds (Eqs. 7, 19) and the price is not pinned:
+                        scarcity pricing, which may lie outside [k^s LMP, k^b LMP] (None in M1)
     regularization_cost: the tie-break term epsilon * sum pi (c^2 + e^2) at the optimum, $ (not in any cost)
     over_limit_kw:      largest excess of a tie-broken trade or grid flow over grid_limit_kw (0 if none), kW
     build_seconds, solve_seconds: summed over all pieces (CPU time of the workers for parallel methods)
@@ -124,6 +132,7 @@ class Operation:
     method: str = "central"  # how it was solved: "central", "decomposed" or "coordinated" (see engine.METHODS)
     wall_seconds: float = np.nan  # wall-clock time of the whole call, all workers together
     convergence: pd.DataFrame | None = field(default=None, repr=False)  # per iteration ("coordinated" only)
+    congested: np.ndarray | None = None  # (S, T), see above
 
     @property
     def net_consumption(self) -> np.ndarray:
@@ -263,7 +272,7 @@ def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) ->
     ]
     wholesale = w @ (v["Pl"] @ par["buy"]) - w @ (v["Ps"] @ par["sell"])
     problem = cp.Problem(cp.Minimize(wholesale + disutility + par["regularization"] * spread), constraints)
-    return problem, Handles(**v, x=x, trade_balance=trade_balance, **par, weight=w)
+    return problem, Handles(**v, x=x, trade_balance=trade_balance, **par, weight=w, trade_limit=x_bar)
 
 
 # ======================================================================================== solve
@@ -365,7 +374,7 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
     arrays = {k: _cube(getattr(handles, k), n, s) for k in keys}
     price = clearing_price(handles, case) if handles.x is not None else None
     return assemble_operation(case, arrays, price, Prices.of_handles(handles), solver=solver,
-                              tie_break=tie_break, method="central", problem=problem,
+                              tie_break=tie_break, method="central", problem=problem, trade_limit=handles.trade_limit,
                               objective=float(problem.value), solve_seconds=solve_seconds,
                               build_seconds=build_seconds,
                               solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan))
@@ -392,12 +401,15 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
                        tie_break: bool = True, method: str = "central", problem: cp.Problem | None = None,
                        objective: float | None = None, solve_seconds: float = np.nan,
                        build_seconds: float = np.nan, solver_seconds: float = np.nan, wall_seconds: float = np.nan,
-                       convergence=None) -> Operation:
+                       convergence=None, trade_limit: np.ndarray | None = None, price_tolerance: float = PRICE_TOLERANCE,
+                       limit_tolerance: float = LIMIT_TOLERANCE) -> Operation:
     """One :class:`Operation` from solved (N, S, T) arrays: the tie-break, then the costs of Eqs. 1-5.
 
     Every method (central, decomposed, coordinated) ends here, so they share one contract.
     arrays: ``d, g, c, e, E`` and the solver's own ``Pl, Ps`` (and ``x`` for the market), kW.
     price:  (S, T) clearing price in $/kWh, un-weighted (None in M1).
+    trade_limit: x_bar per home (default grid_limit_kw); price_tolerance, limit_tolerance: when a price is pinned
+    and a flow binds (see :func:`price_states`).
     """
     is_market = price is not None
     over = 0.0
@@ -420,9 +432,9 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     Pl_tot, Ps_tot = Pl.sum(axis=0), Ps.sum(axis=0)  # (S, T), Eqs. 2-3
     revenue = pi @ ((prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot).sum(axis=1)  # Eq. 1
     spread = prices.regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
-    balanced = None
+    balanced = congested = None
     if is_market:
-        balanced = (Pl_tot < NET_TOLERANCE * case.n_homes) & (Ps_tot < NET_TOLERANCE * case.n_homes)
+        balanced, congested = price_states(case, arrays, price, prices, trade_limit, price_tolerance, limit_tolerance)
     return Operation(
         mode="market" if is_market else "independent",
         home_ids=case.home_ids,
@@ -436,8 +448,32 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
         over_limit_kw=over,
         objective=float(objective),
         solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds, solver_seconds=solver_seconds,
-        problem=problem, method=method, wall_seconds=wall_seconds, convergence=convergence,
+        problem=problem, method=method, wall_seconds=wall_seconds, convergence=convergence, congested=congested,
     )
+
+
+def price_states(case: Case, arrays: dict, price: np.ndarray, prices: Prices, trade_limit: np.ndarray | None = None,
+                 price_tolerance: float = PRICE_TOLERANCE, limit_tolerance: float = LIMIT_TOLERANCE
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(balanced, congested), each (S, T): what the clearing price of each scenario and hour means (Eq. 18).
+
+    pinned:    the price equals k^b LMP (the community imports) or k^s LMP (it exports), within price_tolerance.
+    congested: a home's grid flow or trade is at its limit (Eqs. 7, 19, within limit_tolerance, on the solver's
+               own flows) and the price is not pinned: it prices the scarcity and may leave the band.
+    balanced:  not congested, and the community's net is zero (within NET_TOLERANCE per home) or the price is
+               strictly inside the band: any price in [k^s LMP, k^b LMP] clears, the price is not unique.
+    Wherever neither holds, the price is pinned and lies in the band.
+    """
+    grid = case.column("grid_limit_kw")[:, None, None]
+    x_bar = (case.column("grid_limit_kw") if trade_limit is None else np.asarray(trade_limit))[:, None, None]
+    binds = ((arrays["Pl"] >= grid - limit_tolerance) | (arrays["Ps"] >= grid - limit_tolerance)
+             | (np.abs(arrays["x"]) >= x_bar - limit_tolerance)).any(axis=0)
+    pinned = (np.abs(price - prices.buy) <= price_tolerance) | (np.abs(price - prices.sell) <= price_tolerance)
+    net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
+    quiet = (np.maximum(net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes) & (
+        np.maximum(-net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes)
+    congested = binds & ~pinned
+    return ~congested & (quiet | ~pinned), congested
 
 
 def _check_limits(case: Case, x, Pl, Ps) -> float:

@@ -233,10 +233,12 @@ def cost_breakdown(op: Operation, case: Case) -> pd.DataFrame:
 
 
 def price_table(case: Case, market: Operation) -> pd.DataFrame:
-    """Clearing price per scenario and hour with the community state (importing / exporting / balanced)."""
+    """Clearing price per scenario and hour with its state: importing or exporting (pinned to k^b LMP or k^s LMP),
+    balanced (any price in the band clears) or congested (a limit binds; the price may leave the band)."""
     s = case.n_scenarios
     net = market.community_net_load
-    state = np.where(market.balanced, "balanced", np.where(net > 0, "importing", "exporting"))
+    state = np.where(market.congested, "congested", np.where(market.balanced, "balanced",
+                                                             np.where(net > 0, "importing", "exporting")))
     return scenario_table(case.scenarios, price_usd_per_kwh=market.price, buy_usd_per_kwh=np.tile(case.buy_price, (s, 1)),
                           sell_usd_per_kwh=np.tile(case.sell_price, (s, 1)), community_net_load_kw=net, state=state)
 

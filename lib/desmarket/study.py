@@ -198,7 +198,8 @@ class Workbench:
             arrays, price, seconds = self._solved(is_market, prices, battery_scale, solver, options)
             ops.append(assemble_operation(
                 variant, {k: v[:, keep] for k, v in arrays.items()}, None if price is None else price[keep],
-                prices, solver=solver, tie_break=tie_break, method="decomposed", wall_seconds=seconds))
+                prices, solver=solver, tie_break=tie_break, method="decomposed", wall_seconds=seconds,
+                trade_limit=trade_limits(self.case, self.trade_limit)))
         return variant, ops[0], ops[1]
 
     def study(self, profit_rate: float = 0.2, **changes) -> Study:
