@@ -29,6 +29,9 @@ def styled(draw):
     return wrapper
 
 
+#: Above this many homes, per-home figures drop per-home labels (they would overlap) and name only the extremes.
+MAX_LABELLED_HOMES = 30
+
 CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
           "net_load": "net load (load + charge - discharge - PV)"}
 
@@ -85,7 +88,11 @@ def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
     x = np.arange(len(table))
     ax.bar(x - 0.2, table["reduction_m2_usd"], 0.4, label="M2 (equal)", color="tab:gray")
     ax.bar(x + 0.2, table["reduction_m3_usd"], 0.4, label="M3 (contribution rate)", color="tab:blue")
-    ax.set(xticks=x, xticklabels=table.index, xlabel="home", ylabel="cost reduction, $/day")
+    if len(table) <= MAX_LABELLED_HOMES:
+        ax.set(xticks=x, xticklabels=table.index, xlabel="home")
+    else:
+        ax.set(xticks=[], xlabel=f"{len(table)} homes, in the order of the case")
+    ax.set(ylabel="cost reduction, $/day")
     twin = ax.twinx()
     twin.plot(x, table["alpha_m3"], "o", color="tab:red", label="α M3")
     twin.plot(x, table["alpha_m2"], "_", color="black", ms=14, label="α M2")
@@ -119,7 +126,8 @@ def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figur
     fig, ax = plt.subplots(figsize=(5, 4))
     alpha = "alpha" if "alpha" in table else "alpha_m3"
     ax.scatter(table["traded_kwh"], table[alpha], color="tab:blue")
-    for home, row in table.iterrows():
+    named = table if len(table) <= MAX_LABELLED_HOMES else table.nlargest(5, alpha)  # the top five only
+    for home, row in named.iterrows():
         ax.annotate(str(home), (row["traded_kwh"], row[alpha]), fontsize=8, xytext=(3, 3),
                     textcoords="offset points")
     ax.set(xlabel="traded energy, kWh/day", ylabel="contribution rate α (M3)", title=f"Pearson r = {correlation:.3f}")
