@@ -6,6 +6,10 @@ executed notebooks), so the reference results stay as they are.
 """
 
 import argparse
+import datetime
+import math
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -36,24 +40,59 @@ def strip_timings(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def main() -> int:
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().lstrip("+").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def _date(text: str) -> str:
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            raise ValueError(text)
+        return datetime.date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a day written YYYY-MM-DD, got {text!r}") from None
+
+
+def parse(argv=None) -> dict:
+    """The run's parameters, each validated before anything is written (argparse exits with a clear message)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--homes", type=int, dest="n_homes")
-    parser.add_argument("--scenarios", type=int, dest="n_scenarios")
-    parser.add_argument("--profit-rate", type=float, dest="profit_rate")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--date")
-    args = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
-    if args:
-        tag = "_".join(f"{k}-{v}" for k, v in sorted(args.items()))
-        run_dir = f"results/runs/{tag}"
-        out_dir = ROOT / run_dir / "notebooks"
-        out_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir, out_dir = "results", None
-    params = {**args, "run_dir": run_dir}
-    print(f"parameters: {params}")
-    start = time.perf_counter()
+    parser.add_argument("--homes", type=_positive_int, dest="n_homes")
+    parser.add_argument("--scenarios", type=_positive_int, dest="n_scenarios")
+    parser.add_argument("--profit-rate", type=_rate, dest="profit_rate")
+    parser.add_argument("--seed", type=_seed)
+    parser.add_argument("--date", type=_date)
+    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+
+
+def run_folder(args: dict) -> str:
+    """results/runs/<tag> for a parameterised run; the tag is built from validated values only."""
+    tag = "_".join(f"{k}-{v}" for k, v in sorted(args.items()))
+    runs = (ROOT / "results" / "runs").resolve()
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", tag) or (runs / tag).resolve().parent != runs:
+        raise SystemExit(f"run tag {tag!r} would leave results/runs/")
+    return f"results/runs/{tag}"
+
+
+def execute(params: dict, out_dir: Path | None) -> None:
     for nb in NOTEBOOKS:
         t0 = time.perf_counter()
         target = nb if out_dir is None else out_dir / nb.name
@@ -63,8 +102,34 @@ def main() -> int:
                             kernel_name="python3")
         strip_timings(target)
         print(f"{time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    run_dir = run_folder(args) if args else "results"
+    params = {**args, "run_dir": run_dir}
+    print(f"parameters: {params}")
+    start = time.perf_counter()
+    if not args:
+        execute(params, None)
+    else:  # never leave a half-written run folder: a failed run removes its own and restores an earlier one
+        folder = ROOT / run_dir
+        backup = folder.with_name(folder.name + ".previous")
+        if folder.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            folder.rename(backup)
+        try:
+            (folder / "notebooks").mkdir(parents=True)
+            execute(params, folder / "notebooks")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            if backup.exists():
+                backup.rename(folder)
+            print(f"\nfailed: {run_dir}/ removed (nothing half-written is left)", file=sys.stderr)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
     print(f"done: {len(NOTEBOOKS)} notebooks in {time.perf_counter() - start:.1f} s; results in {run_dir}/")
-    if out_dir is None:  # the reference run: refresh the README's generated result tables
+    if not args:  # the reference run: refresh the README's generated result tables
         subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py")], check=True)
     return 0
 

@@ -1,0 +1,32 @@
+"""`make reproduce` parameters: validated before anything is written; the run folder stays in results/runs/."""
+
+import importlib.util
+
+import pytest
+
+from desmarket.io import project_root
+
+spec = importlib.util.spec_from_file_location("reproduce", project_root() / "scripts" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reproduce)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--date", "../../../../elsewhere"], ["--date", "2017-6-13"], ["--date", "2017-02-30"], ["--homes", "0"],
+    ["--homes", "-3"], ["--homes", "ten"], ["--scenarios", "1.5"], ["--profit-rate", "1.2"],
+    ["--profit-rate", "nan"], ["--seed", "-1"],
+])
+def test_bad_parameters_stop_before_anything_is_written(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.parse(argv)
+    assert exc.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_good_parameters_give_a_tag_inside_results_runs():
+    args = reproduce.parse(["--homes", "5", "--date", " 2017-06-13", "--profit-rate", "0.3", "--seed", "0"])
+    assert args == {"n_homes": 5, "date": "2017-06-13", "profit_rate": 0.3, "seed": 0}
+    run_dir = reproduce.run_folder(args)
+    assert run_dir == "results/runs/date-2017-06-13_n_homes-5_profit_rate-0.3_seed-0"
+    with pytest.raises(SystemExit, match="leave results/runs"):
+        reproduce.run_folder({"date": "../x"})
