@@ -104,8 +104,21 @@ def execute(params: dict, out_dir: Path | None) -> None:
         print(f"{time.perf_counter() - t0:.1f} s", flush=True)
 
 
+def check_data(args: dict) -> None:
+    """The target day exists in the measured data and has 24 clean hours (else a one-line error, exit 2)."""
+    from desmarket import data  # noqa: PLC0415  (only when a date is given)
+    from desmarket.data.errors import DataError  # noqa: PLC0415
+
+    if "date" in args:
+        try:
+            data.usable_homes(args["date"])
+        except DataError as exc:
+            raise SystemExit(f"reproduce.py: error: argument --date: {exc}") from None
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    check_data(args)
     run_dir = run_folder(args) if args else "results"
     params = {**args, "run_dir": run_dir}
     print(f"parameters: {params}")

@@ -160,3 +160,10 @@ def test_utility_coefficients_do_not_depend_on_size():
     np.testing.assert_array_equal(a10, a1k[:10])
     np.testing.assert_array_equal(b10, b1k[:10])
     assert a1k.min() >= -0.005 and a1k.max() <= -0.001 and b1k.min() >= 0.2 and b1k.max() <= 0.5
+
+
+@pytest.mark.parametrize("date", ["2017-03-12", "2016-11-06"])
+def test_daylight_saving_day_is_refused_with_its_reason(date):
+    """The measured data are local hourly: these days have 23 / 25 hours; the model's day has 24."""
+    with pytest.raises(D.DataError, match="daylight-saving day"):
+        D.build_case(n_homes=5, n_scenarios=3, date=date)

@@ -1,5 +1,7 @@
 """Operation models: hand-solvable cases, vectorisation/DPP, solver independence of per-home answers."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -116,8 +118,40 @@ def test_parameters_resolve_without_rebuild():
 def test_infeasible_case_raises_solver_error(method, tol):
     case = dm.create_case(np.full((1, 1, T), 5.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.3,
                           lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0)
-    with pytest.raises(dm.SolverError, match="infeasible"):
+    with pytest.raises(dm.InfeasibleCaseError, match=r"home '1' cannot be served without a market \(M1\) in "
+                       r"scenario '1', hour 0: its minimum load .* = 4 kW\) exceeds .* \(1 kW\) by 3 kW; 24 such"):
         dm.solve_independent(case, method=method)
+    with pytest.raises(dm.SolverError):  # still a solver failure for code that catches those
+        dm.clear_market(case, method=method)
+
+
+def test_home_infeasible_alone_but_served_by_the_market(method, tol):
+    """Home 'a' needs 6.4 kW at noon through a 5 kW connection; home 'b' has PV to spare then. M1 is
+    infeasible (and the error says so, naming 'a'); the clearing is feasible and 'a' receives trades."""
+    load, pv = np.zeros((2, 1, T)), np.zeros((2, 1, T))
+    load[0, 0, 10:14] = 8.0
+    pv[1, 0, 10:14] = 10.0
+    case = dm.create_case(load, pv, utility_a=-0.001, utility_b=0.3, lmp=np.full(T, 0.04), battery_kwh=0.0,
+                          battery_kw=0.0, grid_limit_kw=5.0, home_ids=["a", "b"])
+    with pytest.raises(dm.InfeasibleCaseError, match=r"home 'a' cannot be served without a market.*hour 10.*"
+                                                     r"homes \['a'\].*nothing to settle"):
+        dm.solve_independent(case, method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dm.RoutingWarning)  # pro-rata books 'a' its whole 9.6 kW as a trade
+        mk = dm.clear_market(case, method=method)
+    assert np.all(mk.trade[0, 0, 10:14] < -1.0)
+
+
+def test_jointly_infeasible_limits_are_traced_to_the_home():
+    """Each hour alone is feasible (battery power covers it) but the day is not: 10 hours need 0.5 kWh each
+    from a battery that must end where it started. The pre-checks pass; the error names the home."""
+    load = np.full((2, 1, T), 1.0)
+    load[1, 0, 8:18] = 1.5
+    case = dm.create_case(load, np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.3, lmp=np.full(T, 0.04),
+                          battery_kwh=2.0, battery_kw=5.0, grid_limit_kw=1.0, load_min_factor=1.0,
+                          home_ids=["ok", "short"])
+    with pytest.raises(dm.InfeasibleCaseError, match=r"cannot be served even alone \(M1\): \['short'\]"):
+        dm.solve_independent(case)
 
 
 def test_pass_through_routing_is_booked_pro_rata_with_a_warning(method, tol):

@@ -30,3 +30,11 @@ def test_good_parameters_give_a_tag_inside_results_runs():
     assert run_dir == "results/runs/date-2017-06-13_n_homes-5_profit_rate-0.3_seed-0"
     with pytest.raises(SystemExit, match="leave results/runs"):
         reproduce.run_folder({"date": "../x"})
+
+
+@pytest.mark.parametrize("date", ["2017-03-12", "2016-11-06", "2030-01-01"])
+def test_days_the_data_cannot_serve_are_refused_up_front(date):
+    """Daylight-saving days (23 or 25 local hours) and days outside the data stop before anything is written."""
+    with pytest.raises(SystemExit, match="argument --date: .*(daylight-saving|not in the data)"):
+        reproduce.check_data({"date": date})
+    reproduce.check_data({"date": "2017-03-13"})  # the next day is fine

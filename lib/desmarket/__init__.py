@@ -28,6 +28,7 @@ from .case import (
 )
 from .coordinated import Coordination, NotConvergedError
 from .engine import METHODS, clear_market, solve_independent
+from .feasibility import InfeasibleCaseError
 from .model import (
     Operation,
     RoutingWarning,
@@ -57,7 +58,7 @@ __all__ = [
     "Case", "CaseError", "Market", "create_case", "load_case", "paper_retail_tariff", "DEFAULT_HOME", "HOURS",
     # solving: M1 and the market clearing, by method
     "solve_independent", "clear_market", "METHODS", "Coordination", "NotConvergedError",
-    "Operation", "SolverError", "RoutingWarning",
+    "Operation", "SolverError", "InfeasibleCaseError", "RoutingWarning",
     # the models, for building on them: build, solve, read
     "build_independent", "build_clearing", "solve", "read_operation", "clearing_price", "assemble_operation",
     # the settlement

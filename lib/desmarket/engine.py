@@ -29,6 +29,7 @@ The library itself never imports dask.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -36,8 +37,10 @@ import numpy as np
 
 from .case import Case
 from .coordinated import Coordination, coordinate
+from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes
 from .model import (
     Operation,
+    SolverError,
     Prices,
     assemble_operation,
     central_clearing,
@@ -96,6 +99,22 @@ def _check_case(case) -> Case:
     return case
 
 
+@contextlib.contextmanager
+def _naming_culprits(case: Case):
+    """An infeasible solve that the checks of :mod:`desmarket.feasibility` did not foresee: name the homes
+    whose M1 alone is infeasible (M1 separates by home, so this costs one small solve per home)."""
+    try:
+        yield
+    except SolverError as exc:
+        if "infeasible" not in str(exc):
+            raise
+        homes = infeasible_homes(case)
+        raise InfeasibleCaseError(
+            f"{exc} Homes that cannot be served even alone (M1): {homes or 'none; the limits conflict only jointly'}"
+            " (a combination of limits, e.g. a battery that cannot cover several hours and still end where it started)."
+            " Fix: check their grid_limit_kw, load_min_factor and battery limits.") from exc
+
+
 def solve_independent(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None = None,
                       solver_options: dict | None = None, tie_break: bool = True, n_jobs: int | None = -1,
                       chunk_rows: int = CHUNK_ROWS) -> Operation:
@@ -108,9 +127,11 @@ def solve_independent(case: Case, *, method: str = DEFAULT_METHOD, solver: str |
     _check_case(case)
     method = check_method(method)
     solver = solver or DEFAULT_SOLVERS[method]
-    if method == "central":
-        return central_independent(case, solver=solver, solver_options=solver_options, tie_break=tie_break)
-    op = _decomposed(case, False, solver, solver_options, tie_break, n_jobs, chunk_rows, None)
+    check_feasible(case, market=False)
+    with _naming_culprits(case):
+        if method == "central":
+            return central_independent(case, solver=solver, solver_options=solver_options, tie_break=tie_break)
+        op = _decomposed(case, False, solver, solver_options, tie_break, n_jobs, chunk_rows, None)
     return op if method == "decomposed" else dataclasses.replace(op, method="coordinated")
 
 
@@ -134,10 +155,12 @@ def clear_market(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None
     _check_case(case)
     method = check_method(method)
     solver = solver or DEFAULT_SOLVERS[method]
-    if method == "central":
-        return central_clearing(case, solver=solver, solver_options=solver_options, tie_break=tie_break,
-                                trade_limit=trade_limit)
-    if method == "decomposed":
-        return _decomposed(case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit)
-    return coordinate(case, coordination, solver=solver, solver_options=solver_options, tie_break=tie_break,
-                      trade_limit=trade_limit, n_jobs=coordinated_jobs, callback=callback)
+    check_feasible(case, market=True, trade_limit=trade_limits(case, trade_limit))
+    with _naming_culprits(case):
+        if method == "central":
+            return central_clearing(case, solver=solver, solver_options=solver_options, tie_break=tie_break,
+                                    trade_limit=trade_limit)
+        if method == "decomposed":
+            return _decomposed(case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit)
+        return coordinate(case, coordination, solver=solver, solver_options=solver_options, tie_break=tie_break,
+                          trade_limit=trade_limit, n_jobs=coordinated_jobs, callback=callback)

@@ -72,6 +72,14 @@ def usable_homes(date=PAPER_DATE, measured: pd.DataFrame | None = None, flags: p
         raise DataError("measured frame", f"the date {date.date()} is not in the data ({dates.min().date()} to "
                         f"{dates.max().date()})", "choose a date inside the measured period", time=date.date())
     clean = set(on_date.index[~on_date["flagged"]])
+    if not clean:
+        if on_date["dst_change"].any():
+            problem = (f"{date.date()} is a daylight-saving day: it has 23 or 25 local hours in the data, and the "
+                       "model's day has 24 (Eqs. 5-19 run over hours 0-23)")
+        else:
+            problem = f"no measured home is complete and clean on {date.date()} ({on_date['reason'].iloc[0]})"
+        raise DataError("date", problem, "choose another target day (any other day of the same month works as "
+                        "well; the scenario days are drawn from it)", time=date.date())
     return [h for h in ranked_homes(measured, quality) if h in clean]
 
 
