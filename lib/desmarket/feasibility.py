@@ -55,7 +55,8 @@ def check_feasible(case: Case, market: bool, trade_limit: np.ndarray | None = No
         i, s, t = np.argwhere(bad)[0]
         homes = [case.home_ids[k] for k in np.flatnonzero(bad.any(axis=(1, 2)))]
         raise InfeasibleCaseError(
-            f"home '{case.home_ids[i]}' cannot be served {mode} in scenario '{case.scenarios[s]}', hour {t}: its "
+            f"the case is infeasible: home '{case.home_ids[i]}' cannot be served {mode} in scenario "
+            f"'{case.scenarios[s]}', hour {t}: its "
             f"minimum load (load_min_factor x load = {need[i, s, t]:.4g} kW) exceeds {where} "
             f"({supply[i, s, t]:.4g} kW) by {short[i, s, t]:.4g} kW; {int(bad.sum())} such hours, homes "
             f"{homes}. Fix: raise grid_limit_kw or the battery, lower load_min_factor, or check the load's units"
@@ -68,7 +69,8 @@ def check_feasible(case: Case, market: bool, trade_limit: np.ndarray | None = No
         i, s = np.argwhere(bad)[0]
         homes = [case.home_ids[k] for k in np.flatnonzero(bad.any(axis=1))]
         raise InfeasibleCaseError(
-            f"home '{case.home_ids[i]}' cannot be served {mode} in scenario '{case.scenarios[s]}': its daily "
+            f"the case is infeasible: home '{case.home_ids[i]}' cannot be served {mode} in scenario "
+            f"'{case.scenarios[s]}': its daily "
             f"baseline energy ({case.load[i, s].sum():.4g} kWh, Eq. 10) exceeds what load_max_factor and "
             f"{where} allow over the day ({daily_max[i, s]:.4g} kWh); homes {homes}. Fix: raise "
             "grid_limit_kw or load_max_factor, or check the load's units.")
