@@ -260,3 +260,22 @@ def test_price_states_of_near_balanced_and_pinned_hours():
     balanced, congested = model.price_states(case, arrays, price, model.Prices.of_case(case))
     assert balanced[0, :3].tolist() == [True, False, False]
     assert congested[0, :3].tolist() == [False, False, True]
+
+
+def test_binding_trade_limit_keeps_the_optimum_totals(method, tol):
+    """Home 0 has 5 kW PV, home 1 a 5 kW load, but trades are limited to 1 kW: the optimum trades 1 kW and
+    meets the rest through the grid. The tie-break must book that (not a full 5 kW netting, which would report
+    zero costs for a community that pays the grid): costs recomputed by hand from the case's prices."""
+    load, pv = np.zeros((2, 1, T)), np.zeros((2, 1, T))
+    load[1], pv[0] = 5.0, 5.0
+    case = dm.create_case(load, pv, utility_a=0.0, utility_b=0.0, lmp=np.full(T, 0.04), battery_kwh=0.0,
+                          battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
+    mk = dm.clear_market(case, method=method, trade_limit=1.0)
+    assert mk.trade[:, 0, :] == pytest.approx(np.tile([[1.0], [-1.0]], (1, T)), abs=tol["kw"])
+    assert mk.net_load.sum(0) == pytest.approx(np.full((1, T), 4.0), abs=tol["kw"])
+    assert mk.net_surplus.sum(0) == pytest.approx(np.full((1, T), 4.0), abs=tol["kw"])
+    p, q = case.retail, case.market.net_metering_usd_per_kwh
+    assert mk.home_cost == pytest.approx([-q * 4 * T, (p * 4).sum()], abs=tol["cost"])
+    revenue = ((p - case.buy_price) * 4 + (case.sell_price - q) * 4).sum()
+    assert mk.aggregator_revenue == pytest.approx(revenue, abs=tol["cost"])
+    assert mk.congested.all() and not mk.balanced.any()

@@ -304,20 +304,23 @@ def _cube(var: cp.Variable, n: int, s: int) -> np.ndarray:
     return np.asarray(var.value, dtype=float).reshape(n, s, -1)
 
 
-def pro_rata_flows(net: np.ndarray, *, match: bool = True, tol: float = NET_TOLERANCE
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pro_rata_flows(net: np.ndarray, *, match: bool = True, tol: float = NET_TOLERANCE,
+                   matched: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tie-break step 2 of MODEL.md: trades and grid flows from net consumption by pro-rata matching.
 
     net: (N, S, T) n = d + c - e - g in kW; |n| < tol counts as 0 (solver noise).
     match=False (mode M1, no market): no trades, Pl = max(n, 0), Ps = max(-n, 0).
     In each (s, t), matched energy m = min(supply, demand) with supply = sum max(-n, 0), demand = sum
     max(n, 0); a surplus home supplies x = m max(-n, 0) / supply, a deficit home receives m max(n, 0) / demand.
+    matched: (S, T) a smaller m where the optimum trades less than that (binding trade limits), so that the
+    community's totals stay those of the optimum (see :func:`assemble_operation`).
     Returns (trade x, net load Pl = max(n + x, 0), net surplus Ps = max(-(n + x), 0)), each (N, S, T).
     """
     net = np.where(np.abs(net) < tol, 0.0, net)
     surplus, deficit = np.maximum(-net, 0.0), np.maximum(net, 0.0)
     supply, demand = surplus.sum(axis=0), deficit.sum(axis=0)
-    matched = np.minimum(supply, demand) if match else np.zeros_like(supply)
+    full = np.minimum(supply, demand) if match else np.zeros_like(supply)
+    matched = full if matched is None else np.minimum(full, matched)
     with np.errstate(invalid="ignore", divide="ignore"):
         give = np.where(supply > 0, matched / supply, 0.0)
         take = np.where(demand > 0, matched / demand, 0.0)
@@ -413,9 +416,13 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     """
     is_market = price is not None
     over = 0.0
+    x_bar = case.column("grid_limit_kw") if trade_limit is None else np.broadcast_to(
+        np.asarray(trade_limit, dtype=float), (case.n_homes,))
     if tie_break:
-        x, Pl, Ps = pro_rata_flows(arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"], match=is_market)
-        over = _check_limits(case, x, Pl, Ps)
+        net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
+        matched = _optimal_match(case, arrays, prices, x_bar, limit_tolerance) if is_market else None
+        x, Pl, Ps = pro_rata_flows(net, match=is_market, matched=matched)
+        over = _check_limits(case, x, Pl, Ps, x_bar)
     else:
         x = arrays["x"] if is_market else np.zeros_like(arrays["d"])
         Pl, Ps = arrays["Pl"], arrays["Ps"]
@@ -434,7 +441,7 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     spread = prices.regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = congested = None
     if is_market:
-        balanced, congested = price_states(case, arrays, price, prices, trade_limit, price_tolerance, limit_tolerance)
+        balanced, congested = price_states(case, arrays, price, prices, x_bar, price_tolerance, limit_tolerance)
     return Operation(
         mode="market" if is_market else "independent",
         home_ids=case.home_ids,
@@ -464,10 +471,9 @@ def price_states(case: Case, arrays: dict, price: np.ndarray, prices: Prices, tr
                strictly inside the band: any price in [k^s LMP, k^b LMP] clears, the price is not unique.
     Wherever neither holds, the price is pinned and lies in the band.
     """
-    grid = case.column("grid_limit_kw")[:, None, None]
-    x_bar = (case.column("grid_limit_kw") if trade_limit is None else np.asarray(trade_limit))[:, None, None]
-    binds = ((arrays["Pl"] >= grid - limit_tolerance) | (arrays["Ps"] >= grid - limit_tolerance)
-             | (np.abs(arrays["x"]) >= x_bar - limit_tolerance)).any(axis=0)
+    x_bar = case.column("grid_limit_kw") if trade_limit is None else np.broadcast_to(
+        np.asarray(trade_limit, dtype=float), (case.n_homes,))
+    binds = _binding(case, arrays, x_bar, limit_tolerance)
     pinned = (np.abs(price - prices.buy) <= price_tolerance) | (np.abs(price - prices.sell) <= price_tolerance)
     net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
     quiet = (np.maximum(net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes) & (
@@ -476,20 +482,42 @@ def price_states(case: Case, arrays: dict, price: np.ndarray, prices: Prices, tr
     return ~congested & (quiet | ~pinned), congested
 
 
-def _check_limits(case: Case, x, Pl, Ps) -> float:
-    """Largest excess (kW) of a tie-broken flow over grid_limit_kw; warns with the first case of it."""
+def _binding(case: Case, arrays: dict, x_bar: np.ndarray, tol: float) -> np.ndarray:
+    """(S, T) True where a home's grid flow or trade sits at its limit in the solver's own flows (Eqs. 7, 19)."""
+    grid = case.column("grid_limit_kw")[:, None, None]
+    return ((arrays["Pl"] >= grid - tol) | (arrays["Ps"] >= grid - tol)
+            | (np.abs(arrays["x"]) >= np.asarray(x_bar)[:, None, None] - tol)).any(axis=0)
+
+
+def _optimal_match(case: Case, arrays: dict, prices: Prices, x_bar: np.ndarray, tol: float) -> np.ndarray:
+    """(S, T) energy to match inside the community so that the booked totals are the optimum's.
+
+    With k^b > k^s every kWh netted saves (k^b - k^s) LMP, so where no limit binds the optimum nets fully and
+    the tie-break books full netting (inf here), whatever the solver's noise. Where a grid or trade limit binds
+    (:func:`_binding`) the optimum may net less; there the solver's own import total fixes it: matched =
+    demand - sum Pl. Where k^b = k^s any netting is optimal at the same cost: full netting keeps it unique.
+    """
+    net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
+    demand = np.maximum(net, 0).sum(axis=0)
+    follow = _binding(case, arrays, x_bar, tol) & (prices.buy > prices.sell + PRICE_TOLERANCE)
+    return np.where(follow, np.maximum(demand - arrays["Pl"].sum(axis=0), 0.0), np.inf)
+
+
+def _check_limits(case: Case, x, Pl, Ps, x_bar: np.ndarray) -> float:
+    """Largest excess (kW) of a tie-broken flow over its limit (grid_limit_kw, or x_bar for trades); warns."""
     grid = case.column("grid_limit_kw")[:, None, None]
     worst = 0.0
-    for name, flow in (("trade", np.abs(x)), ("net load", Pl), ("net surplus", Ps)):
-        over = flow - grid
+    for name, flow, limit in (("trade", np.abs(x), np.asarray(x_bar)[:, None, None]), ("net load", Pl, grid),
+                              ("net surplus", Ps, grid)):
+        over = flow - limit
         if np.any(over > LIMIT_TOLERANCE):
             i, s, t = np.unravel_index(np.argmax(over), over.shape)
             warnings.warn(
                 f"pro-rata accounting books home '{case.home_ids[i]}' a {name} of {flow[i, s, t]:.4f} kW in "
-                f"scenario '{case.scenarios[s]}', hour {t}, above its grid_limit_kw {grid[i, 0, 0]:g} "
-                f"({int((over > LIMIT_TOLERANCE).sum())} such flows): the optimum routes energy through other "
-                "homes' connections there. Totals and the operation are unaffected; raise grid_limit_kw to "
-                "avoid it, or pass tie_break=False for the solver's own (non-unique) routing.",
+                f"scenario '{case.scenarios[s]}', hour {t}, above its {'trade limit' if name == 'trade' else 'grid_limit_kw'} "
+                f"{limit[i, 0, 0]:g} ({int((over > LIMIT_TOLERANCE).sum())} such flows): the optimum routes energy "
+                "through other homes there. Totals and the operation are unaffected; raise the limit to avoid it, "
+                "or pass tie_break=False for the solver's own (non-unique) routing.",
                 RoutingWarning, stacklevel=4)
             worst = max(worst, float(over.max()))
     return worst
