@@ -334,7 +334,9 @@ def clearing_price(handles: Handles, case: Case) -> np.ndarray:
 
     It is the dual of the trade balance sum_i x_{i,s,t} = 0 (Eq. 18), divided by pi_s (the objective weighs
     scenario s by pi_s), signed as the marginal value of one more kWh supplied to the local market: it
-    equals lambda^b_t = k^b LMP_t when the community imports and lambda^s_t = k^s LMP_t when it exports.
+    equals lambda^b_t = k^b LMP_t when the community imports and lambda^s_t = k^s LMP_t when it exports,
+    unless a grid or trade limit binds (``Operation.congested``: then it prices the scarcity, possibly outside
+    [k^s LMP, k^b LMP]); see :func:`price_states`.
     cvxpy's dual of ``B x == 0`` is the derivative of the optimal cost with respect to a right-hand side
     that *adds* supply to the market, with the opposite sign, hence the minus sign below.
     """

@@ -157,16 +157,20 @@ def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
 
 @styled
 def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, reference: np.ndarray,
-                          balanced: np.ndarray) -> plt.Figure:
+                          balanced: np.ndarray, congested: np.ndarray | None = None) -> plt.Figure:
     """The coordinated market process: (A) distance of the announced prices from the exact clearing price per
     iteration, in pinned and in balanced (scenario, hour) pairs; (B) the residuals per iteration (log scales).
 
-    prices: (K, S, T) clearing prices per iteration, $/kWh; reference: (S, T) exact prices; balanced: (S, T).
+    prices: (K, S, T) clearing prices per iteration, $/kWh; reference: (S, T) exact prices; balanced, congested:
+    (S, T) states of the exact clearing (Operation.balanced, .congested).
     """
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     it = np.arange(1, len(prices) + 1)
     error = np.abs(prices - reference)
-    for mask, label in ((~balanced, "pinned to kᵇ·LMP or kˢ·LMP"), (balanced, "balanced (any price in the band)")):
+    congested = np.zeros_like(balanced) if congested is None else congested
+    groups = ((~balanced & ~congested, "pinned to kᵇ·LMP or kˢ·LMP"), (balanced, "balanced (any price in the band)"),
+              (congested, "congested (a limit binds)"))
+    for mask, label in groups:
         if mask.any():
             ax.semilogy(it, np.maximum(1000 * error[:, mask].max(axis=1), 1e-12), label=label)
     ax.set(xlabel="iteration", ylabel="max |price - exact clearing price|, $/MWh",
