@@ -242,3 +242,12 @@ def test_pecanstreet_case_end_to_end(tmp_path):
         case = D.build_case(n_homes=2, n_scenarios=3, date="2018-07-11", measured=measured)
     assert case.home_ids == ("26", "59") and case.n_scenarios == 3
     assert np.allclose(case.load, 1.2)
+
+
+@pytest.mark.parametrize("marker", ["", "NA"])
+def test_pecanstreet_row_without_dataid_is_an_error(tmp_path, marker):
+    """A missing dataid used to become the home 'nan' silently (pandas reads '' and 'NA' as missing)."""
+    rows = fifteen_minute_rows(homes=("26",), hours=24)
+    rows[5]["dataid"] = marker
+    with pytest.raises(D.DataError, match="row 7 has no dataid"):
+        D.load_pecanstreet(dataport(tmp_path, rows))

@@ -92,6 +92,10 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
         source = ("use", ["gen"])
     else:
         raise DataError(file, "has neither 'grid' nor 'use'", "export the grid (or use) and solar columns")
+    missing = np.flatnonzero(raw["dataid"].isna().to_numpy())
+    if missing.size:
+        raise DataError(file, f"row {missing[0] + 2} has no dataid ({missing.size} rows; an empty cell or a "
+                        "missing-value marker such as 'NA')", "export every row with its Dataport dataid")
     home = raw["dataid"].astype(str).str.strip().to_numpy()
     utc = pd.to_datetime(raw[tcol], utc=True, format="ISO8601", errors="coerce")
     bad = np.flatnonzero(utc.isna().to_numpy())
