@@ -1,8 +1,10 @@
-"""Run the notebook chain with papermill: `make reproduce` (optionally HOMES=.. SCENARIOS=.. PROFIT_RATE=.. SEED=..).
+"""Run the notebook chain with papermill: `make reproduce` (optionally HOMES=.. SCENARIOS=.. PROFIT_RATE=.. SEED=..
+DATE=.., or CASE=path/to/case for your own community).
 
 Without parameters the notebooks are executed in place and write the committed reference results to
 results/. With any parameter, the run gets its own folder results/runs/<tag>/ (case, tables, figures and the
-executed notebooks), so the reference results stay as they are.
+executed notebooks), so the reference results stay as they are; with CASE=dir it is results/runs/<dir name>/.
+Every parameter, and the case, is checked before anything is written.
 """
 
 import argparse
@@ -80,26 +82,60 @@ def parse(argv=None) -> dict:
     parser.add_argument("--profit-rate", type=_rate, dest="profit_rate")
     parser.add_argument("--seed", type=_seed)
     parser.add_argument("--date", type=_date)
-    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    parser.add_argument("--case", dest="case_dir", help="a case directory (README, 'Case format'): run the study "
+                        "on it instead of building one from the measured data")
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    if "case_dir" in args:
+        clash = sorted(set(args) & {"n_homes", "n_scenarios", "seed", "date"})
+        if clash:
+            parser.error(f"--case fixes the homes and scenarios; {', '.join(clash)} do not apply to it")
+    return args
+
+
+def check_case(args: dict) -> None:
+    """A given case loads and validates (else its CaseError in one line, exit 1); its path becomes absolute."""
+    if "case_dir" not in args:
+        return
+    import desmarket as dm  # noqa: PLC0415
+
+    try:
+        dm.load_case(args["case_dir"])
+    except dm.CaseError as exc:
+        print(f"reproduce.py: the case {args['case_dir']} is not valid: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    args["case_dir"] = str(Path(args["case_dir"]).resolve())
 
 
 def run_folder(args: dict) -> str:
-    """results/runs/<tag> for a parameterised run; the tag is built from validated values only."""
-    tag = "_".join(f"{k}-{v}" for k, v in sorted(args.items()))
+    """results/runs/<tag> for a parameterised run; the tag is built from validated values only (a case gives
+    its directory name, with anything but letters, digits, '.', '_' and '-' replaced by '_')."""
+    rest = {k: v for k, v in args.items() if k != "case_dir"}
+    parts = [re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args["case_dir"]).name).lstrip(".") or "case"] \
+        if "case_dir" in args else []
+    tag = "_".join(parts + [f"{k}-{v}" for k, v in sorted(rest.items())])
     runs = (ROOT / "results" / "runs").resolve()
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", tag) or (runs / tag).resolve().parent != runs:
         raise SystemExit(f"run tag {tag!r} would leave results/runs/")
     return f"results/runs/{tag}"
 
 
+#: The kernels log at ERROR only: no "[IPKernelApp] WARNING | Kernel is running over TCP" line per notebook
+#: (the kernel listens on localhost only; papermill starts and stops it). Each kernel is stopped at once when
+#: its notebook is done (every result is written by then): a graceful stop waits for joblib's worker pool,
+#: times out and interrupts the kernel, which printed "KeyboardInterrupt caught in kernel".
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
 def execute(params: dict, out_dir: Path | None) -> None:
-    for nb in NOTEBOOKS:
+    """Run every notebook with its own parameters; a bar per notebook (its cells) when the terminal shows one."""
+    progress = sys.stderr.isatty()
+    for i, nb in enumerate(NOTEBOOKS, 1):
         t0 = time.perf_counter()
         target = nb if out_dir is None else out_dir / nb.name
-        print(f"  {nb.name} ...", end=" ", flush=True)
+        print(f"  [{i}/{len(NOTEBOOKS)}] {nb.name} ...", end="\n" if progress else " ", flush=True)
         own = {k: v for k, v in params.items() if k in pm.inspect_notebook(str(nb))}  # only what it declares
-        pm.execute_notebook(str(nb), str(target), parameters=own, cwd=str(nb.parent), progress_bar=False,
-                            kernel_name="python3")
+        pm.execute_notebook(str(nb), str(target), parameters=own, cwd=str(nb.parent), progress_bar=progress,
+                            kernel_name="python3", extra_arguments=QUIET_KERNEL, shutdown_kernel="immediate")
         strip_timings(target)
         print(f"{time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -119,6 +155,7 @@ def check_data(args: dict) -> None:
 def main(argv=None) -> int:
     args = parse(argv)
     check_data(args)
+    check_case(args)
     run_dir = run_folder(args) if args else "results"
     params = {**args, "run_dir": run_dir}
     print(f"parameters: {params}")

@@ -38,3 +38,25 @@ def test_days_the_data_cannot_serve_are_refused_up_front(date):
     with pytest.raises(SystemExit, match="argument --date: .*(daylight-saving|not in the data)"):
         reproduce.check_data({"date": date})
     reproduce.check_data({"date": "2017-03-13"})  # the next day is fine
+
+
+def test_a_case_runs_in_its_own_folder_and_a_bad_one_stops_first(tmp_path, capsys):
+    example = project_root() / "examples" / "three_homes"
+    args = reproduce.parse(["--case", str(example), "--profit-rate", "0.3"])
+    reproduce.check_case(args)
+    assert args["case_dir"] == str(example.resolve())
+    assert reproduce.run_folder(args) == "results/runs/three_homes_profit_rate-0.3"
+    with pytest.raises(SystemExit) as exc:
+        reproduce.parse(["--case", str(example), "--homes", "5"])
+    assert exc.value.code == 2 and "n_homes do not apply" in capsys.readouterr().err
+    bad = tmp_path / "my case!"
+    bad.mkdir()
+    for f in example.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    assert reproduce.run_folder({"case_dir": str(bad)}) == "results/runs/my_case_"
+    (bad / "homes.csv").write_text("home,utility_a\nx,1\n")
+    with pytest.raises(SystemExit) as exc:
+        reproduce.check_case({"case_dir": str(bad)})
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "homes.csv" in err

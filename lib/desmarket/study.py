@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from .case import Case
 from .engine import DEFAULT_SOLVERS, clear_market, solve_independent
@@ -65,6 +67,11 @@ def load_study(case: Case, operation_dir, profit_rate: float) -> Study:
 
     return settled_study(case, load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market"),
                          profit_rate)
+
+
+def _quiet(progress: bool | None) -> bool:
+    """tqdm's ``disable``: True hides the bar; None shows it only on a terminal."""
+    return (not progress) if progress is not None else (not sys.stderr.isatty())
 
 
 @contextlib.contextmanager
@@ -227,14 +234,17 @@ def sensitivity_variants(case: Case, n_scenarios_options=(1, 5)) -> list[tuple[s
     return variants
 
 
-def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5)) -> pd.DataFrame:
+def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5),
+                progress: bool | None = None) -> pd.DataFrame:
     """Headline numbers when each [choice] of MODEL.md changes, one at a time, on one :class:`Workbench`.
 
     No problem is rebuilt: k^b/k^s re-solve the clearing only, battery size and epsilon both problems, and a
-    subset of the scenarios nothing (see :meth:`Workbench.operations`).
+    subset of the scenarios nothing (see :meth:`Workbench.operations`). progress: a tqdm bar on stderr (None:
+    only when stderr is a terminal, so executed notebooks stay byte-identical).
     """
     rows = []
-    for choice, value, changes in sensitivity_variants(bench.case, n_scenarios_options):
+    variants = sensitivity_variants(bench.case, n_scenarios_options)
+    for choice, value, changes in tqdm(variants, desc="sensitivity", unit="row", disable=_quiet(progress)):
         with routing_quiet():
             study = bench.study(profit_rate, **changes)
         h = headline(study)

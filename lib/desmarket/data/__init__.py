@@ -36,13 +36,13 @@ from .prices import (
     load_pjm_lmps,
     synthetic_lmp,
 )
-from .scenarios import Scenarios, build_scenarios, resample_homes, scenario_pool, similar_days
+from .scenarios import Scenarios, build_scenarios, resample_homes, resampled_homes, scenario_pool, similar_days
 
 __all__ = [
     "CITYLEARN_TZ", "DAY_FLAGS", "LMP_MODEL", "MEASURED_COLUMNS", "PAPER_DATE", "PAPER_HOMES",
     "PJM_ANNUAL_MEAN_LMP", "PJM_TZ", "QUALITY", "DataError", "LmpModel", "QualityRules", "Scenarios",
     "build_case", "build_scenarios", "compare_lmp", "daily_profiles", "day_flags", "home_quality",
     "lmp_for_date", "lmp_statistics", "load_measured_homes", "load_pecanstreet", "load_pjm_lmps",
-    "paper_homes", "ranked_homes", "raw_data_dir", "resample_homes", "scenario_pool", "similar_days",
+    "paper_homes", "ranked_homes", "raw_data_dir", "resample_homes", "resampled_homes", "scenario_pool", "similar_days",
     "synthetic_lmp", "usable_homes", "utility_coefficients", "weekday_class",
 ]

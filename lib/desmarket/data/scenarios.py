@@ -11,6 +11,7 @@ their date (``2017-07-18``), in calendar order.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -109,6 +110,15 @@ def build_scenarios(date, n_scenarios: int = 10, seed: int = 0, homes=None, meas
     days = similar_days(date, n_scenarios, seed, homes, measured, flags)
     load, pv = daily_profiles(measured, homes, days)
     return Scenarios(tuple(homes), days, np.full(len(days), 1.0 / len(days)), load, pv)
+
+
+#: Ids of resampled homes: ``R0001-B07`` is resampled home 1, a copy of measured home B07 (:func:`resample_homes`).
+RESAMPLED_ID = re.compile(r"R\d{4,}-.+")
+
+
+def resampled_homes(home_ids) -> list[str]:
+    """The ids among ``home_ids`` that are resampled copies of measured homes, not measured homes."""
+    return [h for h in home_ids if RESAMPLED_ID.fullmatch(str(h))]
 
 
 def resample_homes(scenarios: Scenarios, n_new: int, seed: int = 0, measured: pd.DataFrame | None = None,
