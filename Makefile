@@ -11,23 +11,28 @@ SCENARIOS   ?=
 PROFIT_RATE ?=
 SEED        ?=
 DATE        ?=
+CASE        ?=
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval reproduce bench bench-study lab data clean
+.PHONY: help setup test unit nbval reproduce bench bench-study lab report data clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13"
+	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13, or CASE=dir"
+	@echo "  parameter of report: RUN=results/runs/<tag> (default: the reference run)"
 
 $(STAMP): requirements.lock pyproject.toml
+	@echo "setting up $(VENV): $$(grep -c '==' requirements.lock) pinned packages from requirements.lock, then desmarket"
+	@echo "(editable) and its Jupyter kernel; about a minute on a fresh machine, longer on a slow connection"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (desmarket)" >/dev/null
 	touch $(STAMP)
+	@echo "$(VENV) is ready"
 
 setup: $(STAMP)  ## create .venv with the pinned packages and the desmarket library (editable)
 
@@ -44,7 +49,8 @@ unit: $(STAMP)  ## unit tests only
 
 reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every table and figure
 	$(PY) scripts/reproduce.py $(if $(HOMES),--homes $(HOMES)) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) \
-	  $(if $(PROFIT_RATE),--profit-rate $(PROFIT_RATE)) $(if $(SEED),--seed $(SEED)) $(if $(DATE),--date $(DATE))
+	  $(if $(PROFIT_RATE),--profit-rate $(PROFIT_RATE)) $(if $(SEED),--seed $(SEED)) $(if $(DATE),--date $(DATE)) \
+	  $(if $(CASE),--case $(CASE))
 
 bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
 	$(PY) scripts/bench.py $(if $(SAVE),--save)
@@ -52,11 +58,25 @@ bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes
 bench-study: $(STAMP)  ## sensitivity table: a rebuilt case per row against one Workbench (10 and 200 homes; prints only)
 	$(PY) scripts/bench_study.py
 
-lab: $(STAMP)  ## open JupyterLab on the notebooks with the project's environment
-	$(VENV)/bin/jupyter lab notebooks
+lab: $(STAMP)  ## JupyterLab at the repository root, opened on notebooks/ (results/ browsable too)
+	@echo "JupyterLab serves the repository root and opens notebooks/; stop it with Ctrl-C"
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	  $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi)
+
+# `make report RUN=results/runs/<tag>` builds the report of a parameterised run
+RUN ?=
+report: $(STAMP)  ## static HTML of the executed notebooks and figures in results/report/ (RUN=results/runs/<tag>)
+	$(PY) scripts/build_report.py $(if $(RUN),--run $(RUN))
 
 data: $(STAMP)  ## rebuild data/raw/ from the pinned CityLearn wheel (needs PyPI; checks its sha256)
 	$(PY) scripts/build_raw_data.py
 
-clean:  ## remove .venv and caches (keeps committed results)
-	rm -rf $(VENV) .pytest_cache data/.cache results/runs
+clean:  ## remove .venv, caches and results/report/ (keeps committed results and your runs in results/runs/)
+	rm -rf $(VENV) .pytest_cache .hypothesis data/.cache results/report
+	find lib scripts tests notebooks -name __pycache__ -type d -prune -exec rm -rf {} +
+	@runs=$$(ls results/runs 2>/dev/null | xargs); \
+	echo "kept your runs in results/runs/ ($${runs:-none yet}); make clean-runs removes them"
+
+clean-runs:  ## remove every parameterised run in results/runs/ (make reproduce HOMES=...)
+	@runs=$$(ls results/runs 2>/dev/null | xargs); \
+	echo "removing results/runs/ (parameterised runs: $${runs:-none})"; rm -rf results/runs
