@@ -13,6 +13,7 @@ Layers, each importing only those above it:
 * :mod:`~desmarket.report` (tables, pure) and :mod:`~desmarket.plots` (figures, pure);
 * :mod:`~desmarket.study` -- a run's results (``Study``) and a case's built problems for what-if questions
   (``Workbench``: sensitivity, solver agreement);
+* :mod:`~desmarket.fairness` -- the cooperative game of the market: Shapley, nucleolus, core;
 * :mod:`~desmarket.io` (result files and run folders) and :mod:`desmarket.data` (building cases from data).
 """
 
@@ -52,6 +53,15 @@ from .settlement import (
     settle,
 )
 from .study import Study, Workbench, run_study
+from .fairness import (
+    allocation_table,
+    coalition_value,
+    coalition_values,
+    core_excess,
+    least_core,
+    nucleolus,
+    shapley_value,
+)
 
 __all__ = [
     # the input
@@ -66,6 +76,9 @@ __all__ = [
     "nash_bargaining", "profit_rate_sweep",
     # the study layer
     "Study", "Workbench", "run_study",
+    # fairness: the cooperative game of the market
+    "coalition_value", "coalition_values", "shapley_value", "nucleolus", "least_core", "core_excess",
+    "allocation_table",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,356 @@
+"""Fairness and stability of the settlement: the cooperative game of the market and its standard solutions.
+
+The game (issue 11; Section 2.2 of the paper claims M3 is a "fair and efficient value distribution"):
+players are the aggregator and the N homes. v(S) = 0 unless S holds the aggregator and at least one home;
+otherwise v(S) is the cooperative surplus Delta C (Eq. 20) of the sub-community of S's homes, $ per day. The
+aggregator is a veto player; homes outside S operate as in M1 and change nothing.
+
+Two layers:
+
+* generic cooperative-game functions on a value vector indexed by bitmask (bit k = player k):
+  :func:`shapley_from_values`, :func:`least_core_from_values`, :func:`nucleolus_from_values`,
+  :func:`max_excess` -- tested on textbook games, independent of the energy model;
+* the market game: :func:`coalition_value`, :func:`coalition_values`, :func:`shapley_value` (exact or
+  sampled), :func:`nucleolus`, :func:`least_core`, :func:`core_excess`, :func:`allocation_table`.
+
+Player 0 is the aggregator, player k (k >= 1) is home k - 1 of the case.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linprog
+
+from .case import Case
+from .engine import clear_market, solve_independent
+from .model import Operation, RoutingWarning
+from .pieces import run_tasks
+from .settlement import settle
+
+#: Largest community whose 2^N coalitions are enumerated (2^14 = 16,384 clearings).
+MAX_EXACT_HOMES = 14
+AGGREGATOR = "aggregator"
+#: Tolerance of the LPs of the nucleolus and least core, $ per day.
+LP_TOLERANCE = 1e-9
+
+
+# =============================================================================== generic game layer
+def _masks(n: int) -> np.ndarray:
+    return np.arange(1 << n)
+
+
+def _members(n: int) -> np.ndarray:
+    """(2^n, n) bool: player k in coalition mask."""
+    return ((_masks(n)[:, None] >> np.arange(n)) & 1).astype(bool)
+
+
+def _check_values(values: np.ndarray) -> tuple[np.ndarray, int]:
+    values = np.asarray(values, dtype=float)
+    n = int(round(np.log2(len(values))))
+    if len(values) != 1 << n or n < 1:
+        raise ValueError(f"a game needs one value per coalition, 2^n of them; got {len(values)}")
+    if values[0] != 0:
+        raise ValueError(f"the empty coalition must be worth 0, got {values[0]}")
+    return values, n
+
+
+def shapley_from_values(values: np.ndarray) -> np.ndarray:
+    """Shapley value of a game given by v over all 2^n coalitions (bitmask index): (n,), summing to v(N).
+
+    phi_k = sum over S not containing k of |S|! (n - |S| - 1)! / n! [v(S + k) - v(S)].
+    """
+    values, n = _check_values(values)
+    masks = _masks(n)
+    size = _members(n).sum(axis=1)
+    fact = np.array([float(np.prod(np.arange(1, m + 1))) for m in range(n + 1)])
+    phi = np.zeros(n)
+    for k in range(n):
+        without = masks[(masks >> k) & 1 == 0]
+        s = size[without]
+        phi[k] = np.sum(fact[s] * fact[n - s - 1] / fact[n] * (values[without | (1 << k)] - values[without]))
+    return phi
+
+
+def max_excess(values: np.ndarray, allocation: np.ndarray) -> tuple[float, int]:
+    """max over proper non-empty S of v(S) - x(S), and the mask attaining it (<= 0: x is in the core)."""
+    values, n = _check_values(values)
+    x = _members(n) @ np.asarray(allocation, dtype=float)
+    excess = values - x
+    proper = _masks(n)[1:-1]
+    k = proper[np.argmax(excess[proper])]
+    return float(excess[k]), int(k)
+
+
+def _lp(values, n, fixed: dict, free: np.ndarray):
+    """max t s.t. x(S) - t >= v(S) for S in free, x(S) = v(S) + e_S for fixed, x(N) = v(N). Returns (t, x, duals)."""
+    members = _members(n).astype(float)
+    c = np.zeros(n + 1)
+    c[-1] = -1.0  # maximise t
+    A_ub = np.hstack([-members[free], np.ones((len(free), 1))])  # -x(S) + t <= -v(S)
+    b_ub = -values[free]
+    eq = [np.append(np.ones(n), 0.0)]
+    b_eq = [values[-1]]
+    for mask, level in fixed.items():
+        eq.append(np.append(members[mask], 0.0))
+        b_eq.append(values[mask] + level)
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=np.array(eq), b_eq=np.array(b_eq), bounds=[(None, None)] * (n + 1),
+                  method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"the nucleolus LP did not solve: {res.message}")
+    return float(res.x[-1]), res.x[:-1], -res.ineqlin.marginals
+
+
+def least_core_from_values(values: np.ndarray) -> tuple[float, np.ndarray]:
+    """The least core: the largest t such that some efficient x has x(S) >= v(S) + t for every proper S.
+
+    Returns (-t, x): the least-core value e* = -t (<= 0 when the core is non-empty) and one allocation in it
+    (the nucleolus, which is always in the least core).
+    """
+    values, n = _check_values(values)
+    t, _, _ = _lp(values, n, {}, _masks(n)[1:-1])
+    return -t, nucleolus_from_values(values)
+
+
+def nucleolus_from_values(values: np.ndarray) -> np.ndarray:
+    """The nucleolus, by the sequence of LPs of Maschler, Peleg and Shapley (1979) (HiGHS through scipy).
+
+    Each round maximises the smallest surplus x(S) - v(S) over the coalitions not yet fixed; coalitions whose
+    constraint has a positive dual are fixed at that level; it ends when the fixed coalitions determine x.
+    """
+    values, n = _check_values(values)
+    members = _members(n).astype(float)
+    free = list(_masks(n)[1:-1])
+    fixed: dict[int, float] = {}
+    x = None
+    for _ in range(len(free) + 1):
+        t, x, duals = _lp(values, n, fixed, np.array(free))
+        tight = [s for s, d in zip(free, duals) if d > LP_TOLERANCE]
+        for s in tight:
+            fixed[s] = t
+        free = [s for s in free if s not in fixed]
+        rank = np.linalg.matrix_rank(np.vstack([np.ones(n)] + [members[s] for s in fixed]))
+        if rank == n or not free:
+            break
+    return x
+
+
+# =================================================================================== the market game
+def _home_parts(case: Case, independent: Operation) -> np.ndarray:
+    """(N,) each home's share of sum C^0 - R_A^0 in M1: its cost C_i^0 minus the aggregator's margin on it (Eq. 1).
+
+    M1 separates by home, so a sub-community's C^0 - R_A^0 is the sum of its homes' parts.
+    """
+    pi, q = case.probability, case.market.net_metering_usd_per_kwh
+    margin = (case.retail - case.buy_price) * independent.net_load + (case.sell_price - q) * independent.net_surplus
+    return independent.home_cost - np.einsum("s,nst->n", pi, margin)
+
+
+def _clearing_cost(case: Case, homes: Sequence[str], solve_kw: dict) -> float:
+    """sum C* - R_A* of the sub-community of ``homes`` cleared alone with the aggregator (Eqs. 16-20)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RoutingWarning)
+        market = clear_market(case.select(list(homes)), n_jobs=1, **solve_kw)
+    return float(market.home_cost.sum() - market.aggregator_revenue)
+
+
+def _costs_task(case: Case, coalitions: list, solve_kw: dict) -> list[float]:
+    return [_clearing_cost(case, homes, solve_kw) for homes in coalitions]
+
+
+def coalition_value(case: Case, homes: Sequence[str], independent: Operation | None = None, **solve_kw) -> float:
+    """v({aggregator} + homes) = Delta C (Eq. 20) of the sub-community of ``homes``, $ per day (0 if empty)."""
+    homes = list(homes)
+    if not homes:
+        return 0.0
+    independent = independent if independent is not None else solve_independent(case)
+    parts = pd.Series(_home_parts(case, independent), index=case.home_ids)
+    return float(parts[homes].sum() - _clearing_cost(case, homes, solve_kw))
+
+
+def _check_size(case: Case) -> None:
+    if case.n_homes > MAX_EXACT_HOMES:
+        raise ValueError(f"{case.n_homes} homes have 2^{case.n_homes} coalitions; the exact game is limited to "
+                         f"{MAX_EXACT_HOMES} homes. Use shapley_value(case, samples=...) (permutation sampling).")
+
+
+def coalition_values(case: Case, independent: Operation | None = None, n_jobs: int | None = -1,
+                     progress: bool | None = None, **solve_kw) -> pd.Series:
+    """v(S) of every coalition of homes with the aggregator, $ per day, over all 2^N home sets.
+
+    Indexed by the tuple of home ids (the empty tuple is worth 0). Each home's M1 is solved once (M1 separates
+    by home); the 2^N - 1 clearings run in parallel through joblib (``n_jobs``), in batches.
+    """
+    _check_size(case)
+    independent = independent if independent is not None else solve_independent(case)
+    parts = _home_parts(case, independent)
+    ids = case.home_ids
+    subsets = [c for k in range(1, len(ids) + 1) for c in itertools.combinations(range(len(ids)), k)]
+    batch = max(1, len(subsets) // 64)
+    tasks = [(case, [[ids[i] for i in c] for c in subsets[j:j + batch]], solve_kw)
+             for j in range(0, len(subsets), batch)]
+    costs = [c for chunk in run_tasks(_costs_task, tasks, n_jobs) for c in chunk]
+    values = {(): 0.0}
+    for c, cost in zip(subsets, costs):
+        values[tuple(ids[i] for i in c)] = float(parts[list(c)].sum() - cost)
+    return pd.Series(list(values.values()), index=pd.Index(list(values), tupleize_cols=False, name="homes"),
+                     name="value_usd_per_day")
+
+
+def _lookup(values: pd.Series) -> dict:
+    """{tuple of home ids: v} of a :func:`coalition_values` Series (its index holds tuples, not levels)."""
+    return dict(zip(values.index, values.to_numpy(dtype=float)))
+
+
+def game_vector(case: Case, values: pd.Series) -> np.ndarray:
+    """The market game as a value per bitmask over the aggregator (bit 0) and the homes (bits 1..N)."""
+    n = case.n_homes + 1
+    out = np.zeros(1 << n)
+    index = {h: k + 1 for k, h in enumerate(case.home_ids)}
+    for homes, v in _lookup(values).items():
+        if homes:
+            out[1 | sum(1 << index[h] for h in homes)] = v
+    return out
+
+
+def _players(case: Case) -> list[str]:
+    return [AGGREGATOR, *case.home_ids]
+
+
+def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values: pd.Series | None = None,
+                  independent: Operation | None = None, **solve_kw) -> pd.DataFrame:
+    """Shapley value of the market game, $ per day, indexed ``["aggregator", *home_ids]``, summing to Delta C.
+
+    Exact (``samples=None``, N <= 14) from :func:`coalition_values`; with ``samples``, permutation sampling
+    (``seed``): each permutation of the homes, with the aggregator at a uniformly drawn position, gives every
+    player its marginal contribution; the estimate is their mean and ``std_error`` its standard error.
+    Columns: shapley_usd (and std_error_usd, 0 when exact).
+    """
+    players = _players(case)
+    if samples is None:
+        values = values if values is not None else coalition_values(case, independent, **solve_kw)
+        phi = shapley_from_values(game_vector(case, values))
+        return pd.DataFrame({"shapley_usd": phi, "std_error_usd": 0.0}, index=pd.Index(players, name="party"))
+    if not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
+    independent = independent if independent is not None else solve_independent(case)
+    parts = _home_parts(case, independent)
+    rng = np.random.default_rng(seed)
+    n = case.n_homes
+    draws = np.zeros((samples, n + 1))
+    cache: dict[frozenset, float] = {frozenset(): 0.0}
+
+    def value(members: frozenset) -> float:
+        if members not in cache:
+            homes = [case.home_ids[i] for i in sorted(members)]
+            cache[members] = float(parts[sorted(members)].sum() - _clearing_cost(case, homes, solve_kw))
+        return cache[members]
+
+    for r in range(samples):
+        order = rng.permutation(n)
+        slot = rng.integers(n + 1)  # aggregator's position among the n + 1 players
+        before = frozenset()
+        for pos, i in enumerate(order):
+            now = before | {i}
+            if pos >= slot:  # the aggregator is already in
+                draws[r, i + 1] = value(now) - value(before)
+            before = now
+        draws[r, 0] = value(frozenset(order[:slot].tolist()))  # v(homes before it + aggregator) - 0
+    return pd.DataFrame({"shapley_usd": draws.mean(axis=0), "std_error_usd": draws.std(axis=0, ddof=1) /
+                         np.sqrt(samples)}, index=pd.Index(players, name="party"))
+
+
+def nucleolus(case: Case, values: pd.Series | None = None, **solve_kw) -> pd.Series:
+    """The nucleolus of the market game (exact, N <= 14), $ per day per party."""
+    values = values if values is not None else coalition_values(case, **solve_kw)
+    return pd.Series(nucleolus_from_values(game_vector(case, values)), index=pd.Index(_players(case), name="party"),
+                     name="nucleolus_usd")
+
+
+def least_core(case: Case, values: pd.Series | None = None, **solve_kw) -> tuple[float, pd.Series]:
+    """(e*, allocation): the least-core value ($ per day; <= 0 when the core is non-empty) and the nucleolus."""
+    values = values if values is not None else coalition_values(case, **solve_kw)
+    e, x = least_core_from_values(game_vector(case, values))
+    return e, pd.Series(x, index=pd.Index(_players(case), name="party"), name="least_core_usd")
+
+
+def core_excess(case: Case, gains, values: pd.Series | None = None) -> tuple[float, tuple[str, ...]]:
+    """The largest v(S) - sum_{j in S} gain_j over proper coalitions S, and S (players' names).
+
+    gains: per party ``["aggregator", *home_ids]``, $ per day (a Series or array in that order). <= 0 means
+    no coalition could do better on its own: the allocation is in the core.
+    """
+    values = values if values is not None else coalition_values(case)
+    g = np.asarray(pd.Series(gains).reindex(_players(case)).to_numpy() if isinstance(gains, pd.Series) else gains,
+                   dtype=float)
+    e, mask = max_excess(game_vector(case, values), g)
+    players = _players(case)
+    return e, tuple(players[k] for k in range(len(players)) if (mask >> k) & 1)
+
+
+def allocation_table(case: Case, independent: Operation, market: Operation, profit_rate: float,
+                     values: pd.Series | None = None) -> pd.DataFrame:
+    """Each party's gain against M1 ($ per day) under M2, M3, Shapley, the nucleolus and a split proportional to
+    stand-alone value, and per rule its core excess, individual rationality and L1 distance to Shapley.
+
+    Proportional: the homes share (1 - rho) Delta C in proportion to v({aggregator, i}), the aggregator keeps
+    rho Delta C (as in M2 and M3). Rows: the parties, then ``core_excess_usd`` (<= 0: in the core),
+    ``individually_rational`` (1 if every gain >= 0, the value of a player alone) and
+    ``l1_distance_to_shapley_usd``.
+    """
+    values = values if values is not None else coalition_values(case, independent)
+    players = _players(case)
+    m2 = settle(case, independent, market, profit_rate, "equal")
+    m3 = settle(case, independent, market, profit_rate, "contribution")
+    lookup = _lookup(values)
+    standalone = np.array([lookup[(h,)] for h in case.home_ids])
+    surplus = m3.surplus
+    rules = {
+        "M2": np.r_[m2.aggregator_gain, m2.home_gain],
+        "M3": np.r_[m3.aggregator_gain, m3.home_gain],
+        "shapley": shapley_from_values(game_vector(case, values)),
+        "nucleolus": nucleolus_from_values(game_vector(case, values)),
+        "proportional_standalone": np.r_[profit_rate * surplus,
+                                         (1 - profit_rate) * surplus * standalone / standalone.sum()],
+    }
+    table = pd.DataFrame(rules, index=pd.Index(players, name="party"))
+    vector = game_vector(case, values)
+    summary = pd.DataFrame({name: [max_excess(vector, x)[0], float(np.all(x >= -LP_TOLERANCE)),
+                                   float(np.abs(x - rules["shapley"]).sum())] for name, x in rules.items()},
+                           index=["core_excess_usd", "individually_rational", "l1_distance_to_shapley_usd"])
+    return pd.concat([table, summary])
+
+
+def core_profit_rate(case: Case, market: Operation, values: pd.Series, rule: str = "contribution") -> float:
+    """The smallest profit rate rho at which the settlement ``rule`` (M3 "contribution", M2 "equal") is in the core.
+
+    Under both rules the homes get (1 - rho) Delta C in fixed shares sigma_i (Eq. 22 or 1/N, Eq. 29) and the
+    aggregator rho Delta C, so a coalition S with the aggregator is content when
+    rho Delta C + (1 - rho) Delta C sigma_S >= v(S), that is rho >= (v(S) - Delta C sigma_S) / (Delta C (1 - sigma_S));
+    coalitions without the aggregator are worth 0. Returns the largest such bound (0 if none binds), or NaN
+    when Delta C <= 0.
+    """
+    from .settlement import market_contribution  # noqa: PLC0415
+
+    if rule == "contribution":
+        value = market_contribution(case, market)
+        shares = value / value.sum()
+    elif rule == "equal":
+        shares = np.full(case.n_homes, 1.0 / case.n_homes)
+    else:
+        raise ValueError(f"rule must be 'contribution' or 'equal', got {rule!r}")
+    lookup = _lookup(values)
+    grand = lookup[case.home_ids]
+    if grand <= 0:
+        return float("nan")
+    index = {h: k for k, h in enumerate(case.home_ids)}
+    bound = 0.0
+    for homes, v in lookup.items():
+        sigma = shares[[index[h] for h in homes]].sum() if homes else 0.0
+        if homes and len(homes) < case.n_homes and sigma < 1 - 1e-12:
+            bound = max(bound, (v - grand * sigma) / (grand * (1 - sigma)))
+    return float(bound)

@@ -1,0 +1,146 @@
+"""Cooperative-game functions on textbook games and axioms, then the market game against hand-derived values."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import desmarket as dm
+from desmarket import fairness as F
+from desmarket.synthetic import random_case
+
+
+def game(n, v):
+    """Value vector over bitmasks from a function of the frozenset of players."""
+    return np.array([v(frozenset(k for k in range(n) if (m >> k) & 1)) for m in range(1 << n)], dtype=float)
+
+
+GLOVES = game(3, lambda s: float(min(len(s & {0}), len(s & {1, 2}))))  # player 0 has the left glove
+
+
+def test_glove_game():
+    assert F.shapley_from_values(GLOVES) == pytest.approx([2 / 3, 1 / 6, 1 / 6])
+    assert F.nucleolus_from_values(GLOVES) == pytest.approx([1.0, 0.0, 0.0], abs=1e-9)  # the core is one point
+    e, x = F.least_core_from_values(GLOVES)
+    assert e == pytest.approx(0.0, abs=1e-9) and x == pytest.approx([1.0, 0.0, 0.0], abs=1e-9)
+
+
+def test_airport_game():
+    """Runway costs 1, 3, 6: Shapley splits each segment among those who use it (Littlechild and Owen 1973)."""
+    cost = [1.0, 3.0, 6.0]
+    v = game(3, lambda s: max((cost[k] for k in s), default=0.0))
+    assert F.shapley_from_values(v) == pytest.approx([1 / 3, 1 / 3 + 1, 1 / 3 + 1 + 3])
+
+
+def test_three_player_nucleolus():
+    """v(12) = 20, v(13) = 30, v(23) = 40, v(123) = 90: the nucleolus is (25, 30, 35) (worked by hand: player
+    1's singleton and pair {2, 3} bound the first round at 25, then {2} and {1, 3} at 30)."""
+    pairs = {frozenset({0, 1}): 20.0, frozenset({0, 2}): 30.0, frozenset({1, 2}): 40.0}
+    v = game(3, lambda s: 90.0 if len(s) == 3 else pairs.get(s, 0.0))
+    assert F.nucleolus_from_values(v) == pytest.approx([25.0, 30.0, 35.0], abs=1e-7)
+    assert F.max_excess(v, [25.0, 30.0, 35.0])[0] == pytest.approx(-25.0)
+
+
+def test_bad_games_are_rejected():
+    with pytest.raises(ValueError, match="2\\^n"):
+        F.shapley_from_values(np.zeros(5))
+    with pytest.raises(ValueError, match="empty coalition"):
+        F.shapley_from_values(np.ones(4))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=15, max_size=15),
+       st.lists(st.floats(-5, 5, allow_nan=False), min_size=15, max_size=15))
+def test_shapley_axioms_on_random_games(a, b):
+    v, w = np.r_[0.0, a], np.r_[0.0, b]
+    phi = F.shapley_from_values(v)
+    assert phi.sum() == pytest.approx(v[-1], abs=1e-9)  # efficiency
+    assert F.shapley_from_values(v + w) == pytest.approx(phi + F.shapley_from_values(w), abs=1e-9)  # additivity
+    null = game(4, lambda s: v[sum(1 << k for k in s if k != 3)])  # player 3 adds nothing anywhere
+    assert F.shapley_from_values(null)[3] == pytest.approx(0.0, abs=1e-12)
+    sym = game(4, lambda s: float(len(s & {0, 1})) ** 2 + len(s))  # players 0 and 1 interchangeable
+    s = F.shapley_from_values(sym)
+    assert s[0] == pytest.approx(s[1]) and s[2] == pytest.approx(s[3])
+    x = F.nucleolus_from_values(v)
+    assert x.sum() == pytest.approx(v[-1], abs=1e-7)  # the nucleolus is efficient ...
+    e, _ = F.least_core_from_values(v)
+    assert F.max_excess(v, x)[0] == pytest.approx(e, abs=1e-6)  # ... and in the least core
+
+
+# ======================================================================================== the market
+@pytest.fixture(scope="module")
+def two_homes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dm.RoutingWarning)
+        case = random_case(11, n_homes=2, n_scenarios=2)
+        return case, dm.solve_independent(case), dm.clear_market(case)
+
+
+def test_two_home_game_by_hand(two_homes):
+    case, m1, mk = two_homes
+    a, b = case.home_ids
+    values = F.coalition_values(case, m1, n_jobs=1)
+    lookup = dict(zip(values.index, values))
+    r = dm.settle(case, m1, mk, 0.2).surplus
+    assert lookup[(a, b)] == pytest.approx(r, abs=1e-9)  # the grand coalition is the market
+    for h in (a, b):  # a home alone with the aggregator: the surplus of its own one-home case
+        alone = case.select([h])
+        expected = dm.settle(alone, dm.solve_independent(alone), dm.clear_market(alone), 0.2, "equal").surplus
+        assert lookup[(h,)] == pytest.approx(expected, abs=1e-6)
+        assert F.coalition_value(case, [h], m1) == pytest.approx(expected, abs=1e-6)
+    p, q = lookup[(a,)], lookup[(b,)]
+    shapley = F.shapley_value(case, values=values)["shapley_usd"]
+    # veto player with two homes: six orders, worked by hand
+    assert shapley[a] == pytest.approx((p + 2 * (r - q)) / 6, abs=1e-9)
+    assert shapley[b] == pytest.approx((q + 2 * (r - p)) / 6, abs=1e-9)
+    assert shapley["aggregator"] == pytest.approx(r - shapley[a] - shapley[b], abs=1e-9)
+    assert shapley.sum() == pytest.approx(r, abs=1e-9)
+
+
+def test_sampled_shapley_converges_to_exact():
+    case = random_case(5, n_homes=4, n_scenarios=1)
+    values = F.coalition_values(case, n_jobs=1)
+    exact = F.shapley_value(case, values=values)["shapley_usd"]
+    errors = []
+    for samples in (50, 2000):
+        est = F.shapley_value(case, samples=samples, seed=3)
+        errors.append(np.abs(est["shapley_usd"] - exact).max())
+        assert np.all(np.abs(est["shapley_usd"] - exact) <= 4 * est["std_error_usd"] + 1e-9)
+        assert est["shapley_usd"].sum() == pytest.approx(exact.sum(), abs=1e-9)  # every permutation is efficient
+    assert errors[1] < errors[0]
+
+
+def test_core_excess_and_allocation_table(two_homes):
+    case, m1, mk = two_homes
+    values = F.coalition_values(case, m1, n_jobs=1)
+    table = F.allocation_table(case, m1, mk, 0.2, values)
+    parties = table.iloc[:3]
+    r = dm.settle(case, m1, mk, 0.2).surplus
+    assert parties.sum().to_numpy() == pytest.approx(np.full(5, r), abs=1e-7)  # every rule splits Delta C
+    assert table.loc["l1_distance_to_shapley_usd", "shapley"] == pytest.approx(0.0, abs=1e-12)
+    e, who = F.core_excess(case, parties["nucleolus"], values)
+    assert e == pytest.approx(table.loc["core_excess_usd", "nucleolus"])
+    assert who and set(who) <= {"aggregator", *case.home_ids}
+    e_all, _ = F.core_excess(case, np.r_[r, 0.0, 0.0], values)  # the aggregator takes all: a veto player may
+    assert e_all <= 1e-9
+
+
+def test_too_many_homes_points_to_sampling():
+    with pytest.raises(ValueError, match="samples"):
+        F.coalition_values(random_case(1, n_homes=15, n_scenarios=1))
+
+
+def test_core_profit_rate_is_where_the_core_excess_turns_negative(two_homes):
+    case, m1, mk = two_homes
+    values = F.coalition_values(case, m1, n_jobs=1)
+    for rule in ("contribution", "equal"):
+        rho = F.core_profit_rate(case, mk, values, rule)
+        assert 0.0 <= rho <= 1.0
+        for r, inside in ((rho + 1e-3, True), (rho - 1e-3, False)):
+            if not 0 <= r <= 1:
+                continue
+            st_ = dm.settle(case, m1, mk, r, rule)
+            e, _ = F.core_excess(case, np.r_[st_.aggregator_gain, st_.home_gain], values)
+            assert (e <= 1e-9) == inside, (rule, r, e)
