@@ -16,7 +16,7 @@ CASE        ?=
 SAVE        ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval reproduce bench bench-study lab report data clean clean-runs
+.PHONY: help setup test unit nbval reproduce bench bench-fairness bench-study lab report data clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every
 
 bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
 	$(PY) scripts/bench.py $(if $(SAVE),--save)
+
+bench-fairness: $(STAMP)  ## all 1,024 coalition values of the paper case, and a sampled Shapley value for 100 homes (prints only)
+	$(PY) scripts/bench_fairness.py
 
 bench-study: $(STAMP)  ## sensitivity table: a rebuilt case per row against one Workbench (10 and 200 homes; prints only)
 	$(PY) scripts/bench_study.py

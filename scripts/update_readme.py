@@ -38,6 +38,9 @@ def blocks() -> dict:
         "table4": _markdown(table4),
         "sensitivity": _markdown(sens),
     }
+    if (TABLES / "fairness_game.csv").exists():
+        out["fairness_game"] = _markdown(pd.read_csv(TABLES / "fairness_game.csv"))
+        out["fairness_allocations"] = _markdown(pd.read_csv(TABLES / "fairness_allocations.csv"))
     bench = ROOT / "results" / "bench" / "bench.csv"
     if bench.exists():
         table = pd.read_csv(bench)
