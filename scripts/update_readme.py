@@ -27,7 +27,7 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def blocks() -> dict:
-    card = pd.read_csv(TABLES / "scorecard.csv")
+    card = pd.read_csv(TABLES / "scorecard.csv", keep_default_na=False, na_values=[""])  # "n/a" stays "n/a"
     card = card[["claim", "unit", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
     card["ours"] = card["ours"].map(lambda v: f"{v:.3f}")
     card["note"] = card["note"].fillna("")

@@ -192,3 +192,10 @@ def test_scorecard_kinds_compare_as_documented():
     assert report.agreement("sign", np.nan, 1.0, 0.2) == ("yes", "n/a")
     assert report.agreement("sign", np.nan, 1.0, -0.9) == ("no", "n/a")
     assert report.agreement("number", 5.0, np.nan, np.nan) == ("n/a", "n/a")
+    assert report.agreement("unreported", np.nan, np.nan, 98.0) == ("n/a", "n/a")  # nothing to compare with
+    claims = report.parse_claims('[surplus_usd]\nclaim = "c"\nunit = "%"\nkind = "unreported"\nreason = "why"\n')
+    card = report.scorecard(studies.run_study(random_case(1), 0.2), claims)
+    assert card.loc["surplus_usd", ["paper", "same_direction", "same_order_of_magnitude", "note"]].tolist() == [
+        "not reported", "n/a", "n/a", "why"]  # the reason is always shown: there is no agreement to explain it
+    with pytest.raises(ValueError, match=r"\[x\].*unreported"):
+        report.parse_claims('[x]\nclaim = "c"\nunit = "-"\nkind = "unreported"\npaper = 1.0\nreason = ""\n')

@@ -3,6 +3,11 @@
 Each function takes a DataFrame (so replotting never re-solves) and returns a matplotlib Figure drawn in the
 study's style (:data:`STYLE`, a seaborn style applied per figure: importing this module changes no global
 matplotlib state); :func:`save_figure` writes a PNG without volatile metadata.
+
+Every figure reads at any number of homes. Above :data:`MAX_LABELLED_HOMES`, per-home bars, lines and labels
+become distributions and only the extreme homes are named; labels are placed so that they overlap neither each
+other nor the curves (:func:`_label_points`); legends sit outside the axes, so they never cover data. Every axis
+has its unit, and symbols are Unicode (ΔC, ρ, α), never LaTeX.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.text import Text
+
+from .report import peak_import
 
 #: seaborn style and context of every figure, applied inside each figure function only.
 STYLE = {"style": "whitegrid", "context": "notebook", "palette": "deep"}
+#: Resolution of :func:`save_figure`, dots per inch.
+DPI = 110
 
 
 def styled(draw):
@@ -29,129 +39,349 @@ def styled(draw):
     return wrapper
 
 
-#: Above this many homes, per-home figures drop per-home labels (they would overlap) and name only the extremes.
+#: Above this many homes, per-home figures show distributions and name only the extremes (labels would overlap).
 MAX_LABELLED_HOMES = 30
+#: How many homes at each end a figure names above MAX_LABELLED_HOMES.
+NAMED_EXTREMES = 3
+#: Font size of legends and point labels, pt.
+SMALL = 9
 
 CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
-          "net_load": "net load (load + charge - discharge - PV)"}
-
-
-def _step(ax, hours, values, **style):
-    """Hourly values as steps over [h, h+1), the last hour included."""
-    hours, values = np.asarray(hours), np.asarray(values)
-    return ax.step(np.append(hours, hours[-1] + 1), np.append(values, values[-1]), where="post", **style)
-
-
+          "net_load": "net load (load + charge − discharge − PV)"}
 MODE_COLORS = {"without market": "tab:gray", "with market": "tab:blue"}
+HOURS_LABEL = "hour of the day, h"
 
 
+# ======================================================================================== helpers
+def _step(ax, hours, values, **style):
+    """Hourly values as steps over [h, h+1), the last hour included; the line's data holds every corner, so the
+    drawn shape can be read back (:func:`_line_pixels`)."""
+    hours, values = np.asarray(hours, dtype=float), np.asarray(values, dtype=float)
+    x = np.repeat(np.append(hours, hours[-1] + 1), 2)[1:-1]
+    return ax.plot(x, np.repeat(values, 2), **style)
+
+
+def _hour_axis(ax, step: int = 4) -> None:
+    """x axis of a daily profile: 0-24 h."""
+    ax.set(xlabel=HOURS_LABEL, xlim=(0, 24), xticks=range(0, 25, step))
+
+
+def _line_pixels(lines, spacing: float = 2.0) -> np.ndarray:
+    """(K, 2) display coordinates along drawn lines, at most ``spacing`` pixels apart: obstacles for labels."""
+    out = [np.zeros((0, 2))]
+    for line in lines:
+        xy = np.asarray(line.get_xydata(), dtype=float)
+        px = line.get_transform().transform(xy[np.isfinite(xy).all(axis=1)])
+        out.append(px[-1:])
+        for a, b in zip(px[:-1], px[1:]):
+            steps = max(1, int(np.ceil(np.hypot(*(b - a)) / spacing)))
+            out.append(a + np.linspace(0, 1, steps, endpoint=False)[:, None] * (b - a))
+    return np.vstack(out)
+
+
+def _freeze_layout(fig: plt.Figure) -> None:
+    """Run the figure's layout once and keep it, so labels placed in display coordinates stay where they were put."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+
+
+#: Candidate label offsets (points), nearest first: sixteen directions on growing rings.
+_DIRECTIONS = ((1, 1), (-1, 1), (1, -1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1),
+               (1, 2), (-1, 2), (1, -2), (-1, -2), (2, 1), (-2, 1), (2, -1), (-2, -1))
+_OFFSETS = [(r * ux / np.hypot(ux, uy), r * uy / np.hypot(ux, uy)) for r in (5, 12, 20, 30, 44, 60, 80, 100)
+            for ux, uy in _DIRECTIONS]
+
+
+def _label_points(ax, x, y, labels, obstacles=None, fontsize: float = SMALL, pad: float = 3.0) -> list:
+    """Name the points (x, y) (data coordinates of ``ax``) with no label over another label, an obstacle (display
+    coordinates, e.g. :func:`_line_pixels` of the curves and the points themselves) or the axes' edge.
+
+    Greedy: each label takes the first free offset of :data:`_OFFSETS`, nearest first, with a thin leader line
+    when it sits away from its point; if none is free, the one with the fewest conflicts (leaving the axes
+    counts most, then another label, then each obstacle point). Call after :func:`_freeze_layout`.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    obstacles = np.zeros((0, 2)) if obstacles is None else np.asarray(obstacles, dtype=float).reshape(-1, 2)
+    placed, notes = [], []
+
+    def attempt(xi, yi, text, dx, dy):
+        ha = "left" if dx > 0.1 else "right" if dx < -0.1 else "center"
+        va = "bottom" if dy > 0.1 else "top" if dy < -0.1 else "center"
+        leader = dict(arrowstyle="-", color="0.4", lw=0.6, shrinkA=1, shrinkB=2) if np.hypot(dx, dy) > 8 else None
+        note = ax.annotate(text, (xi, yi), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                           fontsize=fontsize, arrowprops=leader, zorder=5)
+        note.update_positions(renderer)  # the text's own box, without its leader line
+        return note, Text.get_window_extent(note, renderer)
+
+    def conflicts(box, anchor) -> float:
+        outside = not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1)
+        hits = box.padded(pad).count_contains(obstacles)
+        leader = _leader(anchor, box)  # it must cross no curve and no other label either
+        if len(leader):
+            hits += (_near_segment(obstacles, anchor, leader[-1]) & (np.hypot(*(obstacles - anchor).T) > 6)).sum()
+            hits += 1e3 * any(b.count_contains(leader) for b in placed)
+        return 1e6 * outside + 1e3 * sum(box.overlaps(b) for b in placed) + hits
+
+    for xi, yi, text in zip(x, y, labels):
+        anchor = ax.transData.transform((xi, yi))
+        best = (np.inf, None)
+        for offset in _OFFSETS:
+            note, box = attempt(xi, yi, text, *offset)
+            cost = conflicts(box, anchor)
+            note.remove()
+            best = min(best, (cost, offset), key=lambda c: c[0])
+            if cost == 0:
+                break
+        note, box = attempt(xi, yi, text, *best[1])
+        placed.append(box)
+        notes.append(note)
+        obstacles = np.vstack([obstacles, _leader(anchor, box)])  # later labels keep off this leader line
+    return notes
+
+
+def _leader(anchor: np.ndarray, box, spacing: float = 2.0) -> np.ndarray:
+    """Display points along the leader line from a point to the nearest point of its label's box (none when
+    the label touches its point)."""
+    end = np.clip(anchor, [box.x0, box.y0], [box.x1, box.y1])
+    length = np.hypot(*(end - anchor))
+    if length <= 8:
+        return np.zeros((0, 2))
+    return anchor + np.linspace(0, 1, int(np.ceil(length / spacing)) + 1)[:, None] * (end - anchor)
+
+
+def _near_segment(points: np.ndarray, a: np.ndarray, b: np.ndarray, distance: float = 2.0) -> np.ndarray:
+    """(K,) True where a display point lies within ``distance`` pixels of the segment a-b."""
+    d = b - a
+    t = np.clip(((points - a) @ d) / max(d @ d, 1e-9), 0, 1)
+    return np.hypot(*(a + t[:, None] * d - points).T) < distance
+
+
+def _extremes(values: pd.Series, k: int = NAMED_EXTREMES) -> pd.Series:
+    """The k smallest and k largest of a per-home series (all of it when it is short), in ascending order."""
+    ordered = values.sort_values(kind="stable")
+    return ordered if len(ordered) <= 2 * k else pd.concat([ordered.iloc[:k], ordered.iloc[-k:]])
+
+
+# ======================================================================================== figures
 @styled
 def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
-    """Figure 2: one home's expected power curves (A) without and (B) with the market, kW."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    """Figure 2: one home's expected power curves (A) without and (B) with the market, kW; legend below both."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True, layout="constrained")
     for ax, (mode, frame) in zip(axes, profile.groupby("mode", sort=False)):
         for col, label in CURVES.items():
-            _step(ax, frame["hour"], frame[col], label=label, lw=2 if col == "net_load" else 1.3)
+            _step(ax, frame["hour"], frame[col], label=label, lw=2.2 if col == "net_load" else 1.4)
         ax.axhline(0, color="black", lw=0.6)
-        ax.set(title=f"({'AB'[list(MODE_COLORS).index(mode)]}) home {home}, {mode}", xlabel="hour",
-               xticks=range(0, 25, 4))
+        ax.set_title(f"({'AB'[list(MODE_COLORS).index(mode)]}) home {home}, {mode}")
+        _hour_axis(ax)
     axes[0].set_ylabel("power, kW (expected over scenarios)")
-    axes[1].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.get_layout_engine().set(wspace=0.04)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=len(CURVES), fontsize=SMALL,
+               frameon=False)
     return fig
+
+
+def _peak_text(mode: str, hour: int, kw: float) -> str:
+    """Label of a peak import in Figure 3."""
+    return f"peak {mode}:\n{kw:.1f} kW at {int(hour):02d}:00"
+
+
+def _peaks_title(peak: pd.Series) -> str:
+    """Title of Figure 3: the peak import (kW) without and with the market, and its change where it is defined."""
+    before, after = peak["without market"], peak["with market"]
+    change = f" ({100 * (after / before - 1):+.0f} %)" if before > 0 else ""
+    return f"peak import {before:.1f} kW without the market, {after:.1f} kW with it{change}"
 
 
 @styled
 def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
-    """Figure 3: the community's aggregated net load with and without the market, against the LMP."""
-    fig, ax = plt.subplots(figsize=(9, 4))
+    """Figure 3: the community's aggregated net load with and without the market, against the LMP and the local
+    clearing price (both $/MWh, right axis), with the paper's 8:00-20:00 window and the peak import of each mode.
+
+    profile: :func:`desmarket.report.hourly_profile` of the community (its ``price`` column, the clearing price
+    expected over the scenarios, is drawn where present); reduction_kwh: the 8:00-20:00 reduction (Figure 3's
+    headline). The peaks (:func:`desmarket.report.peak_import`) show what the window leaves out: with the market
+    the batteries charge from the grid in the cheapest (night) hours.
+    """
+    fig, ax = plt.subplots(figsize=(10, 5.2), layout="constrained")
+    ax.axvspan(8, 20, color="tab:orange", alpha=0.08, lw=0,
+               label=f"8:00–20:00 (the paper's window): {reduction_kwh:.1f} kWh less with the market")
+    curves = []
     for mode, frame in profile.groupby("mode", sort=False):
-        _step(ax, frame["hour"], frame["net_load"], color=MODE_COLORS[mode], lw=2, label=mode)
-    ax.axvspan(8, 20, color="tab:orange", alpha=0.08, label=f"8:00-20:00: {reduction_kwh:.1f} kWh less")
+        curves += _step(ax, frame["hour"], frame["net_load"], color=MODE_COLORS[mode], lw=2,
+                        label=f"net load {mode}")
     ax.axhline(0, color="black", lw=0.6)
-    ax.set(xlabel="hour", ylabel="aggregated net load, kW", xticks=range(0, 25, 2))
-    lmp = profile[profile["mode"] == "without market"]
+    _hour_axis(ax)
+    ax.set_ylabel("aggregated net load (import − export), kW")
+    peaks = peak_import(profile)
+    low, high = profile["net_load"].min(), profile["net_load"].max()
+    ax.set_ylim(min(low, 0) - 0.08 * (high - low), high + 0.35 * (high - low))
+    for mode, peak in peaks.iterrows():
+        curves += ax.plot(peak["hour"] + 0.5, peak["net_load_kw"], "o", ms=8, color=MODE_COLORS[mode], mec="white",
+                          mew=1.5, zorder=4)
     twin = ax.twinx()
-    _step(twin, lmp["hour"], 1000 * lmp["lmp"], color="tab:red", ls="--", label="LMP")
-    twin.set_ylabel("LMP, $/MWh", color="tab:red")
+    one = profile.drop_duplicates("hour")
+    prices = _step(twin, one["hour"], 1000 * one["lmp"], color="tab:red", ls="--", lw=1.4, label="LMP")
+    if "price" in profile and profile["price"].notna().any():
+        market = profile[profile["price"].notna()]
+        prices += _step(twin, market["hour"], 1000 * market["price"], color="tab:purple", ls=":", lw=1.8,
+                        label="local clearing price (expected)")
+    twin.set_ylabel("price, $/MWh")
+    twin.set_ylim(0, 1.35 * 1000 * np.nanmax(profile[["lmp", "price"]].to_numpy(dtype=float)
+                                             if "price" in profile else profile["lmp"].to_numpy()))
     twin.grid(False)
+    ax.set_title(_peaks_title(peaks["net_load_kw"]))
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=SMALL, frameon=False)
+    _freeze_layout(fig)
+    _label_points(ax, peaks["hour"] + 0.5, peaks["net_load_kw"],
+                  [_peak_text(m, p["hour"], p["net_load_kw"]) for m, p in peaks.iterrows()],
+                  obstacles=_line_pixels(curves + prices))
     return fig
+
+
+def _surplus(table: pd.DataFrame) -> float | None:
+    """ΔC ($/day) read off a settlement table: a home's cost reduction is α_i ΔC (Eq. 26), so ΔC = Σ reduction / Σ α;
+    None when the table's α do not scale its reductions."""
+    alpha = table[["alpha_m2", "alpha_m3"]].to_numpy(dtype=float)
+    gain = table[["reduction_m2_usd", "reduction_m3_usd"]].to_numpy(dtype=float)
+    surplus = gain.sum() / alpha.sum() if alpha.sum() > 0 else np.nan
+    return float(surplus) if surplus > 0 and np.allclose(gain, surplus * alpha, rtol=1e-3, atol=1e-4) else None
+
+
+def _alpha_axis(ax, surplus: float) -> None:
+    """Right axis of Figure 4 in units of α = reduction / ΔC (Eq. 26): each bar or point also reads as α."""
+    right = ax.secondary_yaxis("right", functions=(lambda r: r / surplus, lambda a: a * surplus))
+    right.set_ylabel("bargaining weight α = reduction / ΔC")
 
 
 @styled
 def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
-    """Figure 4: cost reduction of each home under M2 and M3 ($/day), with the bargaining weights alpha."""
-    fig, ax = plt.subplots(figsize=(10, 4))
-    x = np.arange(len(table))
-    ax.bar(x - 0.2, table["reduction_m2_usd"], 0.4, label="M2 (equal)", color="tab:gray")
-    ax.bar(x + 0.2, table["reduction_m3_usd"], 0.4, label="M3 (contribution rate)", color="tab:blue")
-    if len(table) <= MAX_LABELLED_HOMES:
-        ax.set(xticks=x, xticklabels=table.index, xlabel="home")
+    """Figure 4: cost reduction of each home under M2 and M3, $/day; the right axis reads it as α (Eq. 26).
+
+    Up to :data:`MAX_LABELLED_HOMES` homes: a pair of bars per home. Above: the homes sorted by their M3 reduction,
+    the M2 and M3 reductions as two curves over that ranking, the three smallest and largest named.
+    table: :func:`desmarket.report.settlement_table`.
+    """
+    fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
+    n = len(table)
+    m2 = dict(label="M2 (equal split)", color="tab:gray")
+    m3 = dict(label="M3 (contribution rate)", color="tab:blue")
+    if n <= MAX_LABELLED_HOMES:
+        x = np.arange(n)
+        ax.bar(x - 0.2, table["reduction_m2_usd"], 0.4, **m2)
+        ax.bar(x + 0.2, table["reduction_m3_usd"], 0.4, **m3)
+        ax.set_xticks(x, [str(h) for h in table.index], rotation=90 if n > 15 else 0)
+        ax.set(xlabel="home", xlim=(-0.7, n - 0.3))
     else:
-        ax.set(xticks=[], xlabel=f"{len(table)} homes, in the order of the case")
-    ax.set(ylabel="cost reduction, $/day")
-    twin = ax.twinx()
-    twin.plot(x, table["alpha_m3"], "o", color="tab:red", label="α M3")
-    twin.plot(x, table["alpha_m2"], "_", color="black", ms=14, label="α M2")
-    twin.set_ylabel("bargaining weight α")
-    twin.set_ylim(0, max(table["alpha_m3"].max(), table["alpha_m2"].max()) * 1.3)
-    twin.grid(False)
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=2)
-    fig.tight_layout()
+        ranked = table.sort_values("reduction_m3_usd", kind="stable")
+        rank = np.arange(1, n + 1)
+        lines = ax.plot(rank, ranked["reduction_m2_usd"], lw=2, **m2)
+        lines += ax.plot(rank, ranked["reduction_m3_usd"], lw=2, marker="o" if n <= 200 else None, ms=3, **m3)
+        ax.set(xlabel=f"{n} homes, ranked by their M3 cost reduction (1 = smallest)", xlim=(0, n + 1))
+    ax.set_ylim(0, 1.12 * max(table["reduction_m2_usd"].max(), table["reduction_m3_usd"].max(), 1e-9))
+    ax.set_ylabel("cost reduction, $/day")
+    surplus = _surplus(table)
+    if surplus is not None:
+        _alpha_axis(ax, surplus)
+        ax.set_title(f"ΔC = {surplus:.2f} $/day: each home gets α ΔC (Eq. 26)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=SMALL, frameon=False)
+    if n > MAX_LABELLED_HOMES:
+        _freeze_layout(fig)
+        named = _extremes(ranked["reduction_m3_usd"])
+        position = pd.Series(rank, index=ranked.index)
+        _label_points(ax, position[named.index], named, [str(h) for h in named.index],
+                      obstacles=_line_pixels(lines))
     return fig
+
+
+def _home_spread(homes: pd.DataFrame) -> pd.DataFrame:
+    """Per profit rate, the spread of the homes' net benefits (Figure 5 above MAX_LABELLED_HOMES): min, 10 %,
+    median, 90 %, max. homes: profit rate x home."""
+    q = homes.quantile([0.1, 0.5, 0.9], axis=1).T
+    return pd.DataFrame({"min": homes.min(axis=1), "p10": q[0.1], "median": q[0.5], "p90": q[0.9],
+                         "max": homes.max(axis=1)})
 
 
 @styled
 def figure5_profit_rate(sweep: pd.DataFrame) -> plt.Figure:
-    """Figure 5: net benefits of the aggregator and each home against the profit rate rho (M3), and the total."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for party, frame in sweep.groupby("party", sort=False):
-        style = dict(lw=2.5, color="tab:red") if party == "aggregator" else dict(lw=1, alpha=0.8)
-        ax.plot(frame["profit_rate"], frame["net_benefit_usd"], label=party, **style)
-    total = sweep.groupby("profit_rate")["net_benefit_usd"].sum()
-    ax.plot(total.index, total.to_numpy(), "k--", lw=2, label=f"total ({total.iloc[0]:.2f} $)")
-    ax.set(xlabel="aggregator profit rate ρ", ylabel="net benefit, $/day")
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
+    """Figure 5: net benefits under M3 against the profit rate ρ, $/day. (A) the aggregator, all homes together
+    and the total (ΔC, constant in ρ); (B) each home on its own scale: one line per home up to
+    :data:`MAX_LABELLED_HOMES` homes (legend in the order of their benefit at the smallest ρ), above that their
+    median, 10-90 % band and min/max. Legends sit outside the axes.
+
+    sweep: :func:`desmarket.settlement.profit_rate_sweep` (profit_rate, party, alpha, net_benefit_usd).
+    """
+    wide = sweep.pivot_table(index="profit_rate", columns="party", values="net_benefit_usd", sort=False)
+    homes = wide.drop(columns="aggregator")
+    total = wide.sum(axis=1)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5), sharex=True, layout="constrained")
+    ax.plot(wide.index, wide["aggregator"], color="tab:red", lw=2.5, label="aggregator (ρ ΔC)")
+    ax.plot(homes.index, homes.sum(axis=1), color="tab:blue", lw=2.5, label=f"all {homes.shape[1]} homes together")
+    ax.plot(total.index, total, "k--", lw=2, label=f"total = ΔC = {total.iloc[0]:.2f} $/day")
+    ax.set(title="(A) the aggregator and the homes", ylabel="net benefit, $/day")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=SMALL, frameon=False)
+    if homes.shape[1] <= MAX_LABELLED_HOMES:
+        order = homes.iloc[0].sort_values(ascending=False).index
+        colors = sns.color_palette(STYLE["palette"] if len(order) <= 10 else "husl", len(order))
+        for home, color in zip(order, colors):
+            bx.plot(homes.index, homes[home], color=color, lw=1.4, label=str(home))
+        bx.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(order) <= 15 else 2,
+                  fontsize=SMALL - 1 if len(order) > 15 else SMALL, frameon=False, title="home")
+        bx.set_title("(B) each home")
+    else:
+        spread = _home_spread(homes)
+        bx.fill_between(spread.index, spread["p10"], spread["p90"], color="tab:blue", alpha=0.25, lw=0,
+                        label="10–90 % of the homes")
+        bx.plot(spread.index, spread["median"], color="tab:blue", lw=2.2, label="median home")
+        bx.plot(spread.index, spread["max"], color="tab:blue", ls=":", lw=1.2, label="min and max")
+        bx.plot(spread.index, spread["min"], color="tab:blue", ls=":", lw=1.2)
+        bx.set_title(f"(B) the spread of the {homes.shape[1]} homes")
+        bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=SMALL, frameon=False)
+    bx.set_ylabel("net benefit of a home, $/day")
+    for axis in (ax, bx):
+        axis.set_xlabel("aggregator profit rate ρ (share of ΔC)")
+        axis.set_ylim(bottom=min(0.0, axis.get_ylim()[0]))
     return fig
 
 
 @styled
 def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figure:
-    """Contribution rate alpha (M3) against each home's traded energy (Section 3.3)."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    """Section 3.3: contribution rate α (M3, Eq. 22) against each home's traded energy. Every home is named up to
+    :data:`MAX_LABELLED_HOMES` homes; above, only the three largest and three smallest α."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
     alpha = "alpha" if "alpha" in table else "alpha_m3"
-    ax.scatter(table["traded_kwh"], table[alpha], color="tab:blue")
-    named = table if len(table) <= MAX_LABELLED_HOMES else table.nlargest(5, alpha)  # the top five only
-    for home, row in named.iterrows():
-        ax.annotate(str(home), (row["traded_kwh"], row[alpha]), fontsize=8, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set(xlabel="traded energy, kWh/day", ylabel="contribution rate α (M3)", title=f"Pearson r = {correlation:.3f}")
-    fig.tight_layout()
+    many = len(table) > MAX_LABELLED_HOMES
+    points = ax.scatter(table["traded_kwh"], table[alpha], color="tab:blue", s=12 if many else 36,
+                        alpha=0.55 if many else 1.0, lw=0)
+    ax.set(xlabel="traded energy, kWh/day", ylabel="contribution rate α (M3), share of ΔC",
+           title=f"{len(table)} homes, Pearson r = {correlation:.3f}")
+    ax.margins(0.12)
+    _freeze_layout(fig)
+    named = _extremes(table[alpha]) if many else table[alpha]
+    _label_points(ax, table.loc[named.index, "traded_kwh"], named, [str(h) for h in named.index],
+                  obstacles=ax.transData.transform(points.get_offsets()), pad=4)
     return fig
 
 
 @styled
 def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     """The inputs: community baseline load and PV in each scenario (kW), and the prices ($/kWh)."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     for _, frame in hourly.groupby("scenario", sort=False):
         ax.plot(frame["hour"], frame["load_kw"], color="tab:blue", alpha=0.4, lw=1)
         ax.plot(frame["hour"], frame["pv_kw"], color="tab:orange", alpha=0.4, lw=1)
     ax.plot([], [], color="tab:blue", label="baseline load (one line per scenario)")
-    ax.plot([], [], color="tab:orange", label="available PV")
-    ax.set(xlabel="hour", ylabel="community total, kW", xticks=range(0, 25, 4))
-    ax.legend(fontsize=8)
+    ax.plot([], [], color="tab:orange", label="available PV (one line per scenario)")
+    ax.set(ylabel="community total, kW", title="(A) load and PV")
+    _hour_axis(ax)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, fontsize=SMALL, frameon=False)
     one = hourly.drop_duplicates("hour")
-    _step(bx, one["hour"], one["retail"], label="retail TOU price p_t")
+    _step(bx, one["hour"], one["retail"], label="retail time-of-use price pₜ")
     _step(bx, one["hour"], one["lmp"], label="LMP")
-    bx.set(xlabel="hour", ylabel="$/kWh", xticks=range(0, 25, 4))
-    bx.legend(fontsize=8)
-    fig.tight_layout()
+    bx.set(ylabel="price, $/kWh", title="(B) prices")
+    _hour_axis(bx)
+    bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=SMALL, frameon=False)
     return fig
 
 
@@ -189,5 +419,5 @@ def save_figure(fig: plt.Figure, path) -> Path:
     """Write a PNG (no timestamp or version metadata, so reruns give the same file); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
     return path

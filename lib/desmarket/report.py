@@ -27,24 +27,30 @@ PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
 FLOAT_FORMAT = "%.10g"
 #: Kinds of a paper claim (field ``kind`` of paper_claims.toml) and how each is compared with ours.
 CLAIM_KINDS = {"number": "sign and order of magnitude (within a factor 10) of the paper's value",
-               "sign": "sign only: the paper states a direction, not a value"}
+               "sign": "sign only: the paper states a direction, not a value",
+               "unreported": "nothing to compare: the paper reports no value; ours is shown with its reason"}
+#: What the scorecard's paper column shows for a claim of kind "unreported".
+NOT_REPORTED = "not reported"
 
 
 def parse_claims(text: str) -> pd.DataFrame:
     """Claims in the TOML format of ``resources/paper_claims.toml``, one row per headline key, in order.
 
-    Columns: claim, unit, kind, paper (value, NaN for kind "sign"), paper_text, sign, reason. Validated: an
-    unknown kind or a missing field is a ValueError naming the claim.
+    Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason.
+    Validated: an unknown kind, a missing field or a paper value on an "unreported" claim is a ValueError naming
+    the claim.
     """
     rows = []
     for key, claim in tomllib.loads(text).items():
         kind = claim.get("kind")
-        needed = {"number": ("paper",), "sign": ("paper_text", "sign")}.get(kind)
+        needed = {"number": ("paper",), "sign": ("paper_text", "sign"), "unreported": ()}.get(kind)
         if needed is None:
             raise ValueError(f"paper claims [{key}]: kind must be one of {list(CLAIM_KINDS)}, got {kind!r}")
         missing = [f for f in ("claim", "unit", "reason", *needed) if f not in claim]
         if missing:
             raise ValueError(f"paper claims [{key}]: missing {missing}; see the header of paper_claims.toml")
+        if kind == "unreported" and {"paper", "paper_text", "sign"} & set(claim):
+            raise ValueError(f"paper claims [{key}]: kind \"unreported\" takes no paper, paper_text or sign")
         rows.append({"key": key, "claim": claim["claim"], "unit": claim["unit"], "kind": kind,
                      "paper": float(claim.get("paper", np.nan)), "paper_text": claim.get("paper_text", ""),
                      "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"]})
@@ -126,17 +132,27 @@ def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
     """Expected hourly curves (kW) without and with the market: one home (Figure 2) or the community (Figure 3).
 
     Columns: hour, mode, load, pv_used, charge, discharge, net_load (= d + c - e - g, what the home draws from
-    outside; summed over homes it is the community's grid import minus export), and lmp ($/kWh).
+    outside; summed over homes it is the community's grid import minus export), lmp ($/kWh) and price, the local
+    clearing price (dual of Eq. 18) weighted by the scenario probabilities, $/kWh (NaN without the market).
     """
     case = study.case
     pick = (lambda v: v[case.home_ids.index(home)]) if home is not None else (lambda v: v.sum(axis=0))
+    hours = np.arange(case.load.shape[-1])
     frames = []
     for mode, op in (("without market", study.independent), ("with market", study.market)):
         curves = {k: pick(_expected(case, getattr(op, k))) for k in ("load", "pv_used", "charge", "discharge")}
         curves["net_load"] = pick(_expected(case, op.net_consumption))  # d + c - e - g; summed = grid import
-        frames.append(pd.DataFrame({"hour": np.arange(case.load.shape[-1]), "mode": mode, **curves,
-                                    "lmp": case.lmp}))
+        price = case.probability @ op.price if op.price is not None else np.full(len(hours), np.nan)
+        frames.append(pd.DataFrame({"hour": hours, "mode": mode, **curves, "lmp": case.lmp, "price": price}))
     return pd.concat(frames, ignore_index=True)
+
+
+def peak_import(profile: pd.DataFrame) -> pd.DataFrame:
+    """The peak import of each mode of an :func:`hourly_profile`: the hour of its largest expected net load and
+    that net load, kW (Figure 3 marks both; the scorecard reports their change). Index: mode, in the profile's
+    order."""
+    rows = profile.loc[profile.groupby("mode", sort=False)["net_load"].idxmax()]
+    return rows.set_index("mode")[["hour", "net_load"]].rename(columns={"net_load": "net_load_kw"})
 
 
 def headline(study: Study) -> dict:
@@ -145,6 +161,7 @@ def headline(study: Study) -> dict:
     before, after = daily_energy(s.case, s.independent).sum(), daily_energy(s.case, s.market).sum()
     throughput = lambda d: d.charge_kwh + d.discharge_kwh  # noqa: E731
     net = lambda op: _expected(s.case, op.net_load - op.net_surplus).sum(axis=0)  # noqa: E731
+    peak = peak_import(hourly_profile(s))["net_load_kw"]
     return {
         "surplus_usd": s.m3.surplus,
         "m2_reduction_usd": float(np.mean(s.m2.home_gain)),
@@ -156,6 +173,8 @@ def headline(study: Study) -> dict:
         "storage_change_pct": (100 * (throughput(after) / throughput(before) - 1)) if throughput(before) > 0
         else np.nan,
         "peak_net_load_reduction_kwh": float((net(s.independent) - net(s.market))[PEAK_HOURS].sum()),
+        "peak_import_change_pct": float(100 * (peak["with market"] / peak["without market"] - 1))
+        if peak["without market"] > 0 else np.nan,
         "pv_used_m1_pct": 100 * before.pv_used_kwh / before.pv_available_kwh,
         "pv_used_market_pct": 100 * after.pv_used_kwh / after.pv_available_kwh,
         "alpha_traded_correlation": correlation(s.m3.alpha, s.market.traded_energy),
@@ -164,7 +183,7 @@ def headline(study: Study) -> dict:
 
 def agreement(kind: str, paper: float, sign: float, ours: float) -> tuple[str, str]:
     """(same direction, same order of magnitude) of ours against a claim, "yes" / "no" / "n/a" (CLAIM_KINDS)."""
-    if ours is None or not np.isfinite(ours):
+    if kind == "unreported" or ours is None or not np.isfinite(ours):
         return "n/a", "n/a"
     if kind == "sign":
         return ("yes" if np.sign(ours) == sign else "no"), "n/a"
@@ -177,17 +196,19 @@ def scorecard(study: Study, claims: pd.DataFrame) -> pd.DataFrame:
     """Every claim of the paper beside ours, with agreement in direction and order of magnitude.
 
     claims: :func:`parse_claims` of the claims file (:func:`desmarket.io.paper_claims` reads the package's).
-    The note gives the claim's reason where either agreement is "no".
+    The note gives the claim's reason where either agreement is "no", and always for a claim the paper does not
+    report (kind "unreported": paper column "not reported", both agreements "n/a"), where it says what ours shows.
     """
     values = headline(study)
     rows = []
     for key, c in claims.iterrows():
         ours = values[key]
         direction, magnitude = agreement(c.kind, c.paper, c.sign, ours)
+        explain = c.kind == "unreported" or "no" in (direction, magnitude)
         rows.append({"key": key, "claim": c.claim, "unit": c.unit,
-                     "paper": c.paper_text if c.kind == "sign" else c.paper, "ours": ours,
+                     "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper), "ours": ours,
                      "same_direction": direction, "same_order_of_magnitude": magnitude,
-                     "note": c.reason if "no" in (direction, magnitude) else ""})
+                     "note": c.reason if explain else ""})
     return pd.DataFrame(rows).set_index("key")
 
 
