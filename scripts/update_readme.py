@@ -27,7 +27,10 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def blocks() -> dict:
-    card = pd.read_csv(TABLES / "scorecard.csv", keep_default_na=False, na_values=[""])  # "n/a" stays "n/a"
+    read = lambda name: pd.read_csv(TABLES / name, keep_default_na=False, na_values=[""])  # noqa: E731  "n/a" stays
+    card = read("scorecard.csv")
+    if (TABLES / "fairness_scorecard.csv").exists():  # notebook 08's rows (the paper's fairness claim)
+        card = pd.concat([card, read("fairness_scorecard.csv")], ignore_index=True)
     card = card[["claim", "unit", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
     card["ours"] = card["ours"].map(lambda v: f"{v:.3f}")
     card["note"] = card["note"].fillna("")

@@ -9,6 +9,7 @@ import warnings
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
@@ -65,7 +66,19 @@ def _figures(study, process) -> dict:
             rates, report.correlation(rates["alpha"], rates["traded_kwh"])),
         "figure_inputs": lambda: plots.figure_inputs(report.inputs_hourly(case)),
         "figure_market_process": lambda: plots.figure_market_process(*process),
+        "figure_allocations": lambda: plots.figure_allocations(_allocations(study)),
     }
+
+
+def _allocations(study) -> pd.DataFrame:
+    """An allocation table in the layout of fairness.allocation_table (its rule columns; the exact game stops at
+    14 homes, so a stand-in 'shapley' column proportional to each home's load serves the rendering test)."""
+    load = report.daily_energy(study.case, study.market)["load_kwh"].to_numpy()
+    rest = study.m3.surplus - study.m3.aggregator_gain
+    return pd.DataFrame({"M2": np.r_[study.m2.aggregator_gain, study.m2.home_gain],
+                         "M3": np.r_[study.m3.aggregator_gain, study.m3.home_gain],
+                         "shapley": np.r_[study.m3.aggregator_gain, rest * load / load.sum()]},
+                        index=["aggregator", *study.case.home_ids])
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +123,7 @@ def test_every_figure_function_is_covered(studies, market_process):
 
 @pytest.mark.parametrize("n, name", list(itertools.product(SIZES, [
     "figure2_home_curves", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
-    "figure_alpha_vs_traded", "figure_inputs", "figure_market_process"])))
+    "figure_alpha_vs_traded", "figure_inputs", "figure_market_process", "figure_allocations"])))
 def test_figure_renders_within_a_fixed_size(drawn, n, name):
     fig = drawn[(n, name)]
     assert isinstance(fig, plt.Figure)
@@ -122,7 +135,8 @@ def test_figure_renders_within_a_fixed_size(drawn, n, name):
 
 
 @pytest.mark.parametrize("name", ["figure2_home_curves", "figure3_net_load", "figure4_cost_reduction",
-                                  "figure5_profit_rate", "figure_alpha_vs_traded", "figure_inputs"])
+                                  "figure5_profit_rate", "figure_alpha_vs_traded", "figure_inputs",
+                                  "figure_allocations"])
 def test_at_200_homes_labels_are_few_and_do_not_overlap(drawn, name):
     fig = drawn[(200, name)]
     assert len(_texts(fig, names_only=True)) <= MAX_TEXTS, (name, len(_texts(fig, names_only=True)))

@@ -175,10 +175,17 @@ def test_plots_set_no_global_state():
 def test_claims_file_names_every_headline_number_and_is_validated():
     claims = io.paper_claims()
     study = studies.run_study(random_case(1), 0.2)
-    assert set(claims.index) == set(report.headline(study))
+    assert set(claims.index[claims["source"] == "headline"]) == set(report.headline(study))
+    assert set(claims["source"]) <= set(report.CLAIM_SOURCES)
     assert set(claims["kind"]) <= set(report.CLAIM_KINDS)
-    card = report.scorecard(study, claims)
-    assert list(card.index) == list(claims.index)
+    headline_claims = claims[claims["source"] == "headline"]
+    card = report.scorecard(study, headline_claims)
+    assert list(card.index) == list(headline_claims.index)
+    with pytest.raises(KeyError, match="notebook 08"):  # fairness claims need their values
+        report.scorecard(study, claims)
+    fair = claims[claims["source"] == "fairness"]
+    rows = report.scorecard(study, fair, values={k: -1.0 for k in fair.index})
+    assert (rows["same_direction"] == "yes").all() and (rows["paper"] == "claimed fair").all()
     with pytest.raises(ValueError, match=r"\[x\].*kind"):
         report.parse_claims('[x]\nclaim = "c"\nunit = "-"\nkind = "vibe"\nreason = ""\n')
     with pytest.raises(ValueError, match=r"\[x\].*missing \['paper'\]"):

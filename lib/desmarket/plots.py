@@ -364,6 +364,56 @@ def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figur
     return fig
 
 
+#: Colours of the settlement rules of notebook 08.
+RULE_COLORS = {"M2": "tab:gray", "M3": "tab:blue", "shapley": "tab:red", "nucleolus": "tab:purple",
+               "proportional_standalone": "tab:olive"}
+
+
+@styled
+def figure_allocations(table: pd.DataFrame) -> plt.Figure:
+    """Notebook 08: (A) each party's gain against M1 ($/day) under each rule (columns of ``table``, rows
+    ``aggregator`` then the homes); (B) each home's M3 gain against its Shapley value, the diagonal is equality.
+
+    Up to :data:`MAX_LABELLED_HOMES` homes, (A) is grouped bars; above, one curve per rule over the homes sorted
+    by their Shapley value, with the aggregator's gains in the title. (B) names the homes farthest from the
+    diagonal.
+    """
+    rules = [r for r in RULE_COLORS if r in table.columns]
+    homes = table.drop(index="aggregator")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained", gridspec_kw={"width_ratios": [2, 1]})
+    if len(homes) <= MAX_LABELLED_HOMES:
+        x = np.arange(len(table))
+        width = 0.8 / len(rules)
+        for k, rule in enumerate(rules):
+            ax.bar(x + (k - (len(rules) - 1) / 2) * width, table[rule], width, color=RULE_COLORS[rule], label=rule)
+        ax.set(xticks=x, xlabel="party")
+        ax.set_xticklabels(table.index, rotation=45 if len(table) > 12 else 0)
+    else:
+        order = homes.sort_values("shapley").index
+        for rule in rules:
+            ax.plot(np.arange(len(order)), homes.loc[order, rule], color=RULE_COLORS[rule], lw=1.5, label=rule)
+        ax.set(xticks=[], xlabel=f"{len(homes)} homes, sorted by their Shapley value",
+               title="aggregator: " + ", ".join(f"{r} {table.loc['aggregator', r]:.2f}" for r in rules) + " $/day")
+    ax.set_ylabel("gain against M1, $/day")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(homes) <= 12 else -0.2), ncol=len(rules),
+              fontsize=SMALL, frameon=False)
+    points = bx.scatter(homes["shapley"], homes["M3"], color="tab:blue", s=14 if len(homes) > MAX_LABELLED_HOMES
+                        else 36)
+    top = max(homes["shapley"].max(), homes["M3"].max()) * 1.1
+    bx.plot([0, top], [0, top], color="black", lw=0.8, ls="--", label="M3 = Shapley")
+    bx.set(xlim=(0, top), ylim=(0, top), xlabel="Shapley value of the home, $/day", ylabel="M3 gain of the home, $/day",
+           title="(B) M3 against Shapley, per home")
+    bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(homes) <= 12 else -0.2), fontsize=SMALL,
+              frameon=False)
+    _freeze_layout(fig)
+    far = (homes["M3"] - homes["shapley"]).abs().nlargest(min(NAMED_EXTREMES, len(homes)))
+    _label_points(bx, homes.loc[far.index, "shapley"], homes.loc[far.index, "M3"], [str(h) for h in far.index],
+                  obstacles=bx.transData.transform(points.get_offsets()), pad=4)
+    ax.set_title(ax.get_title() or "(A) each party's gain under each rule")
+    return fig
+
+
 @styled
 def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     """The inputs: community baseline load and PV in each scenario (kW), and the prices ($/kWh)."""

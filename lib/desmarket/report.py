@@ -36,7 +36,8 @@ NOT_REPORTED = "not reported"
 def parse_claims(text: str) -> pd.DataFrame:
     """Claims in the TOML format of ``resources/paper_claims.toml``, one row per headline key, in order.
 
-    Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason.
+    Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason,
+    source (where our value comes from: "headline", :func:`headline`, or "fairness", notebook 08).
     Validated: an unknown kind, a missing field or a paper value on an "unreported" claim is a ValueError naming
     the claim.
     """
@@ -53,7 +54,10 @@ def parse_claims(text: str) -> pd.DataFrame:
             raise ValueError(f"paper claims [{key}]: kind \"unreported\" takes no paper, paper_text or sign")
         rows.append({"key": key, "claim": claim["claim"], "unit": claim["unit"], "kind": kind,
                      "paper": float(claim.get("paper", np.nan)), "paper_text": claim.get("paper_text", ""),
-                     "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"]})
+                     "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"],
+                     "source": claim.get("source", "headline")})
+        if rows[-1]["source"] not in CLAIM_SOURCES:
+            raise ValueError(f"paper claims [{key}]: source must be one of {CLAIM_SOURCES}, got {rows[-1]['source']!r}")
     return pd.DataFrame(rows).set_index("key")
 
 
@@ -192,14 +196,23 @@ def agreement(kind: str, paper: float, sign: float, ours: float) -> tuple[str, s
     return direction, magnitude
 
 
-def scorecard(study: Study, claims: pd.DataFrame) -> pd.DataFrame:
+#: Where our value of a claim comes from (field ``source`` of paper_claims.toml, default "headline").
+CLAIM_SOURCES = ("headline", "fairness")
+
+
+def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None) -> pd.DataFrame:
     """Every claim of the paper beside ours, with agreement in direction and order of magnitude.
 
     claims: :func:`parse_claims` of the claims file (:func:`desmarket.io.paper_claims` reads the package's).
     The note gives the claim's reason where either agreement is "no", and always for a claim the paper does not
     report (kind "unreported": paper column "not reported", both agreements "n/a"), where it says what ours shows.
+    values: our value per claim key (default :func:`headline`; notebook 08 passes the fairness values).
     """
-    values = headline(study)
+    values = headline(study) if values is None else values
+    missing = sorted(set(claims.index) - set(values))
+    if missing:
+        raise KeyError(f"no value for the claims {missing}; pass them in `values` (claims of source "
+                       f"'fairness' come from notebook 08)")
     rows = []
     for key, c in claims.iterrows():
         ours = values[key]
