@@ -273,3 +273,19 @@ def test_home_controller_direct_piqp_path_equals_the_cvxpy_path():
             a, b = direct.respond(price, previous, rho), via_cvxpy.respond(price, previous, rho)
             for key in a:
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    """run_tasks draws a tqdm bar when stderr is a terminal, and nothing otherwise (executed notebooks stay
+    byte-identical)."""
+    import io as _io
+    import sys
+
+    class Terminal(_io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (_io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert pieces.run_tasks(abs, [(-1,), (-2,)], 1, progress="coalitions") == [1, 2]
+        assert ("coalitions: 100%" in stream.getvalue()) == shown

@@ -193,7 +193,7 @@ def coalition_values(case: Case, independent: Operation | None = None, n_jobs: i
     batch = max(1, len(subsets) // 64)
     tasks = [(case, [[ids[i] for i in c] for c in subsets[j:j + batch]], solve_kw)
              for j in range(0, len(subsets), batch)]
-    costs = [c for chunk in run_tasks(_costs_task, tasks, n_jobs) for c in chunk]
+    costs = [c for chunk in run_tasks(_costs_task, tasks, n_jobs, progress="coalitions") for c in chunk]
     values = {(): 0.0}
     for c, cost in zip(subsets, costs):
         values[tuple(ids[i] for i in c)] = float(parts[list(c)].sum() - cost)

@@ -10,6 +10,7 @@ both against the central problem, congested cases included.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import NamedTuple
 
@@ -17,6 +18,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
+from tqdm import tqdm
 
 from .case import Case
 from .model import SOLVED, Prices, SolverError, solve
@@ -259,14 +261,26 @@ def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: 
 
 
 # ===================================================================================== parallel
-def run_tasks(func, tasks: list[tuple], n_jobs: int | None = -1) -> list:
+def run_tasks(func, tasks: list[tuple], n_jobs: int | None = -1, progress: str | None = None) -> list:
     """``[func(*task) for task in tasks]``, in parallel through joblib when there is more than one task.
 
     No backend is named here, so ``joblib.parallel_config(backend="dask")`` (or any other) applies.
+    progress: a description for a tqdm bar over the tasks, shown only when stderr is a terminal (so executed
+    notebooks stay byte-identical); None shows none.
     """
-    if len(tasks) <= 1 or n_jobs == 1:
-        return [func(*task) for task in tasks]
-    return Parallel(n_jobs=n_jobs)(delayed(func)(*task) for task in tasks)
+    bar = tqdm(total=len(tasks), desc=progress, unit="task", disable=progress is None or not sys.stderr.isatty())
+    with bar:
+        if len(tasks) <= 1 or n_jobs == 1:
+            out = []
+            for task in tasks:
+                out.append(func(*task))
+                bar.update()
+            return out
+        out = []
+        for result in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*task) for task in tasks):
+            out.append(result)
+            bar.update()
+        return out
 
 
 def independent_pieces(case: Case, chunk_rows: int = CHUNK_ROWS) -> list[np.ndarray]:
