@@ -322,7 +322,9 @@ def allocation_table(case: Case, independent: Operation, market: Operation, prof
     summary = pd.DataFrame({name: [max_excess(vector, x)[0], float(np.all(x >= -LP_TOLERANCE)),
                                    float(np.abs(x - rules["shapley"]).sum())] for name, x in rules.items()},
                            index=["core_excess_usd", "individually_rational", "l1_distance_to_shapley_usd"])
-    return pd.concat([table, summary])
+    out = pd.concat([table, summary])
+    out.index.name = "party"
+    return out
 
 
 def core_profit_rate(case: Case, market: Operation, values: pd.Series, rule: str = "contribution") -> float:
