@@ -144,3 +144,19 @@ def test_core_profit_rate_is_where_the_core_excess_turns_negative(two_homes):
             st_ = dm.settle(case, m1, mk, r, rule)
             e, _ = F.core_excess(case, np.r_[st_.aggregator_gain, st_.home_gain], values)
             assert (e <= 1e-9) == inside, (rule, r, e)
+
+
+def test_least_core_exact_and_sampled_bound(two_homes):
+    """Exact: the LP over every coalition equals the generic least core; sampled: a lower bound, labelled."""
+    case, m1, _ = two_homes
+    values = F.coalition_values(case, m1, n_jobs=1)
+    exact = F.least_core(case, values)
+    assert exact.exact and exact.value == pytest.approx(F.least_core_from_values(F.game_vector(case, values))[0])
+    assert exact.allocation.sum() == pytest.approx(dm.settle(case, m1, dm.clear_market(case), 0.2).surplus)
+    four = random_case(5, n_homes=4, n_scenarios=1)
+    truth = F.least_core(four).value
+    sampled = F.least_core(four, samples=3, seed=1)
+    assert not sampled.exact and sampled.value <= truth + 1e-9
+    assert F.least_core(four, samples=50, seed=1).value == pytest.approx(truth, abs=1e-9)  # all 14 coalitions
+    members = np.array([[1, 0], [0, 1]], dtype=bool)  # two players, v({i}) = 1, v(N) = 1: e* = 1/2
+    assert F.least_core_from_coalitions(members, np.array([1.0, 1.0]), 1.0)[0] == pytest.approx(0.5)

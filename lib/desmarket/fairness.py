@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -271,11 +271,73 @@ def nucleolus(case: Case, values: pd.Series | None = None, **solve_kw) -> pd.Ser
                      name="nucleolus_usd")
 
 
-def least_core(case: Case, values: pd.Series | None = None, **solve_kw) -> tuple[float, pd.Series]:
-    """(e*, allocation): the least-core value ($ per day; <= 0 when the core is non-empty) and the nucleolus."""
-    values = values if values is not None else coalition_values(case, **solve_kw)
-    e, x = least_core_from_values(game_vector(case, values))
-    return e, pd.Series(x, index=pd.Index(_players(case), name="party"), name="least_core_usd")
+class LeastCore(NamedTuple):
+    """The least core of the market game: its value e* ($ per day; <= 0 when the core is non-empty) and an
+    allocation in it (per party). ``exact`` False: computed on sampled coalitions, so ``value`` is a lower
+    bound on the true e* (fewer constraints can only lower the largest excess) and the allocation may leave
+    the true least core."""
+
+    value: float
+    allocation: pd.Series
+    exact: bool
+    coalitions: int  # how many coalitions entered the LP
+
+
+def least_core_from_coalitions(members: np.ndarray, values: np.ndarray, grand: float) -> tuple[float, np.ndarray]:
+    """min e s.t. x(S) >= v(S) - e for the given coalitions (rows of ``members``, bool (m, n)), x(N) = grand.
+
+    Returns (e*, x) by one HiGHS LP; with every proper coalition this is the least core.
+    """
+    m, n = members.shape
+    c = np.r_[np.zeros(n), 1.0]  # minimise e
+    A_ub = np.hstack([-members.astype(float), -np.ones((m, 1))])  # -x(S) - e <= -v(S)
+    res = linprog(c, A_ub=A_ub, b_ub=-np.asarray(values, dtype=float), A_eq=np.r_[np.ones(n), 0.0][None, :],
+                  b_eq=[grand], bounds=[(None, None)] * (n + 1), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"the least-core LP did not solve: {res.message}")
+    return float(res.x[-1]), res.x[:-1]
+
+
+def least_core(case: Case, values: pd.Series | None = None, samples: int | None = None, seed: int = 0,
+               independent: Operation | None = None, **solve_kw) -> LeastCore:
+    """The least core of the market game (a :class:`LeastCore`).
+
+    Exact for N <= 14 (every coalition; the allocation is the nucleolus, which lies in the least core). With
+    ``samples`` (or above 14 homes, where it is required), ``samples`` random coalitions of homes with the
+    aggregator (sizes uniform in 1..N-1, seeded), plus every single home with it: the value is then a lower
+    bound, labelled ``exact=False``.
+    """
+    players = pd.Index(_players(case), name="party")
+    if samples is None:
+        _check_size(case)
+        values = values if values is not None else coalition_values(case, independent, **solve_kw)
+        e, x = least_core_from_values(game_vector(case, values))
+        return LeastCore(e, pd.Series(x, index=players, name="least_core_usd"), True, len(values) * 2 - 2)
+    if not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    independent = independent if independent is not None else solve_independent(case)
+    parts = _home_parts(case, independent)
+    n = case.n_homes
+    rng = np.random.default_rng(seed)
+    chosen = {frozenset([i]) for i in range(n)}
+    while len(chosen) < n + samples and len(chosen) < 2 ** n - 2:
+        size = int(rng.integers(1, n)) if n > 1 else 1
+        chosen.add(frozenset(rng.choice(n, size=size, replace=False).tolist()))
+    coalitions = sorted(chosen, key=lambda c: (len(c), sorted(c)))
+    grand = float(parts.sum() - _clearing_cost(case, case.home_ids, solve_kw))
+    members = np.zeros((2 * len(coalitions), n + 1), dtype=bool)
+    value = np.zeros(2 * len(coalitions))
+    for k, c in enumerate(coalitions):  # with the aggregator: v(S); without: 0 (a coalition of homes alone)
+        idx = sorted(c)
+        members[k, 0] = True
+        members[k, [i + 1 for i in idx]] = True
+        value[k] = parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx], solve_kw)
+        members[len(coalitions) + k, [i + 1 for i in idx]] = True
+    alone = np.zeros((2, n + 1), dtype=bool)  # the aggregator alone, and all homes without it: both worth 0
+    alone[0, 0], alone[1, 1:] = True, True
+    members, value = np.vstack([members, alone]), np.r_[value, 0.0, 0.0]
+    e, x = least_core_from_coalitions(members, value, grand)
+    return LeastCore(e, pd.Series(x, index=players, name="least_core_usd"), False, len(members))
 
 
 def core_excess(case: Case, gains, values: pd.Series | None = None) -> tuple[float, tuple[str, ...]]:
