@@ -160,3 +160,14 @@ def test_least_core_exact_and_sampled_bound(two_homes):
     assert F.least_core(four, samples=50, seed=1).value == pytest.approx(truth, abs=1e-9)  # all 14 coalitions
     members = np.array([[1, 0], [0, 1]], dtype=bool)  # two players, v({i}) = 1, v(N) = 1: e* = 1/2
     assert F.least_core_from_coalitions(members, np.array([1.0, 1.0]), 1.0)[0] == pytest.approx(0.5)
+
+
+def test_sampled_nucleolus_is_labelled_and_exact_with_every_coalition():
+    four = random_case(5, n_homes=4, n_scenarios=1)
+    exact = F.nucleolus(four)
+    assert exact.name == "nucleolus_usd"
+    full = F.nucleolus(four, samples=50, seed=1)  # the sample then holds every coalition
+    assert full.name == "nucleolus_sampled_usd"
+    assert full.to_numpy() == pytest.approx(exact.to_numpy(), abs=1e-7)
+    few = F.nucleolus(four, samples=2, seed=1)
+    assert few.sum() == pytest.approx(exact.sum(), abs=1e-9)  # efficient whatever the sample

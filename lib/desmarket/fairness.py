@@ -86,23 +86,28 @@ def max_excess(values: np.ndarray, allocation: np.ndarray) -> tuple[float, int]:
     return float(excess[k]), int(k)
 
 
-def _lp(values, n, fixed: dict, free: np.ndarray):
-    """max t s.t. x(S) - t >= v(S) for S in free, x(S) = v(S) + e_S for fixed, x(N) = v(N). Returns (t, x, duals)."""
-    members = _members(n).astype(float)
-    c = np.zeros(n + 1)
-    c[-1] = -1.0  # maximise t
-    A_ub = np.hstack([-members[free], np.ones((len(free), 1))])  # -x(S) + t <= -v(S)
-    b_ub = -values[free]
-    eq = [np.append(np.ones(n), 0.0)]
-    b_eq = [values[-1]]
-    for mask, level in fixed.items():
-        eq.append(np.append(members[mask], 0.0))
-        b_eq.append(values[mask] + level)
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=np.array(eq), b_eq=np.array(b_eq), bounds=[(None, None)] * (n + 1),
-                  method="highs")
+def _lp(members: np.ndarray, values: np.ndarray, grand: float, fixed: dict, free: list):
+    """max t s.t. x(S) - t >= v(S) for rows S in free, x(S) = v(S) + level for fixed rows, x(N) = grand.
+
+    members: bool (m, n), one row per coalition; values: (m,). Returns (t, x, duals of the free rows)."""
+    n = members.shape[1]
+    rows = members.astype(float)
+    c = np.r_[np.zeros(n), -1.0]  # maximise t
+    A_ub = np.hstack([-rows[free], np.ones((len(free), 1))])  # -x(S) + t <= -v(S)
+    eq = [np.r_[np.ones(n), 0.0]] + [np.r_[rows[k], 0.0] for k in fixed]
+    b_eq = [grand] + [values[k] + level for k, level in fixed.items()]
+    res = linprog(c, A_ub=A_ub, b_ub=-values[free], A_eq=np.array(eq), b_eq=np.array(b_eq),
+                  bounds=[(None, None)] * (n + 1), method="highs")
     if res.status != 0:
         raise RuntimeError(f"the nucleolus LP did not solve: {res.message}")
     return float(res.x[-1]), res.x[:-1], -res.ineqlin.marginals
+
+
+def _proper(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(members, values, v(N)) of every proper non-empty coalition of a game given by bitmask."""
+    values, n = _check_values(values)
+    masks = _masks(n)[1:-1]
+    return _members(n)[masks], values[masks], float(values[-1])
 
 
 def least_core_from_values(values: np.ndarray) -> tuple[float, np.ndarray]:
@@ -111,32 +116,38 @@ def least_core_from_values(values: np.ndarray) -> tuple[float, np.ndarray]:
     Returns (-t, x): the least-core value e* = -t (<= 0 when the core is non-empty) and one allocation in it
     (the nucleolus, which is always in the least core).
     """
-    values, n = _check_values(values)
-    t, _, _ = _lp(values, n, {}, _masks(n)[1:-1])
-    return -t, nucleolus_from_values(values)
+    members, vals, grand = _proper(values)
+    e, _ = least_core_from_coalitions(members, vals, grand)
+    return e, nucleolus_from_values(values)
 
 
-def nucleolus_from_values(values: np.ndarray) -> np.ndarray:
-    """The nucleolus, by the sequence of LPs of Maschler, Peleg and Shapley (1979) (HiGHS through scipy).
+def nucleolus_from_coalitions(members: np.ndarray, values: np.ndarray, grand: float) -> np.ndarray:
+    """The nucleolus over the given coalitions, by the sequence of LPs of Maschler, Peleg and Shapley (1979)
+    (HiGHS through scipy). With every proper coalition it is the nucleolus of the game.
 
     Each round maximises the smallest surplus x(S) - v(S) over the coalitions not yet fixed; coalitions whose
     constraint has a positive dual are fixed at that level; it ends when the fixed coalitions determine x.
     """
-    values, n = _check_values(values)
-    members = _members(n).astype(float)
-    free = list(_masks(n)[1:-1])
+    n = members.shape[1]
+    values = np.asarray(values, dtype=float)
+    free = list(range(len(members)))
     fixed: dict[int, float] = {}
     x = None
     for _ in range(len(free) + 1):
-        t, x, duals = _lp(values, n, fixed, np.array(free))
-        tight = [s for s, d in zip(free, duals) if d > LP_TOLERANCE]
-        for s in tight:
-            fixed[s] = t
-        free = [s for s in free if s not in fixed]
-        rank = np.linalg.matrix_rank(np.vstack([np.ones(n)] + [members[s] for s in fixed]))
+        t, x, duals = _lp(members, values, grand, fixed, free)
+        for k, d in zip(list(free), duals):
+            if d > LP_TOLERANCE:
+                fixed[k] = t
+        free = [k for k in free if k not in fixed]
+        rank = np.linalg.matrix_rank(np.vstack([np.ones(n)] + [members[k].astype(float) for k in fixed]))
         if rank == n or not free:
             break
     return x
+
+
+def nucleolus_from_values(values: np.ndarray) -> np.ndarray:
+    """The nucleolus of a game given by v over all 2^n coalitions (:func:`nucleolus_from_coalitions`)."""
+    return nucleolus_from_coalitions(*_proper(values))
 
 
 # =================================================================================== the market game
@@ -264,11 +275,52 @@ def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values:
                          np.sqrt(samples)}, index=pd.Index(players, name="party"))
 
 
-def nucleolus(case: Case, values: pd.Series | None = None, **solve_kw) -> pd.Series:
-    """The nucleolus of the market game (exact, N <= 14), $ per day per party."""
-    values = values if values is not None else coalition_values(case, **solve_kw)
-    return pd.Series(nucleolus_from_values(game_vector(case, values)), index=pd.Index(_players(case), name="party"),
-                     name="nucleolus_usd")
+def nucleolus(case: Case, values: pd.Series | None = None, samples: int | None = None, seed: int = 0,
+              independent: Operation | None = None, **solve_kw) -> pd.Series:
+    """The nucleolus of the market game, $ per day per party: exact (N <= 14, named ``nucleolus_usd``), or with
+    ``samples`` the nucleolus of a sampled game (:func:`sampled_game`), an approximation named
+    ``nucleolus_sampled_usd``."""
+    players = pd.Index(_players(case), name="party")
+    if samples is None:
+        _check_size(case)
+        values = values if values is not None else coalition_values(case, independent, **solve_kw)
+        return pd.Series(nucleolus_from_values(game_vector(case, values)), index=players, name="nucleolus_usd")
+    return pd.Series(nucleolus_from_coalitions(*sampled_game(case, samples, seed, independent, **solve_kw)),
+                     index=players, name="nucleolus_sampled_usd")
+
+
+def sampled_game(case: Case, samples: int, seed: int = 0, independent: Operation | None = None, **solve_kw
+                 ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(members, values, v(N)) of a sample of the market game's coalitions, for communities too large to enumerate.
+
+    ``samples`` random coalitions of homes with the aggregator (sizes uniform in 1..N-1, seeded), plus every
+    single home with it, each home set also without the aggregator (worth 0), the aggregator alone and all
+    homes without it (both worth 0). Each sampled coalition costs one clearing of its homes.
+    """
+    if not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    independent = independent if independent is not None else solve_independent(case)
+    parts = _home_parts(case, independent)
+    n = case.n_homes
+    rng = np.random.default_rng(seed)
+    chosen = {frozenset([i]) for i in range(n)}
+    while len(chosen) < n + samples and len(chosen) < 2 ** n - 2:
+        size = int(rng.integers(1, n)) if n > 1 else 1
+        chosen.add(frozenset(rng.choice(n, size=size, replace=False).tolist()))
+    coalitions = sorted(chosen, key=lambda c: (len(c), sorted(c)))
+    grand = float(parts.sum() - _clearing_cost(case, case.home_ids, solve_kw))
+    members = np.zeros((2 * len(coalitions), n + 1), dtype=bool)
+    value = np.zeros(2 * len(coalitions))
+    for k, c in enumerate(coalitions):  # with the aggregator: v(S); without: 0 (a coalition of homes alone)
+        idx = sorted(c)
+        members[k, 0] = True
+        members[k, [i + 1 for i in idx]] = True
+        value[k] = parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx], solve_kw)
+        members[len(coalitions) + k, [i + 1 for i in idx]] = True
+    alone = np.zeros((2, n + 1), dtype=bool)  # the aggregator alone, and all homes without it: both worth 0
+    alone[0, 0], alone[1, 1:] = True, True
+    members, value = np.vstack([members, alone]), np.r_[value, 0.0, 0.0]
+    return members, value, grand
 
 
 class LeastCore(NamedTuple):
@@ -313,29 +365,7 @@ def least_core(case: Case, values: pd.Series | None = None, samples: int | None 
         values = values if values is not None else coalition_values(case, independent, **solve_kw)
         e, x = least_core_from_values(game_vector(case, values))
         return LeastCore(e, pd.Series(x, index=players, name="least_core_usd"), True, len(values) * 2 - 2)
-    if not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    independent = independent if independent is not None else solve_independent(case)
-    parts = _home_parts(case, independent)
-    n = case.n_homes
-    rng = np.random.default_rng(seed)
-    chosen = {frozenset([i]) for i in range(n)}
-    while len(chosen) < n + samples and len(chosen) < 2 ** n - 2:
-        size = int(rng.integers(1, n)) if n > 1 else 1
-        chosen.add(frozenset(rng.choice(n, size=size, replace=False).tolist()))
-    coalitions = sorted(chosen, key=lambda c: (len(c), sorted(c)))
-    grand = float(parts.sum() - _clearing_cost(case, case.home_ids, solve_kw))
-    members = np.zeros((2 * len(coalitions), n + 1), dtype=bool)
-    value = np.zeros(2 * len(coalitions))
-    for k, c in enumerate(coalitions):  # with the aggregator: v(S); without: 0 (a coalition of homes alone)
-        idx = sorted(c)
-        members[k, 0] = True
-        members[k, [i + 1 for i in idx]] = True
-        value[k] = parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx], solve_kw)
-        members[len(coalitions) + k, [i + 1 for i in idx]] = True
-    alone = np.zeros((2, n + 1), dtype=bool)  # the aggregator alone, and all homes without it: both worth 0
-    alone[0, 0], alone[1, 1:] = True, True
-    members, value = np.vstack([members, alone]), np.r_[value, 0.0, 0.0]
+    members, value, grand = sampled_game(case, samples, seed, independent, **solve_kw)
     e, x = least_core_from_coalitions(members, value, grand)
     return LeastCore(e, pd.Series(x, index=players, name="least_core_usd"), False, len(members))
 
