@@ -171,3 +171,11 @@ def test_sampled_nucleolus_is_labelled_and_exact_with_every_coalition():
     assert full.to_numpy() == pytest.approx(exact.to_numpy(), abs=1e-7)
     few = F.nucleolus(four, samples=2, seed=1)
     assert few.sum() == pytest.approx(exact.sum(), abs=1e-9)  # efficient whatever the sample
+
+
+def test_sampled_shapley_depends_on_the_seed_only_not_on_workers():
+    case = random_case(5, n_homes=4, n_scenarios=1)
+    one = F.shapley_value(case, samples=40, seed=2, n_jobs=1)
+    two = F.shapley_value(case, samples=40, seed=2, n_jobs=2)
+    assert np.array_equal(one.to_numpy(), two.to_numpy())
+    assert not np.array_equal(one.to_numpy(), F.shapley_value(case, samples=40, seed=3, n_jobs=1).to_numpy())

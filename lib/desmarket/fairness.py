@@ -233,13 +233,14 @@ def _players(case: Case) -> list[str]:
 
 
 def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values: pd.Series | None = None,
-                  independent: Operation | None = None, **solve_kw) -> pd.DataFrame:
+                  independent: Operation | None = None, n_jobs: int | None = -1, **solve_kw) -> pd.DataFrame:
     """Shapley value of the market game, $ per day, indexed ``["aggregator", *home_ids]``, summing to Delta C.
 
     Exact (``samples=None``, N <= 14) from :func:`coalition_values`; with ``samples``, permutation sampling
     (``seed``): each permutation of the homes, with the aggregator at a uniformly drawn position, gives every
-    player its marginal contribution; the estimate is their mean and ``std_error`` its standard error.
-    Columns: shapley_usd (and std_error_usd, 0 when exact).
+    player its marginal contribution; the estimate is their mean and ``std_error`` its standard error. The
+    permutations are drawn here (so the result depends only on ``seed``) and evaluated in parallel chunks
+    through joblib (``n_jobs``). Columns: shapley_usd (and std_error_usd, 0 when exact).
     """
     players = _players(case)
     if samples is None:
@@ -252,27 +253,47 @@ def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values:
     parts = _home_parts(case, independent)
     rng = np.random.default_rng(seed)
     n = case.n_homes
-    draws = np.zeros((samples, n + 1))
+    orders = [(rng.permutation(n), int(rng.integers(n + 1))) for _ in range(samples)]  # drawn here: seeded
+    chunks = [orders[k::CHUNKS] for k in range(min(CHUNKS, samples))]
+    results = run_tasks(_marginals, [(case, parts, chunk, solve_kw) for chunk in chunks], n_jobs,
+                        progress="permutations")
+    draws = np.empty((samples, n + 1))
+    for k, res in enumerate(results):
+        draws[k::CHUNKS] = res
+    return pd.DataFrame({"shapley_usd": draws.mean(axis=0), "std_error_usd": draws.std(axis=0, ddof=1) /
+                         np.sqrt(samples)}, index=pd.Index(players, name="party"))
+
+
+#: Permutation chunks of a sampled Shapley value (one joblib task each, with its own cache of coalition values).
+CHUNKS = 16
+
+
+def _marginals(case: Case, parts: np.ndarray, orders: list, solve_kw: dict) -> np.ndarray:
+    """Marginal contributions (len(orders), N + 1) of the aggregator and every home along each permutation.
+
+    A permutation is (order of the homes, position of the aggregator among the N + 1 players): a home after
+    the aggregator adds v(before + it) - v(before); one before it adds 0; the aggregator adds v(the homes
+    before it). Coalition values are cached within the chunk.
+    """
+    n = case.n_homes
     cache: dict[frozenset, float] = {frozenset(): 0.0}
 
     def value(members: frozenset) -> float:
         if members not in cache:
-            homes = [case.home_ids[i] for i in sorted(members)]
-            cache[members] = float(parts[sorted(members)].sum() - _clearing_cost(case, homes, solve_kw))
+            idx = sorted(members)
+            cache[members] = float(parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx],
+                                                                    solve_kw))
         return cache[members]
 
-    for r in range(samples):
-        order = rng.permutation(n)
-        slot = rng.integers(n + 1)  # aggregator's position among the n + 1 players
-        before = frozenset()
-        for pos, i in enumerate(order):
-            now = before | {i}
-            if pos >= slot:  # the aggregator is already in
-                draws[r, i + 1] = value(now) - value(before)
+    out = np.zeros((len(orders), n + 1))
+    for r, (order, slot) in enumerate(orders):
+        before = frozenset(order[:slot].tolist())
+        out[r, 0] = value(before)
+        for i in order[slot:]:
+            now = before | {int(i)}
+            out[r, i + 1] = value(now) - value(before)
             before = now
-        draws[r, 0] = value(frozenset(order[:slot].tolist()))  # v(homes before it + aggregator) - 0
-    return pd.DataFrame({"shapley_usd": draws.mean(axis=0), "std_error_usd": draws.std(axis=0, ddof=1) /
-                         np.sqrt(samples)}, index=pd.Index(players, name="party"))
+    return out
 
 
 def nucleolus(case: Case, values: pd.Series | None = None, samples: int | None = None, seed: int = 0,
