@@ -1,0 +1,93 @@
+"""Beyond the paper's day (issue 12, first part): every scorecard quantity on every day of the measured year.
+
+One day is one row (:func:`day_claims`): the paper case of that day (the best-ranked measured homes clean on
+it, S similar-day scenarios, that day's seeded PJM-like LMP; :func:`desmarket.data.build_case`), M1 and the
+clearing, M2 and M3, and the headline numbers of :func:`desmarket.report.headline` plus the shares of
+balanced and congested hours. A day that cannot be built or solved is a row with status "failed" and its
+reason, never dropped. :func:`claims_by_day` fans the days out through joblib (so a Dask backend works too);
+:func:`claims_summary` turns the rows into one distribution per claim beside the paper's value.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .model import RoutingWarning
+from .pieces import run_tasks
+from .report import agreement, headline
+from .settlement import RegularizationWarning
+
+#: Chunks of days per joblib task (each task receives the measured frame once).
+DAY_CHUNKS = 16
+
+
+def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
+    """Every local calendar day of the measured data (for CityLearn, 2016-07-31 to 2017-07-31)."""
+    from .data import day_flags, load_measured_homes  # noqa: PLC0415  (the data layer sits above this module)
+
+    measured = load_measured_homes() if measured is None else measured
+    return pd.DatetimeIndex(sorted(set(day_flags(measured).index.get_level_values("date"))))
+
+
+def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int = 10, seed: int = 0,
+               profit_rate: float = 0.2) -> dict:
+    """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, ...)."""
+    from .case import CaseError  # noqa: PLC0415
+    from .data import DataError, build_case  # noqa: PLC0415
+    from .model import SolverError  # noqa: PLC0415
+    from .settlement import NoTradeError  # noqa: PLC0415
+    from .study import run_study  # noqa: PLC0415
+
+    day = pd.Timestamp(date).strftime("%Y-%m-%d")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RoutingWarning)
+            warnings.simplefilter("ignore", RegularizationWarning)
+            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
+            study = run_study(case, profit_rate, n_jobs=1)
+    except (DataError, CaseError, SolverError, NoTradeError) as exc:
+        return {"date": day, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    row = {"date": day, "status": "ok", "reason": "", **headline(study)}
+    row["balanced_share"] = float(study.market.balanced.mean())
+    row["congested_share"] = float(study.market.congested.mean())
+    return row
+
+
+def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
+    return [day_claims(d, measured, **kw) for d in dates]
+
+
+def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int | None = -1, **kw) -> pd.DataFrame:
+    """One row per day (:func:`day_claims`), in calendar order; ``kw``: n_homes, n_scenarios, seed, profit_rate.
+
+    Every day is seeded the same way, so a rerun gives the same table; failed days keep their reason.
+    """
+    from .data import load_measured_homes  # noqa: PLC0415
+
+    measured = load_measured_homes() if measured is None else measured
+    dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
+    chunks = [list(dates[k::DAY_CHUNKS]) for k in range(min(DAY_CHUNKS, len(dates)))]
+    rows = [r for res in run_tasks(_days_task, [(c, measured, kw) for c in chunks], n_jobs, progress="days")
+            for r in res]
+    return pd.DataFrame(rows).sort_values("date").set_index("date")
+
+
+def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
+    """Per claim of the paper (source "headline"): the days it was computed on, median, 5th and 95th
+    percentile over the days, the share of days in the paper's direction and within its order of magnitude
+    (NaN where the paper gives no value), and the paper's value."""
+    ok = by_day[by_day["status"] == "ok"]
+    rows = []
+    for key, c in claims[claims["source"] == "headline"].iterrows():
+        x = pd.to_numeric(ok[key], errors="coerce").dropna()
+        verdicts = [agreement(c.kind, c.paper, c.sign, v) for v in x]
+        share = lambda k: (np.mean([v[k] == "yes" for v in verdicts])  # noqa: E731
+                           if verdicts and verdicts[0][k] != "n/a" else np.nan)
+        rows.append({"key": key, "claim": c.claim, "unit": c.unit, "days": len(x),
+                     "median": x.median(), "p05": x.quantile(0.05), "p95": x.quantile(0.95),
+                     "share_same_direction": share(0), "share_same_order_of_magnitude": share(1),
+                     "paper": c.paper_text if c.kind in ("sign",) else c.paper})
+    return pd.DataFrame(rows).set_index("key")

@@ -1,0 +1,59 @@
+"""The year study's library layer: one day -> one row, failed days kept with their reason, reruns identical."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from desmarket import RoutingWarning, data, io, year
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return data.load_measured_homes()
+
+
+@pytest.fixture(scope="module")
+def rows(measured):
+    days = ["2017-03-11", "2017-03-12", "2017-06-13"]  # the middle one is a daylight-saving day
+    return year.claims_by_day(days, measured, n_jobs=1, n_homes=4, n_scenarios=3)
+
+
+def test_one_row_per_day_and_failures_keep_their_reason(rows):
+    assert list(rows.index) == ["2017-03-11", "2017-03-12", "2017-06-13"]
+    assert rows.loc["2017-03-12", "status"] == "failed"
+    assert "daylight-saving" in rows.loc["2017-03-12", "reason"]
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) == 2 and (ok["surplus_usd"] > 0).all()
+    assert ok["balanced_share"].between(0, 1).all() and ok["congested_share"].between(0, 1).all()
+
+
+def test_the_paper_day_row_is_the_paper_case_headline(rows, measured):
+    from desmarket import report
+    from desmarket.study import run_study
+
+    case = data.build_case(n_homes=4, n_scenarios=3, date="2017-06-13", measured=measured)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RoutingWarning)
+        expected = report.headline(run_study(case, 0.2))
+    assert rows.loc["2017-06-13", "surplus_usd"] == pytest.approx(expected["surplus_usd"], rel=1e-7)
+
+
+def test_rerun_and_workers_give_the_same_table(rows, measured):
+    again = year.claims_by_day(["2017-03-11", "2017-03-12", "2017-06-13"], measured, n_jobs=2, n_homes=4,
+                               n_scenarios=3)
+    pd.testing.assert_frame_equal(rows, again)
+
+
+def test_summary_per_claim(rows):
+    summary = year.claims_summary(rows, io.paper_claims())
+    assert summary.loc["surplus_usd", "days"] == 2
+    assert summary.loc["surplus_usd", "share_same_direction"] == 1.0
+    assert np.isnan(summary.loc["peak_import_change_pct", "share_same_direction"])  # the paper reports no value
+    assert summary.loc["surplus_usd", "paper"] == pytest.approx(5.13)
+
+
+def test_the_measured_year_has_every_day(measured):
+    dates = year.measured_dates(measured)
+    assert len(dates) == 366 and dates[0] == pd.Timestamp("2016-07-31")
