@@ -44,6 +44,9 @@ def blocks() -> dict:
     if (TABLES / "fairness_game.csv").exists():
         out["fairness_game"] = _markdown(pd.read_csv(TABLES / "fairness_game.csv"))
         out["fairness_allocations"] = _markdown(pd.read_csv(TABLES / "fairness_allocations.csv"))
+    if (TABLES / "claims_summary.csv").exists():
+        out["claims_summary"] = _markdown(pd.read_csv(TABLES / "claims_summary.csv", keep_default_na=False,
+                                                      na_values=[""]).drop(columns="key"))
     bench = ROOT / "results" / "bench" / "bench.csv"
     if bench.exists():
         table = pd.read_csv(bench)

@@ -2,6 +2,7 @@
 fixed pixel size, with few and non-overlapping labels; above plots.MAX_LABELLED_HOMES the per-home figures show
 distributions; Figure 3 marks the peak import of each mode and shows the clearing price beside the LMP."""
 
+import functools
 import io
 import itertools
 import warnings
@@ -67,7 +68,19 @@ def _figures(study, process) -> dict:
         "figure_inputs": lambda: plots.figure_inputs(report.inputs_hourly(case)),
         "figure_market_process": lambda: plots.figure_market_process(*process),
         "figure_allocations": lambda: plots.figure_allocations(_allocations(study)),
+        "figure_year": lambda: plots.figure_year(_year()[0], "2017-06-13"),
+        "figure_claim_distributions": lambda: plots.figure_claim_distributions(*_year()),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _year():
+    """A few days of the year study (one of them a failed daylight-saving day) and their summary."""
+    from desmarket import io as dio, year
+
+    days = ["2017-03-10", "2017-03-11", "2017-03-12", "2017-06-13", "2017-06-14"]
+    by_day = year.claims_by_day(days, n_jobs=1, n_homes=4, n_scenarios=3)
+    return by_day, year.claims_summary(by_day, dio.paper_claims())
 
 
 def _allocations(study) -> pd.DataFrame:
@@ -123,7 +136,8 @@ def test_every_figure_function_is_covered(studies, market_process):
 
 @pytest.mark.parametrize("n, name", list(itertools.product(SIZES, [
     "figure2_home_curves", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
-    "figure_alpha_vs_traded", "figure_inputs", "figure_market_process", "figure_allocations"])))
+    "figure_alpha_vs_traded", "figure_inputs", "figure_market_process", "figure_allocations", "figure_year",
+    "figure_claim_distributions"])))
 def test_figure_renders_within_a_fixed_size(drawn, n, name):
     fig = drawn[(n, name)]
     assert isinstance(fig, plt.Figure)

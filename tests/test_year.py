@@ -24,6 +24,7 @@ def test_one_row_per_day_and_failures_keep_their_reason(rows):
     assert list(rows.index) == ["2017-03-11", "2017-03-12", "2017-06-13"]
     assert rows.loc["2017-03-12", "status"] == "failed"
     assert "daylight-saving" in rows.loc["2017-03-12", "reason"]
+    assert rows.loc["2017-03-12", "failure"] == "daylight-saving day"
     ok = rows[rows["status"] == "ok"]
     assert len(ok) == 2 and (ok["surplus_usd"] > 0).all()
     assert ok["balanced_share"].between(0, 1).all() and ok["congested_share"].between(0, 1).all()
@@ -51,6 +52,7 @@ def test_summary_per_claim(rows):
     assert summary.loc["surplus_usd", "days"] == 2
     assert summary.loc["surplus_usd", "share_same_direction"] == 1.0
     assert np.isnan(summary.loc["peak_import_change_pct", "share_same_direction"])  # the paper reports no value
+    assert summary.loc["peak_import_change_pct", "paper"] == "not reported"
     assert summary.loc["surplus_usd", "paper"] == pytest.approx(5.13)
 
 

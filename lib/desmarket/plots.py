@@ -415,6 +415,64 @@ def figure_allocations(table: pd.DataFrame) -> plt.Figure:
 
 
 @styled
+def figure_year(by_day: pd.DataFrame, paper_date: str) -> plt.Figure:
+    """ΔC (Eq. 20) of the paper case built on each day of the measured year, $/day; failed days marked at the
+    bottom (their reasons are in the table); the paper's day marked."""
+    fig, ax = plt.subplots(figsize=(12, 4.2), layout="constrained")
+    dates = pd.to_datetime(by_day.index)
+    ok = (by_day["status"] == "ok").to_numpy()
+    surplus = pd.to_numeric(by_day["surplus_usd"], errors="coerce").to_numpy()
+    ax.plot(dates[ok], surplus[ok], ".", color="tab:blue", ms=4, label="ΔC of the day")
+    weekly = pd.Series(surplus, index=dates).where(ok).rolling("28D", min_periods=7).median()
+    ax.plot(weekly.index, weekly.to_numpy(), color="tab:blue", lw=2, label="28-day median")
+    ax.plot(dates[~ok], np.zeros((~ok).sum()), "|", color="tab:gray", ms=10,
+            label=f"no case that day ({int((~ok).sum())} days: data gaps, see the table)")
+    if paper_date in by_day.index and by_day.loc[paper_date, "status"] == "ok":
+        ax.plot(pd.Timestamp(paper_date), by_day.loc[paper_date, "surplus_usd"], "o", color="tab:red", ms=8,
+                label=f"the paper's day, {paper_date}")
+    ax.set(ylabel="ΔC, $/day", xlabel="day of the measured year", ylim=(0, None))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=SMALL, frameon=False)
+    return fig
+
+
+@styled
+def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
+    """One panel per claim of the paper: its distribution over the days of the year (histogram), with the
+    paper's value (red) and the median over the days (blue, dashed); claims that are the same on every day
+    are named in the title instead of drawn."""
+    keys = [k for k in summary.index if pd.notna(pd.to_numeric(pd.Series([summary.loc[k, "paper"]]),
+                                                                errors="coerce").iloc[0])
+            or k == "peak_import_change_pct"]
+    ok = by_day[by_day["status"] == "ok"]
+    spread = {k: pd.to_numeric(ok[k], errors="coerce").dropna() for k in keys}
+    constant = [k for k in keys if np.ptp(spread[k]) <= 1e-6 * max(1.0, spread[k].abs().max())]
+    keys = [k for k in keys if k not in constant]
+    cols = 3
+    rows = int(np.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(13, 2.7 * rows), layout="constrained", squeeze=False)
+    if constant:
+        fig.suptitle("the same on every day: " + ", ".join(f"{k} = {spread[k].iloc[0]:.3g}" for k in constant),
+                     fontsize=SMALL)
+    for ax, key in zip(axes.flat, keys):
+        x = pd.to_numeric(ok[key], errors="coerce").dropna()
+        ax.hist(x, bins=30, color="tab:blue", alpha=0.7)
+        paper = pd.to_numeric(pd.Series([summary.loc[key, "paper"]]), errors="coerce").iloc[0]
+        if pd.notna(paper):
+            ax.axvline(paper, color="tab:red", lw=2)
+        ax.axvline(x.median(), color="tab:blue", lw=1.5, ls="--")
+        ax.set_title(f"{key} ({summary.loc[key, 'unit']})", fontsize=SMALL)
+        ax.tick_params(labelsize=SMALL)
+        ax.ticklabel_format(axis="x", useOffset=False)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color="tab:red", lw=2), plt.Line2D([], [], color="tab:blue", lw=1.5, ls="--")]
+    fig.legend(handles, ["the paper's value", "median over the days"], loc="outside lower center", ncol=2,
+               fontsize=SMALL, frameon=False)
+    fig.supylabel("days")
+    return fig
+
+
+@styled
 def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
     """The inputs: community baseline load and PV in each scenario (kW), and the prices ($/kWh)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .model import RoutingWarning
 from .pieces import run_tasks
-from .report import agreement, headline
+from .report import NOT_REPORTED, agreement, headline
 from .settlement import RegularizationWarning
 
 #: Chunks of days per joblib task (each task receives the measured frame once).
@@ -49,11 +49,23 @@ def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int
             case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
             study = run_study(case, profit_rate, n_jobs=1)
     except (DataError, CaseError, SolverError, NoTradeError) as exc:
-        return {"date": day, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-    row = {"date": day, "status": "ok", "reason": "", **headline(study)}
+        return {"date": day, "status": "failed", "failure": failure_kind(str(exc)),
+                "reason": f"{type(exc).__name__}: {exc}"}
+    row = {"date": day, "status": "ok", "failure": "", "reason": "", **headline(study)}
     row["balanced_share"] = float(study.market.balanced.mean())
     row["congested_share"] = float(study.market.congested.mean())
     return row
+
+
+#: Short kinds of a failed day, by a phrase of its error message (the full message stays in ``reason``).
+FAILURE_KINDS = {"daylight-saving": "daylight-saving day", "clean weekday days": "too few clean similar days",
+                 "clean weekend days": "too few clean similar days", "complete and clean": "no home clean that day",
+                 "infeasible": "infeasible", "not in the data": "outside the data"}
+
+
+def failure_kind(message: str) -> str:
+    """The kind of a failed day (:data:`FAILURE_KINDS`), or "other"."""
+    return next((kind for phrase, kind in FAILURE_KINDS.items() if phrase in message), "other")
 
 
 def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
@@ -89,5 +101,5 @@ def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
         rows.append({"key": key, "claim": c.claim, "unit": c.unit, "days": len(x),
                      "median": x.median(), "p05": x.quantile(0.05), "p95": x.quantile(0.95),
                      "share_same_direction": share(0), "share_same_order_of_magnitude": share(1),
-                     "paper": c.paper_text if c.kind in ("sign",) else c.paper})
+                     "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper)})
     return pd.DataFrame(rows).set_index("key")
