@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import desmarket as dm
-from desmarket import data, report
+from desmarket import data
 from desmarket import study as studies
 
 
@@ -29,10 +29,7 @@ def rebuilt_table(case: dm.Case, profit_rate: float) -> pd.DataFrame:
         market = {k: v for k, v in changes.items() if k in ("buy_ratio", "sell_ratio", "regularization")}
         variant = studies.variant_case(case, market=market, battery_scale=changes.get("battery_scale", 1.0),
                                        scenarios=changes.get("scenarios"))
-        s = studies.run_study(variant, profit_rate)
-        h = report.headline(s)
-        rows.append({"choice": choice, "value": value, **{k: h[k] for k in studies.SENSITIVITY_COLUMNS},
-                     "regularization_cost_usd": s.market.regularization_cost})
+        rows.append(studies.sensitivity_row(choice, value, studies.run_study(variant, profit_rate)))
     return pd.DataFrame(rows).set_index(["choice", "value"])
 
 

@@ -1,5 +1,7 @@
 """Fixtures shared by the data tests: the committed measured homes, loaded once per session."""
 
+import warnings
+
 import pytest
 
 import desmarket.data as D
@@ -41,3 +43,11 @@ def method(request):
 @pytest.fixture
 def tol(method):
     return METHOD_TOLERANCE[method]
+
+
+@pytest.fixture
+def quiet_routing():
+    """Silence RoutingWarning (MODEL.md tie-break) in tests that solve cases for other reasons."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dm.RoutingWarning)
+        yield

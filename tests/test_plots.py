@@ -27,11 +27,7 @@ MAX_TEXTS = 40
 SIZES = (10, 200)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_routing():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dm.RoutingWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_routing")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ layers above it stay pure (report solves nothing, plots set no global state)."""
 
 import ast
 import inspect
-import warnings
 
 import matplotlib as mpl
 import numpy as np
@@ -16,11 +15,7 @@ from desmarket import study as studies
 from desmarket.synthetic import random_case
 
 
-@pytest.fixture(autouse=True)
-def _quiet_routing():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dm.RoutingWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_routing")
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,6 @@ from desmarket import RoutingWarning, data, io, year
 
 
 @pytest.fixture(scope="module")
-def measured():
-    return data.load_measured_homes()
-
-
-@pytest.fixture(scope="module")
 def rows(measured):
     days = ["2017-03-11", "2017-03-12", "2017-06-13"]  # the middle one is a daylight-saving day
     return year.claims_by_day(days, measured, n_jobs=1, n_homes=4, n_scenarios=3)

@@ -30,7 +30,7 @@ from .case import Case
 from .engine import clear_market, solve_independent
 from .model import Operation, RoutingWarning
 from .pieces import run_tasks
-from .settlement import settle
+from .settlement import market_contribution, settle
 
 #: Largest community whose 2^N coalitions are enumerated (2^14 = 16,384 clearings).
 MAX_EXACT_HOMES = 14
@@ -449,8 +449,6 @@ def core_profit_rate(case: Case, market: Operation, values: pd.Series, rule: str
     coalitions without the aggregator are worth 0. Returns the largest such bound (0 if none binds), or NaN
     when Delta C <= 0.
     """
-    from .settlement import market_contribution  # noqa: PLC0415
-
     if rule == "contribution":
         value = market_contribution(case, market)
         shares = value / value.sum()

@@ -418,11 +418,11 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     """
     is_market = price is not None
     over = 0.0
-    x_bar = case.column("grid_limit_kw") if trade_limit is None else np.broadcast_to(
-        np.asarray(trade_limit, dtype=float), (case.n_homes,))
+    x_bar = trade_limits(case, trade_limit)
+    net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
+    binds = _binding(case, arrays, x_bar, limit_tolerance) if is_market else None
     if tie_break:
-        net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
-        matched = _optimal_match(case, arrays, prices, x_bar, limit_tolerance) if is_market else None
+        matched = _optimal_match(net, arrays, prices, binds) if is_market else None
         x, Pl, Ps = pro_rata_flows(net, match=is_market, matched=matched)
         over = _check_limits(case, x, Pl, Ps, x_bar)
     else:
@@ -443,7 +443,7 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     spread = prices.regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = congested = None
     if is_market:
-        balanced, congested = price_states(case, arrays, price, prices, x_bar, price_tolerance, limit_tolerance)
+        balanced, congested = _price_states(case, net, price, prices, binds, price_tolerance)
     return Operation(
         mode="market" if is_market else "independent",
         home_ids=case.home_ids,
@@ -473,11 +473,15 @@ def price_states(case: Case, arrays: dict, price: np.ndarray, prices: Prices, tr
                strictly inside the band: any price in [k^s LMP, k^b LMP] clears, the price is not unique.
     Wherever neither holds, the price is pinned and lies in the band.
     """
-    x_bar = case.column("grid_limit_kw") if trade_limit is None else np.broadcast_to(
-        np.asarray(trade_limit, dtype=float), (case.n_homes,))
-    binds = _binding(case, arrays, x_bar, limit_tolerance)
-    pinned = (np.abs(price - prices.buy) <= price_tolerance) | (np.abs(price - prices.sell) <= price_tolerance)
     net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
+    binds = _binding(case, arrays, trade_limits(case, trade_limit), limit_tolerance)
+    return _price_states(case, net, price, prices, binds, price_tolerance)
+
+
+def _price_states(case: Case, net: np.ndarray, price: np.ndarray, prices: Prices, binds: np.ndarray,
+                  price_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`price_states` from the net consumption (N, S, T) and where a limit binds (S, T)."""
+    pinned = (np.abs(price - prices.buy) <= price_tolerance) | (np.abs(price - prices.sell) <= price_tolerance)
     quiet = (np.maximum(net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes) & (
         np.maximum(-net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes)
     congested = binds & ~pinned
@@ -488,20 +492,20 @@ def _binding(case: Case, arrays: dict, x_bar: np.ndarray, tol: float) -> np.ndar
     """(S, T) True where a home's grid flow or trade sits at its limit in the solver's own flows (Eqs. 7, 19)."""
     grid = case.column("grid_limit_kw")[:, None, None]
     return ((arrays["Pl"] >= grid - tol) | (arrays["Ps"] >= grid - tol)
-            | (np.abs(arrays["x"]) >= np.asarray(x_bar)[:, None, None] - tol)).any(axis=0)
+            | (np.abs(arrays["x"]) >= x_bar[:, None, None] - tol)).any(axis=0)
 
 
-def _optimal_match(case: Case, arrays: dict, prices: Prices, x_bar: np.ndarray, tol: float) -> np.ndarray:
+def _optimal_match(net: np.ndarray, arrays: dict, prices: Prices, binds: np.ndarray) -> np.ndarray:
     """(S, T) energy to match inside the community so that the booked totals are the optimum's.
 
     With k^b > k^s every kWh netted saves (k^b - k^s) LMP, so where no limit binds the optimum nets fully and
     the tie-break books full netting (inf here), whatever the solver's noise. Where a grid or trade limit binds
     (:func:`_binding`) the optimum may net less; there the solver's own import total fixes it: matched =
     demand - sum Pl. Where k^b = k^s any netting is optimal at the same cost: full netting keeps it unique.
+    net: (N, S, T) net consumption; binds: (S, T) from :func:`_binding`.
     """
-    net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
     demand = np.maximum(net, 0).sum(axis=0)
-    follow = _binding(case, arrays, x_bar, tol) & (prices.buy > prices.sell + PRICE_TOLERANCE)
+    follow = binds & (prices.buy > prices.sell + PRICE_TOLERANCE)
     return np.where(follow, np.maximum(demand - arrays["Pl"].sum(axis=0), 0.0), np.inf)
 
 

@@ -79,6 +79,13 @@ def case_block(case: Case, rows: np.ndarray, trade_limit: np.ndarray | None = No
     )
 
 
+def check_battery_scale(battery_scale: float) -> float:
+    """A battery scale f (multiplies every battery's kWh and kW) must be a finite number >= 0."""
+    if not np.isfinite(battery_scale) or battery_scale < 0:
+        raise ValueError(f"battery_scale must be a finite number >= 0, got {battery_scale!r}")
+    return float(battery_scale)
+
+
 #: The battery's variables in a piece: per unit of battery, scaled by ``PieceParameters.battery_scale``.
 BATTERY = ("c", "e", "E")
 
@@ -106,8 +113,7 @@ class PieceParameters:
 
     def set(self, prices: Prices, battery_scale: float = 1.0) -> None:
         """Give the Parameters new values (the next solve of the piece uses them)."""
-        if not np.isfinite(battery_scale) or battery_scale < 0:
-            raise ValueError(f"battery_scale must be a finite number >= 0, got {battery_scale!r}")
+        check_battery_scale(battery_scale)
         self.retail.value, self.net_metering.value = prices.retail, prices.net_metering
         self.buy.value, self.sell.value = prices.buy, prices.sell
         self.spread_weight.value = prices.regularization * battery_scale ** 2

@@ -75,10 +75,8 @@ def _check_pair(independent: Operation, market: Operation, case: Case | None = N
                                                                          market.probability):
         raise ValueError("the two results are for different scenarios (count, hours or probabilities); solve "
                          "both on the same case")
-    if case is not None and (case.home_ids != market.home_ids or case.load.shape != market.load.shape
-                             or not np.array_equal(case.probability, market.probability)):
-        raise ValueError(f"the results are not for this case ({case}): homes, scenarios or probabilities "
-                         "differ; pass the case both were solved on")
+    if case is not None:
+        _check_case(case, market)
 
 
 def _check_rate(profit_rate) -> float:
@@ -122,7 +120,7 @@ def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.
     the rule is undefined.
     """
     rho = _check_rate(profit_rate)
-    _check_pair_case(case, market)
+    _check_case(case, market)
     value = market_contribution(case, market)
     total = value.sum()
     if total <= 0:
@@ -132,7 +130,8 @@ def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.
     return (1.0 - rho) * value / total
 
 
-def _check_pair_case(case: Case, market: Operation) -> None:
+def _check_case(case: Case, market: Operation) -> None:
+    """``market`` (and so its M1 twin, see :func:`_check_pair`) was solved on ``case``."""
     if not isinstance(case, Case):
         raise TypeError(f"case must be a desmarket.Case, got {type(case).__name__}")
     if not isinstance(market, Operation):

@@ -30,7 +30,16 @@ from tqdm import tqdm
 from .case import Case
 from .engine import DEFAULT_SOLVERS, clear_market, solve_independent
 from .model import Operation, Prices, RoutingWarning, assemble_operation, trade_limits
-from .pieces import CHUNK_ROWS, build_block, case_block, clearing_pieces, gather, independent_pieces, solve_built
+from .pieces import (
+    CHUNK_ROWS,
+    build_block,
+    case_block,
+    check_battery_scale,
+    clearing_pieces,
+    gather,
+    independent_pieces,
+    solve_built,
+)
 from .report import headline
 from .settlement import Settlement, settle
 
@@ -188,8 +197,7 @@ class Workbench:
         and the clearing by scenario (Eq. 18 holds per scenario and hour), and a scenario's probability scales
         its whole part of the objective, so each scenario's optimum does not depend on the others'.
         """
-        if not np.isfinite(battery_scale) or battery_scale < 0:
-            raise ValueError(f"battery_scale must be a finite number >= 0, got {battery_scale!r}")
+        check_battery_scale(battery_scale)  # before the variant case, whose own error would name battery_kwh
         market = {k: v for k, v in (("buy_ratio", buy_ratio), ("sell_ratio", sell_ratio),
                                     ("regularization", regularization),
                                     ("net_metering_usd_per_kwh", net_metering)) if v is not None}
@@ -234,6 +242,13 @@ def sensitivity_variants(case: Case, n_scenarios_options=(1, 5)) -> list[tuple[s
     return variants
 
 
+def sensitivity_row(choice: str, value: str, study: Study) -> dict:
+    """One row of the sensitivity table: the changed choice, its value, the headline numbers and epsilon's cost."""
+    h = headline(study)
+    return {"choice": choice, "value": value, **{k: h[k] for k in SENSITIVITY_COLUMNS},
+            "regularization_cost_usd": study.market.regularization_cost}
+
+
 def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5),
                 progress: bool | None = None) -> pd.DataFrame:
     """Headline numbers when each [choice] of MODEL.md changes, one at a time, on one :class:`Workbench`.
@@ -247,9 +262,7 @@ def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=
     for choice, value, changes in tqdm(variants, desc="sensitivity", unit="row", disable=_quiet(progress)):
         with routing_quiet():
             study = bench.study(profit_rate, **changes)
-        h = headline(study)
-        rows.append({"choice": choice, "value": value, **{k: h[k] for k in SENSITIVITY_COLUMNS},
-                     "regularization_cost_usd": study.market.regularization_cost})
+        rows.append(sensitivity_row(choice, value, study))
     return pd.DataFrame(rows).set_index(["choice", "value"])
 
 

@@ -15,10 +15,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .model import RoutingWarning
+from .case import CaseError
+from .data import DataError, build_case, day_flags, load_measured_homes
+from .model import RoutingWarning, SolverError
 from .pieces import run_tasks
 from .report import NOT_REPORTED, agreement, headline
-from .settlement import RegularizationWarning
+from .settlement import NoTradeError, RegularizationWarning
+from .study import run_study
 
 #: Chunks of days per joblib task (each task receives the measured frame once).
 DAY_CHUNKS = 16
@@ -26,8 +29,6 @@ DAY_CHUNKS = 16
 
 def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
     """Every local calendar day of the measured data (for CityLearn, 2016-07-31 to 2017-07-31)."""
-    from .data import day_flags, load_measured_homes  # noqa: PLC0415  (the data layer sits above this module)
-
     measured = load_measured_homes() if measured is None else measured
     return pd.DatetimeIndex(sorted(set(day_flags(measured).index.get_level_values("date"))))
 
@@ -35,12 +36,6 @@ def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
 def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int = 10, seed: int = 0,
                profit_rate: float = 0.2) -> dict:
     """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, ...)."""
-    from .case import CaseError  # noqa: PLC0415
-    from .data import DataError, build_case  # noqa: PLC0415
-    from .model import SolverError  # noqa: PLC0415
-    from .settlement import NoTradeError  # noqa: PLC0415
-    from .study import run_study  # noqa: PLC0415
-
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
     try:
         with warnings.catch_warnings():
@@ -77,8 +72,6 @@ def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int 
 
     Every day is seeded the same way, so a rerun gives the same table; failed days keep their reason.
     """
-    from .data import load_measured_homes  # noqa: PLC0415
-
     measured = load_measured_homes() if measured is None else measured
     dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
     chunks = [list(dates[k::DAY_CHUNKS]) for k in range(min(DAY_CHUNKS, len(dates)))]
