@@ -99,17 +99,39 @@ def test_two_home_game_by_hand(two_homes):
     assert shapley.sum() == pytest.approx(r, abs=1e-9)
 
 
-def test_sampled_shapley_converges_to_exact():
+@pytest.mark.parametrize("control", F.CONTROLS)
+def test_sampled_shapley_converges_to_exact(control):
     case = random_case(5, n_homes=4, n_scenarios=1)
     values = F.coalition_values(case, n_jobs=1)
     exact = F.shapley_value(case, values=values)["shapley_usd"]
     errors = []
     for samples in (50, 2000):
-        est = F.shapley_value(case, samples=samples, seed=3)
+        est = F.shapley_value(case, samples=samples, seed=3, control=control)
         errors.append(np.abs(est["shapley_usd"] - exact).max())
         assert np.all(np.abs(est["shapley_usd"] - exact) <= 4 * est["std_error_usd"] + 1e-9)
         assert est["shapley_usd"].sum() == pytest.approx(exact.sum(), abs=1e-9)  # every permutation is efficient
     assert errors[1] < errors[0]
+
+
+def test_standalone_control_is_unbiased_and_cuts_the_standard_error():
+    case = random_case(8, n_homes=5, n_scenarios=1)
+    values = F.coalition_values(case, n_jobs=1)
+    exact = F.shapley_value(case, values=values)["shapley_usd"]
+    lookup = dict(zip(values.index, values))
+    alone = F.standalone_values(case, n_jobs=1)
+    assert alone.to_numpy() == pytest.approx([lookup[(h,)] for h in case.home_ids], abs=1e-9)
+    plain = F.shapley_value(case, samples=30, seed=4, control=None)
+    cv = F.shapley_value(case, samples=30, seed=4)  # the same 30 permutations
+    assert cv[["plain_shapley_usd", "plain_std_error_usd"]].to_numpy() == pytest.approx(plain.to_numpy(), abs=1e-12)
+    assert np.all(cv["std_error_usd"] <= plain["std_error_usd"] + 1e-9)  # equal for a home worth 0 alone
+    assert cv["std_error_usd"].sum() < 0.5 * plain["std_error_usd"].sum()
+    assert np.all(np.abs(cv["shapley_usd"] - exact) <= 4 * cv["std_error_usd"] + 1e-9)
+    # unbiased: the mean over independent seeds approaches the exact value within its own standard error
+    means = np.mean([F.shapley_value(case, samples=6, seed=k)["shapley_usd"] for k in range(20)], axis=0)
+    spread = cv["std_error_usd"].to_numpy() * np.sqrt(30 / (6 * 20))
+    assert np.all(np.abs(means - exact.to_numpy()) <= 5 * spread + 1e-9)
+    with pytest.raises(ValueError, match="control"):
+        F.shapley_value(case, samples=5, control="stratified")
 
 
 def test_core_excess_and_allocation_table(two_homes):

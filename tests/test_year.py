@@ -54,3 +54,23 @@ def test_summary_per_claim(rows):
 def test_the_measured_year_has_every_day(measured):
     dates = year.measured_dates(measured)
     assert len(dates) == 366 and dates[0] == pd.Timestamp("2016-07-31")
+
+
+def test_share_agree_by_hand_and_in_the_scorecard():
+    """5 agrees with the paper's 5.13 $/day; 0.1 and 60 are off by more than 10x; -1 has the wrong sign."""
+    from desmarket import report
+
+    claims = io.paper_claims()
+    keys = claims.index[claims["source"] == "headline"]
+    by_day = pd.DataFrame(1.0, index=pd.Index(list("abcd"), name="date"), columns=keys)
+    by_day["status"] = ["ok", "ok", "ok", "ok"]
+    by_day["surplus_usd"] = [5.0, 0.1, -1.0, 60.0]
+    summary = year.claims_summary(by_day, claims)
+    assert summary.loc["surplus_usd", "share_same_direction"] == 0.75
+    assert summary.loc["surplus_usd", "share_same_order_of_magnitude"] == 0.5  # 5 and -1 (|-1| vs 5.13)
+    assert summary.loc["surplus_usd", "share_agree"] == 0.25
+    assert np.isnan(summary.loc["peak_import_change_pct", "share_agree"])
+    card = pd.DataFrame({"claim": ["x", "y"]}, index=pd.Index(["surplus_usd", "m3_in_core"], name="key"))
+    both = report.scorecard_with_days(card, summary)
+    assert both.loc["surplus_usd", "days_agreeing"] == 0.25 and both.loc["surplus_usd", "days_studied"] == 4
+    assert np.isnan(both.loc["m3_in_core", "days_agreeing"])  # a fairness claim: not computed per day

@@ -61,6 +61,7 @@ from .fairness import (
     least_core,
     nucleolus,
     shapley_value,
+    standalone_values,
 )
 
 __all__ = [
@@ -77,7 +78,7 @@ __all__ = [
     # the study layer
     "Study", "Workbench", "run_study",
     # fairness: the cooperative game of the market
-    "coalition_value", "coalition_values", "shapley_value", "nucleolus", "least_core", "core_excess",
+    "coalition_value", "coalition_values", "shapley_value", "standalone_values", "nucleolus", "least_core", "core_excess",
     "allocation_table",
 ]
 

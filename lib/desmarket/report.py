@@ -225,6 +225,19 @@ def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None) ->
     return pd.DataFrame(rows).set_index("key")
 
 
+def scorecard_with_days(card: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The scorecard (:func:`scorecard`, indexed by claim key) with the share of days that agree with the paper.
+
+    summary: :func:`desmarket.year.claims_summary` of the measured year. Adds ``days_studied`` and
+    ``days_agreeing`` (its ``share_agree``: in direction, and in order of magnitude where the claim is a
+    number); NaN for a claim not computed per day (the fairness claims) or one the paper does not report.
+    """
+    out = card.copy()
+    out["days_studied"] = summary["days"].reindex(out.index)
+    out["days_agreeing"] = summary["share_agree"].reindex(out.index)
+    return out
+
+
 def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True) -> Path:
     """Write a CSV rounded to ``decimals`` (well above solver tolerance, so reruns give identical bytes).
 
@@ -290,6 +303,18 @@ def correlation(x, y) -> float:
     """Pearson correlation of two per-home series (NaN when either is constant: no linear relation to measure)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     return float(np.corrcoef(x, y)[0, 1]) if np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
+
+
+def gini(x) -> float:
+    """Gini coefficient of non-negative shares: sum_ij |x_i - x_j| / (2 n^2 mean), 0 when all are equal, (n - 1) / n
+    when one holds everything; NaN when they sum to 0."""
+    x = np.sort(np.asarray(x, dtype=float))
+    if x.size == 0 or np.any(x < 0) or not np.all(np.isfinite(x)):
+        raise ValueError(f"the Gini coefficient needs finite shares >= 0, got {x!r}")
+    n, total = x.size, x.sum()
+    if total <= 0:
+        return float("nan")
+    return float(2 * np.sum(np.arange(1, n + 1) * x) / (n * total) - (n + 1) / n)
 
 
 def message_table(case: Case, convergence: pd.DataFrame) -> pd.DataFrame:

@@ -82,8 +82,9 @@ def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int 
 
 def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
     """Per claim of the paper (source "headline"): the days it was computed on, median, 5th and 95th
-    percentile over the days, the share of days in the paper's direction and within its order of magnitude
-    (NaN where the paper gives no value), and the paper's value."""
+    percentile over the days, the share of days in the paper's direction, within its order of magnitude, and
+    agreeing (in direction, and in order of magnitude where the claim is a number) -- NaN where the paper gives
+    no value -- and the paper's value."""
     ok = by_day[by_day["status"] == "ok"]
     rows = []
     for key, c in claims[claims["source"] == "headline"].iterrows():
@@ -91,8 +92,10 @@ def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
         verdicts = [agreement(c.kind, c.paper, c.sign, v) for v in x]
         share = lambda k: (np.mean([v[k] == "yes" for v in verdicts])  # noqa: E731
                            if verdicts and verdicts[0][k] != "n/a" else np.nan)
+        agree = [v[0] == "yes" and v[1] != "no" for v in verdicts]  # direction, and magnitude where it applies
         rows.append({"key": key, "claim": c.claim, "unit": c.unit, "days": len(x),
                      "median": x.median(), "p05": x.quantile(0.05), "p95": x.quantile(0.95),
                      "share_same_direction": share(0), "share_same_order_of_magnitude": share(1),
+                     "share_agree": float(np.mean(agree)) if verdicts and verdicts[0][0] != "n/a" else np.nan,
                      "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper)})
     return pd.DataFrame(rows).set_index("key")

@@ -1,0 +1,73 @@
+"""The community-size study: one community -> one row, checked against quantities recomputed another way."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from desmarket import fairness, report, sizes
+from desmarket import data as D
+
+DAYS = {"summer": "2017-06-13"}
+
+
+@pytest.fixture(scope="module")
+def rows(measured):
+    return sizes.size_study([3, 14], seeds=[0, 1], days=DAYS, measured=measured, n_jobs=1, n_scenarios=2)
+
+
+def test_gini_by_hand_and_against_the_pairwise_definition():
+    assert report.gini([1, 1, 1]) == pytest.approx(0.0, abs=1e-12)
+    assert report.gini([0, 0, 1]) == pytest.approx(2 / 3)
+    assert report.gini([1, 3]) == pytest.approx(0.25)  # |1-3| * 2 / (2 * 4 * 2)
+    assert np.isnan(report.gini([0.0, 0.0]))
+    for bad in ([], [1, -1], [1, np.nan]):
+        with pytest.raises(ValueError, match="Gini"):
+            report.gini(bad)
+
+
+@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=30).filter(lambda v: sum(v) > 1e-6))
+@settings(max_examples=60, deadline=None, derandomize=True)
+def test_gini_matches_the_pairwise_formula(x):
+    a = np.asarray(x)
+    pairwise = np.abs(a[:, None] - a[None, :]).sum() / (2 * a.size ** 2 * a.mean())
+    assert report.gini(a) == pytest.approx(pairwise, abs=1e-9)
+
+
+def test_one_row_per_community_largest_dispatched_first_and_sorted(rows):
+    assert list(rows[["n_homes", "seed"]].itertuples(index=False, name=None)) == [(3, 0), (3, 1), (14, 0), (14, 1)]
+    assert (rows["season"] == "summer").all() and (rows["date"] == "2017-06-13").all()
+    shares = rows[["pinned_share", "balanced_share", "congested_share"]]
+    assert np.allclose(shares.sum(axis=1), 1.0) and (shares >= 0).all().all()
+    assert np.allclose(rows["surplus_per_home_usd"] * rows["n_homes"], rows["surplus_usd"])
+    assert rows["alpha_gini"].between(0, 1).all() and rows["trading_homes_share"].between(0, 1).all()
+
+
+def test_trading_share_is_the_synergy_over_stand_alone_values(rows, measured):
+    """Delta C without trading (x_bar = 0) is the sum of the stand-alone values v({aggregator, i}) (issue 11)."""
+    row = rows.iloc[0]
+    case = D.build_case(n_homes=3, n_scenarios=2, date="2017-06-13", seed=0, measured=measured)
+    alone = fairness.standalone_values(case, n_jobs=1).sum()
+    assert row["trading_share"] == pytest.approx(1 - alone / row["surplus_usd"], abs=1e-6)
+    grand = fairness.coalition_value(case, case.home_ids)
+    assert row["surplus_usd"] == pytest.approx(grand, rel=1e-6)
+
+
+def test_rerun_and_workers_give_the_same_table_apart_from_times(rows, measured):
+    again = sizes.size_study([3, 14], seeds=[0, 1], days=DAYS, measured=measured, n_jobs=2, n_scenarios=2)
+    timing = ["m1_seconds", "clearing_seconds"]
+    assert again.drop(columns=timing).equals(rows.drop(columns=timing))
+
+
+def test_summary_per_size_and_day(rows):
+    summary = sizes.size_summary(rows)
+    assert list(summary.index) == [("summer", 3), ("summer", 14)]
+    assert (summary["seeds"] == 2).all()
+    one = rows[rows["n_homes"] == 14]["alpha_gini"]
+    assert summary.loc[("summer", 14), "alpha_gini_median"] == pytest.approx(one.median())
+    assert summary.loc[("summer", 14), "alpha_gini_max"] == pytest.approx(one.max())
+
+
+def test_bad_sizes_are_refused(measured):
+    with pytest.raises(ValueError, match="sizes"):
+        sizes.size_study([0], seeds=[0], days=DAYS, measured=measured)
