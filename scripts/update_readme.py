@@ -26,12 +26,44 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join([header, rule, *rows])
 
 
+#: Columns of the README's size table: (column of size_summary.csv, heading, factor).
+SIZE_COLUMNS = (("surplus_per_home_usd", "ΔC per home, $/day", 1), ("trading_share", "ΔC needing trades, %", 100),
+                ("matched_kwh_per_home", "traded, kWh/home/day", 1), ("alpha_gini", "Gini of α", 1),
+                ("balanced_share", "balanced cells, %", 100), ("congested_share", "congested cells, %", 100))
+
+
+def _season_table(seasons: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: per season the median over its days and, in brackets, the share of days that agree."""
+    out = seasons[["claim"]].copy()
+    for name in ("winter", "spring", "summer", "autumn"):
+        out[name] = [("" if pd.isna(m) else f"{m:.3g}") + ("" if pd.isna(a) else f" ({100 * a:.0f} %)")
+                     for m, a in seasons[[f"{name}_median", f"{name}_agree"]].itertuples(index=False)]
+    out["paper"] = seasons["paper"]
+    return out
+
+
+def _size_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per day and size: the median over seeds, with the range in brackets."""
+    out = summary[["season", "n_homes", "seeds"]].copy()
+    for col, head, k in SIZE_COLUMNS:
+        fmt = ".1f" if k == 100 else ".3f"
+        out[head] = [f"{k * m:{fmt}} ({k * lo:{fmt}}–{k * hi:{fmt}})" for m, lo, hi in
+                     summary[[f"{col}_median", f"{col}_min", f"{col}_max"]].itertuples(index=False)]
+    return out
+
+
 def blocks() -> dict:
     read = lambda name: pd.read_csv(TABLES / name, keep_default_na=False, na_values=[""])  # noqa: E731  "n/a" stays
-    card = read("scorecard.csv")
-    if (TABLES / "fairness_scorecard.csv").exists():  # notebook 08's rows (the paper's fairness claim)
-        card = pd.concat([card, read("fairness_scorecard.csv")], ignore_index=True)
-    card = card[["claim", "unit", "paper", "ours", "same_direction", "same_order_of_magnitude", "note"]]
+    if (TABLES / "scorecard_days.csv").exists():  # notebook 09: every row, with the share of days that agree
+        card = read("scorecard_days.csv")
+        card["days_agreeing"] = card["days_agreeing"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f} %")
+        days = ["days_agreeing"]
+    else:
+        card = read("scorecard.csv")
+        if (TABLES / "fairness_scorecard.csv").exists():  # notebook 08's rows (the paper's fairness claim)
+            card = pd.concat([card, read("fairness_scorecard.csv")], ignore_index=True)
+        days = []
+    card = card[["claim", "unit", "paper", "ours", "same_direction", "same_order_of_magnitude", *days, "note"]]
     card["ours"] = card["ours"].map(lambda v: f"{v:.3f}")
     card["note"] = card["note"].fillna("")
     table4 = pd.read_csv(TABLES / "table4_costs.csv")
@@ -47,6 +79,11 @@ def blocks() -> dict:
     if (TABLES / "claims_summary.csv").exists():
         out["claims_summary"] = _markdown(pd.read_csv(TABLES / "claims_summary.csv", keep_default_na=False,
                                                       na_values=[""]).drop(columns="key"))
+    if (TABLES / "claims_by_season.csv").exists():
+        out["claims_by_season"] = _markdown(_season_table(pd.read_csv(TABLES / "claims_by_season.csv",
+                                                                       keep_default_na=False, na_values=[""])))
+    if (TABLES / "size_summary.csv").exists():
+        out["size_summary"] = _markdown(_size_table(pd.read_csv(TABLES / "size_summary.csv")))
     bench = ROOT / "results" / "bench" / "bench.csv"
     if bench.exists():
         table = pd.read_csv(bench)

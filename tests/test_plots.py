@@ -66,6 +66,7 @@ def _figures(study, process) -> dict:
         "figure_allocations": lambda: plots.figure_allocations(_allocations(study)),
         "figure_year": lambda: plots.figure_year(_year()[0], "2017-06-13"),
         "figure_claim_distributions": lambda: plots.figure_claim_distributions(*_year()),
+        "figure_sizes": lambda: plots.figure_sizes(_sizes()),
     }
 
 
@@ -77,6 +78,14 @@ def _year():
     days = ["2017-03-10", "2017-03-11", "2017-03-12", "2017-06-13", "2017-06-14"]
     by_day = year.claims_by_day(days, n_jobs=1, n_homes=4, n_scenarios=3)
     return by_day, year.claims_summary(by_day, dio.paper_claims())
+
+
+@functools.lru_cache(maxsize=1)
+def _sizes():
+    """A small size study on the summer and the winter day (two sizes, two seeds)."""
+    from desmarket import sizes
+
+    return sizes.size_study([3, 6], seeds=[0, 1], n_jobs=1, n_scenarios=2)
 
 
 def _allocations(study) -> pd.DataFrame:
@@ -93,7 +102,8 @@ def _allocations(study) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def drawn(studies, market_process):
     """{(homes, name): Figure}, drawn once; closed at the end of the module."""
-    figs = {(n, name): build() for n in SIZES for name, build in _figures(studies[n], market_process).items()}
+    with plt.rc_context({"figure.max_open_warning": 0}):  # every figure at two sizes is open at once, on purpose
+        figs = {(n, name): build() for n in SIZES for name, build in _figures(studies[n], market_process).items()}
     yield figs
     for fig in figs.values():
         plt.close(fig)
@@ -133,7 +143,7 @@ def test_every_figure_function_is_covered(studies, market_process):
 @pytest.mark.parametrize("n, name", list(itertools.product(SIZES, [
     "figure2_home_curves", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
     "figure_alpha_vs_traded", "figure_inputs", "figure_market_process", "figure_allocations", "figure_year",
-    "figure_claim_distributions"])))
+    "figure_claim_distributions", "figure_sizes"])))
 def test_figure_renders_within_a_fixed_size(drawn, n, name):
     fig = drawn[(n, name)]
     assert isinstance(fig, plt.Figure)
@@ -158,7 +168,7 @@ def test_at_200_homes_labels_are_few_and_do_not_overlap(drawn, name):
 
 
 @pytest.mark.parametrize("name", ["figure2_home_curves", "figure3_net_load", "figure4_cost_reduction",
-                                  "figure5_profit_rate", "figure_inputs"])
+                                  "figure5_profit_rate", "figure_inputs", "figure_sizes"])
 def test_legends_sit_outside_the_axes(drawn, name):
     """A legend never covers data: it lies outside every axes of its figure (Figures 2 and 3: below them)."""
     fig = drawn[(10, name)]

@@ -55,7 +55,7 @@ def test_trading_share_is_the_synergy_over_stand_alone_values(rows, measured):
 
 def test_rerun_and_workers_give_the_same_table_apart_from_times(rows, measured):
     again = sizes.size_study([3, 14], seeds=[0, 1], days=DAYS, measured=measured, n_jobs=2, n_scenarios=2)
-    timing = ["m1_seconds", "clearing_seconds"]
+    timing = list(sizes.TIME_COLUMNS)
     assert again.drop(columns=timing).equals(rows.drop(columns=timing))
 
 

@@ -74,3 +74,18 @@ def test_share_agree_by_hand_and_in_the_scorecard():
     both = report.scorecard_with_days(card, summary)
     assert both.loc["surplus_usd", "days_agreeing"] == 0.25 and both.loc["surplus_usd", "days_studied"] == 4
     assert np.isnan(both.loc["m3_in_core", "days_agreeing"])  # a fairness claim: not computed per day
+
+
+def test_claims_by_season_splits_the_days_by_month():
+    claims = io.paper_claims()
+    keys = claims.index[claims["source"] == "headline"]
+    days = pd.Index(["2017-01-10", "2017-02-10", "2017-07-01", "2017-10-01"], name="date")
+    by_day = pd.DataFrame(1.0, index=days, columns=keys)
+    by_day["status"] = "ok"
+    by_day["surplus_usd"] = [5.0, -1.0, 60.0, 4.0]
+    table = year.claims_by_season(by_day, claims)
+    row = table.loc["surplus_usd"]
+    assert (row["winter_days"], row["summer_days"], row["autumn_days"], row["spring_days"]) == (2, 1, 1, 0)
+    assert row["winter_median"] == 2.0 and row["winter_agree"] == 0.5  # 5 agrees, -1 has the wrong sign
+    assert row["summer_agree"] == 0.0 and row["autumn_agree"] == 1.0  # 60 is > 10x the paper's 5.13
+    assert np.isnan(row["spring_median"]) and row["paper"] == pytest.approx(5.13)

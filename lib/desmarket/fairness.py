@@ -238,19 +238,22 @@ def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values:
     """Shapley value of the market game, $ per day, indexed ``["aggregator", *home_ids]``, summing to Delta C.
 
     Exact (``samples=None``, N <= 14) from :func:`coalition_values`. With ``samples``, permutation sampling
-    (``seed``): each permutation of the homes, with the aggregator at a uniformly drawn position, gives every
-    player its marginal contribution. The permutations are drawn here (the result depends only on ``seed``) and
-    evaluated in parallel chunks through joblib (``n_jobs``).
+    (``seed``): each sampled order of the homes is cleared prefix by prefix (v of the first k homes with the
+    aggregator, k = 1..N), and the aggregator's position among the N + 1 players, uniform in the Shapley value,
+    is averaged exactly rather than drawn: a home at place p (0-based) adds its marginal contribution with
+    probability (p + 1) / (N + 1), and the aggregator gets the mean of the N + 1 prefix values. The orders are
+    drawn here (the result depends only on ``seed``) and cleared in parallel chunks through joblib (``n_jobs``).
 
-    ``control="standalone"`` (default) uses the stand-alone game w(S) = sum_{i in S} v({aggregator, i}) (for S
-    with the aggregator) as a control variate: its Shapley value is known exactly (each v({aggregator, i}) is
-    split in half between home i and the aggregator), so the estimate is phi(w) plus the sampled Shapley value of
-    the synergy v - w (linearity), still unbiased. The synergy's marginal contributions vary far less than v's
-    (most of Delta C is stand-alone value), so the same permutations give much smaller standard errors; it costs
-    N one-home clearings more. ``control=None``: plain permutation sampling, the mean of v's marginals.
-    Columns: shapley_usd and std_error_usd (0 when exact); with the control also plain_shapley_usd and
-    plain_std_error_usd, the plain estimate from the same permutations (to see what the control saves: plain
-    sampling needs (plain_std_error_usd / std_error_usd)^2 times as many permutations for the same error).
+    ``control="standalone"`` (default) also uses the stand-alone game w(S) = sum_{i in S} v({aggregator, i})
+    (for S with the aggregator) as a control variate: its Shapley value is known exactly (each stand-alone value
+    is split in half between the home and the aggregator), so the estimate is phi(w) plus the sampled Shapley
+    value of the synergy v - w (linearity), still unbiased, with much smaller errors when most of Delta C is
+    stand-alone value; it costs N one-home clearings more. ``control=None`` samples v itself.
+
+    Columns: shapley_usd and std_error_usd (0 when exact); when sampled also plain_shapley_usd and
+    plain_std_error_usd, textbook permutation sampling (the aggregator's position drawn too, no control variate)
+    from the same prefix values, to show what the two refinements save: plain sampling needs
+    (plain_std_error_usd / std_error_usd)^2 times as many orders for the same error.
     """
     players = _players(case)
     if samples is None:
@@ -263,21 +266,25 @@ def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values:
         raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
     independent = independent if independent is not None else solve_independent(case)
     parts = _home_parts(case, independent)
-    orders = _permutations(case.n_homes, samples, seed)
-    draws = _sampled_marginals(case, parts, orders, n_jobs, solve_kw)
-    mean_and_error = lambda x: (x.mean(axis=0), x.std(axis=0, ddof=1) / np.sqrt(samples))  # noqa: E731
-    out = pd.DataFrame(dict(zip(["shapley_usd", "std_error_usd"], mean_and_error(draws))),
-                       index=pd.Index(players, name="party"))
+    n = case.n_homes
+    rng = np.random.default_rng(seed)
+    orders = np.array([rng.permutation(n) for _ in range(samples)]).reshape(samples, n)  # drawn here: seeded
+    slots = rng.integers(n + 1, size=samples)  # the aggregator's position, for the plain estimate only
+    prefix = _prefix_values(case, parts, orders, n_jobs, solve_kw)
+    draws, exact = _averaged_draws(prefix, orders), np.zeros(n + 1)
     if control == "standalone":
         standalone = standalone_values(case, independent, n_jobs, **solve_kw).to_numpy()
-        synergy, error = mean_and_error(draws - _standalone_marginals(standalone, orders))
-        out.columns = ["plain_shapley_usd", "plain_std_error_usd"]
-        out.insert(0, "std_error_usd", error)
-        out.insert(0, "shapley_usd", np.r_[standalone.sum(), standalone] / 2 + synergy)
-    return out
+        stand_prefix = np.hstack([np.zeros((samples, 1)), np.cumsum(standalone[orders], axis=1)])
+        draws = draws - _averaged_draws(stand_prefix, orders)
+        exact = np.r_[standalone.sum(), standalone] / 2
+    plain = _drawn_position_draws(prefix, orders, slots)
+    error = lambda x: x.std(axis=0, ddof=1) / np.sqrt(samples)  # noqa: E731
+    return pd.DataFrame({"shapley_usd": exact + draws.mean(axis=0), "std_error_usd": error(draws),
+                         "plain_shapley_usd": plain.mean(axis=0), "plain_std_error_usd": error(plain)},
+                        index=pd.Index(players, name="party"))
 
 
-#: Control variates of a sampled Shapley value (:func:`shapley_value`); None is plain permutation sampling.
+#: Control variates of a sampled Shapley value (:func:`shapley_value`); None samples the game itself.
 CONTROLS = ("standalone", None)
 
 
@@ -294,63 +301,57 @@ def standalone_values(case: Case, independent: Operation | None = None, n_jobs: 
     return pd.Series(parts - costs, index=pd.Index(ids, name="home"), name="standalone_value_usd_per_day")
 
 
-def _permutations(n: int, samples: int, seed: int) -> list:
-    """``samples`` seeded permutations: (order of the N homes, position 0..N of the aggregator)."""
-    rng = np.random.default_rng(seed)
-    return [(rng.permutation(n), int(rng.integers(n + 1))) for _ in range(samples)]
-
-
-def _sampled_marginals(case: Case, parts: np.ndarray, orders: list, n_jobs: int | None, solve_kw: dict
-                       ) -> np.ndarray:
-    """(len(orders), N + 1) marginal contributions along each permutation, in parallel chunks (same for any n_jobs)."""
-    chunks = [orders[k::CHUNKS] for k in range(min(CHUNKS, len(orders)))]
-    results = run_tasks(_marginals, [(case, parts, chunk, solve_kw) for chunk in chunks], n_jobs,
-                        progress="permutations")
-    draws = np.empty((len(orders), case.n_homes + 1))
-    for k, res in enumerate(results):
-        draws[k::CHUNKS] = res
-    return draws
-
-
-def _standalone_marginals(standalone: np.ndarray, orders: list) -> np.ndarray:
-    """Marginal contributions in the stand-alone game w along each permutation: a home after the aggregator adds
-    its v({aggregator, i}), one before it adds 0, and the aggregator adds the stand-alone values before it."""
-    out = np.zeros((len(orders), len(standalone) + 1))
-    for r, (order, slot) in enumerate(orders):
-        out[r, 0] = standalone[order[:slot]].sum()
-        out[r, order[slot:] + 1] = standalone[order[slot:]]
-    return out
-
-
-#: Permutation chunks of a sampled Shapley value (one joblib task each, with its own cache of coalition values).
+#: Order chunks of a sampled Shapley value (one joblib task each, with its own cache of coalition values).
 CHUNKS = 16
 
 
-def _marginals(case: Case, parts: np.ndarray, orders: list, solve_kw: dict) -> np.ndarray:
-    """Marginal contributions (len(orders), N + 1) of the aggregator and every home along each permutation.
+def _prefix_values(case: Case, parts: np.ndarray, orders: np.ndarray, n_jobs: int | None, solve_kw: dict
+                   ) -> np.ndarray:
+    """(samples, N + 1): v of the first k homes of each order with the aggregator, k = 0..N (v = 0 at k = 0);
+    cleared in parallel chunks of orders (the same values for any n_jobs)."""
+    chunks = [orders[k::CHUNKS] for k in range(min(CHUNKS, len(orders)))]
+    results = run_tasks(_prefixes_task, [(case, parts, chunk, solve_kw) for chunk in chunks], n_jobs,
+                        progress="permutations")
+    out = np.empty((len(orders), case.n_homes + 1))
+    for k, res in enumerate(results):
+        out[k::CHUNKS] = res
+    return out
 
-    A permutation is (order of the homes, position of the aggregator among the N + 1 players): a home after
-    the aggregator adds v(before + it) - v(before); one before it adds 0; the aggregator adds v(the homes
-    before it). Coalition values are cached within the chunk.
-    """
-    n = case.n_homes
-    cache: dict[frozenset, float] = {frozenset(): 0.0}
 
-    def value(members: frozenset) -> float:
-        if members not in cache:
-            idx = sorted(members)
-            cache[members] = float(parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx],
-                                                                    solve_kw))
-        return cache[members]
+def _prefixes_task(case: Case, parts: np.ndarray, orders: np.ndarray, solve_kw: dict) -> np.ndarray:
+    """Prefix values of some orders (:func:`_prefix_values`); coalitions met twice are cleared once."""
+    cache: dict[frozenset, float] = {}
+    out = np.zeros((len(orders), case.n_homes + 1))
+    for r, order in enumerate(orders):
+        for k in range(1, len(order) + 1):
+            members = frozenset(order[:k].tolist())
+            if members not in cache:
+                idx = sorted(members)
+                cache[members] = float(parts[idx].sum() - _clearing_cost(
+                    case, [case.home_ids[i] for i in idx], solve_kw))
+            out[r, k] = cache[members]
+    return out
 
-    out = np.zeros((len(orders), n + 1))
-    for r, (order, slot) in enumerate(orders):
-        before = frozenset(order[:slot].tolist())
-        out[r, 0] = value(before)
-        for i in order[slot:]:
-            now = before | {int(i)}
-            out[r, i + 1] = value(now) - value(before)
-            before = now
+
+def _averaged_draws(prefix: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """(samples, N + 1) per order: the aggregator's mean prefix value, and each home's marginal contribution
+    times the probability (p + 1) / (N + 1) that the aggregator stands before it (place p); efficient per order."""
+    samples, n = orders.shape
+    out = np.empty((samples, n + 1))
+    out[:, 0] = prefix.mean(axis=1)
+    weight = np.arange(1, n + 1) / (n + 1)
+    np.put_along_axis(out[:, 1:], orders, weight * np.diff(prefix, axis=1), axis=1)
+    return out
+
+
+def _drawn_position_draws(prefix: np.ndarray, orders: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Textbook permutation sampling from the same prefix values: with the aggregator at place ``slot``, a home
+    before it adds 0, one after it its marginal contribution, and the aggregator the value of the homes before."""
+    samples, n = orders.shape
+    out = np.empty((samples, n + 1))
+    out[:, 0] = prefix[np.arange(samples), slots]
+    after = np.arange(n)[None, :] >= slots[:, None]
+    np.put_along_axis(out[:, 1:], orders, np.where(after, np.diff(prefix, axis=1), 0.0), axis=1)
     return out
 
 

@@ -529,3 +529,38 @@ def save_figure(fig: plt.Figure, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
     return path
+
+
+#: Panels of :func:`figure_sizes`: column of the size-study table, y label, scale of the value.
+SIZE_PANELS = (("surplus_per_home_usd", "ΔC per home, $/day", 1.0),
+               ("trading_share", "share of ΔC that needs trading, %", 100.0),
+               ("alpha_gini", "Gini of α (M3)", 1.0),
+               ("balanced_share", "balanced (scenario, hour) cells, %", 100.0),
+               ("matched_kwh_per_home", "energy traded between homes,\nkWh per home per day", 1.0),
+               ("congested_share", "congested (scenario, hour) cells, %", 100.0))
+SEASON_COLORS = {"summer": "tab:orange", "winter": "tab:blue"}
+
+
+@styled
+def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
+    """The size study (:func:`desmarket.sizes.size_study`): one panel per quantity against the number of homes
+    (log scale), one colour per day; dots are seeds, the line their median. No solve times: the figure is the
+    same on every rerun."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
+    for ax, (col, label, scale) in zip(axes.flat, SIZE_PANELS):
+        for season, part in rows.groupby("season"):
+            color = SEASON_COLORS.get(season, "tab:gray")
+            ax.plot(part["n_homes"], scale * part[col], "o", color=color, alpha=0.45, ms=5, clip_on=False)
+            median = part.groupby("n_homes")[col].median()
+            ax.plot(median.index, scale * median.to_numpy(), "-", color=color, lw=2, clip_on=False,
+                    label=f"{season}, {part['date'].iloc[0]}")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 10.0) if col == "congested_share" else None)
+        sizes = sorted(rows["n_homes"].unique())
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.set(xlabel="homes in the community", ylabel=label)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=SMALL, frameon=False,
+               title="day (dots: seeds; line: their median)", title_fontsize=SMALL)
+    return fig

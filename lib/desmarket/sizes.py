@@ -42,6 +42,7 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     alpha_gini:            Gini coefficient of the homes' M3 contribution rates alpha_i (Eq. 22); 0: all equal.
     trading_homes_share:   share of homes with alpha_i > 0.
     pinned/balanced/congested_share: share of (scenario, hour) cells in each price state (Eq. 18).
+    lmp_spread_usd_per_mwh: the day's highest minus lowest LMP (the seed draws it): what batteries can earn.
     """
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
     with warnings.catch_warnings():
@@ -64,6 +65,7 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
         "matched_kwh_per_home": float(np.einsum("s,nst->", case.probability, np.abs(market.trade)) / 2 / n_homes),
         "alpha_gini": gini(study.m3.alpha), "trading_homes_share": float(np.mean(study.m3.alpha > 0)),
         "pinned_share": 1 - balanced - congested, "balanced_share": balanced, "congested_share": congested,
+        "lmp_spread_usd_per_mwh": float(1000 * np.ptp(case.lmp)),
         "m1_seconds": t1 - t0, "clearing_seconds": t2 - t1,
     }
 
@@ -96,11 +98,14 @@ def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured:
 
 #: Columns of :func:`size_summary` (median, min and max over seeds).
 SUMMARY_COLUMNS = ("surplus_per_home_usd", "trading_share", "matched_kwh_per_home", "alpha_gini",
-                   "trading_homes_share", "pinned_share", "balanced_share", "congested_share", "clearing_seconds")
+                   "trading_homes_share", "pinned_share", "balanced_share", "congested_share")
+#: Columns of a size-study row that are measured times (they differ on every run; kept out of the summary).
+TIME_COLUMNS = ("m1_seconds", "clearing_seconds")
 
 
 def size_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per day and size: median, min and max over the seeds of every :data:`SUMMARY_COLUMNS` quantity."""
+    """Per day and size: median, min and max over the seeds of every :data:`SUMMARY_COLUMNS` quantity (the
+    times, :data:`TIME_COLUMNS`, are left out: a rerun gives the same summary)."""
     grouped = rows.groupby(["season", "n_homes"])[list(SUMMARY_COLUMNS)]
     out = grouped.agg(["median", "min", "max"])
     out.columns = [f"{col}_{stat}" for col, stat in out.columns]

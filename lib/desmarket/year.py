@@ -99,3 +99,25 @@ def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
                      "share_agree": float(np.mean(agree)) if verdicts and verdicts[0][0] != "n/a" else np.nan,
                      "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper)})
     return pd.DataFrame(rows).set_index("key")
+
+
+#: Meteorological seasons of the (northern) measured data, by month.
+SEASONS = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
+           6: "summer", 7: "summer", 8: "summer", 9: "autumn", 10: "autumn", 11: "autumn"}
+
+
+def claims_by_season(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
+    """Per claim of the paper (rows, as :func:`claims_summary`) and meteorological season (:data:`SEASONS`):
+    the median over the season's studied days and the share of them that agree with the paper
+    (``share_agree``), columns ``<season>_median`` and ``<season>_agree``; plus the paper's value."""
+    season = pd.DatetimeIndex(pd.to_datetime(by_day.index)).month.map(SEASONS)
+    parts = {}
+    for name in ("winter", "spring", "summer", "autumn"):
+        summary = claims_summary(by_day[np.asarray(season == name)], claims)
+        parts[f"{name}_days"] = summary["days"]
+        parts[f"{name}_median"] = summary["median"]
+        parts[f"{name}_agree"] = summary["share_agree"]
+    out = pd.DataFrame(parts)
+    out.insert(0, "claim", summary["claim"])
+    out["paper"] = summary["paper"]
+    return out
