@@ -36,6 +36,7 @@ def test_gini_matches_the_pairwise_formula(x):
 
 def test_one_row_per_community_largest_dispatched_first_and_sorted(rows):
     assert list(rows[["n_homes", "seed"]].itertuples(index=False, name=None)) == [(3, 0), (3, 1), (14, 0), (14, 1)]
+    assert (rows["status"] == "ok").all() and (rows["reason"] == "").all()
     assert (rows["season"] == "summer").all() and (rows["date"] == "2017-06-13").all()
     shares = rows[["pinned_share", "balanced_share", "congested_share"]]
     assert np.allclose(shares.sum(axis=1), 1.0) and (shares >= 0).all().all()
@@ -71,3 +72,25 @@ def test_summary_per_size_and_day(rows):
 def test_bad_sizes_are_refused(measured):
     with pytest.raises(ValueError, match="sizes"):
         sizes.size_study([0], seeds=[0], days=DAYS, measured=measured)
+
+
+def test_a_community_that_cannot_be_built_is_a_row_with_its_reason(measured):
+    days = {"summer": "2017-06-13", "spring": "2017-03-12"}  # the second is a daylight-saving day
+    rows = sizes.size_study([3], seeds=[0], days=days, measured=measured, n_jobs=1, n_scenarios=2)
+    failed = rows[rows["season"] == "spring"].iloc[0]
+    assert failed["status"] == "failed" and "daylight-saving" in failed["reason"]
+    assert np.isnan(failed["surplus_usd"])
+    summary = sizes.size_summary(rows)
+    assert summary.loc[("spring", 3), "seeds"] == 0 and summary.loc[("spring", 3), "failed"] == 1
+    assert summary.loc[("summer", 3), "seeds"] == 1 and summary.loc[("summer", 3), "failed"] == 0
+    from desmarket import plots
+    import matplotlib.pyplot as plt
+
+    plt.close(plots.figure_sizes(rows))  # draws the solved communities only
+
+
+def test_no_seed_or_no_day_is_refused(measured):
+    with pytest.raises(ValueError, match="seed"):
+        sizes.size_study([3], seeds=[], days=DAYS, measured=measured)
+    with pytest.raises(ValueError, match="day"):
+        sizes.size_study([3], seeds=[0], days={}, measured=measured)

@@ -545,7 +545,8 @@ SEASON_COLORS = {"summer": "tab:orange", "winter": "tab:blue"}
 def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
     """The size study (:func:`desmarket.sizes.size_study`): one panel per quantity against the number of homes
     (log scale), one colour per day; dots are seeds, the line their median. No solve times: the figure is the
-    same on every rerun."""
+    same on every rerun. Communities that failed (status not "ok") are left out; the table keeps them."""
+    rows = rows[rows["status"] == "ok"]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
     for ax, (col, label, scale) in zip(axes.flat, SIZE_PANELS):
         for season, part in rows.groupby("season"):
@@ -561,6 +562,6 @@ def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set(xlabel="homes in the community", ylabel=label)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=SMALL, frameon=False,
+    fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=SMALL, frameon=False,
                title="day (dots: seeds; line: their median)", title_fontsize=SMALL)
     return fig

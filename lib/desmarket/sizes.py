@@ -17,12 +17,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .data import build_case, load_measured_homes
+from .case import CaseError
+from .data import DataError, build_case, load_measured_homes
 from .engine import clear_market, solve_independent
-from .model import RoutingWarning
+from .model import RoutingWarning, SolverError
 from .pieces import run_tasks
 from .report import gini
-from .settlement import RegularizationWarning, cooperative_surplus
+from .settlement import NoTradeError, RegularizationWarning, cooperative_surplus
 from .study import settled_study
 
 #: The two days of the size study: the paper's summer day and a winter weekday of the same kind (a Tuesday).
@@ -43,23 +44,29 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     trading_homes_share:   share of homes with alpha_i > 0.
     pinned/balanced/congested_share: share of (scenario, hour) cells in each price state (Eq. 18).
     lmp_spread_usd_per_mwh: the day's highest minus lowest LMP (the seed draws it): what batteries can earn.
+    A community that cannot be built or solved (a data gap, a daylight-saving day, infeasible) is a row with
+    status "failed" and its reason, never dropped.
     """
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RoutingWarning)
-        warnings.simplefilter("ignore", RegularizationWarning)
-        case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
-        t0 = time.perf_counter()
-        independent = solve_independent(case, n_jobs=1)
-        t1 = time.perf_counter()
-        market = clear_market(case, n_jobs=1)
-        t2 = time.perf_counter()
-        alone = clear_market(case, trade_limit=0.0, n_jobs=1)
-        study = settled_study(case, independent, market, profit_rate)
+    head = {"n_homes": n_homes, "seed": seed, "date": day, "scenarios": n_scenarios}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RoutingWarning)
+            warnings.simplefilter("ignore", RegularizationWarning)
+            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
+            t0 = time.perf_counter()
+            independent = solve_independent(case, n_jobs=1)
+            t1 = time.perf_counter()
+            market = clear_market(case, n_jobs=1)
+            t2 = time.perf_counter()
+            alone = clear_market(case, trade_limit=0.0, n_jobs=1)
+            study = settled_study(case, independent, market, profit_rate)
+    except (DataError, CaseError, SolverError, NoTradeError) as exc:
+        return {**head, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     surplus = study.m3.surplus
     balanced, congested = float(market.balanced.mean()), float(market.congested.mean())
     return {
-        "n_homes": n_homes, "seed": seed, "date": day, "scenarios": n_scenarios,
+        **head, "status": "ok", "reason": "",
         "surplus_usd": surplus, "surplus_per_home_usd": surplus / n_homes,
         "trading_share": 1 - cooperative_surplus(independent, alone) / surplus,
         "matched_kwh_per_home": float(np.einsum("s,nst->", case.probability, np.abs(market.trade)) / 2 / n_homes),
@@ -84,10 +91,12 @@ def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured:
     """
     measured = load_measured_homes() if measured is None else measured
     days = dict(SIZE_DAYS if days is None else days)
-    sizes = [int(n) for n in sizes]
+    sizes, seeds = [int(n) for n in sizes], [int(k) for k in seeds]
     if not sizes or min(sizes) < 1:
         raise ValueError(f"sizes must be positive home counts, got {sizes!r}")
-    jobs = sorted(((n, int(s), d) for d in days.values() for n in sizes for s in seeds), key=lambda j: -j[0])
+    if not seeds or not days:
+        raise ValueError(f"the size study needs at least one seed and one day, got seeds {seeds!r}, days {days!r}")
+    jobs = sorted(((n, s, d) for d in days.values() for n in sizes for s in seeds), key=lambda j: -j[0])
     rows = [r for res in run_tasks(_sizes_task, [([j], measured, kw) for j in jobs], n_jobs, progress="communities")
             for r in res]
     season = {pd.Timestamp(d).strftime("%Y-%m-%d"): label for label, d in days.items()}
@@ -105,9 +114,13 @@ TIME_COLUMNS = ("m1_seconds", "clearing_seconds")
 
 def size_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per day and size: median, min and max over the seeds of every :data:`SUMMARY_COLUMNS` quantity (the
-    times, :data:`TIME_COLUMNS`, are left out: a rerun gives the same summary)."""
-    grouped = rows.groupby(["season", "n_homes"])[list(SUMMARY_COLUMNS)]
-    out = grouped.agg(["median", "min", "max"])
+    times, :data:`TIME_COLUMNS`, are left out: a rerun gives the same summary), over the communities that
+    solved (``seeds``; ``failed`` counts the others, whose reasons are in the rows)."""
+    keys = ["season", "n_homes"]
+    solved = rows["status"] == "ok"
+    every = rows.groupby(keys).size().index
+    out = rows[solved].groupby(keys)[list(SUMMARY_COLUMNS)].agg(["median", "min", "max"]).reindex(every)
     out.columns = [f"{col}_{stat}" for col, stat in out.columns]
-    out.insert(0, "seeds", rows.groupby(["season", "n_homes"]).size())
+    out.insert(0, "seeds", solved.groupby([rows[k] for k in keys]).sum().reindex(every).astype(int))
+    out.insert(1, "failed", (~solved).groupby([rows[k] for k in keys]).sum().reindex(every).astype(int))
     return out
