@@ -94,3 +94,23 @@ def test_no_seed_or_no_day_is_refused(measured):
         sizes.size_study([3], seeds=[], days=DAYS, measured=measured)
     with pytest.raises(ValueError, match="day"):
         sizes.size_study([3], seeds=[0], days={}, measured=measured)
+
+
+def test_the_size_study_and_the_year_run_on_a_dask_cluster(measured, rows):
+    """The loops fan out through joblib, so a Dask client runs them on its workers with the same tables."""
+    distributed = pytest.importorskip("distributed")
+    from joblib import parallel_config
+
+    from desmarket import year
+
+    days = ["2017-03-11", "2017-06-13"]
+    local_year = year.claims_by_day(days, measured, n_jobs=1, n_homes=3, n_scenarios=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as tasks, parallel_config(backend="dask"):
+            on_dask = sizes.size_study([3, 14], seeds=[0, 1], days=DAYS, measured=measured, n_scenarios=2)
+            on_dask_year = year.claims_by_day(days, measured, n_homes=3, n_scenarios=2)
+        assert {t["worker"] for t in tasks.data}  # the cluster's workers ran the tasks
+    timing = list(sizes.TIME_COLUMNS)
+    assert on_dask.drop(columns=timing).equals(rows.drop(columns=timing))
+    assert on_dask_year.equals(local_year)
