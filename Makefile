@@ -20,7 +20,8 @@ SAVE        ?=
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13, or CASE=dir"
+	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13, or CASE=dir;"
+	@echo "  SHAPLEY_SAMPLES=16 samples the Shapley value of notebook 08 above 14 homes (each order: one clearing per home)"
 	@echo "  parameter of report: RUN=results/runs/<tag> (default: the reference run)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -50,7 +51,7 @@ unit: $(STAMP)  ## unit tests only
 reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every table and figure
 	$(PY) scripts/reproduce.py $(if $(HOMES),--homes $(HOMES)) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) \
 	  $(if $(PROFIT_RATE),--profit-rate $(PROFIT_RATE)) $(if $(SEED),--seed $(SEED)) $(if $(DATE),--date $(DATE)) \
-	  $(if $(CASE),--case $(CASE))
+	  $(if $(CASE),--case $(CASE)) $(if $(SHAPLEY_SAMPLES),--shapley-samples $(SHAPLEY_SAMPLES))
 
 bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
 	$(PY) scripts/bench.py $(if $(SAVE),--save)

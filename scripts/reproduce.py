@@ -49,6 +49,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _samples(text: str) -> int:
+    value = int(text) if text.strip().lstrip("+").isdigit() else 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be a whole number of orders >= 2, got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
@@ -82,6 +89,8 @@ def parse(argv=None) -> dict:
     parser.add_argument("--profit-rate", type=_rate, dest="profit_rate")
     parser.add_argument("--seed", type=_seed)
     parser.add_argument("--date", type=_date)
+    parser.add_argument("--shapley-samples", type=_samples, dest="shapley_samples",
+                        help="above 14 homes, notebook 08 samples the Shapley value from this many orders")
     parser.add_argument("--case", dest="case_dir", help="a case directory (README, 'Case format'): run the study "
                         "on it instead of building one from the measured data")
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}

@@ -14,7 +14,7 @@ spec.loader.exec_module(reproduce)
 @pytest.mark.parametrize("argv", [
     ["--date", "../../../../elsewhere"], ["--date", "2017-6-13"], ["--date", "2017-02-30"], ["--homes", "0"],
     ["--homes", "-3"], ["--homes", "ten"], ["--scenarios", "1.5"], ["--profit-rate", "1.2"],
-    ["--profit-rate", "nan"], ["--seed", "-1"],
+    ["--profit-rate", "nan"], ["--seed", "-1"], ["--shapley-samples", "1"], ["--shapley-samples", "x"],
 ])
 def test_bad_parameters_stop_before_anything_is_written(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -30,6 +30,7 @@ def test_good_parameters_give_a_tag_inside_results_runs():
     assert run_dir == "results/runs/date-2017-06-13_n_homes-5_profit_rate-0.3_seed-0"
     with pytest.raises(SystemExit, match="leave results/runs"):
         reproduce.run_folder({"date": "../x"})
+    assert reproduce.parse(["--homes", "100", "--shapley-samples", "16"]) == {"n_homes": 100, "shapley_samples": 16}
 
 
 @pytest.mark.parametrize("date", ["2017-03-12", "2016-11-06", "2030-01-01"])
