@@ -150,6 +150,19 @@ def test_method_and_convergence_are_recorded():
     assert log.bytes_from_each_home.iloc[0] == 2 * T * 8  # one float per scenario and hour
 
 
+def test_relaxed_tolerances_stop_sooner_and_keep_delta_c():
+    """Coordination.relaxed() (large communities, make bench): fewer iterations, the same Delta C to 1e-3."""
+    case = random_case(4, n_homes=6, n_scenarios=2)
+    m1 = dm.solve_independent(case, n_jobs=1)
+    exact = dm.settle(case, m1, dm.clear_market(case, n_jobs=1), 0.2)
+    strict = dm.clear_market(case, method="coordinated")
+    relaxed = dm.clear_market(case, method="coordinated", coordination=dm.Coordination.relaxed())
+    assert len(relaxed.convergence) < len(strict.convergence)
+    last = relaxed.convergence.iloc[-1]
+    assert last.residual_kw <= 1e-3 and last.dual_residual <= 1e-5 and last.price_change <= 1e-5
+    assert dm.settle(case, m1, relaxed, 0.2).surplus == pytest.approx(exact.surplus, rel=1e-3)
+
+
 def test_not_converged_names_the_missed_tolerance():
     case = random_case(2, n_homes=3, n_scenarios=2)
     with pytest.raises(dm.NotConvergedError, match=r"in 3 iterations: trade imbalance \(kW\).*max_iterations") as err:

@@ -101,6 +101,14 @@ class Coordination:
         if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
             raise ValueError(f"Coordination.max_iterations must be a positive integer, got {self.max_iterations!r}")
 
+    @classmethod
+    def relaxed(cls) -> "Coordination":
+        """Tolerances for large communities (``make bench`` uses them): 1e-3 kW of trade imbalance and 1e-5 $/kWh,
+        up to 3,000 iterations. Enough for Delta C to 1e-3 relative; each home's gain then agrees with the exact
+        clearing to about a cent (1e-2 $ measured at 30 and 100 homes, against 1e-3 with the defaults). The
+        defaults need more than 2,000 iterations at 100 homes; these about 640."""
+        return cls(tol_residual=1e-3, tol_price=1e-5, max_iterations=3000)
+
 
 # ====================================================================================== home side
 class HomeController:
