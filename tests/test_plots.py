@@ -67,6 +67,7 @@ def _figures(study, process) -> dict:
         "figure_year": lambda: plots.figure_year(_year()[0], "2017-06-13"),
         "figure_claim_distributions": lambda: plots.figure_claim_distributions(*_year()),
         "figure_sizes": lambda: plots.figure_sizes(_sizes()),
+        "figure_size_timings": lambda: plots.figure_size_timings(_sizes()),
     }
 
 
@@ -143,7 +144,7 @@ def test_every_figure_function_is_covered(studies, market_process):
 @pytest.mark.parametrize("n, name", list(itertools.product(SIZES, [
     "figure2_home_curves", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
     "figure_alpha_vs_traded", "figure_inputs", "figure_market_process", "figure_allocations", "figure_year",
-    "figure_claim_distributions", "figure_sizes"])))
+    "figure_claim_distributions", "figure_sizes", "figure_size_timings"])))
 def test_figure_renders_within_a_fixed_size(drawn, n, name):
     fig = drawn[(n, name)]
     assert isinstance(fig, plt.Figure)
@@ -252,3 +253,10 @@ def test_symbols_are_unicode_not_latex(drawn):
         ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()}
         for text in (t for t in _texts(fig) if id(t) not in ticks):
             assert "$\\" not in text.get_text() and "\\alpha" not in text.get_text(), (n, name, text.get_text())
+
+
+def test_save_figure_can_close_so_a_notebook_does_not_show_it(tmp_path):
+    fig, _ = plt.subplots()
+    path = plots.save_figure(fig, tmp_path / "x.png", close=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)

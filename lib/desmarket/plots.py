@@ -523,11 +523,16 @@ def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, referen
     return fig
 
 
-def save_figure(fig: plt.Figure, path) -> Path:
-    """Write a PNG (no timestamp or version metadata, so reruns give the same file); returns the path."""
+def save_figure(fig: plt.Figure, path, close: bool = False) -> Path:
+    """Write a PNG (no timestamp or version metadata, so reruns give the same file); returns the path.
+
+    close: close the figure after writing it, so that a notebook does not show it inline (for a figure of
+    measured times, which differ on every run and would change the committed notebook)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    if close:
+        plt.close(fig)
     return path
 
 
@@ -564,4 +569,22 @@ def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=SMALL, frameon=False,
                title="day (dots: seeds; line: their median)", title_fontsize=SMALL)
+    return fig
+
+
+@styled
+def figure_size_timings(rows: pd.DataFrame) -> plt.Figure:
+    """Solve times of the size study against the number of homes (log-log): M1 and the clearing, median over
+    seeds and days (dots: each community). Measured times: the figure differs on every run."""
+    rows = rows[rows["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for col, label, color in (("m1_seconds", "M1", "tab:gray"), ("clearing_seconds", "clearing", "tab:blue")):
+        ax.plot(rows["n_homes"], rows[col], "o", color=color, alpha=0.35, ms=4)
+        median = rows.groupby("n_homes")[col].median()
+        ax.plot(median.index, median.to_numpy(), "-", color=color, lw=2, label=f"{label} (median)")
+    ax.set(xscale="log", yscale="log", xlabel="homes in the community", ylabel="solve time, s (one worker)")
+    sizes = sorted(rows["n_homes"].unique())
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.legend(loc="upper left", fontsize=SMALL, frameon=False)
     return fig
