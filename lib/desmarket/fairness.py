@@ -29,7 +29,7 @@ from scipy.optimize import linprog
 from .case import Case
 from .engine import clear_market, solve_independent
 from .model import Operation, RoutingWarning
-from .pieces import run_tasks
+from .pieces import map_chunks
 from .settlement import market_contribution, settle
 
 #: Largest community whose 2^N coalitions are enumerated (2^14 = 16,384 clearings).
@@ -169,8 +169,15 @@ def _clearing_cost(case: Case, homes: Sequence[str], solve_kw: dict) -> float:
     return float(market.home_cost.sum() - market.aggregator_revenue)
 
 
-def _costs_task(case: Case, coalitions: list, solve_kw: dict) -> list[float]:
+def _costs_task(coalitions: list, case: Case, solve_kw: dict) -> list[float]:
     return [_clearing_cost(case, homes, solve_kw) for homes in coalitions]
+
+
+def _subset_value(case: Case, parts: np.ndarray, idx, solve_kw: dict) -> float:
+    """v({aggregator} + the homes at positions ``idx``): their M1 parts (:func:`_home_parts`) minus the clearing
+    cost of their sub-community (Eq. 20)."""
+    idx = sorted(idx)
+    return float(parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx], solve_kw))
 
 
 def coalition_value(case: Case, homes: Sequence[str], independent: Operation | None = None, **solve_kw) -> float:
@@ -194,22 +201,25 @@ def coalition_values(case: Case, independent: Operation | None = None, n_jobs: i
     """v(S) of every coalition of homes with the aggregator, $ per day, over all 2^N home sets.
 
     Indexed by the tuple of home ids (the empty tuple is worth 0). Each home's M1 is solved once (M1 separates
-    by home); the 2^N - 1 clearings run in parallel through joblib (``n_jobs``), in batches.
+    by home); the 2^N - 1 clearings run in parallel through joblib (``n_jobs``), in :data:`COALITION_CHUNKS`
+    chunks.
     """
     _check_size(case)
     independent = independent if independent is not None else solve_independent(case)
     parts = _home_parts(case, independent)
     ids = case.home_ids
     subsets = [c for k in range(1, len(ids) + 1) for c in itertools.combinations(range(len(ids)), k)]
-    batch = max(1, len(subsets) // 64)
-    tasks = [(case, [[ids[i] for i in c] for c in subsets[j:j + batch]], solve_kw)
-             for j in range(0, len(subsets), batch)]
-    costs = [c for chunk in run_tasks(_costs_task, tasks, n_jobs, progress="coalitions") for c in chunk]
+    costs = map_chunks(_costs_task, [[ids[i] for i in c] for c in subsets], (case, solve_kw), n_jobs,
+                       COALITION_CHUNKS, progress="coalitions")
     values = {(): 0.0}
     for c, cost in zip(subsets, costs):
         values[tuple(ids[i] for i in c)] = float(parts[list(c)].sum() - cost)
     return pd.Series(list(values.values()), index=pd.Index(list(values), tupleize_cols=False, name="homes"),
                      name="value_usd_per_day")
+
+
+#: Chunks of the coalitions of :func:`coalition_values` (one joblib task each).
+COALITION_CHUNKS = 64
 
 
 def _lookup(values: pd.Series) -> dict:
@@ -294,10 +304,7 @@ def standalone_values(case: Case, independent: Operation | None = None, n_jobs: 
     independent = independent if independent is not None else solve_independent(case)
     parts = _home_parts(case, independent)
     ids = case.home_ids
-    tasks = [(case, [[h] for h in ids[k::CHUNKS]], solve_kw) for k in range(min(CHUNKS, len(ids)))]
-    costs = np.empty(len(ids))
-    for k, chunk in enumerate(run_tasks(_costs_task, tasks, n_jobs)):
-        costs[k::CHUNKS] = chunk
+    costs = np.array(map_chunks(_costs_task, [[h] for h in ids], (case, solve_kw), n_jobs, CHUNKS))
     return pd.Series(parts - costs, index=pd.Index(ids, name="home"), name="standalone_value_usd_per_day")
 
 
@@ -309,16 +316,11 @@ def _prefix_values(case: Case, parts: np.ndarray, orders: np.ndarray, n_jobs: in
                    ) -> np.ndarray:
     """(samples, N + 1): v of the first k homes of each order with the aggregator, k = 0..N (v = 0 at k = 0);
     cleared in parallel chunks of orders (the same values for any n_jobs)."""
-    chunks = [orders[k::CHUNKS] for k in range(min(CHUNKS, len(orders)))]
-    results = run_tasks(_prefixes_task, [(case, parts, chunk, solve_kw) for chunk in chunks], n_jobs,
-                        progress="permutations")
-    out = np.empty((len(orders), case.n_homes + 1))
-    for k, res in enumerate(results):
-        out[k::CHUNKS] = res
-    return out
+    return np.array(map_chunks(_prefixes_task, orders, (case, parts, solve_kw), n_jobs, CHUNKS,
+                               progress="permutations")).reshape(len(orders), case.n_homes + 1)
 
 
-def _prefixes_task(case: Case, parts: np.ndarray, orders: np.ndarray, solve_kw: dict) -> np.ndarray:
+def _prefixes_task(orders: list, case: Case, parts: np.ndarray, solve_kw: dict) -> np.ndarray:
     """Prefix values of some orders (:func:`_prefix_values`); coalitions met twice are cleared once."""
     cache: dict[frozenset, float] = {}
     out = np.zeros((len(orders), case.n_homes + 1))
@@ -326,9 +328,7 @@ def _prefixes_task(case: Case, parts: np.ndarray, orders: np.ndarray, solve_kw: 
         for k in range(1, len(order) + 1):
             members = frozenset(order[:k].tolist())
             if members not in cache:
-                idx = sorted(members)
-                cache[members] = float(parts[idx].sum() - _clearing_cost(
-                    case, [case.home_ids[i] for i in idx], solve_kw))
+                cache[members] = _subset_value(case, parts, members, solve_kw)
             out[r, k] = cache[members]
     return out
 
@@ -388,14 +388,14 @@ def sampled_game(case: Case, samples: int, seed: int = 0, independent: Operation
         size = int(rng.integers(1, n)) if n > 1 else 1
         chosen.add(frozenset(rng.choice(n, size=size, replace=False).tolist()))
     coalitions = sorted(chosen, key=lambda c: (len(c), sorted(c)))
-    grand = float(parts.sum() - _clearing_cost(case, case.home_ids, solve_kw))
+    grand = _subset_value(case, parts, range(n), solve_kw)
     members = np.zeros((2 * len(coalitions), n + 1), dtype=bool)
     value = np.zeros(2 * len(coalitions))
     for k, c in enumerate(coalitions):  # with the aggregator: v(S); without: 0 (a coalition of homes alone)
         idx = sorted(c)
         members[k, 0] = True
         members[k, [i + 1 for i in idx]] = True
-        value[k] = parts[idx].sum() - _clearing_cost(case, [case.home_ids[i] for i in idx], solve_kw)
+        value[k] = _subset_value(case, parts, idx, solve_kw)
         members[len(coalitions) + k, [i + 1 for i in idx]] = True
     alone = np.zeros((2, n + 1), dtype=bool)  # the aggregator alone, and all homes without it: both worth 0
     alone[0, 0], alone[1, 1:] = True, True

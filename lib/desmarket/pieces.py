@@ -289,6 +289,23 @@ def run_tasks(func, tasks: list[tuple], n_jobs: int | None = -1, progress: str |
         return out
 
 
+def map_chunks(func, items, args: tuple = (), n_jobs: int | None = -1, chunks: int = 16,
+               progress: str | None = None) -> list:
+    """``func(chunk, *args)`` over ``chunks`` strided chunks of ``items`` (item k goes to chunk k mod chunks), one
+    :func:`run_tasks` task each; the results (one per item) come back flattened in the order of ``items``.
+
+    Each chunk is fixed by the items alone, so the result does not depend on ``n_jobs``; striding spreads items
+    sorted by cost (small coalitions first, say) evenly over the chunks.
+    """
+    items = list(items)
+    count = min(int(chunks), len(items))
+    results = run_tasks(func, [(items[k::count], *args) for k in range(count)], n_jobs, progress)
+    out = [None] * len(items)
+    for k, result in enumerate(results):
+        out[k::count] = list(result)
+    return out
+
+
 def independent_pieces(case: Case, chunk_rows: int = CHUNK_ROWS) -> list[np.ndarray]:
     """Flat rows of M1 in consecutive pieces of at most ``chunk_rows`` (any split is exact: rows are independent)."""
     total = case.n_homes * case.n_scenarios

@@ -546,6 +546,22 @@ SIZE_PANELS = (("surplus_per_home_usd", "ΔC per home, $/day", 1.0),
 SEASON_COLORS = {"summer": "tab:orange", "winter": "tab:blue"}
 
 
+def _dots_and_median(ax, rows: pd.DataFrame, col: str, scale: float, color: str, label: str) -> None:
+    """One dot per community of a size-study table and a line through the median per size (the line is labelled)."""
+    ax.plot(rows["n_homes"], scale * rows[col], "o", color=color, alpha=0.45, ms=5, clip_on=False)
+    median = rows.groupby("n_homes")[col].median()
+    ax.plot(median.index, scale * median.to_numpy(), "-", color=color, lw=2, clip_on=False, label=label)
+
+
+def _homes_axis(ax, rows: pd.DataFrame) -> None:
+    """Log-scale x axis of community sizes, a tick at each size of the table."""
+    sizes = sorted(rows["n_homes"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("homes in the community")
+
+
 @styled
 def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
     """The size study (:func:`desmarket.sizes.size_study`): one panel per quantity against the number of homes
@@ -555,17 +571,11 @@ def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
     for ax, (col, label, scale) in zip(axes.flat, SIZE_PANELS):
         for season, part in rows.groupby("season"):
-            color = SEASON_COLORS.get(season, "tab:gray")
-            ax.plot(part["n_homes"], scale * part[col], "o", color=color, alpha=0.45, ms=5, clip_on=False)
-            median = part.groupby("n_homes")[col].median()
-            ax.plot(median.index, scale * median.to_numpy(), "-", color=color, lw=2, clip_on=False,
-                    label=f"{season}, {part['date'].iloc[0]}")
-        ax.set_xscale("log")
+            _dots_and_median(ax, part, col, scale, SEASON_COLORS.get(season, "tab:gray"),
+                             f"{season}, {part['date'].iloc[0]}")
+        _homes_axis(ax, rows)
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 10.0) if col == "congested_share" else None)
-        sizes = sorted(rows["n_homes"].unique())
-        ax.set_xticks(sizes, [str(n) for n in sizes])
-        ax.xaxis.set_minor_locator(plt.NullLocator())
-        ax.set(xlabel="homes in the community", ylabel=label)
+        ax.set(ylabel=label)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=SMALL, frameon=False,
                title="day (dots: seeds; line: their median)", title_fontsize=SMALL)
@@ -579,12 +589,8 @@ def figure_size_timings(rows: pd.DataFrame) -> plt.Figure:
     rows = rows[rows["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
     for col, label, color in (("m1_seconds", "M1", "tab:gray"), ("clearing_seconds", "clearing", "tab:blue")):
-        ax.plot(rows["n_homes"], rows[col], "o", color=color, alpha=0.35, ms=4)
-        median = rows.groupby("n_homes")[col].median()
-        ax.plot(median.index, median.to_numpy(), "-", color=color, lw=2, label=f"{label} (median)")
-    ax.set(xscale="log", yscale="log", xlabel="homes in the community", ylabel="solve time, s (one worker)")
-    sizes = sorted(rows["n_homes"].unique())
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
+        _dots_and_median(ax, rows, col, 1.0, color, f"{label} (median)")
+    ax.set(yscale="log", ylabel="solve time, s (one worker)")
+    _homes_axis(ax, rows)
     ax.legend(loc="upper left", fontsize=SMALL, frameon=False)
     return fig

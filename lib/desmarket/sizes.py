@@ -12,19 +12,17 @@ surplus per home, how much of it needs trading between homes, the spread of alph
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from .case import CaseError
-from .data import DataError, build_case, load_measured_homes
+from .data import build_case, load_measured_homes
 from .engine import clear_market, solve_independent
-from .model import RoutingWarning, SolverError
 from .pieces import run_tasks
 from .report import gini
-from .settlement import NoTradeError, RegularizationWarning, cooperative_surplus
+from .settlement import cooperative_surplus
 from .study import settled_study
+from .year import CASE_FAILURES, failure_reason, quiet_warnings
 
 #: The two days of the size study: the paper's summer day and a winter weekday of the same kind (a Tuesday).
 SIZE_DAYS = {"summer": "2017-06-13", "winter": "2017-01-17"}
@@ -50,9 +48,7 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
     head = {"n_homes": n_homes, "seed": seed, "date": day, "scenarios": n_scenarios}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RoutingWarning)
-            warnings.simplefilter("ignore", RegularizationWarning)
+        with quiet_warnings():
             case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
             t0 = time.perf_counter()
             independent = solve_independent(case, n_jobs=1)
@@ -61,8 +57,8 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
             t2 = time.perf_counter()
             alone = clear_market(case, trade_limit=0.0, n_jobs=1)
             study = settled_study(case, independent, market, profit_rate)
-    except (DataError, CaseError, SolverError, NoTradeError) as exc:
-        return {**head, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    except CASE_FAILURES as exc:
+        return {**head, "status": "failed", "reason": failure_reason(exc)}
     surplus = study.m3.surplus
     balanced, congested = float(market.balanced.mean()), float(market.congested.mean())
     return {
@@ -77,8 +73,9 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     }
 
 
-def _sizes_task(jobs: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
-    return [size_row(n, seed, date, measured, **kw) for n, seed, date in jobs]
+def _size_task(job: tuple, measured: pd.DataFrame, kw: dict) -> dict:
+    n_homes, seed, date = job
+    return size_row(n_homes, seed, date, measured, **kw)
 
 
 def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured: pd.DataFrame | None = None,
@@ -97,8 +94,7 @@ def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured:
     if not seeds or not days:
         raise ValueError(f"the size study needs at least one seed and one day, got seeds {seeds!r}, days {days!r}")
     jobs = sorted(((n, s, d) for d in days.values() for n in sizes for s in seeds), key=lambda j: -j[0])
-    rows = [r for res in run_tasks(_sizes_task, [([j], measured, kw) for j in jobs], n_jobs, progress="communities")
-            for r in res]
+    rows = run_tasks(_size_task, [(job, measured, kw) for job in jobs], n_jobs, progress="communities")
     season = {pd.Timestamp(d).strftime("%Y-%m-%d"): label for label, d in days.items()}
     out = pd.DataFrame(rows)
     out.insert(0, "season", out["date"].map(season))

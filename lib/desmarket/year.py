@@ -10,6 +10,7 @@ reason, never dropped. :func:`claims_by_day` fans the days out through joblib (s
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from .case import CaseError
 from .data import DataError, build_case, day_flags, load_measured_homes
 from .model import RoutingWarning, SolverError
-from .pieces import run_tasks
+from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
 from .settlement import NoTradeError, RegularizationWarning
 from .study import run_study
@@ -38,18 +39,33 @@ def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int
     """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, ...)."""
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RoutingWarning)
-            warnings.simplefilter("ignore", RegularizationWarning)
+        with quiet_warnings():
             case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
             study = run_study(case, profit_rate, n_jobs=1)
-    except (DataError, CaseError, SolverError, NoTradeError) as exc:
-        return {"date": day, "status": "failed", "failure": failure_kind(str(exc)),
-                "reason": f"{type(exc).__name__}: {exc}"}
+    except CASE_FAILURES as exc:
+        return {"date": day, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
     row = {"date": day, "status": "ok", "failure": "", "reason": "", **headline(study)}
     row["balanced_share"] = float(study.market.balanced.mean())
     row["congested_share"] = float(study.market.congested.mean())
     return row
+
+
+#: What a day's (or a community's) case may fail with; anything else is a bug and propagates.
+CASE_FAILURES = (DataError, CaseError, SolverError, NoTradeError)
+
+
+@contextlib.contextmanager
+def quiet_warnings():
+    """Many cases in a row: the tie-break's RoutingWarning and RegularizationWarning are not repeated per case."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RoutingWarning)
+        warnings.simplefilter("ignore", RegularizationWarning)
+        yield
+
+
+def failure_reason(exc: Exception) -> str:
+    """The full reason of a failed case, as kept in the tables: the error's type and message."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 #: Short kinds of a failed day, by a phrase of its error message (the full message stays in ``reason``).
@@ -74,9 +90,7 @@ def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int 
     """
     measured = load_measured_homes() if measured is None else measured
     dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
-    chunks = [list(dates[k::DAY_CHUNKS]) for k in range(min(DAY_CHUNKS, len(dates)))]
-    rows = [r for res in run_tasks(_days_task, [(c, measured, kw) for c in chunks], n_jobs, progress="days")
-            for r in res]
+    rows = map_chunks(_days_task, dates, (measured, kw), n_jobs, DAY_CHUNKS, progress="days")
     return pd.DataFrame(rows).sort_values("date").set_index("date")
 
 
