@@ -5,6 +5,7 @@ allocation mechanism in the electricity spot market", Front. Energy Res. 12:1476
 
 Layers, each importing only those above it:
 
+* :mod:`~desmarket.errors` -- the one error family (``DesmarketError`` and its kinds) and the warnings;
 * :mod:`~desmarket.case` -- the validated input (``load_case``, ``create_case``);
 * :mod:`~desmarket.model` -- the models of M1 and the clearing: build, solve, read (the reference, one problem);
 * :mod:`~desmarket.engine` -- ``solve_independent`` / ``clear_market`` by method: central, decomposed
@@ -17,23 +18,33 @@ Layers, each importing only those above it:
 * :mod:`~desmarket.io` (result files and run folders) and :mod:`desmarket.data` (building cases from data).
 """
 
+from .errors import (
+    CaseError,
+    DataError,
+    DesmarketError,
+    DesmarketWarning,
+    InfeasibleCaseError,
+    MismatchError,
+    NoTradeError,
+    NotConvergedError,
+    OutputError,
+    RegularizationWarning,
+    RoutingWarning,
+    SolverError,
+)
 from .case import (
     DEFAULT_HOME,
     HOURS,
     Case,
-    CaseError,
     Market,
     create_case,
     load_case,
     paper_retail_tariff,
 )
-from .coordinated import Coordination, NotConvergedError
+from .coordinated import Coordination
 from .engine import METHODS, clear_market, solve_independent
-from .feasibility import InfeasibleCaseError
 from .model import (
     Operation,
-    RoutingWarning,
-    SolverError,
     assemble_operation,
     build_clearing,
     build_independent,
@@ -42,8 +53,6 @@ from .model import (
     solve,
 )
 from .settlement import (
-    NoTradeError,
-    RegularizationWarning,
     Settlement,
     contribution_rates,
     cooperative_surplus,
@@ -65,15 +74,18 @@ from .fairness import (
 )
 
 __all__ = [
+    # the error family (desmarket.errors)
+    "DesmarketError", "CaseError", "DataError", "SolverError", "InfeasibleCaseError", "NotConvergedError",
+    "NoTradeError", "MismatchError", "OutputError", "DesmarketWarning", "RoutingWarning", "RegularizationWarning",
     # the input
-    "Case", "CaseError", "Market", "create_case", "load_case", "paper_retail_tariff", "DEFAULT_HOME", "HOURS",
+    "Case", "Market", "create_case", "load_case", "paper_retail_tariff", "DEFAULT_HOME", "HOURS",
     # solving: M1 and the market clearing, by method
-    "solve_independent", "clear_market", "METHODS", "Coordination", "NotConvergedError",
-    "Operation", "SolverError", "InfeasibleCaseError", "RoutingWarning",
+    "solve_independent", "clear_market", "METHODS", "Coordination",
+    "Operation",
     # the models, for building on them: build, solve, read
     "build_independent", "build_clearing", "solve", "read_operation", "clearing_price", "assemble_operation",
     # the settlement
-    "settle", "Settlement", "NoTradeError", "RegularizationWarning", "cooperative_surplus", "market_contribution", "contribution_rates",
+    "settle", "Settlement", "cooperative_surplus", "market_contribution", "contribution_rates",
     "nash_bargaining", "profit_rate_sweep",
     # the study layer
     "Study", "Workbench", "run_study",

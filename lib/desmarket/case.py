@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import CaseError
+
 HOURS = 24  # hourly steps per day; a value in kW is also kWh per step
 
 HOME_COLUMNS = (
@@ -103,15 +105,6 @@ _RANGE_FIX = ("check the units (kW not W, $/kWh not $/MWh or cents); the bounds 
               "conditioning sound (desmarket.case.PLAUSIBLE_RANGES)")
 CASE_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv", "market.json")
 _DIRECTORY_FIX = f"pass the path (str or pathlib.Path) of a folder that holds {', '.join(CASE_FILES)}"
-
-
-class CaseError(ValueError):
-    """A case directory or case data is invalid. The message names file, column, row and the fix."""
-
-    def __init__(self, file: str, problem: str, fix: str, column: str | None = None, row: str | None = None):
-        self.file, self.column, self.row, self.problem, self.fix = file, column, row, problem, fix
-        where = file + (f", column '{column}'" if column else "") + (f", {row}" if row else "")
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ import time
 import warnings
 from pathlib import Path
 
-#: Errors that are the user's input, reported in one line (exit 1); anything else is a bug and keeps its traceback.
-USER_ERRORS = ("CaseError", "DataError", "InfeasibleCaseError", "NoTradeError", "SolverError", "NotConvergedError")
 
 
 def _say(message: str) -> None:
@@ -144,7 +142,9 @@ def main(argv=None) -> int:
             warnings.simplefilter("default")
             return args.func(args)
     except Exception as exc:  # user errors: one line, exit 1; anything else is a bug: traceback
-        if type(exc).__name__ in USER_ERRORS or isinstance(exc, (ValueError, FileExistsError, FileNotFoundError)):
+        from desmarket.errors import DesmarketError  # noqa: PLC0415
+
+        if isinstance(exc, (DesmarketError, ValueError, FileExistsError, FileNotFoundError)):
             _say(f"desmarket {args.command}: error: {exc}")
             return 1
         raise

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .case import Case
+from .errors import NotConvergedError
 from .model import (
     DEFAULT_SOLVER_OPTIONS,
     SOLVED,
@@ -61,17 +62,6 @@ from .model import (
 from .pieces import BATTERY, Block, block_model, case_block, run_tasks
 
 FLOAT_BYTES = 8
-
-
-class NotConvergedError(RuntimeError):
-    """The coordinated market process did not meet its tolerances within the iteration limit.
-
-    ``convergence`` holds the iterations run (the same table as ``Operation.convergence``).
-    """
-
-    def __init__(self, message: str, convergence: pd.DataFrame | None = None):
-        super().__init__(message)
-        self.convergence = convergence
 
 
 @dataclass(frozen=True)

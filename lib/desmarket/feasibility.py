@@ -11,17 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from .case import Case
-from .model import SolverError
+from .errors import InfeasibleCaseError, SolverError
 
 #: Slack (kW or kWh) below which a shortfall is rounding, not infeasibility.
 FEASIBILITY_TOLERANCE = 1e-6
-
-
-class InfeasibleCaseError(SolverError):
-    """The case has no feasible operation: the message names the homes, where and why, and the fix.
-
-    A :class:`~desmarket.model.SolverError`, so code that catches solver failures catches it too.
-    """
 
 
 def _hour_supply(case: Case, extra: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .case import Case
+from .errors import RoutingWarning, SolverError
 
 DEFAULT_SOLVER = "CLARABEL"
 #: Tolerances used when no ``solver_options`` are given. The epsilon tie-break makes the operation unique but
@@ -49,19 +50,6 @@ LIMIT_TOLERANCE = 1e-5
 #: A clearing price within this of k^b LMP or k^s LMP ($/kWh) is pinned to it (the exact methods' duals are
 #: accurate to about 1e-7 $/kWh; the coordinated process passes its own, looser tolerance).
 PRICE_TOLERANCE = 1e-6
-
-
-class SolverError(RuntimeError):
-    """The solver did not return an optimal solution; the message says what to check."""
-
-
-class RoutingWarning(UserWarning):
-    """Pro-rata accounting (MODEL.md, "Uniqueness") books a flow above a home's grid or trade limit.
-
-    The operation and the community totals are optimal and feasible; the solver met the limits by routing
-    energy through other homes' connections, which pro-rata matching does not do. The per-home accounting
-    then follows the rule of MODEL.md and the excess is reported in ``Operation.over_limit_kw``.
-    """
 
 
 class Handles(NamedTuple):

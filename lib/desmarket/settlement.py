@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .case import Case
+from .errors import NoTradeError, RegularizationWarning
 from .model import DEFAULT_SOLVER, Operation, SolverError, solve
 
 RULES = ("contribution", "equal")  # M3, M2 (Table 2)
@@ -25,14 +26,6 @@ CONTRIBUTION_TOLERANCE = 1e-9
 #: the tie-break may then have moved the operation, not only picked one of several optima (MODEL.md).
 REGULARIZATION_SHARE = 0.05
 MIN_SURPLUS = 1e-6  # $ per day; below this Delta C is solver noise
-
-
-class NoTradeError(ValueError):
-    """Contribution rates (Eq. 22) are undefined: no home trades in the local market."""
-
-
-class RegularizationWarning(UserWarning):
-    """The tie-break term costs more than :data:`REGULARIZATION_SHARE` of Delta C: epsilon may move the answer."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from .pieces import run_tasks
 from .report import gini
 from .settlement import cooperative_surplus
 from .study import settled_study
-from .year import CASE_FAILURES, failure_reason, quiet_warnings
+from .errors import CASE_FAILURES
+from .year import failure_reason, quiet_warnings
 
 #: The two days of the size study: the paper's summer day and a winter weekday of the same kind (a Tuesday).
 SIZE_DAYS = {"summer": "2017-06-13", "winter": "2017-01-17"}

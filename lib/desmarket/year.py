@@ -16,12 +16,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .case import CaseError
-from .data import DataError, build_case, day_flags, load_measured_homes
-from .model import RoutingWarning, SolverError
+from .data import build_case, day_flags, load_measured_homes
+from .errors import CASE_FAILURES, DesmarketWarning
 from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
-from .settlement import NoTradeError, RegularizationWarning
 from .study import run_study
 
 #: Chunks of days per joblib task (each task receives the measured frame once).
@@ -51,15 +49,13 @@ def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int
 
 
 #: What a day's (or a community's) case may fail with; anything else is a bug and propagates.
-CASE_FAILURES = (DataError, CaseError, SolverError, NoTradeError)
 
 
 @contextlib.contextmanager
 def quiet_warnings():
     """Many cases in a row: the tie-break's RoutingWarning and RegularizationWarning are not repeated per case."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RoutingWarning)
-        warnings.simplefilter("ignore", RegularizationWarning)
+        warnings.simplefilter("ignore", DesmarketWarning)
         yield
 
 

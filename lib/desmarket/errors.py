@@ -1,0 +1,118 @@
+"""The one family of errors and warnings of desmarket.
+
+Every error the library raises on purpose is a :class:`DesmarketError`, so a caller (the CLI, the year and size
+studies, the engine, a user's script) catches by class, never by words in a message::
+
+    DesmarketError
+    ├── CaseError (also a ValueError)          bad input: names the file, column, row and the fix
+    │   └── DataError                           bad measured data: names the file, home and time
+    ├── SolverError (also a RuntimeError)       a solve did not return an optimal solution
+    │   ├── InfeasibleCaseError                 the case has no feasible operation (names the homes)
+    │   └── NotConvergedError                   the market process did not meet its tolerances
+    ├── NoTradeError (also a ValueError)        nobody trades, so the contribution rates (Eq. 22) are undefined
+    ├── MismatchError (also a ValueError)       a result is given with a case it was not solved on
+    └── OutputError (also an OSError)           a result folder cannot be written (names the path)
+
+Warnings are :class:`DesmarketWarning` with a machine-readable ``kind``.
+
+This module imports nothing from the package: every layer may import it.
+"""
+
+from __future__ import annotations
+
+
+class DesmarketError(Exception):
+    """Base of every error desmarket raises on purpose; its message says what is wrong and how to fix it."""
+
+
+class CaseError(DesmarketError, ValueError):
+    """A case directory or case data is invalid. The message names file, column, row and the fix."""
+
+    def __init__(self, file: str, problem: str, fix: str, column: str | None = None, row: str | None = None):
+        self.file, self.column, self.row, self.problem, self.fix = file, column, row, problem, fix
+        where = file + (f", column '{column}'" if column else "") + (f", {row}" if row else "")
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+    def __reduce__(self):  # picklable across joblib/Dask workers with its fields
+        return (type(self), (self.file, self.problem, self.fix, self.column, self.row))
+
+
+class DataError(CaseError):
+    """Input data is unusable. The message names file, home, time (and column), and says how to fix it.
+
+    A subclass of :class:`CaseError`, so ``except CaseError`` catches every input problem.
+    """
+
+    def __init__(self, file: str, problem: str, fix: str, *, home=None, time=None, column: str | None = None):
+        self.home, self.time = home, time
+        parts = ([f"home '{home}'"] if home is not None else []) + ([f"time {time}"] if time is not None else [])
+        super().__init__(str(file), problem, fix, column=column, row=", ".join(parts) or None)
+
+    def __reduce__(self):
+        return (_data_error, (self.file, self.problem, self.fix, self.home, self.time, self.column))
+
+
+def _data_error(file, problem, fix, home, time, column):
+    return DataError(file, problem, fix, home=home, time=time, column=column)
+
+
+class SolverError(DesmarketError, RuntimeError):
+    """The solver did not return an optimal solution; the message says what to check."""
+
+
+class InfeasibleCaseError(SolverError):
+    """The case has no feasible operation: the message names the homes, where and why, and the fix.
+
+    A :class:`SolverError`, so code that catches solver failures catches it too.
+    """
+
+
+class NotConvergedError(SolverError):
+    """The coordinated market process did not meet its tolerances within the iteration limit.
+
+    ``convergence`` holds the iterations run (the same table as ``Operation.convergence``).
+    """
+
+    def __init__(self, message: str, convergence=None):
+        super().__init__(message)
+        self.convergence = convergence
+
+
+class NoTradeError(DesmarketError, ValueError):
+    """Contribution rates (Eq. 22) are undefined: no home trades in the local market."""
+
+
+class MismatchError(DesmarketError, ValueError):
+    """A result (an :class:`~desmarket.model.Operation`) is used with a case it was not solved on."""
+
+
+class OutputError(DesmarketError, OSError):
+    """A result folder or file cannot be written; the message names the path and the fix."""
+
+
+class DesmarketWarning(UserWarning):
+    """Base of desmarket's warnings; ``kind`` names the warning for code that filters or counts them."""
+
+    kind = "desmarket"
+
+
+class RoutingWarning(DesmarketWarning):
+    """Pro-rata accounting (MODEL.md, "Uniqueness") books a flow above a home's grid or trade limit.
+
+    The operation and the community totals are optimal and feasible; the solver met the limits by routing
+    energy through other homes' connections, which pro-rata matching does not do. The per-home accounting
+    then follows the rule of MODEL.md and the excess is reported in ``Operation.over_limit_kw``.
+    """
+
+    kind = "routing"
+
+
+class RegularizationWarning(DesmarketWarning):
+    """The tie-break term costs more than a share of Delta C (``settlement.REGULARIZATION_SHARE``): epsilon may
+    move the answer."""
+
+    kind = "regularization"
+
+
+#: Errors that a study (year, sizes, sensitivity) records as a row with its reason instead of stopping.
+CASE_FAILURES = (CaseError, SolverError, NoTradeError)
