@@ -11,19 +11,19 @@ of running out of memory after minutes and leaving a truncated run folder.
 Measured peak resident memory (the process and its joblib workers, sampled every 0.05 s with psutil; case
 from ``desmarket.data.build_case`` at the paper day, 10 scenarios; Python 3.11, 2 cores, 23 GiB)::
 
-    homes x scenarios   rows    M1 + clearing + settle    Workbench + sensitivity    coordinated clearing
+    homes x scenarios   rows    M1 + clearing + settle    Workbench + sensitivity    M1 + coordinated
                                 (default: decomposed)     (notebook 06)              (notebook 07)
     10 x 10              100      208 MiB                   225 MiB                    209 MiB
-    100 x 10           1,000      671 MiB                   511 MiB                    (not measured)
+    100 x 10           1,000      671 MiB                   511 MiB                    735 MiB
     300 x 10           3,000      716 MiB                 1,136 MiB                    (not measured)
     1,000 x 10        10,000      976 MiB                 3,337 MiB                    (not measured)
 
 (The decomposed solve's ~0.5 GiB step from 10 to 100 homes is its two loky worker processes, started above
-a size where one process suffices; the coordinated process runs in one process and stays small.) The
-Workbench dominates from about 1,000 rows on: 0.314 MiB per row above a 195 MiB base (least squares over
-100-10,000 rows, within 2 %). The estimate takes 0.5 MiB per row (the slope with a 1.6x margin for
-allocator fragmentation, the kernel and pandas copies of the result tables) on top of a 1 GiB base (the
-Jupyter kernel, the imports and the worker processes).
+a size where one process suffices. The coordinated process stays as small and takes 8 minutes at 100 homes,
+so larger sizes of it were not measured.) The Workbench dominates from about 1,000 rows on: 0.314 MiB per row
+above a 195 MiB base (least squares over 100-10,000 rows, every point within 1 %). The estimate takes
+0.5 MiB per row (the slope with a 1.6x margin for allocator fragmentation, the kernel and pandas copies of
+the result tables) on top of a 1 GiB base (the Jupyter kernel, the imports and the worker processes).
 """
 
 from __future__ import annotations
