@@ -274,6 +274,13 @@ def test_help_shows_the_defaults(capsys, command, defaults):
     assert "--force" in text
 
 
+def test_build_case_refuses_a_size_this_machine_cannot_hold(capsys, tmp_path, monkeypatch, no_solving):
+    monkeypatch.setattr("desmarket.limits.available_bytes", lambda: 2 * 2**30)  # a 2 GiB machine
+    code, err = _main(capsys, "build-case", tmp_path / "big", "--homes", "100000")
+    assert code == 1 and "--homes" in err and "100000 homes x 10 scenarios" in err and "Fix:" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_counts_are_singular_for_one():
     assert cli._count(1, "table") == "1 table" and cli._count(2, "figure") == "2 figures"
     assert cli._count(0, "home") == "0 homes"

@@ -215,8 +215,9 @@ def validate(args) -> int:
 
 def build_case(args) -> int:
     """Build a case from the measured data (the data layer) and write it in the case format."""
-    from desmarket import data  # noqa: PLC0415
+    from desmarket import data, limits  # noqa: PLC0415
 
+    limits.check_size(args.homes, args.scenarios, field="--homes")  # a case this machine can study
     with OutputFolder(args.out, args.force) as folder:  # checks OUT before the data are read
         case = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, date=args.date or data.PAPER_DATE,
                                seed=args.seed)
