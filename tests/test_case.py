@@ -52,6 +52,37 @@ def test_select_and_replace(case_dir):
     assert case.replace(market={"buy_ratio": 1.3}).market.buy_ratio == 1.3
     with pytest.raises(dm.CaseError, match="unknown homes"):
         case.select(["nope"])
+    assert case.select().home_ids == case.home_ids and case.select(iter(["2"])).home_ids == ("2",)
+
+
+@pytest.mark.parametrize("homes, words", [
+    ([], ["the selection is empty", "at least one home"]),
+    (["1", "3", "1"], ["home '1' is selected twice"]),
+    (["1", "ghost"], ["unknown homes ['ghost']", "homes are 1, 2, 3"]),
+    ([1], ["unknown homes [1]", "as text"]),
+    ("1", ["expected a list of home ids, got str", "select(['1'])"]),
+    (3, ["expected a list of home ids, got int"]),
+], ids=["empty", "duplicate", "unknown", "not text", "bare string", "number"])
+def test_select_refuses_an_empty_unknown_or_repeated_selection(case_dir, homes, words):
+    case = dm.load_case(case_dir)
+    with pytest.raises(dm.CaseError) as info:
+        case.select(homes)
+    assert isinstance(info.value, ValueError) and info.value.file == "Case.select(homes=...)"
+    for word in words:
+        assert word in str(info.value), f"'{word}' not in {str(info.value)!r}"
+
+
+def test_a_case_needs_at_least_one_home(case_dir):
+    case = dm.load_case(case_dir)
+    with pytest.raises(dm.CaseError, match="no homes") as info:
+        dm.create_case(case.load[:0], case.pv[:0], utility_a=-0.002, utility_b=0.3, lmp=case.lmp)
+    assert info.value.file == "homes.csv"
+    frames = case.to_frames()
+    frames["homes"] = frames["homes"].iloc[:0]
+    frames["profiles"] = frames["profiles"].iloc[:0]
+    with pytest.raises(dm.CaseError, match="has no rows") as info:
+        dm.Case.from_frames(**frames)
+    assert info.value.file == "homes.csv"
     with pytest.raises(dm.CaseError, match="soc_min"):
         case.replace(soc_min=0.7)  # above soc_initial 0.5
 
@@ -113,16 +144,20 @@ BAD_INPUTS = [
     ("retail below net metering", "prices.csv",
      lambda p: edit_csv(p, "prices.csv", lambda f: f.assign(retail_usd_per_kwh=0.01)),
      ["retail_usd_per_kwh", "net-metering"]),
-    ("negative LMP", "prices.csv",
+    ("LMP below the floor", "prices.csv",  # negative LMPs are accepted (tests/test_negative_prices.py), to -100
      lambda p: edit_csv(p, "prices.csv",
-                        lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -0.01))),
-     ["lmp_usd_per_kwh", "line 5", "negative LMP"]),
+                        lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -250.0))),
+     ["lmp_usd_per_kwh", "line 5", "outside the accepted range [-100, 100]", "floor"]),
+    ("reserved home id", "homes.csv",
+     lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(home=["1", "total", "3"])),
+     ["homes.csv", "home", "line 3", "'total' is reserved", "table4_costs.csv", "rename"]),
     ("market key missing", "market.json",
      lambda p: (p / "market.json").write_text('{"buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 1e-5}'),
      ["market.json", "net_metering_usd_per_kwh"]),
     ("market value not a number", "market.json", lambda p: edit_json(p, buy_ratio="high"),
      ["market.json", "buy_ratio", "not a finite number"]),
-    ("sell above buy", "market.json", lambda p: edit_json(p, sell_ratio=1.2), ["sell_ratio", "buy_ratio"]),
+    ("sell above buy", "market.json", lambda p: edit_json(p, sell_ratio=1.2),
+     ["sell_ratio", "buy_ratio", "sell_ratio <= buy_ratio"]),
     ("negative regularization", "market.json", lambda p: edit_json(p, regularization=-1.0),
      ["regularization", ">= 0"]),
     ("invalid json", "market.json", lambda p: (p / "market.json").write_text("{oops"), ["market.json", "JSON"]),
@@ -298,8 +333,6 @@ EXTREMES = [
 
 @pytest.mark.parametrize("name,column,row,value,bounds", EXTREMES, ids=[f"{e[1]}={e[3]}" for e in EXTREMES])
 def test_extreme_magnitudes_raise_one_clear_error(case_dir, name, column, row, value, bounds):
-    if name == "prices.csv":  # LMPs of either sign need k^b = k^s (Eq. 4); keep that rule out of the way
-        edit_json(case_dir, buy_ratio=1.0, sell_ratio=1.0)
     set_cell(name, column, row, value)(case_dir)
     with pytest.raises(dm.CaseError) as info:
         dm.load_case(case_dir)
@@ -366,6 +399,39 @@ def test_ids_with_surrounding_whitespace_are_rejected(case_dir, name, column):
     assert (info.value.file, info.value.column, info.value.row) == (name, column, "line 3")
 
 
+@pytest.mark.parametrize("home", ["aggregator", "total", "Total", "AGGREGATOR", "toTal"])
+def test_reserved_home_ids_are_refused(case_dir, home):
+    """Ids that would collide with the report tables' rows (table4_costs.csv loses a home 'total')."""
+    set_cell("homes.csv", "home", 1, home)(case_dir)
+    with pytest.raises(dm.CaseError, match="is reserved") as info:
+        dm.load_case(case_dir)
+    assert (info.value.file, info.value.column, info.value.row) == ("homes.csv", "home", "line 3")
+    assert f"'{home}'" in str(info.value) and "aggregator, total" in str(info.value)
+    ref = random_case(1, n_homes=2, n_scenarios=1)
+    with pytest.raises(dm.CaseError, match="is reserved") as info:
+        dm.create_case(ref.load, ref.pv, utility_a=-0.002, utility_b=0.3, lmp=ref.lmp, home_ids=["a", home])
+    assert info.value.file == "homes.csv"
+
+
+def test_ids_that_only_contain_a_reserved_word_are_fine():
+    ref = random_case(1, n_homes=3, n_scenarios=1)
+    case = dm.create_case(ref.load, ref.pv, utility_a=-0.002, utility_b=0.3, lmp=ref.lmp,
+                          home_ids=["total_1", "aggregator2", "subtotal"])
+    assert case.home_ids == ("total_1", "aggregator2", "subtotal")
+
+
+def test_the_reserved_ids_are_the_report_tables_row_labels():
+    """Every row label the tables add beside the homes is reserved (report.py, settlement.py, fairness.py)."""
+    import inspect
+    import re
+
+    from desmarket import fairness, report, settlement
+    source = "".join(inspect.getsource(m) for m in (report, settlement, fairness))
+    labels = set(re.findall(r'loc\["(\w+)"\] =', source)) | set(re.findall(r'index=\["(\w+)"\]', source))
+    labels |= {fairness.AGGREGATOR} | set(re.findall(r'"party": \["(\w+)"', source))
+    assert labels == set(dm.case.RESERVED_HOME_IDS)
+
+
 NA_LIKE = ["NA", "None", "null", "N/A", "n/a", "#N/A", "NULL", "NaN", "-nan", "<NA>", "1.0", "01", "Zoë", "a,b",
            'say "hi"', "two words"]
 
@@ -402,10 +468,19 @@ def test_operation_round_trip_keeps_na_like_ids(tmp_path):
 
 def test_errors_in_unsorted_prices_name_the_files_own_line(case_dir):
     edit_csv(case_dir, "prices.csv", lambda f: f.iloc[::-1])  # hour 23 on line 2, hour 3 on line 22
-    edit_csv(case_dir, "prices.csv", lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -0.01)))
-    with pytest.raises(dm.CaseError, match="negative LMP") as info:
+    edit_csv(case_dir, "prices.csv", lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -250.0)))
+    with pytest.raises(dm.CaseError, match="outside the accepted range") as info:
         dm.load_case(case_dir)
     assert info.value.row == "line 22"
+
+
+def test_negative_lmps_load_in_any_row_order(case_dir):
+    """Negative LMPs are real prices (issue 17): they load, and the buy price stays above the sell price."""
+    edit_csv(case_dir, "prices.csv", lambda f: f.iloc[::-1])
+    edit_csv(case_dir, "prices.csv", lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -0.01)))
+    case = dm.load_case(case_dir)
+    assert case.lmp[3] == -0.01 and case.buy_price[3] == pytest.approx(-0.009)
+    assert case.sell_price[3] == pytest.approx(-0.011) and np.all(case.buy_price >= case.sell_price)
 
 
 def test_a_column_of_booleans_is_not_read_as_numbers(case_dir):

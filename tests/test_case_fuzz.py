@@ -14,6 +14,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,7 +39,8 @@ VALID = _valid_files()
 # ------------------------------------------------------------------------------ values
 ODD_TEXT = ["", " ", "NaN", "nan", "-nan", "inf", "-inf", "Infinity", "NA", "N/A", "null", "None", "True", "1e400",
             "-1e400", "1" + "0" * 400, "9" * 5000, "1e-400", "1e9", "1e12", "-1e9", "0x10", "1_000", "1,5", " 1",
-            "1 ", '"', "\n", "\r", "\x00", "é", "\ufeff", "٣", "0", "-0", "24", "23.5", "-1"]
+            "1 ", '"', "\n", "\r", "\x00", "é", "\ufeff", "٣", "0", "-0", "24", "23.5", "-1", "-0.25", "-250",
+            "aggregator", "Total", "AGGREGATOR"]
 CELLS = st.one_of(
     st.sampled_from(ODD_TEXT),
     st.text(max_size=12),
@@ -168,6 +170,14 @@ def _load(files: dict[str, bytes | None]):
             return exc
 
 
+def _check_loaded(result) -> None:
+    """A case that loads keeps the rules every later step relies on: buy price >= sell price for every LMP sign
+    (Eq. 4 and its negative-price rule), no reserved home id, at least one home."""
+    if isinstance(result, dm.Case):
+        assert result.n_homes >= 1 and np.all(result.buy_price >= result.sell_price)
+        assert not {h.strip().lower() for h in result.home_ids} & set(dm.case.RESERVED_HOME_IDS)
+
+
 def test_the_unmutated_case_loads():
     assert isinstance(_load(dict(VALID)), dm.Case)
 
@@ -178,7 +188,9 @@ def test_load_case_returns_a_case_or_raises_case_error(data):
     files = dict(VALID)
     for _ in range(data.draw(st.integers(1, 4), label="mutations")):
         _mutate(files, data)
-    assert isinstance(_load(files), (dm.Case, dm.CaseError))
+    result = _load(files)
+    assert isinstance(result, (dm.Case, dm.CaseError))
+    _check_loaded(result)
 
 
 @FUZZ

@@ -11,7 +11,8 @@ A case directory holds five files (see the README, "Case format"):
 :func:`load_case` reads and validates a directory; :meth:`Case.save` writes one. Every bad input raises a
 single :class:`CaseError` naming the file, the column and the row, and saying how to fix it.
 Nothing is dropped, clipped or filled in. Files are UTF-8; ids are kept exactly as written ('NA' and 'null'
-are ids; an id with surrounding whitespace is an error); numbers must lie within :data:`PLAUSIBLE_RANGES`.
+are ids; an id with surrounding whitespace is an error, and so is a home id of :data:`RESERVED_HOME_IDS`);
+numbers must lie within :data:`PLAUSIBLE_RANGES`. LMPs may be negative (see :func:`wholesale_prices`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,13 @@ DEFAULT_HOME = {
 
 PROBABILITY_TOLERANCE = 1e-6  # |sum(probability) - 1| allowed in scenarios.csv
 
+#: Home ids that would collide with the row labels the report tables add next to the homes (compared after
+#: stripping, in any letter case): ``aggregator`` (Table 4 ``table4_costs.csv``, the Figure 5 sweep
+#: ``figure5_profit_rate.csv``, the Shapley and core tables of fairness) and ``total`` (the sum row of
+#: ``table3_energy.csv`` and ``table4_costs.csv``). A home with such an id would be overwritten by, or
+#: mistaken for, that row.
+RESERVED_HOME_IDS = ("aggregator", "total")
+
 _POWER = "kW or kWh per home: a home is not a power plant (1e4 kW is 10 MW); the paper's are below 20"
 _PRICE = "$/kWh: 100 $/kWh is $100,000/MWh, far beyond any market's price cap"
 _RATIO = "a multiple of the LMP; the study uses 1.1 and 0.9"
@@ -94,7 +102,9 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
     "load_kw": (0.0, 1e4, _POWER),
     "pv_kw": (0.0, 1e4, _POWER),
     "retail_usd_per_kwh": (0.0, 100.0, _PRICE),
-    "lmp_usd_per_kwh": (-100.0, 100.0, _PRICE),
+    "lmp_usd_per_kwh": (-100.0, 100.0, "$/kWh: real day-ahead LMPs lie between offer floors of about -0.25 $/kWh "
+                        "(ERCOT -250 $/MWh) and caps of a few $/kWh (ERCOT's former 9,000 $/MWh); +-100 $/kWh is "
+                        "far beyond both"),
     "net_metering_usd_per_kwh": (0.0, 100.0, _PRICE),
     "buy_ratio": (0.0, 1e3, _RATIO),
     "sell_ratio": (0.0, 1e3, _RATIO),
@@ -112,8 +122,9 @@ class Market:
     """Market-wide parameters (``market.json``).
 
     net_metering_usd_per_kwh: q, price the aggregator pays for a home's surplus (Section 3.1), $/kWh.
-    buy_ratio, sell_ratio:    k^b, k^s of Eq. 4: the aggregator buys at k^b LMP, sells at k^s LMP
-                              [choice: 1.1 / 0.9; the paper's values were lost].
+    buy_ratio, sell_ratio:    k^b >= k^s of Eq. 4: the aggregator buys at k^b LMP, sells at k^s LMP
+                              [choice: 1.1 / 0.9; the paper's values were lost]; for a negative LMP see
+                              :func:`wholesale_prices`.
     regularization:           epsilon of the tie-break, $/kW^2 (MODEL.md "Uniqueness") [choice: 1e-5].
     """
 
@@ -173,13 +184,13 @@ class Case:
 
     @property
     def buy_price(self) -> np.ndarray:
-        """lambda^b_t = k^b LMP_t, $/kWh (Eq. 4)."""
-        return self.market.buy_ratio * self.lmp
+        """lambda^b_t, $/kWh: k^b LMP_t (Eq. 4); LMP_t + (k^b - 1)|LMP_t| if negative (:func:`wholesale_prices`)."""
+        return wholesale_price(self.lmp, self.market.buy_ratio)
 
     @property
     def sell_price(self) -> np.ndarray:
-        """lambda^s_t = k^s LMP_t, $/kWh (Eq. 4)."""
-        return self.market.sell_ratio * self.lmp
+        """lambda^s_t, $/kWh: k^s LMP_t (Eq. 4); LMP_t - (1 - k^s)|LMP_t| if negative (:func:`wholesale_prices`)."""
+        return wholesale_price(self.lmp, self.market.sell_ratio)
 
     def column(self, name: str) -> np.ndarray:
         """One column of ``homes`` as a float array (N,)."""
@@ -252,13 +263,54 @@ class Case:
         return Case.from_frames(**frames)
 
     def select(self, homes: Sequence[str] | None = None) -> Case:
-        """The same case restricted to some homes (ids, in the order given)."""
-        ids = list(self.home_ids if homes is None else homes)
+        """The same case restricted to some homes (ids, in the order given; None keeps them all).
+
+        Raises :class:`CaseError` (a ValueError) naming the argument for a bare string, an empty selection, an
+        unknown id or an id given twice.
+        """
+        ids = list(self.home_ids if homes is None else _selection(homes))
+        where = "Case.select(homes=...)"
+        known = f"the case's {self.n_homes} homes are {', '.join(self.home_ids[:10])}{', ...' * (self.n_homes > 10)}"
+        if not ids:
+            raise CaseError(where, "the selection is empty (a case needs at least one home)",
+                            f"pass at least one home id; {known}")
         unknown = [h for h in ids if h not in self.homes.index]
         if unknown:
-            raise CaseError("homes.csv", f"unknown homes {unknown}", "select ids that appear in the 'home' column")
+            raise CaseError(where, f"unknown homes {unknown[:10]}", f"select ids of the 'home' column, as text "
+                            f"(['1'], not [1]); {known}")
+        repeated = pd.Index(ids)[pd.Index(ids).duplicated()]
+        if len(repeated):
+            raise CaseError(where, f"home '{repeated[0]}' is selected twice", "name each home once")
         idx = self.homes.index.get_indexer(ids)
         return dataclasses.replace(self, homes=self.homes.iloc[idx], load=self.load[idx], pv=self.pv[idx])
+
+
+def _selection(homes) -> list:
+    """The ids of a :meth:`Case.select` argument as a list; a bare string or a non-iterable raises."""
+    if isinstance(homes, (str, bytes)) or not isinstance(homes, Iterable):
+        raise CaseError("Case.select(homes=...)", f"expected a list of home ids, got {type(homes).__name__} "
+                        f"{_shown(repr(homes))}", f"pass a list, e.g. select([{str(homes)[:20]!r}])")
+    return list(homes)
+
+
+def wholesale_price(lmp: np.ndarray, ratio: float) -> np.ndarray:
+    """One wholesale price of :func:`wholesale_prices`: ``ratio`` x LMP where LMP >= 0, (2 - ratio) x LMP below."""
+    lmp = np.asarray(lmp, dtype=float)
+    return np.where(lmp >= 0, ratio, 2.0 - ratio) * lmp
+
+
+def wholesale_prices(lmp, buy_ratio: float, sell_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lambda^b, lambda^s), the aggregator's buy and sell prices at the main grid, $/kWh (Eq. 4).
+
+    lambda^b = LMP + (k^b - 1)|LMP|,  lambda^s = LMP - (1 - k^s)|LMP|  [choice]
+
+    For LMP >= 0 this is exactly Eq. 4 (k^b LMP and k^s LMP, bit for bit). For a negative LMP, as real
+    day-ahead markets publish, Eq. 4's ratios would make buying cheaper than selling (1.1 x -0.1 < 0.9 x -0.1);
+    here the aggregator's margins stay proportional to the size of the LMP, so the buy price stays above the
+    sell price: (2 - k^b) LMP and (2 - k^s) LMP, e.g. -0.09 and -0.11 $/kWh at LMP = -0.1 with 1.1 / 0.9.
+    lambda^b >= lambda^s for every LMP if and only if k^b >= k^s, which ``market.json`` requires.
+    """
+    return wholesale_price(lmp, buy_ratio), wholesale_price(lmp, sell_ratio)
 
 
 # ======================================================================================== I/O
@@ -431,6 +483,9 @@ def create_case(
         raise CaseError("profiles.csv", f"load {load.shape} and pv {pv.shape} are not both (homes, scenarios, "
                         "hours)", "pass two arrays of the same (N, S, T) shape")
     n, s, t = load.shape
+    if n == 0:
+        raise CaseError("homes.csv", f"load and pv have no homes (shape {load.shape})",
+                        "pass arrays with at least one home: (N, S, T) or (N, T) with N >= 1")
     home_ids = [str(h) for h in (home_ids if home_ids is not None else range(1, n + 1))]
     scenario_ids = [str(k) for k in (scenario_ids if scenario_ids is not None else range(1, s + 1))]
     unknown = set(home_params) - set(HOME_COLUMNS)
@@ -572,9 +627,22 @@ def _keyed_table(frame, file: str, columns: Sequence[str], empty_fix: str) -> tu
     return frame, ids
 
 
+def _check_reserved(ids: np.ndarray, frame, file: str) -> None:
+    """No home id is one of :data:`RESERVED_HOME_IDS` (in any letter case): the report tables use them as rows."""
+    folded = pd.Index(ids, dtype=object).astype(str).str.strip().str.lower()
+    reserved = np.asarray(folded.isin(RESERVED_HOME_IDS))
+    if reserved.any():
+        i = int(np.argmax(reserved))
+        _check(~reserved, frame, file, "home", f"home id '{ids[i]}' is reserved: the report tables (table3_energy.csv, "
+               f"table4_costs.csv, figure5_profit_rate.csv) add a row '{folded[i]}' beside the homes",
+               f"rename the home (e.g. 'home_{ids[i]}'); ids {', '.join(RESERVED_HOME_IDS)} are reserved in any "
+               "letter case")
+
+
 def _validate_homes(frame) -> pd.DataFrame:
     file = "homes.csv"
     frame, ids = _keyed_table(frame, file, HOME_COLUMNS, "add one row per home")
+    _check_reserved(ids, frame, file)
     v = {c: _numeric(frame, file, c) for c in HOME_COLUMNS[1:]}
     rules = [
         ("utility_a", v["utility_a"] <= 0, "must be <= 0 (U(d) = a d^2 + b d is concave)", "use a <= 0 in $/kWh^2"),
@@ -634,9 +702,6 @@ def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
     _check(retail >= market.net_metering_usd_per_kwh, frame, file, "retail_usd_per_kwh",
            f"retail price is below the net-metering price {market.net_metering_usd_per_kwh}",
            "the model needs retail >= net metering (Eq. 6), or a home would buy and sell at once")
-    _check(market.buy_ratio * lmp >= market.sell_ratio * lmp, frame, file, "lmp_usd_per_kwh",
-           "buy price k^b LMP is below sell price k^s LMP (negative LMP with k^b > k^s)",
-           "the model needs lambda^b >= lambda^s (Eq. 4); replace negative LMPs or set buy_ratio = sell_ratio")
     order = np.argsort(hour)  # rows may come in any order; errors above name the file's own lines
     return retail[order], lmp[order]
 
@@ -663,8 +728,9 @@ def _validate_market(market: Mapping) -> Market:
     for key in MARKET_KEYS:
         _check_range(np.array([values[key]]), None, file, key)
     if m.sell_ratio > m.buy_ratio:
-        raise CaseError(file, f"'sell_ratio' = {m.sell_ratio} must not exceed buy_ratio (Eq. 4: the aggregator "
-                        "cannot sell above its buy price)", "correct the value", "sell_ratio")
+        raise CaseError(file, f"'sell_ratio' = {m.sell_ratio} exceeds 'buy_ratio' = {m.buy_ratio} (Eq. 4: the "
+                        "aggregator would sell to the grid above its buy price, for positive and negative LMPs)",
+                        "give sell_ratio <= buy_ratio (the study uses 1.1 / 0.9)", "sell_ratio")
     return m
 
 
