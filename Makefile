@@ -12,6 +12,7 @@ PROFIT_RATE ?=
 SEED        ?=
 DATE        ?=
 CASE        ?=
+SHAPLEY_SAMPLES ?=
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
 
@@ -48,10 +49,21 @@ nbval: $(STAMP)  ## re-run the committed notebooks and compare their outputs (wr
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest -q tests
 
+# The parameters reach scripts/reproduce.py through the environment (REPRODUCE_HOMES, ...), never through the
+# shell: CASE="site (2023)" is one path and a value with ; or backquotes is one (invalid) value, not a command.
+# $(value ...) hands over the text as given, without expanding make references in it; unexport keeps make
+# from exporting (and so expanding) the variables themselves.
+unexport HOMES SCENARIOS PROFIT_RATE SEED DATE CASE SHAPLEY_SAMPLES
+reproduce: export REPRODUCE_HOMES = $(value HOMES)
+reproduce: export REPRODUCE_SCENARIOS = $(value SCENARIOS)
+reproduce: export REPRODUCE_PROFIT_RATE = $(value PROFIT_RATE)
+reproduce: export REPRODUCE_SEED = $(value SEED)
+reproduce: export REPRODUCE_DATE = $(value DATE)
+reproduce: export REPRODUCE_CASE = $(value CASE)
+reproduce: export REPRODUCE_SHAPLEY_SAMPLES = $(value SHAPLEY_SAMPLES)
+
 reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every table and figure
-	$(PY) scripts/reproduce.py $(if $(HOMES),--homes $(HOMES)) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) \
-	  $(if $(PROFIT_RATE),--profit-rate $(PROFIT_RATE)) $(if $(SEED),--seed $(SEED)) $(if $(DATE),--date $(DATE)) \
-	  $(if $(CASE),--case $(CASE)) $(if $(SHAPLEY_SAMPLES),--shapley-samples $(SHAPLEY_SAMPLES))
+	$(PY) scripts/reproduce.py
 
 bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
 	$(PY) scripts/bench.py $(if $(SAVE),--save)

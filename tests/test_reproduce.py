@@ -1,6 +1,7 @@
 """`make reproduce` parameters: validated before anything is written; the run folder stays in results/runs/."""
 
 import importlib.util
+import re
 
 import pytest
 
@@ -20,7 +21,8 @@ def test_bad_parameters_stop_before_anything_is_written(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         reproduce.parse(argv)
     assert exc.value.code == 2
-    assert "must be" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "must be" in err and err.count("\n") == 1  # one line, no usage block
 
 
 def test_good_parameters_give_a_tag_inside_results_runs():
@@ -46,7 +48,8 @@ def test_a_case_runs_in_its_own_folder_and_a_bad_one_stops_first(tmp_path, capsy
     args = reproduce.parse(["--case", str(example), "--profit-rate", "0.3"])
     reproduce.check_case(args)
     assert args["case_dir"] == str(example.resolve())
-    assert reproduce.run_folder(args) == "results/runs/three_homes_profit_rate-0.3"
+    assert reproduce.run_folder(args) == f"results/runs/{reproduce.case_tag(example)}_profit_rate-0.3"
+    assert re.fullmatch(r"three_homes-[0-9a-f]{8}", reproduce.case_tag(example))
     with pytest.raises(SystemExit) as exc:
         reproduce.parse(["--case", str(example), "--homes", "5"])
     assert exc.value.code == 2 and "n_homes do not apply" in capsys.readouterr().err
@@ -54,10 +57,241 @@ def test_a_case_runs_in_its_own_folder_and_a_bad_one_stops_first(tmp_path, capsy
     bad.mkdir()
     for f in example.iterdir():
         (bad / f.name).write_bytes(f.read_bytes())
-    assert reproduce.run_folder({"case_dir": str(bad)}) == "results/runs/my_case_"
+    assert re.fullmatch(r"results/runs/my_case_-[0-9a-f]{8}", reproduce.run_folder({"case_dir": str(bad)}))
     (bad / "homes.csv").write_text("home,utility_a\nx,1\n")
     with pytest.raises(SystemExit) as exc:
         reproduce.check_case({"case_dir": str(bad)})
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "homes.csv" in err
+
+
+# --- issue 17, round 3: run folders, pre-flight, sizes, failures, signals, make quoting -----------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import nbformat  # noqa: E402
+import numpy as np  # noqa: E402
+
+import desmarket as dm  # noqa: E402
+from desmarket import limits  # noqa: E402
+
+ROOT = project_root()
+T = 24
+
+
+def test_cases_named_alike_get_their_own_run_folders(tmp_path):
+    """site1/case and site2/case, 'my case' and 'my_case': one folder each (the second deleted the first)."""
+    dirs = [tmp_path / "site1" / "case", tmp_path / "site2" / "case", tmp_path / "my case", tmp_path / "my_case"]
+    folders = {reproduce.run_folder({"case_dir": str(d)}) for d in dirs}
+    assert len(folders) == len(dirs)
+    assert reproduce.run_folder({"case_dir": str(dirs[0])}) == reproduce.run_folder({"case_dir": str(dirs[0])})
+
+
+def test_a_case_inside_the_run_folder_it_replaces_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path))
+    run_dir = "results/runs/x"
+    with pytest.raises(SystemExit, match=r"inside the run folder .*results/runs/x/ that this run replaces; copy"):
+        reproduce.check_location({"case_dir": str(tmp_path / run_dir / "case")}, run_dir)
+    reproduce.check_location({"case_dir": str(tmp_path / "elsewhere")}, run_dir)
+
+
+def _no_notebook(*args, **kwargs):
+    raise AssertionError("no notebook may run")
+
+
+def _identical_homes(path):
+    load, pv = np.full((3, 1, T), 1.0), np.zeros((3, 1, T))
+    pv[:, :, 10:15] = 3.0
+    dm.create_case(load, pv, utility_a=-0.002, utility_b=0.3, lmp=np.full(T, 0.04)).save(path)
+
+
+def _infeasible(path):
+    dm.create_case(np.full((1, 1, T), 5.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.3,
+                   lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0).save(path)
+
+
+@pytest.mark.parametrize("make_case, reason", [(_identical_homes, "NoTradeError"),
+                                               (_infeasible, "InfeasibleCaseError")])
+def test_a_case_the_chain_cannot_run_is_refused_before_notebook_01(make_case, reason, tmp_path, monkeypatch):
+    """It passed `desmarket validate` and died in notebook 06 (or 03) as a 60-line papermill traceback."""
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path / "out"))
+    monkeypatch.setattr(reproduce, "run_notebook", _no_notebook)
+    make_case(tmp_path / "case")
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["--case", str(tmp_path / "case")])
+    message = str(exc.value.code)
+    assert f"cannot run on the case {tmp_path / 'case'}: {reason}: " in message and "\n" not in message
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_one_home_is_refused_before_notebook_01(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setattr(reproduce, "run_notebook", _no_notebook)
+    with pytest.raises(SystemExit, match=r"cannot run on 1 homes x 2 scenarios of 2017-06-13 \(seed 0\): "
+                                         r"NoTradeError: no home's trades"):
+        reproduce.main(["--homes", "1", "--scenarios", "2"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_memory_estimate_refuses_what_this_machine_cannot_hold(tmp_path, monkeypatch):
+    gb = 10**9
+    assert limits.estimate_memory_bytes(200, 10) > limits.estimate_memory_bytes(100, 10) \
+        > limits.estimate_memory_bytes(100, 1)
+    # measured 3.3 GiB for 1,000 homes x 10 scenarios (limits docstring): the estimate stays above it
+    assert limits.estimate_memory_bytes(1000, 10) > 3337 * 2**20
+    limits.check_size(10, 10, available=2 * gb)
+    with pytest.raises(dm.CaseError, match=r"--homes: 100000 homes x 10 scenarios need about 525\.4 GB .* "
+                                           r"16\.0 GB available\. Fix: use at most about \d+ homes .*dask"):
+        limits.check_size(100_000, 10, available=16 * gb)
+    monkeypatch.setattr(limits, "available_bytes", lambda: 16 * gb)
+    monkeypatch.setattr(reproduce, "run_notebook", _no_notebook)
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path))
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit, match=r"cannot run on 100000 homes x 10 scenarios .*CaseError: .*525\.4 GB"):
+        reproduce.main(["--homes", "100000"])
+    assert time.perf_counter() - t0 < 10  # refused before the case is built
+    assert not any(tmp_path.iterdir())
+
+
+def _notebook(path, *lines):
+    """A small notebook of the chain's shape: a parameters cell (run_dir) and one code cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('run_dir = "results"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("\n".join(lines))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _writes(name):
+    return ("from desmarket import io", f"(io.run_paths(run_dir).tables / '{name}.csv').write_text('new\\n')",
+            "print('wrote', run_dir)")
+
+
+def test_a_failing_notebook_is_one_line_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """Real papermill on two small notebooks: the chain runs in a staging folder; the first notebook's files
+    never reach the run folder, the earlier run stays, the failed notebook is kept; one line, exit 1."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(out))
+    nbs = [_notebook(tmp_path / "nb" / "01_ok.ipynb", *_writes("ok")),
+           _notebook(tmp_path / "nb" / "02_boom.ipynb", "import desmarket as dm",
+                     "raise dm.NoTradeError('nobody trades\\nat all')")]
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", nbs)
+    monkeypatch.setattr(reproduce, "preflight", lambda args, case=None: None)
+    earlier = out / "results" / "runs" / "n_homes-3"
+    (earlier / "tables").mkdir(parents=True)
+    (earlier / "tables" / "old.csv").write_text("old\n")
+    assert reproduce.main(["--homes", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    kept = out / "results" / "runs" / "n_homes-3.failed.ipynb"
+    assert err == f"failed: 02_boom.ipynb: NoTradeError: nobody trades at all (In [3]); nothing was changed; " \
+                  f"the failed notebook is kept in {kept}"
+    assert sorted(p.name for p in earlier.rglob("*")) == ["old.csv", "tables"]
+    assert kept.exists() and not list((out / "results" / "runs").glob(".staging-*"))
+
+
+def test_the_reference_run_moves_results_and_notebooks_into_place_when_all_succeeded(tmp_path, monkeypatch):
+    """Executed into staging (DESMARKET_OUTPUT_ROOT reaches the kernel), then moved: the notebook is rewritten in
+    place with papermill's paths as the final ones; files of results/ the chain does not write stay."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(out))
+    nb = _notebook(tmp_path / "notebooks" / "01_ok.ipynb", *_writes("ok"))
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", [nb])
+    monkeypatch.setattr(reproduce, "refresh_readme", lambda: None)
+    (out / "results" / "tables").mkdir(parents=True)
+    (out / "results" / "tables" / "other.csv").write_text("kept\n")
+    assert reproduce.main([]) == 0
+    assert (out / "results" / "tables" / "ok.csv").read_text() == "new\n"
+    assert (out / "results" / "tables" / "other.csv").read_text() == "kept\n"
+    executed = nbformat.read(nb, as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "wrote results\n"  # run_dir as given: paths stay relative
+    assert executed.metadata.papermill["output_path"] == executed.metadata.papermill["input_path"] == str(nb)
+    assert not list((out / "results" / "runs").glob(".staging-*"))
+
+
+DRIVER = """
+import importlib.util, sys, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("reproduce", sys.argv[1])
+reproduce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reproduce)
+ready, notebooks = Path(sys.argv[2]), [Path(p) for p in sys.argv[3].split(",")]
+
+def half_executed(nb, target, parameters, progress):  # writes as papermill does, then hangs in the second
+    from desmarket import io
+    (io.run_paths(parameters["run_dir"]).tables / (nb.stem + ".csv")).write_text("new\\n")
+    target.write_bytes(nb.read_bytes())
+    if nb == notebooks[-1]:
+        target.write_text("half")
+        ready.touch()
+        time.sleep(60)
+
+reproduce.NOTEBOOKS, reproduce.run_notebook = notebooks, half_executed
+reproduce.preflight = lambda args, case=None: None
+sys.exit(reproduce.main(sys.argv[4:]))
+"""
+
+
+@pytest.mark.parametrize("signum, argv", [(signal.SIGTERM, ["--homes", "3"]), (signal.SIGINT, [])],
+                         ids=["SIGTERM-parameterised", "SIGINT-reference"])
+def test_a_signal_leaves_everything_as_it_was_and_says_so_in_one_line(signum, argv, tmp_path):
+    """SIGTERM (timeout, cancelled CI) and Ctrl-C take one path: staging removed, earlier results, run folder
+    and notebooks untouched, no <tag>.previous, one line, exit 128 + signal."""
+    out = tmp_path / "out"
+    nbs = [_notebook(tmp_path / "notebooks" / f"0{i}_nb.ipynb", "pass") for i in (1, 2)]
+    before = {p: p.read_bytes() for p in nbs}
+    folder = out / ("results" if not argv else "results/runs/n_homes-3")
+    (folder / "tables").mkdir(parents=True)
+    (folder / "tables" / "01_nb.csv").write_text("old\n")
+    (tmp_path / "driver.py").write_text(DRIVER)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "DESMARKET_OUTPUT_ROOT": str(out)}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(ROOT / "scripts" / "reproduce.py"),
+                             str(ready), ",".join(map(str, nbs)), *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, err
+    assert err.strip() == f"interrupted: nothing was changed; {signum.name} during 02_nb.ipynb, " \
+                          f"{folder}/ and the notebooks are as before"
+    assert {p: p.read_bytes() for p in nbs} == before
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == ["tables/01_nb.csv"]
+    assert (folder / "tables" / "01_nb.csv").read_text() == "old\n"
+    assert not list((out / "results" / "runs").glob(".*")) and not list(folder.parent.glob("*.previous"))
+
+
+def _stamp_is_current() -> bool:
+    return shutil.which("make") is not None and subprocess.run(
+        ["make", "-q", ".venv/.installed"], cwd=ROOT, capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _stamp_is_current(), reason="make reproduce would set up .venv first")
+@pytest.mark.parametrize("variables, code, line", [
+    ({"HOMES": "3;touch {x}", "DATE": "`touch {x}`"}, 2,
+     "reproduce.py: error: argument --homes: must be a positive whole number, got '3;touch {x}'"),
+    ({"SEED": "$(shell touch {x})"}, 2, "reproduce.py: error: argument --seed: must be a whole number >= 0, "
+                                        "got '$(shell touch {x})'"),
+    ({"CASE": "{tmp}/site (2023)"}, 1, "reproduce.py: the case {tmp}/site (2023) is not valid: "),
+], ids=["semicolon-backquotes", "make-function", "parentheses"])
+def test_make_variables_reach_the_script_as_one_value(variables, code, line, tmp_path):
+    """Through real make: no value runs a command or splits; each gives the script's own one-line error."""
+    x = tmp_path / "x"
+    settings = [f"{k}={v.format(x=x, tmp=tmp_path)}" for k, v in variables.items()]
+    env = {**os.environ, "DESMARKET_OUTPUT_ROOT": str(tmp_path / "out")}
+    result = subprocess.run(["make", "--no-print-directory", "reproduce", *settings], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    ours = [s for s in result.stderr.splitlines() if s.startswith("reproduce.py")]
+    assert len(ours) == 1 and ours[0].startswith(line.format(x=x, tmp=tmp_path)), result.stderr
+    assert "[Makefile:" in result.stderr and f"reproduce] Error {code}" in result.stderr  # the script's status
+    assert "Traceback" not in result.stderr and not x.exists() and not (tmp_path / "out").exists()
