@@ -201,3 +201,79 @@ def test_scorecard_kinds_compare_as_documented():
         "not reported", "n/a", "n/a", "why"]  # the reason is always shown: there is no agreement to explain it
     with pytest.raises(ValueError, match=r"\[x\].*unreported"):
         report.parse_claims('[x]\nclaim = "c"\nunit = "-"\nkind = "unreported"\npaper = 1.0\nreason = ""\n')
+
+
+#: The notes of the reference run (ρ = 0.2, the measured CityLearn homes) before they were generated: the
+#: generated notes must stay byte-identical to these.
+REFERENCE_NOTES = {
+    "surplus_usd": "our homes (California), LMP (synthetic, 2024 PJM level) and kᵇ/kˢ differ from the paper's",
+    "storage_change_pct": "our homes already cycle their batteries in M1 to store midday PV for the evening (sunny "
+                          "California, large PV), so the market adds relatively less",
+    "m3_core_excess_usd": "at ρ = 0.2 the aggregator and a group of homes would gain by leaving out the homes M3 pays "
+                          "most: α rewards traded energy, while almost all of ΔC is each home's stand-alone value "
+                          "(notebook 08)",
+}
+
+
+def _disagreeing(claims):
+    """Values that disagree in direction with every claim, so that every note is shown."""
+    return {k: -np.sign(c.paper if c.kind == "number" else c.sign or 1.0) or -1.0 for k, c in claims.iterrows()}
+
+
+def test_scorecard_notes_are_generated_from_the_run():
+    """A rho = 0 run's note said "at ρ = 0.2", a user case's spoke of "our homes (California)" (issue 17). The
+    notes are now filled from the run's profit rate and the case's source; the reference run's are unchanged."""
+    claims = io.paper_claims()
+    reference = {"rho": "0.2", "buy_ratio": "1.1", "sell_ratio": "0.9"}
+    for key, text in REFERENCE_NOTES.items():
+        assert report.claim_note(claims.loc[key], reference, "measured") == text
+    case = random_case(1, n_homes=3, n_scenarios=1)
+    zero = studies.run_study(case, 0.0)
+    assert report.note_fields(zero)["rho"] == "0"
+    card = report.scorecard(zero, claims, values=_disagreeing(claims))
+    assert (card["same_direction"] == "no").loc[list(REFERENCE_NOTES)].all()
+    assert card.loc["m3_core_excess_usd", "note"].startswith("at ρ = 0 the aggregator")
+    assert card.loc["surplus_usd", "note"] == REFERENCE_NOTES["surplus_usd"]  # measured is the default source
+    own = report.scorecard(zero, claims, values=_disagreeing(claims), source="case")
+    assert not own["note"].str.contains("California|our homes").any(), own["note"]
+    assert own.loc["surplus_usd", "note"] == "the case's homes, LMP and kᵇ/kˢ (1.1 / 0.9) differ from the paper's"
+    with pytest.raises(ValueError, match="source must be one of"):
+        report.scorecard(zero, claims, values=_disagreeing(claims), source="California")
+    with pytest.raises(ValueError, match=r"\[x\].*unknown fields \['rate'\]"):
+        report.parse_claims('[x]\nclaim = "c"\nunit = "-"\nkind = "unreported"\nreason = "at {rate}"\n')
+
+
+def test_reference_scorecard_notes_match_the_committed_tables():
+    """The committed scorecards (notebooks 06 and 08, ρ = 0.2, measured homes) hold exactly the generated notes."""
+    claims = io.paper_claims()
+    fields = {"rho": "0.2", "buy_ratio": "1.1", "sell_ratio": "0.9"}
+    for name in ("scorecard.csv", "fairness_scorecard.csv"):
+        card = pd.read_csv(io.project_root() / "results" / "tables" / name, index_col="key", keep_default_na=False)
+        for key, note in card["note"].items():
+            if note:
+                assert report.claim_note(claims.loc[key], fields) == note
+
+
+def _lonely_battery_case():
+    """Three homes with less PV than load, only the first with a battery: with the market it serves the others'
+    evening load (they trade); with battery scale 0 nobody can supply anyone, so the contribution rates are
+    undefined."""
+    n, hours = 3, np.arange(dm.HOURS)
+    lmp = 0.03 + 0.05 * np.exp(-0.5 * ((hours - 18) / 2.0) ** 2)
+    pv = np.broadcast_to(np.where((hours >= 10) & (hours < 15), 0.2, 0.0), (n, 1, dm.HOURS))
+    return dm.create_case(np.ones((n, 1, dm.HOURS)), pv, utility_a=np.full(n, -0.003),
+                          utility_b=np.full(n, 0.3), lmp=lmp, battery_kwh=[13.5, 0.0, 0.0], battery_kw=[5.0, 0.0, 0.0])
+
+
+def test_a_sensitivity_row_that_cannot_be_computed_is_a_row_with_its_reason(tmp_path):
+    table = studies.sensitivity(studies.Workbench(_lonely_battery_case()), 0.2)
+    failed = table.loc[("battery kWh and kW", "x0.0")]
+    assert failed["reason"].startswith("NoTradeError: no home's trades")
+    assert failed.drop("reason").isna().all()
+    ok = table.drop(("battery kWh and kW", "x0.0"))
+    assert (ok["reason"] == "").all() and ok.drop(columns="reason").notna().all().all()
+    assert len(table) == len(studies.sensitivity_variants(_lonely_battery_case()))
+    path = report.save_table(table, tmp_path / "sensitivity.csv", decimals=3)  # as notebook 06 writes it
+    back = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert back["reason"].fillna("").tolist() == table["reason"].tolist()
+

@@ -9,6 +9,7 @@ differ are data: ``resources/paper_claims.toml``, read by :func:`desmarket.io.pa
 
 from __future__ import annotations
 
+import string
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,15 +32,24 @@ CLAIM_KINDS = {"number": "sign and order of magnitude (within a factor 10) of th
                "unreported": "nothing to compare: the paper reports no value; ours is shown with its reason"}
 #: What the scorecard's paper column shows for a claim of kind "unreported".
 NOT_REPORTED = "not reported"
+#: Where a run's case comes from (``source`` of :func:`scorecard`): "measured", built by
+#: :func:`desmarket.data.build_case` from the measured CityLearn homes (notebook 01 without ``case_dir``), or
+#: "case", a user's case directory (``make reproduce CASE=dir``). A claim's note is its ``reason`` for the
+#: measured data and its ``reason_case`` (if given, else ``reason``) for a user's case.
+DATA_SOURCES = ("measured", "case")
+#: Fields a claim's reason may name in braces, filled from the run (:func:`note_fields`).
+NOTE_FIELDS = ("rho", "buy_ratio", "sell_ratio")
 
 
 def parse_claims(text: str) -> pd.DataFrame:
     """Claims in the TOML format of ``resources/paper_claims.toml``, one row per headline key, in order.
 
     Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason,
-    source (where our value comes from: "headline", :func:`headline`, or "fairness", notebook 08).
-    Validated: an unknown kind, a missing field or a paper value on an "unreported" claim is a ValueError naming
-    the claim.
+    reason_case (the note for a user's case; default the reason), source (where our value comes from:
+    "headline", :func:`headline`, or "fairness", notebook 08). Reasons are templates: ``{rho}`` and the other
+    :data:`NOTE_FIELDS` are filled from the run by :func:`scorecard`.
+    Validated: an unknown kind, a missing field, a paper value on an "unreported" claim or an unknown field in
+    braces is a ValueError naming the claim.
     """
     rows = []
     for key, claim in tomllib.loads(text).items():
@@ -55,10 +65,42 @@ def parse_claims(text: str) -> pd.DataFrame:
         rows.append({"key": key, "claim": claim["claim"], "unit": claim["unit"], "kind": kind,
                      "paper": float(claim.get("paper", np.nan)), "paper_text": claim.get("paper_text", ""),
                      "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"],
+                     "reason_case": claim.get("reason_case", claim["reason"]),
                      "source": claim.get("source", "headline")})
+        for field in ("reason", "reason_case"):
+            _check_template(key, field, rows[-1][field])
         if rows[-1]["source"] not in CLAIM_SOURCES:
             raise ValueError(f"paper claims [{key}]: source must be one of {CLAIM_SOURCES}, got {rows[-1]['source']!r}")
     return pd.DataFrame(rows).set_index("key")
+
+
+def _check_template(key: str, field: str, text: str) -> None:
+    """A claim's reason names only :data:`NOTE_FIELDS` in braces (a literal brace is written twice)."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"paper claims [{key}]: {field} is not a valid template ({exc}); write a literal brace "
+                         "twice, {{ or }}") from None
+    unknown = sorted(names - set(NOTE_FIELDS))
+    if unknown:
+        raise ValueError(f"paper claims [{key}]: {field} names unknown fields {unknown}; use only "
+                         f"{{{'}, {'.join(NOTE_FIELDS)}}} (filled from the run)")
+
+
+def note_fields(study: Study) -> dict:
+    """The values a claim's reason may name (:data:`NOTE_FIELDS`), from the run: the profit rate rho it was
+    settled at and the case's k^b, k^s (Eq. 4), each written with ``:g`` (0.2, not 0.20000)."""
+    market = study.case.market
+    return {"rho": f"{study.profit_rate:g}", "buy_ratio": f"{market.buy_ratio:g}",
+            "sell_ratio": f"{market.sell_ratio:g}"}
+
+
+def claim_note(claim, fields: dict, source: str = "measured") -> str:
+    """The note of one claim (a row of :func:`parse_claims`) for a run: its reason for the measured data or its
+    reason_case for a user's case (``source``, :data:`DATA_SOURCES`), with the run's :func:`note_fields`."""
+    if source not in DATA_SOURCES:
+        raise ValueError(f"source must be one of {DATA_SOURCES} (where the case comes from), got {source!r}")
+    return (claim.reason if source == "measured" else claim.reason_case).format_map(fields)
 
 
 def _expected(case: Case, values: np.ndarray) -> np.ndarray:
@@ -200,15 +242,23 @@ def agreement(kind: str, paper: float, sign: float, ours: float) -> tuple[str, s
 CLAIM_SOURCES = ("headline", "fairness")
 
 
-def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None) -> pd.DataFrame:
+def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None, source: str = "measured"
+              ) -> pd.DataFrame:
     """Every claim of the paper beside ours, with agreement in direction and order of magnitude.
 
     claims: :func:`parse_claims` of the claims file (:func:`desmarket.io.paper_claims` reads the package's).
     The note gives the claim's reason where either agreement is "no", and always for a claim the paper does not
     report (kind "unreported": paper column "not reported", both agreements "n/a"), where it says what ours shows.
     values: our value per claim key (default :func:`headline`; notebook 08 passes the fairness values).
+    source: where the case comes from (:data:`DATA_SOURCES`): "measured" (the CityLearn homes, the default) or
+    "case" (a user's case directory); the notes are generated from it and from the run (:func:`claim_note`: the
+    profit rate actually used, the case's k^b / k^s).
     """
+    if source not in DATA_SOURCES:
+        raise ValueError(f"source must be one of {DATA_SOURCES} (where the case comes from: the measured homes "
+                         f"of desmarket.data.build_case, or a user's case directory), got {source!r}")
     values = headline(study) if values is None else values
+    fields = note_fields(study)
     missing = sorted(set(claims.index) - set(values))
     if missing:
         raise KeyError(f"no value for the claims {missing}; pass them in `values` (claims of source "
@@ -221,7 +271,7 @@ def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None) ->
         rows.append({"key": key, "claim": c.claim, "unit": c.unit,
                      "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper), "ours": ours,
                      "same_direction": direction, "same_order_of_magnitude": magnitude,
-                     "note": c.reason if explain else ""})
+                     "note": claim_note(c, fields, source) if explain else ""})
     return pd.DataFrame(rows).set_index("key")
 
 

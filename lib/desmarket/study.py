@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .case import Case
 from .engine import DEFAULT_SOLVERS, clear_market, solve_independent
+from .errors import CASE_FAILURES, CaseError
 from .model import Operation, Prices, RoutingWarning, assemble_operation, trade_limits
 from .pieces import (
     CHUNK_ROWS,
@@ -112,8 +113,8 @@ def variant_case(case: Case, *, market: dict | None = None, retail=None, lmp=Non
     if scenarios is not None:
         unknown = sorted(set(scenarios) - set(case.scenarios))
         if unknown or not len(scenarios):
-            raise ValueError(f"scenarios must be a non-empty subset of the case's {list(case.scenarios)}; "
-                             f"unknown: {unknown}")
+            raise CaseError("scenarios", f"the scenarios to keep must be a non-empty subset of the case's "
+                            f"{list(case.scenarios)}; unknown: {unknown}", "pass ids of scenarios.csv")
         sc = frames["scenarios"][frames["scenarios"]["scenario"].isin(list(scenarios))].copy()
         sc["probability"] = sc["probability"] / sc["probability"].sum()
         frames["scenarios"] = sc
@@ -243,10 +244,20 @@ def sensitivity_variants(case: Case, n_scenarios_options=(1, 5)) -> list[tuple[s
 
 
 def sensitivity_row(choice: str, value: str, study: Study) -> dict:
-    """One row of the sensitivity table: the changed choice, its value, the headline numbers and epsilon's cost."""
+    """One row of the sensitivity table: the changed choice, its value, the headline numbers and epsilon's cost
+    (``reason`` empty: the row was computed)."""
     h = headline(study)
     return {"choice": choice, "value": value, **{k: h[k] for k in SENSITIVITY_COLUMNS},
-            "regularization_cost_usd": study.market.regularization_cost}
+            "regularization_cost_usd": study.market.regularization_cost, "reason": ""}
+
+
+def failed_sensitivity_row(choice: str, value: str, exc: Exception) -> dict:
+    """The row of a variant that cannot be computed (one of :data:`~desmarket.errors.CASE_FAILURES`: nobody trades,
+    the solve fails, the variant is not a valid case): NaN numbers and the reason, "<error type>: <message>"."""
+    from .year import failure_reason  # noqa: PLC0415  (year imports this module; one reason format for all studies)
+
+    return {"choice": choice, "value": value, **dict.fromkeys(SENSITIVITY_COLUMNS, np.nan),
+            "regularization_cost_usd": np.nan, "reason": failure_reason(exc)}
 
 
 def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5),
@@ -256,13 +267,20 @@ def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=
     No problem is rebuilt: k^b/k^s re-solve the clearing only, battery size and epsilon both problems, and a
     subset of the scenarios nothing (see :meth:`Workbench.operations`). progress: a tqdm bar on stderr (None:
     only when stderr is a terminal, so executed notebooks stay byte-identical).
+    A variant that cannot be computed (no trade, a failed solve, an invalid variant:
+    :data:`~desmarket.errors.CASE_FAILURES`) is a row of NaN with its ``reason`` (:func:`failed_sensitivity_row`);
+    the other rows are unchanged and their ``reason`` is empty.
     """
     rows = []
     variants = sensitivity_variants(bench.case, n_scenarios_options)
     for choice, value, changes in tqdm(variants, desc="sensitivity", unit="row", disable=_quiet(progress)):
-        with routing_quiet():
-            study = bench.study(profit_rate, **changes)
-        rows.append(sensitivity_row(choice, value, study))
+        try:
+            with routing_quiet():
+                study = bench.study(profit_rate, **changes)
+        except CASE_FAILURES as exc:
+            rows.append(failed_sensitivity_row(choice, value, exc))
+        else:
+            rows.append(sensitivity_row(choice, value, study))
     return pd.DataFrame(rows).set_index(["choice", "value"])
 
 
