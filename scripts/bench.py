@@ -6,9 +6,13 @@ Each (homes, method) runs in its own process, so that peak memory (the process a
 sampled every 0.1 s) and timings do not leak between runs. Central runs up to --central-max homes (1,000)
 and coordinated up to --coordinated-max (1,000): it is iterative, about 2 ms per home and iteration on this
 machine and several hundred iterations, so 1,000 homes take about 20 minutes.
-Prints the table, the ratio of central to decomposed time at each size, and Delta C of each method relative
-to the reference (central where it ran, else decomposed). With --save (``make bench SAVE=1``) it writes
-results/bench/bench.csv, machine.txt and bench.png; otherwise nothing is written. Timings, not assertions.
+Prints each row as soon as it finishes; a row that fails (an error, or the child process killed) is printed
+and kept with its reason, and the other rows still run. At the start it says roughly how long the run will
+take, from the timings of the same rows in results/bench/bench.csv (the default run: about 27 minutes on a
+2-core machine, 21 of them the coordinated process at 1,000 homes). At the end it prints the table, the ratio
+of central to decomposed time at each size, and Delta C of each method relative to the reference (central
+where it ran, else decomposed). With --save (``make bench SAVE=1``) it writes results/bench/bench.csv,
+machine.txt and bench.png; otherwise nothing is written. Timings, not assertions.
 """
 
 import argparse
@@ -64,8 +68,30 @@ def one_run(homes: int, scenarios: int, method: str, seed: int) -> dict:
             "surplus_usd": dm.cooperative_surplus(m1, market)}
 
 
+def child_run(homes: int, scenarios: int, method: str, seed: int) -> int:
+    """The child's side: one JSON line, the row of :func:`one_run` or ``{"error": reason}``; exit code 0 or 1."""
+    try:
+        print(json.dumps(one_run(homes, scenarios, method, seed)), flush=True)
+        return 0
+    except Exception as exc:  # noqa: BLE001  (any failure becomes a row with its reason)
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+
+
+def _last_json(out: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
 def measured(homes: int, scenarios: int, method: str, seed: int) -> dict:
-    """Run :func:`one_run` in a child process; add its peak memory (child + workers), GiB."""
+    """Run :func:`one_run` in a child process; add its peak memory (child + workers), GiB. A failed run gives
+    a row with ``error`` (the child's exception, or its exit code when it was killed)."""
     cmd = [sys.executable, __file__, "--one", str(homes), method, "--scenarios", str(scenarios), "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, parent = 0, psutil.Process(proc.pid)
@@ -84,10 +110,38 @@ def measured(homes: int, scenarios: int, method: str, seed: int) -> dict:
     thread.start()
     out, _ = proc.communicate()
     thread.join()
-    if proc.returncode:
-        raise SystemExit(f"{method} at {homes} homes failed (exit {proc.returncode})")
-    return {"homes": homes, "scenarios": scenarios, "method": method, **json.loads(out.strip().splitlines()[-1]),
-            "peak_memory_gib": peak / 2**30}
+    row = _last_json(out)
+    if proc.returncode and "error" not in row:
+        row = {"error": f"the run exited with code {proc.returncode} (killed, or out of memory?)"}
+    return {"homes": homes, "scenarios": scenarios, "method": method, **row, "peak_memory_gib": peak / 2**30}
+
+
+def describe(row: dict) -> str:
+    """One finished row in a line: its times, memory, iterations and Delta C, or why it failed."""
+    if "error" in row:
+        return f"FAILED: {row['error']}"
+    iterations = "" if row["iterations"] != row["iterations"] else f", {row['iterations']:.0f} iterations"
+    return (f"{row['m1_s'] + row['clearing_s']:.1f} s (M1 {row['m1_s']:.1f} s, clearing {row['clearing_s']:.1f} s), "
+            f"peak {row['peak_memory_gib']:.2f} GiB{iterations}, Delta C {row['surplus_usd']:.6g} $, "
+            f"solver {row['solver']}")
+
+
+def expected_duration(runs: list[tuple[int, str]], scenarios: int) -> str:
+    """Roughly how long the runs take: the saved timings of the same rows (results/bench/bench.csv)."""
+    saved = ROOT / "results" / "bench" / "bench.csv"
+    table = pd.read_csv(saved) if saved.exists() else pd.DataFrame(columns=["homes", "scenarios", "method", "total_s"])
+    table = table[table.scenarios == scenarios].set_index(["homes", "method"]).total_s.dropna()
+    known = [table[run] for run in runs if run in table.index]
+    if not known:
+        return ("unknown: results/bench/bench.csv has no timing of these runs (the default run takes about "
+                "27 minutes on 2 cores)")
+    where = ROOT / "results" / "bench" / "machine.txt"
+    total = sum(known)
+    text = (f"about {total / 60:.0f} minutes" if total >= 120 else f"about {total:.0f} s") + (
+        f" of solving, as measured on {where.read_text().strip() if where.exists() else 'the saved run'}")
+    if len(known) < len(runs):
+        text += f", plus {len(runs) - len(known)} of the {len(runs)} runs with no saved timing"
+    return text
 
 
 def figure(table: pd.DataFrame, path: Path) -> None:
@@ -121,18 +175,19 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("HOMES", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_run(int(args.one[0]), args.scenarios, args.one[1], args.seed)))
-        return
+        raise SystemExit(child_run(int(args.one[0]), args.scenarios, args.one[1], args.seed))
     limit = {"central": args.central_max, "coordinated": args.coordinated_max}
+    runs = [(n, method) for n in args.homes for method in args.methods if n <= limit.get(method, n)]
+    print(f"{len(runs)} runs; expected: {expected_duration(runs, args.scenarios)}", flush=True)
     rows = []
-    for n in args.homes:
-        for method in args.methods:
-            if n > limit.get(method, n):
-                continue
-            print(f"  {n} homes x {args.scenarios} scenarios, {method} ...", end=" ", flush=True)
-            rows.append(measured(n, args.scenarios, method, args.seed))
-            print(f"{rows[-1]['m1_s'] + rows[-1]['clearing_s']:.1f} s", flush=True)
+    for n, method in runs:
+        print(f"  {n} homes x {args.scenarios} scenarios, {method} ...", end=" ", flush=True)
+        rows.append(measured(n, args.scenarios, method, args.seed))
+        print(describe(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
+    for column in ("solver", "m1_s", "clearing_s", "iterations", "surplus_usd", "error"):
+        if column not in table:  # every run failed, or none did
+            table[column] = np.nan
     table["total_s"] = table.m1_s + table.clearing_s
     reference = {}
     for n, group in table.groupby("homes"):
@@ -140,7 +195,9 @@ def main() -> None:
         reference[n] = ref.surplus_usd.iloc[0] if len(ref) else np.nan
     table["surplus_rel_diff"] = (table.surplus_usd / table.homes.map(reference) - 1).abs()
     table = table[["homes", "scenarios", "method", "solver", "m1_s", "clearing_s", "total_s", "peak_memory_gib",
-                   "iterations", "surplus_usd", "surplus_rel_diff"]]
+                   "iterations", "surplus_usd", "surplus_rel_diff", "error"]]
+    if table.error.isna().all():
+        table = table.drop(columns="error")
     print(f"\nmachine: {machine()}")
     from desmarket.coordinated import Coordination  # noqa: PLC0415  (the parent stays light; workers import it)
 
@@ -148,7 +205,7 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for n, group in table.groupby("homes"):
-        t = group.set_index("method").total_s
+        t = group.set_index("method").total_s.dropna()  # failed runs have no time
         if {"central", "decomposed"} <= set(t.index):
             print(f"  {n} homes: central / decomposed = {t['central'] / t['decomposed']:.1f}x (same run)")
     if args.save:

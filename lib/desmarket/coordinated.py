@@ -36,7 +36,7 @@ the other methods, so the reported trades balance exactly.
 from __future__ import annotations
 
 import itertools
-import os
+import numbers
 import time
 import uuid
 from collections import OrderedDict
@@ -56,10 +56,21 @@ from .model import (
     SolverError,
     assemble_operation,
     operation_objective,
-    solve,
     trade_limits,
 )
-from .pieces import BATTERY, Block, block_model, case_block, run_tasks
+from .pieces import (
+    BATTERY,
+    FALLBACK_SOLVER,
+    Block,
+    block_model,
+    case_block,
+    check_n_jobs,
+    run_tasks,
+    solve_with_fallback,
+    solver_error,
+    solver_label,
+    worker_count,
+)
 
 FLOAT_BYTES = 8
 
@@ -74,6 +85,9 @@ class Coordination:
     max_iterations: iterations before :class:`NotConvergedError`
     adaptive:       residual balancing of rho (Boyd et al. 2011, Section 3.4.1): x2 or /2 when one residual
                     exceeds ``balance`` times the other
+
+    rho, the tolerances and ``balance`` accept any finite real number > 0 (numpy scalars included, not bool),
+    ``max_iterations`` any integer >= 1 (numpy integers included, not bool); they are stored as float and int.
     """
 
     rho: float = 0.002
@@ -86,10 +100,13 @@ class Coordination:
     def __post_init__(self):
         for name in ("rho", "tol_residual", "tol_price", "balance"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ValueError(f"Coordination.{name} must be a positive number, got {value!r}")
-        if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
-            raise ValueError(f"Coordination.max_iterations must be a positive integer, got {self.max_iterations!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value > 0):
+                raise ValueError(f"Coordination.{name} must be a finite number > 0, got {value!r}")
+            object.__setattr__(self, name, float(value))  # numpy scalars stored as Python numbers
+        value = self.max_iterations
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"Coordination.max_iterations must be an integer >= 1, got {value!r}")
+        object.__setattr__(self, "max_iterations", int(value))
 
     @classmethod
     def relaxed(cls) -> "Coordination":
@@ -108,6 +125,9 @@ class HomeController:
     default) the problem is compiled by cvxpy once and then re-solved through PIQP's own ``update``: only the
     linear term (price) and the proximal weight (rho) change between iterations, which takes about half the
     time of a cvxpy re-solve and a tenth of the memory (``tests/test_engine.py`` checks both paths agree).
+
+    A response that PIQP does not solve (it calls some feasible ones infeasible) is solved again with
+    :data:`~desmarket.pieces.FALLBACK_SOLVER` through cvxpy, built on first need; ``fallbacks`` counts them.
     """
 
     KEYS = (*SOLVED, "x")
@@ -115,6 +135,7 @@ class HomeController:
     def __init__(self, home: Block, solver: str, solver_options: dict | None = None, direct: bool = True):
         s, t = home.load.shape
         self.shape = (s, t)
+        self.home, self.fallbacks, self._fallback = home, 0, None
         self.handles, constraints, local_cost = block_model(home, market=True)
         self.linear = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
         self.half_rho = cp.Parameter(nonneg=True, name="half_rho")  # rho / 2
@@ -158,7 +179,7 @@ class HomeController:
         linear = price + rho * previous
         if self._piqp is None:
             self.linear.value, self.half_rho.value = linear, rho / 2
-            solve(self.problem, self.solver, **self.solver_options)
+            self.fallbacks += solve_with_fallback(self.problem, self.solver, self.solver_options)
             return self.handles.values(self.KEYS)
         fast = self._piqp
         q = fast["q"].copy()
@@ -167,13 +188,23 @@ class HomeController:
         fast["solver"].update(P=fast["P"], c=q)
         status = fast["solver"].solve()
         if status != fast["solved"]:
-            raise SolverError(f"PIQP returned status '{status}', not solved: the home's problem is infeasible or "
-                              "badly scaled; check its data, or pass solver='CLARABEL'.")
+            return self._respond_by_fallback(price, previous, rho, status)
         z = np.asarray(fast["solver"].result.x)
         size = self.shape[0] * self.shape[1]
         scale = float(self.handles.parameters.battery_scale.value)  # battery variables are per unit (pieces.py)
         return {k: z[o:o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
                 for k, o in fast["offsets"].items()}
+
+    def _respond_by_fallback(self, price: np.ndarray, previous: np.ndarray, rho: float, status) -> dict:
+        """The same response solved by :data:`~desmarket.pieces.FALLBACK_SOLVER` (a cvxpy controller of this
+        home, built once); a :class:`SolverError` only if that fails too, with its status."""
+        self.fallbacks += 1
+        if self._fallback is None:
+            self._fallback = HomeController(self.home, FALLBACK_SOLVER, direct=False)
+        try:
+            return self._fallback.respond(price, previous, rho)
+        except SolverError as exc:
+            raise solver_error(exc, f"{exc} (PIQP before it: status '{status}')") from exc
 
 
 #: When the process's prices count as pinned and its flows as binding (Operation.balanced / congested): the
@@ -200,14 +231,17 @@ def home_response(home: Block, price: np.ndarray, previous: np.ndarray, rho: flo
                   solver_options: dict | None = None, key=None) -> dict:
     """The home side of one iteration: receives only the announced price, rho and its own data and schedule.
 
-    ``key`` lets a worker re-use the home's built problem between iterations.
+    ``key`` lets a worker re-use the home's built problem between iterations. Besides the dispatch arrays,
+    ``fallbacks`` is 1 if :data:`~desmarket.pieces.FALLBACK_SOLVER` solved this response, else 0.
     """
     ctrl = _controller(key, home, solver, solver_options) if key is not None else HomeController(
         home, solver, solver_options)
+    before = ctrl.fallbacks
     try:
-        return ctrl.respond(price, previous, rho)
+        out = ctrl.respond(price, previous, rho)
     except SolverError as exc:
-        raise SolverError(f"{exc} (home controller, case rows {home.rows.min()}-{home.rows.max()})") from exc
+        raise solver_error(exc, f"{exc} (home controller, case rows {home.rows.min()}-{home.rows.max()})") from exc
+    return {**out, "fallbacks": ctrl.fallbacks - before}
 
 
 def _respond_batch(run_id: str, homes: list[tuple[int, Block]], price, previous, rho, solver, solver_options):
@@ -260,7 +294,7 @@ def aggregator_update(state: AggregatorState, trades: np.ndarray, settings: Coor
 # ======================================================================================= the process
 def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None) -> list[np.ndarray]:
     """Homes grouped into tasks of about 2,048 rows, and at least two tasks per worker when that is possible."""
-    workers = (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, int(n_jobs))
+    workers = worker_count(n_jobs)
     by_size = int(np.ceil(n_homes * rows_per_home / 2048))
     count = 1 if n_homes * rows_per_home <= 2048 else min(n_homes, max(by_size, 2 * workers))
     return [b for b in np.array_split(np.arange(n_homes), count) if len(b)]
@@ -278,6 +312,7 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
     settings = settings or Coordination()
     if not isinstance(settings, Coordination):
         raise TypeError(f"coordination must be a desmarket.Coordination, got {type(settings).__name__}")
+    n_jobs = check_n_jobs(n_jobs)
     t0 = time.perf_counter()
     n, s, t = case.load.shape
     x_bar = trade_limits(case, trade_limit)
@@ -288,13 +323,14 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
                             rho=float(settings.rho), trades=np.zeros((n, s, t)))
     prices = Prices.of_case(case)
     a, b = case.column("utility_a"), case.column("utility_b")
-    log, dispatch = [], None
+    log, dispatch, fallbacks = [], None, 0
     try:
         for k in itertools.count(1):
             announced = state.announcement()
             tasks = [(run_id, [(i, homes[i]) for i in batch], announced, state.trades[batch], state.rho, solver,
                       solver_options) for batch in batches]
             responses = list(itertools.chain.from_iterable(run_tasks(_respond_batch, tasks, n_jobs)))
+            fallbacks += sum(r.pop("fallbacks") for r in responses)
             dispatch = {key: np.stack([r[key] for r in responses]) for key in responses[0]}
             state, info = aggregator_update(state, dispatch["x"], settings)
             if callback is not None:
@@ -317,6 +353,7 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
         for i in range(n):  # this process's cached controllers of the run (workers' caches age out)
             _CONTROLLERS.pop((run_id, i), None)
     convergence = pd.DataFrame(log).set_index("iteration")
+    solver = solver_label(solver, fallbacks, n * len(log), "home responses")
     return assemble_operation(case, dispatch, state.price, prices, solver=solver, tie_break=tie_break,
                               method="coordinated", wall_seconds=time.perf_counter() - t0,
                               convergence=convergence, trade_limit=x_bar, price_tolerance=PROCESS_PRICE_TOLERANCE,

@@ -13,7 +13,10 @@
   :mod:`desmarket.coordinated`. M1 has no market to coordinate (each home's controller optimises alone), so
   for M1 it is the decomposed solve.
 
-A piece is the same model as central (see :mod:`desmarket.pieces`).
+A piece is the same model as central (see :mod:`desmarket.pieces`). A piece (or a home's response in the
+coordinated process) that PIQP does not solve is solved again with Clarabel, and ``Operation.solver`` then
+says how many, e.g. ``"PIQP (CLARABEL for 1 of 3 pieces)"``; only if Clarabel fails too is it an error, and only
+if Clarabel finds it infeasible is the case reported infeasible (:class:`InfeasibleCaseError`, naming homes).
 
 Parallelism goes through :class:`joblib.Parallel` without naming a backend: loky processes by default
 (``n_jobs``, default all cores), or any backend set by the caller, e.g. Dask::
@@ -37,7 +40,8 @@ import numpy as np
 
 from .case import Case
 from .coordinated import Coordination, coordinate
-from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes
+from .errors import CaseError
+from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes, says_infeasible
 from .model import (
     Operation,
     SolverError,
@@ -50,11 +54,13 @@ from .model import (
 from .pieces import (
     CHUNK_ROWS,
     case_block,
+    check_n_jobs,
     clearing_pieces,
     gather,
     independent_pieces,
     run_tasks,
     solve_block,
+    solver_label,
 )
 
 METHODS = ("central", "decomposed", "coordinated")
@@ -85,8 +91,10 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
     tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
     results = run_tasks(solve_block, tasks, n_jobs)
     arrays, price = gather(case, pieces, results, market)
+    fallbacks = sum(r["fallbacks"] for r in results)
     return assemble_operation(
-        case, arrays, price, Prices.of_case(case), solver=solver, tie_break=tie_break, method="decomposed",
+        case, arrays, price, Prices.of_case(case), solver=solver_label(solver, fallbacks, len(results), "pieces"),
+        tie_break=tie_break, method="decomposed",
         trade_limit=x_bar,
         build_seconds=sum(r["build_seconds"] for r in results), solve_seconds=sum(r["solve_seconds"] for r in results),
         wall_seconds=time.perf_counter() - t0)
@@ -96,6 +104,9 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
 def _check_case(case) -> Case:
     if not isinstance(case, Case):
         raise TypeError(f"expected a desmarket.Case, got {type(case).__name__}; use desmarket.load_case(path)")
+    if case.n_homes == 0:
+        raise CaseError("homes.csv", "the case has no homes",
+                        "solve a case of at least one home (Case.select with at least one id)")
     return case
 
 
@@ -106,7 +117,7 @@ def _naming_culprits(case: Case):
     try:
         yield
     except SolverError as exc:
-        if "infeasible" not in str(exc):
+        if not says_infeasible(exc):
             raise
         homes = infeasible_homes(case)
         raise InfeasibleCaseError(
@@ -126,6 +137,7 @@ def solve_independent(case: Case, *, method: str = DEFAULT_METHOD, solver: str |
     """
     _check_case(case)
     method = check_method(method)
+    n_jobs = check_n_jobs(n_jobs)
     solver = solver or DEFAULT_SOLVERS[method]
     check_feasible(case, market=False)
     with _naming_culprits(case):
@@ -154,6 +166,7 @@ def clear_market(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None
     """
     _check_case(case)
     method = check_method(method)
+    n_jobs, coordinated_jobs = check_n_jobs(n_jobs), check_n_jobs(coordinated_jobs, "coordinated_jobs")
     solver = solver or DEFAULT_SOLVERS[method]
     check_feasible(case, market=True, trade_limit=trade_limits(case, trade_limit))
     with _naming_culprits(case):

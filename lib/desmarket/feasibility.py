@@ -69,6 +69,14 @@ def check_feasible(case: Case, market: bool, trade_limit: np.ndarray | None = No
             "grid_limit_kw or load_max_factor, or check the load's units.")
 
 
+def says_infeasible(exc: BaseException) -> bool:
+    """Whether a solver error reports the problem infeasible: its cvxpy ``status`` (set by
+    :func:`desmarket.model.solve`) is one of :data:`desmarket.model.INFEASIBLE_STATUSES`."""
+    from .model import INFEASIBLE_STATUSES  # noqa: PLC0415
+
+    return isinstance(exc, SolverError) and getattr(exc, "status", None) in INFEASIBLE_STATUSES
+
+
 def infeasible_homes(case: Case) -> list[str]:
     """Homes whose M1 alone is infeasible (solved one by one with the central model; M1 separates by home)."""
     from .model import central_independent  # noqa: PLC0415
@@ -78,6 +86,6 @@ def infeasible_homes(case: Case) -> list[str]:
         try:
             central_independent(case.select([home]))
         except SolverError as exc:
-            if "infeasible" in str(exc):
+            if says_infeasible(exc):
                 culprits.append(home)
     return culprits

@@ -5,11 +5,19 @@ rows, written with variable bounds instead of bound constraints (solvers such as
 which makes each piece 2-5x faster) and with the trade balance of Eq. 18 summed through groups of at most
 :data:`TRADE_GROUP` homes, so that no constraint row is dense (a dense row of 10,000 homes makes PIQP's KKT
 factorisation stall). Neither change moves the optimum or the dual of Eq. 18; ``tests/test_engine.py`` checks
-both against the central problem, congested cases included.
+both against the central problem, congested cases included. The daily minimum (Eq. 10) is left out of the rows
+where the load bounds already imply it (a home with no load in a scenario: 0 <= d <= 0), the one formulation
+change PIQP needs to solve such rows at all (:func:`daily_minimum`).
+
+A piece whose solver (PIQP) does not return optimal is solved again with :data:`FALLBACK_SOLVER` (Clarabel,
+the reference solver of the central problem), and it is an error only if that fails too
+(:func:`solve_with_fallback`); the count of such pieces is recorded.
 """
 
 from __future__ import annotations
 
+import logging
+import numbers
 import sys
 import time
 from typing import NamedTuple
@@ -17,7 +25,7 @@ from typing import NamedTuple
 import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
-from joblib import Parallel, delayed
+from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
 from .case import Case
@@ -31,6 +39,11 @@ from .model import SOLVED, Prices, SolverError, solve
 CHUNK_ROWS = 256
 #: Homes per partial sum in the trade balance of a piece (Eq. 18), so that no constraint row is dense.
 TRADE_GROUP = 64
+#: Solver of a piece whose own solver does not return optimal: Clarabel, the reference of the central problem.
+#: PIQP 0.7 calls some feasible problems infeasible (a home controller of a 30-home case at one price, issue 17).
+FALLBACK_SOLVER = "CLARABEL"
+
+logger = logging.getLogger(__name__)
 
 
 class Block(NamedTuple):
@@ -184,8 +197,7 @@ def block_model(block: Block, market: bool) -> tuple[BlockHandles, list, cp.Expr
     Pl = cp.Variable((R, T), name="net_load", bounds=[zero, per_row(block.grid)])  # Eq. 7
     Ps = cp.Variable((R, T), name="net_surplus", bounds=[zero, per_row(block.grid)])  # Eq. 7
     stored_before = cp.hstack([block.e0[:, None], E[:, :-1]])  # E_{t-1}, with E_{-1} = E0
-    constraints = [
-        cp.sum(d, axis=1) >= block.load.sum(axis=1),  # Eq. 10
+    constraints = daily_minimum(d, block) + [
         E == stored_before + cp.multiply(per_row(block.eta_c), c) - cp.multiply(per_row(1 / block.eta_d), e),  # 13
         E[:, -1] == block.e0,  # Eq. 15
     ]
@@ -205,6 +217,24 @@ def block_model(block: Block, market: bool) -> tuple[BlockHandles, list, cp.Expr
     return handles, constraints, cost + disutility + p.spread_weight * spread
 
 
+def daily_minimum(d: cp.Variable, block: Block) -> list:
+    """Eq. 10, sum_t d >= sum_t D, for the rows where the load bounds (Eq. 9) do not already imply it.
+
+    A row whose lower bounds sum to its baseline (no load all day: 0 <= d <= 0, or load_min_factor = 1) meets
+    Eq. 10 at every bounded d; written out for a home with zero load it reads 0 >= 0 over fixed variables, which
+    PIQP declares infeasible (issue 17). Leaving it out of those rows changes neither the feasible set nor the
+    optimum; every other row keeps the constraint exactly as before.
+    """
+    daily = block.load.sum(axis=1)
+    needed = block.load_min.sum(axis=1) < daily
+    if needed.all():
+        return [cp.sum(d, axis=1) >= daily]
+    if not needed.any():
+        return []
+    rows = np.flatnonzero(needed)
+    return [cp.sum(d[rows], axis=1) >= daily[rows]]
+
+
 def build_block(block: Block, market: bool) -> tuple[cp.Problem, BlockHandles]:
     """One piece of M1 (Eqs. 5-15) or of the clearing (Eqs. 16-19) as a cvxpy problem (:func:`block_model`).
 
@@ -221,20 +251,54 @@ def build_block(block: Block, market: bool) -> tuple[cp.Problem, BlockHandles]:
     return cp.Problem(cp.Minimize(objective), constraints), h
 
 
+def solver_error(exc: SolverError, message: str) -> SolverError:
+    """A :class:`SolverError` with a new message that keeps the cvxpy ``status`` of ``exc`` (see
+    :func:`desmarket.model.solve`), so that callers can still tell an infeasible problem by its status."""
+    error = SolverError(message)
+    error.status = getattr(exc, "status", None)
+    return error
+
+
+def solve_with_fallback(problem: cp.Problem, solver: str, solver_options: dict | None = None) -> int:
+    """Solve a built problem with ``solver``; if it does not return optimal, solve it again with
+    :data:`FALLBACK_SOLVER` at that solver's default tolerances. Returns the number of fallbacks, 0 or 1.
+
+    Raises :class:`SolverError` only if the fallback fails as well, with the fallback's status: a problem is
+    reported infeasible only when Clarabel says so. A solver that cvxpy does not have (a misspelt name) is the
+    caller's error and raises at once.
+    """
+    try:
+        solve(problem, solver, **(solver_options or {}))
+        return 0
+    except SolverError as first:
+        if str(solver).upper() == FALLBACK_SOLVER or str(solver).upper() not in cp.installed_solvers():
+            raise
+        try:
+            solve(problem, FALLBACK_SOLVER)
+        except SolverError as second:
+            raise solver_error(second, f"{second} ({solver} before it: status "
+                                       f"'{getattr(first, 'status', None)}')") from second
+        logger.info("%s returned status '%s' on a problem that %s solved", solver, getattr(first, "status", None),
+                    FALLBACK_SOLVER)
+        return 1
+
+
 def solve_built(problem: cp.Problem, handles: BlockHandles, rows: np.ndarray, market: bool, solver: str,
                 solver_options: dict | None = None) -> dict:
     """Solve a built piece at its Parameters' current values and read its (R, T) arrays, prices and time.
 
     The price (K, T) is the dual of Eq. 18 signed as in :func:`desmarket.model.clearing_price`; the piece has
-    weight 1 per scenario, so it is already per scenario and un-weighted.
+    weight 1 per scenario, so it is already per scenario and un-weighted. ``fallbacks`` is 1 if the piece was
+    solved by :data:`FALLBACK_SOLVER` (:func:`solve_with_fallback`), else 0.
     """
     t0 = time.perf_counter()
     try:
-        solve(problem, solver, **(solver_options or {}))
+        fallbacks = solve_with_fallback(problem, solver, solver_options)
     except SolverError as exc:
-        raise SolverError(f"{exc} (piece of {len(rows)} home-scenario rows, case rows "
-                          f"{rows.min()}-{rows.max()})") from exc
+        raise solver_error(exc, f"{exc} (piece of {len(rows)} home-scenario rows, case rows "
+                                f"{rows.min()}-{rows.max()})") from exc
     out = handles.values(SOLVED + (("x",) if market else ()))
+    out["fallbacks"] = fallbacks
     if market:
         out["price"] = -np.asarray(handles.trade_balance.dual_value, dtype=float).reshape(-1, out["d"].shape[1])
     out["build_seconds"], out["solve_seconds"] = 0.0, time.perf_counter() - t0
@@ -266,14 +330,49 @@ def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: 
     return {k: v.reshape(n, s, t) for k, v in flat.items()}, price
 
 
+def solver_label(solver: str, fallbacks: int, total: int, unit: str) -> str:
+    """The ``Operation.solver`` of a result: the solver's name, and how many of its ``total`` problems (pieces,
+    home responses) :data:`FALLBACK_SOLVER` solved instead, if any: "PIQP (CLARABEL for 1 of 4 pieces)"."""
+    if not fallbacks:
+        return solver
+    logger.info("%s did not solve %d of %d %s; %s solved them", solver, fallbacks, total, unit, FALLBACK_SOLVER)
+    return f"{solver} ({FALLBACK_SOLVER} for {fallbacks} of {total} {unit})"
+
+
 # ===================================================================================== parallel
+def check_n_jobs(n_jobs, name: str = "n_jobs") -> int | None:
+    """The one rule for a number of joblib workers, checked up front whatever the number of tasks.
+
+    None (joblib's default: one, or the ``joblib.parallel_config`` in force), a positive integer, or a negative
+    integer in joblib's sense (-1 all cores, -2 all but one, ...) down to minus the number of cores (one worker).
+    0, booleans, floats and more negative values raise one ValueError naming ``name``.
+    """
+    if n_jobs is None:
+        return None
+    cores = cpu_count()
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0 or n_jobs < -cores:
+        raise ValueError(f"{name} must be None, a positive integer, or -1 (all {cores} cores) down to -{cores} "
+                         f"(one worker), got {n_jobs!r}")
+    return int(n_jobs)
+
+
+def worker_count(n_jobs) -> int:
+    """Workers that a checked ``n_jobs`` stands for on this machine (None and -1: every core)."""
+    n_jobs = check_n_jobs(n_jobs)
+    cores = cpu_count()
+    if n_jobs is None:
+        return cores
+    return n_jobs if n_jobs > 0 else cores + 1 + n_jobs
+
+
 def run_tasks(func, tasks: list[tuple], n_jobs: int | None = -1, progress: str | None = None) -> list:
     """``[func(*task) for task in tasks]``, in parallel through joblib when there is more than one task.
 
     No backend is named here, so ``joblib.parallel_config(backend="dask")`` (or any other) applies.
-    progress: a description for a tqdm bar over the tasks, shown only when stderr is a terminal (so executed
-    notebooks stay byte-identical); None shows none.
+    n_jobs: :func:`check_n_jobs`. progress: a description for a tqdm bar over the tasks, shown only when stderr
+    is a terminal (so executed notebooks stay byte-identical); None shows none.
     """
+    n_jobs = check_n_jobs(n_jobs)
     bar = tqdm(total=len(tasks), desc=progress, unit="task", disable=progress is None or not sys.stderr.isatty())
     with bar:
         if len(tasks) <= 1 or n_jobs == 1:
