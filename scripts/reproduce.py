@@ -162,6 +162,10 @@ def parse(argv=None) -> dict:
     return args
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _one_line(text) -> str:
     return " ".join(str(text).split())
 
@@ -256,8 +260,8 @@ def preflight(args: dict, case=None) -> None:
     if case is not None:
         what = f"the case {args['case_dir']}"
     else:
-        what = (f"{p['n_homes']} homes x {p['n_scenarios']} scenarios of {p['date'] or data.PAPER_DATE} "
-                f"(seed {p['seed']})")
+        what = (f"{_count(p['n_homes'], 'home')} x {_count(p['n_scenarios'], 'scenario')} of "
+                f"{p['date'] or data.PAPER_DATE} (seed {p['seed']})")
     try:
         if case is None:
             limits.check_size(p["n_homes"], p["n_scenarios"], field="--homes / --scenarios")

@@ -133,7 +133,7 @@ def test_a_case_the_chain_cannot_run_is_refused_before_notebook_01(make_case, re
 def test_one_home_is_refused_before_notebook_01(tmp_path, monkeypatch):
     monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setattr(reproduce, "run_notebook", _no_notebook)
-    with pytest.raises(SystemExit, match=r"cannot run on 1 homes x 2 scenarios of 2017-06-13 \(seed 0\): "
+    with pytest.raises(SystemExit, match=r"cannot run on 1 home x 2 scenarios of 2017-06-13 \(seed 0\): "
                                          r"NoTradeError: no home's trades"):
         reproduce.main(["--homes", "1", "--scenarios", "2"])
     assert not any(tmp_path.iterdir())

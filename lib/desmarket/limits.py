@@ -40,6 +40,10 @@ BYTES_PER_ROW = 2**19  # 0.5 MiB
 _GB = 1e9
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def estimate_memory_bytes(n_homes: int, n_scenarios: int) -> int:
     """Peak memory (bytes) of a run of the notebook chain on ``n_homes`` x ``n_scenarios`` rows, with margin."""
     return BASE_BYTES + BYTES_PER_ROW * int(n_homes) * int(n_scenarios)
@@ -64,10 +68,11 @@ def check_size(n_homes: int, n_scenarios: int, *, available: int | None = None, 
     fitting = max((have - BASE_BYTES) // (BYTES_PER_ROW * max(int(n_scenarios), 1)), 0)
     raise CaseError(
         field,
-        f"{n_homes} homes x {n_scenarios} scenarios need about {need / _GB:.1f} GB of memory "
-        f"(estimate of desmarket.limits: {BYTES_PER_ROW / 2**20:g} MiB per home and scenario plus "
+        f"{_count(n_homes, 'home')} x {_count(n_scenarios, 'scenario')} need about {need / _GB:.1f} GB of "
+        f"memory (estimate of desmarket.limits: {BYTES_PER_ROW / 2**20:g} MiB per home and scenario plus "
         f"{BASE_BYTES / _GB:.1f} GB), but this machine has {have / _GB:.1f} GB available",
-        f"use at most about {fitting} homes at {n_scenarios} scenarios (or fewer scenarios), or solve the "
-        "large case on a Dask cluster from Python: `with joblib.parallel_config(backend=\"dask\"): "
-        "dm.clear_market(case)` (see the docstring of desmarket.engine)",
+        f"use at most about {_count(fitting, 'home')} at {_count(n_scenarios, 'scenario')} (or fewer "
+        "scenarios), or solve the large case on a Dask cluster from Python: "
+        "`with joblib.parallel_config(backend=\"dask\"): dm.clear_market(case)` (see the docstring of "
+        "desmarket.engine)",
     )
