@@ -4,6 +4,7 @@ import itertools
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -252,3 +253,16 @@ def test_sampled_shapley_on_the_paper_case_covers_the_exact_value():
         assert est["shapley_usd"].sum() == pytest.approx(values[case.home_ids], abs=1e-3)
         errors.append(error.max())
     assert errors[1] < errors[0]
+
+
+def test_core_excess_says_which_gains_it_expects(two_homes):
+    """Gains are N + 1, the aggregator's first: the homes' gains alone were a raw numpy matmul error, and a Series
+    without the aggregator silently became NaN. Checked before any coalition is cleared."""
+    case, m1, mk = two_homes
+    st = dm.settle(case, m1, mk, 0.2)
+    with pytest.raises(ValueError, match=r"N \+ 1 = 3 values, the aggregator's first.*got shape \(2,\)"):
+        F.core_excess(case, st.home_gain)
+    with pytest.raises(ValueError, match=r"missing \['aggregator'\]"):
+        F.core_excess(case, pd.Series(st.home_gain, index=case.home_ids))
+    with pytest.raises(ValueError, match="finite"):
+        F.core_excess(case, [np.nan, 0.0, 0.0])

@@ -279,3 +279,39 @@ def test_binding_trade_limit_keeps_the_optimum_totals(method, tol):
     revenue = ((p - case.buy_price) * 4 + (case.sell_price - q) * 4).sum()
     assert mk.aggregator_revenue == pytest.approx(revenue, abs=tol["cost"])
     assert mk.congested.all() and not mk.balanced.any()
+
+
+# ------------------------------------------------------------------------------------- case fingerprint
+def _golden_case():
+    """Numbers that every machine computes to the same bits (no libm functions)."""
+    h = np.arange(T)
+    return dm.create_case(np.tile(0.5 + 0.25 * (h % 4), (2, 1, 1)),
+                          np.tile(np.where((h >= 8) & (h < 16), 2.0, 0.0), (2, 1, 1)),
+                          utility_a=[-0.002, -0.004], utility_b=[0.3, 0.4], lmp=0.03 + 0.001 * h, home_ids=["h1", "h2"])
+
+
+def test_case_fingerprint_is_stable_and_covers_what_determines_a_solve(tmp_path):
+    """16 hex digits, the same in every process and on every machine (pinned), kept by a save and load, and
+    changed by anything a solve depends on while ids, scenarios and probabilities stay the same."""
+    case = _golden_case()
+    fp = model.case_fingerprint(case)
+    assert fp == "dfda9edd07ebda64"
+    assert model.case_fingerprint(dm.load_case(case.save(tmp_path / "c"))) == fp
+    assert model.case_fingerprint(case.select(list(case.home_ids))) == fp
+    frames = case.to_frames()
+    changed = [
+        case.replace(market={"buy_ratio": 1.2}), case.replace(market={"regularization": 1e-4}),
+        case.replace(battery_kwh=[13.5, 6.0]), case.select(["h2", "h1"]),
+        dm.Case.from_frames(**{**frames, "profiles": frames["profiles"].assign(pv_kw=frames["profiles"].pv_kw * 0.5)}),
+        dm.Case.from_frames(**{**frames, "prices": frames["prices"].assign(retail_usd_per_kwh=0.25)}),
+    ]
+    assert len({fp, *map(model.case_fingerprint, changed)}) == len(changed) + 1
+    prices = model.Prices.of_case(case)._replace(buy=case.buy_price * 2)  # a re-solve at other prices
+    assert model.case_fingerprint(case, prices) != fp
+
+
+def test_every_solve_records_the_case_it_was_solved_on(method):
+    case = random_case(3, n_homes=2, n_scenarios=2)
+    fp = model.case_fingerprint(case)
+    assert dm.solve_independent(case, method=method).fingerprint == fp
+    assert dm.clear_market(case, method=method).fingerprint == fp

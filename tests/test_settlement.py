@@ -263,3 +263,17 @@ def test_regularization_that_moves_the_answer_warns():
     m1b, mkb = dm.solve_independent(big), dm.clear_market(big)
     with pytest.warns(dm.RegularizationWarning, match="regularization"):
         dm.settle(big, m1b, mkb, 0.2)
+
+
+def test_profit_rate_sweep_refuses_an_empty_or_bad_list_of_rates():
+    case = random_case(7, n_homes=2, n_scenarios=1)
+    m1, mk = dm.solve_independent(case), dm.clear_market(case)
+    with pytest.raises(ValueError, match="profit_rates is empty"):  # was pandas' "No objects to concatenate"
+        dm.profit_rate_sweep(case, m1, mk, [])
+    with pytest.raises(TypeError, match="profit_rate rho must be a number"):
+        dm.profit_rate_sweep(case, m1, mk, [0.2, "high"])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        dm.profit_rate_sweep(case, m1, mk, np.array([0.2, 1.5]))
+    sweep = dm.profit_rate_sweep(case, m1, mk, np.linspace(0, 1, 3))
+    assert sweep["profit_rate"].unique().tolist() == [0.0, 0.5, 1.0]
+    assert len(dm.profit_rate_sweep(case, m1, mk, 0.2)) == 3

@@ -57,7 +57,19 @@ def _data_error(file, problem, fix, home, time, column):
 
 
 class SolverError(DesmarketError, RuntimeError):
-    """The solver did not return an optimal solution; the message says what to check."""
+    """The solver did not return an optimal solution; the message says what to check.
+
+    ``status`` is the solver's cvxpy status (``"infeasible"``, ``"optimal_inaccurate"``, ...), or None where the
+    solver itself failed: callers tell an infeasible problem by it (``desmarket.model.INFEASIBLE_STATUSES``),
+    never by the message.
+    """
+
+    def __init__(self, message: str = "", status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.status))
 
 
 class InfeasibleCaseError(SolverError):
@@ -76,6 +88,9 @@ class NotConvergedError(SolverError):
     def __init__(self, message: str, convergence=None):
         super().__init__(message)
         self.convergence = convergence
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.convergence))
 
 
 class NoTradeError(DesmarketError, ValueError):

@@ -28,6 +28,7 @@ from scipy.optimize import linprog
 
 from .case import Case
 from .engine import clear_market, solve_independent
+from .errors import MismatchError
 from .model import Operation, RoutingWarning
 from .pieces import map_chunks
 from .settlement import market_contribution, settle
@@ -79,7 +80,7 @@ def shapley_from_values(values: np.ndarray) -> np.ndarray:
 def max_excess(values: np.ndarray, allocation: np.ndarray) -> tuple[float, int]:
     """max over proper non-empty S of v(S) - x(S), and the mask attaining it (<= 0: x is in the core)."""
     values, n = _check_values(values)
-    x = _members(n) @ np.asarray(allocation, dtype=float)
+    x = np.einsum("cn,n->c", _members(n), np.asarray(allocation, dtype=float))  # not BLAS: same digits on any CPU
     excess = values - x
     proper = _masks(n)[1:-1]
     k = proper[np.argmax(excess[proper])]
@@ -151,6 +152,25 @@ def nucleolus_from_values(values: np.ndarray) -> np.ndarray:
 
 
 # =================================================================================== the market game
+def _grand_m1(case: Case, independent: Operation | None) -> Operation:
+    """The M1 of the grand community: ``independent`` checked against ``case`` (once), or solved when None.
+
+    Coalition values solve sub-cases (``case.select``) but take each home's part of the grand M1, so the M1
+    given must be the M1 of ``case`` itself (:meth:`~desmarket.model.Operation.check_solved_on`).
+    """
+    if independent is None:
+        return solve_independent(case)
+    if not isinstance(independent, Operation) or independent.mode != "independent":
+        got = independent.mode if isinstance(independent, Operation) else type(independent).__name__
+        raise TypeError(f"independent must be the M1 result of the case (solve_independent(case)), got {got}")
+    if independent.home_ids != case.home_ids or independent.load.shape != case.load.shape:
+        raise MismatchError(f"the independent result is for other homes or scenarios ({len(independent.home_ids)} "
+                            f"homes, shape {independent.load.shape}) than the case ({case}); pass "
+                            "solve_independent(case), or the case it was solved on")
+    independent.check_solved_on(case, "independent")
+    return independent
+
+
 def _home_parts(case: Case, independent: Operation) -> np.ndarray:
     """(N,) each home's share of sum C^0 - R_A^0 in M1: its cost C_i^0 minus the aggregator's margin on it (Eq. 1).
 
@@ -185,8 +205,7 @@ def coalition_value(case: Case, homes: Sequence[str], independent: Operation | N
     homes = list(homes)
     if not homes:
         return 0.0
-    independent = independent if independent is not None else solve_independent(case)
-    parts = pd.Series(_home_parts(case, independent), index=case.home_ids)
+    parts = pd.Series(_home_parts(case, _grand_m1(case, independent)), index=case.home_ids)
     return float(parts[homes].sum() - _clearing_cost(case, homes, solve_kw))
 
 
@@ -205,7 +224,7 @@ def coalition_values(case: Case, independent: Operation | None = None, n_jobs: i
     chunks.
     """
     _check_size(case)
-    independent = independent if independent is not None else solve_independent(case)
+    independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
     ids = case.home_ids
     subsets = [c for k in range(1, len(ids) + 1) for c in itertools.combinations(range(len(ids)), k)]
@@ -274,7 +293,7 @@ def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
     if control not in CONTROLS:
         raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
-    independent = independent if independent is not None else solve_independent(case)
+    independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
     n = case.n_homes
     rng = np.random.default_rng(seed)
@@ -301,7 +320,7 @@ CONTROLS = ("standalone", None)
 def standalone_values(case: Case, independent: Operation | None = None, n_jobs: int | None = -1,
                       **solve_kw) -> pd.Series:
     """v({aggregator, i}) of every home i, $ per day (Eq. 20 of each home cleared alone with the aggregator)."""
-    independent = independent if independent is not None else solve_independent(case)
+    independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
     ids = case.home_ids
     costs = np.array(map_chunks(_costs_task, [[h] for h in ids], (case, solve_kw), n_jobs, CHUNKS))
@@ -379,7 +398,7 @@ def sampled_game(case: Case, samples: int, seed: int = 0, independent: Operation
     """
     if not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    independent = independent if independent is not None else solve_independent(case)
+    independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
     n = case.n_homes
     rng = np.random.default_rng(seed)
@@ -456,12 +475,35 @@ def core_excess(case: Case, gains, values: pd.Series | None = None) -> tuple[flo
     gains: per party ``["aggregator", *home_ids]``, $ per day (a Series or array in that order). <= 0 means
     no coalition could do better on its own: the allocation is in the core.
     """
+    g = _party_gains(case, gains)  # before any clearing: a wrong shape fails at once
     values = values if values is not None else coalition_values(case)
-    g = np.asarray(pd.Series(gains).reindex(_players(case)).to_numpy() if isinstance(gains, pd.Series) else gains,
-                   dtype=float)
     e, mask = max_excess(game_vector(case, values), g)
     players = _players(case)
     return e, tuple(players[k] for k in range(len(players)) if (mask >> k) & 1)
+
+
+def _party_gains(case: Case, gains) -> np.ndarray:
+    """(N + 1,) gains of ``["aggregator", *home_ids]`` from a Series with those labels or an array in that order;
+    anything else is one ValueError that says what is expected (checked before any coalition is cleared)."""
+    players = _players(case)
+    shown = players if len(players) <= 4 else [*players[:3], "..."]
+    expected = (f"one gain per party: N + 1 = {len(players)} values, the aggregator's first, then the "
+                f"{case.n_homes} homes' in the case's order ({', '.join(map(repr, shown))})")
+    if isinstance(gains, pd.Series):
+        missing = [p for p in players if p not in gains.index]
+        extra = [p for p in gains.index if p not in players]
+        if missing or extra or gains.index.has_duplicates:
+            raise ValueError(f"core_excess: gains must hold {expected}; missing {missing[:5]}, unknown {extra[:5]}"
+                             + (", duplicate labels" if gains.index.has_duplicates else "")
+                             + ". Add the aggregator's gain (Settlement.aggregator_gain) as 'aggregator'")
+        gains = gains.reindex(players).to_numpy()
+    g = np.asarray(gains, dtype=float)
+    if g.shape != (len(players),):
+        raise ValueError(f"core_excess: gains must hold {expected}; got shape {g.shape}. Put the aggregator's gain "
+                         "first, e.g. numpy.r_[settlement.aggregator_gain, settlement.home_gain]")
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"core_excess: every gain must be a finite number of $ per day, got {g.tolist()}")
+    return g
 
 
 def allocation_table(case: Case, independent: Operation, market: Operation, profit_rate: float,
@@ -508,6 +550,8 @@ def core_profit_rate(case: Case, market: Operation, values: pd.Series, rule: str
     coalitions without the aggregator are worth 0. Returns the largest such bound (0 if none binds), or NaN
     when Delta C <= 0.
     """
+    if isinstance(market, Operation):
+        market.check_solved_on(case, "market")
     if rule == "contribution":
         value = market_contribution(case, market)
         shares = value / value.sum()

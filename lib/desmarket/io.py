@@ -1,8 +1,10 @@
 """Files of a run: where they go, and operation results as CSV (no pickles) so later notebooks never re-solve.
 
 ``save_operation`` writes ``<name>_dispatch.csv`` (home, scenario, hour, every (N, S, T) array),
-``<name>_homes.csv`` (per-home costs) and, for the market, ``<name>_prices.csv``; ``load_operation`` reads
-them back into an :class:`~desmarket.model.Operation` (without the cvxpy problem).
+``<name>_homes.csv`` (per-home costs), ``<name>_summary.json`` (totals, solver, and the case fingerprint of
+:func:`desmarket.model.case_fingerprint`) and, for the market, ``<name>_prices.csv``; ``load_operation`` reads
+them back into an :class:`~desmarket.model.Operation` (without the cvxpy problem), after checking that they were
+solved on the case given.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import NamedTuple
 import pandas as pd
 
 from .case import Case, long_table, scenario_table
-from .model import Operation
+from .errors import MismatchError
+from .model import Operation, case_fingerprint
 from .report import parse_claims
 
 DISPATCH = ("load", "pv_used", "charge", "discharge", "energy", "net_load", "net_surplus", "trade")
@@ -48,15 +51,21 @@ def paper_claims() -> pd.DataFrame:
     return parse_claims(text)
 
 
+def _exact(value: float) -> float:
+    """A float at the interchange files' :data:`EXACT` digits, as the CSV files keep it: the JSON summary then
+    holds no digit below the solver's accuracy, which would change with the CPU's floating-point kernels."""
+    return float(EXACT % value)
+
+
 def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path]:
     """Write one operation result as CSV files named ``name_*.csv`` in ``directory``; returns the paths."""
     directory = resolve(directory)
     directory.mkdir(parents=True, exist_ok=True)
     dispatch = long_table(case.home_ids, case.scenarios, **{k: getattr(op, k) for k in DISPATCH})
     homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
-    meta = {"mode": op.mode, "aggregator_revenue": op.aggregator_revenue, "regularization_cost":
-            op.regularization_cost, "over_limit_kw": op.over_limit_kw, "objective": op.objective,
-            "solver": op.solver, "method": op.method}
+    meta = {"mode": op.mode, "aggregator_revenue": _exact(op.aggregator_revenue), "regularization_cost":
+            _exact(op.regularization_cost), "over_limit_kw": _exact(op.over_limit_kw), "objective": _exact(op.objective),
+            "solver": op.solver, "method": op.method, "case_fingerprint": op.fingerprint}
     paths = [directory / f"{name}_dispatch.csv", directory / f"{name}_homes.csv", directory / f"{name}_summary.json"]
     dispatch.to_csv(paths[0], index=False, float_format=EXACT, lineterminator="\n")
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
@@ -70,15 +79,20 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
 
 
 def load_operation(case: Case, directory, name: str) -> Operation:
-    """Read an operation written by :func:`save_operation` for the same case."""
+    """Read an operation written by :func:`save_operation` for the same case.
+
+    Raises :class:`MismatchError` when the files were solved on another case (other homes or scenarios, or
+    another case fingerprint: other profiles, prices or market parameters), or predate the fingerprint.
+    """
     directory = resolve(directory)
     n, s, t = case.load.shape
+    meta = json.loads((directory / f"{name}_summary.json").read_text())
+    _check_fingerprint(case, directory / f"{name}_summary.json", meta.get("case_fingerprint"))
     dispatch = pd.read_csv(directory / f"{name}_dispatch.csv", dtype={"home": str, "scenario": str}, **READ_IDS)
     if len(dispatch) != n * s * t or tuple(dispatch["home"].iloc[:: s * t]) != case.home_ids:
-        raise ValueError(f"{directory / (name + '_dispatch.csv')} does not belong to this case "
-                         f"({n} homes x {s} scenarios); rerun the notebook that writes it")
+        raise MismatchError(f"{directory / (name + '_dispatch.csv')} does not belong to this case "
+                            f"({n} homes x {s} scenarios); rerun the notebook that writes it")
     homes = pd.read_csv(directory / f"{name}_homes.csv", dtype={"home": str}, **READ_IDS).set_index("home")
-    meta = json.loads((directory / f"{name}_summary.json").read_text())
     price = balanced = congested = None
     if meta["mode"] == "market":
         prices = pd.read_csv(directory / f"{name}_prices.csv", dtype={"scenario": str}, **READ_IDS)
@@ -95,8 +109,27 @@ def load_operation(case: Case, directory, name: str) -> Operation:
         aggregator_revenue=meta["aggregator_revenue"], regularization_cost=meta["regularization_cost"],
         over_limit_kw=meta["over_limit_kw"], objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
         build_seconds=float("nan"), solver_seconds=float("nan"), problem=None,
-        method=meta.get("method", "central"),
+        method=meta.get("method", "central"), fingerprint=meta["case_fingerprint"],
     )
+
+
+#: The notebook that writes each operation of a run (its fix when the files are stale).
+WRITERS = {"m1": "02_independent", "market": "03_market_clearing"}
+
+
+def _check_fingerprint(case: Case, path: Path, recorded: str | None) -> None:
+    """The operation files at ``path`` were solved on ``case`` (same :func:`~desmarket.model.case_fingerprint`)."""
+    name = path.name.removesuffix("_summary.json")
+    writer = f"the notebook {WRITERS[name]}" if name in WRITERS else "what wrote it"
+    writer += " (or `python -m desmarket run`, which writes the same files)"
+    if recorded is None:
+        raise MismatchError(f"{path} has no case_fingerprint (written before results recorded the case they were "
+                            f"solved on), so it cannot be checked against this case; rerun {writer}")
+    expected = case_fingerprint(case)
+    if recorded != expected:
+        raise MismatchError(f"{path} was solved on another case (case fingerprint {recorded}) than the one given "
+                            f"({case!r}, fingerprint {expected}): homes, profiles, scenarios, prices or market "
+                            f"parameters differ. Rerun {writer} on this case, or pass the case it was solved on")
 
 
 class RunPaths(NamedTuple):

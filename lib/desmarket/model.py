@@ -17,8 +17,11 @@ method ends in :func:`assemble_operation`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -28,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .case import Case
-from .errors import RoutingWarning, SolverError
+from .errors import MismatchError, RoutingWarning, SolverError
 
 DEFAULT_SOLVER = "CLARABEL"
 #: Tolerances used when no ``solver_options`` are given. The epsilon tie-break makes the operation unique but
@@ -89,6 +92,9 @@ class Operation:
     over_limit_kw:      largest excess of a tie-broken trade or grid flow over grid_limit_kw (0 if none), kW
     build_seconds, solve_seconds: summed over all pieces (CPU time of the workers for parallel methods)
     convergence:        one row per iteration of the coordinated market process (None for other methods)
+    fingerprint:        :func:`case_fingerprint` of the case (and prices) it was solved on; None: unknown (an
+                        Operation built by hand). Settlement, fairness and the study check it
+                        (:meth:`check_solved_on`), so a result is never used with another case's numbers.
     """
 
     mode: str
@@ -121,6 +127,22 @@ class Operation:
     wall_seconds: float = np.nan  # wall-clock time of the whole call, all workers together
     convergence: pd.DataFrame | None = field(default=None, repr=False)  # per iteration ("coordinated" only)
     congested: np.ndarray | None = None  # (S, T), see above
+    fingerprint: str | None = None  # case_fingerprint of the case solved, see above
+
+    def check_solved_on(self, case: Case, name: str = "operation") -> None:
+        """Raise :class:`MismatchError` unless this result was solved on ``case`` (same :func:`case_fingerprint`).
+
+        name: what the caller calls this result in its message ("independent", "market", ...). A result whose
+        fingerprint is None (built by hand) cannot be checked and passes.
+        """
+        if self.fingerprint is None:
+            return
+        expected = case_fingerprint(case)
+        if self.fingerprint != expected:
+            raise MismatchError(
+                f"the {name} result was solved on another case than the one given ({case!r}): its "
+                f"case fingerprint is {self.fingerprint}, this case's is {expected} (homes, profiles, scenarios, "
+                "prices or market parameters differ). Solve it on this case, or pass the case it was solved on")
 
     @property
     def net_consumption(self) -> np.ndarray:
@@ -264,10 +286,16 @@ def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) ->
 
 
 # ======================================================================================== solve
+#: cvxpy statuses by which a solver says the problem has no feasible point (``SolverError.status``).
+INFEASIBLE_STATUSES = (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE)
+
+
 def solve(problem: cp.Problem, solver: str = DEFAULT_SOLVER, **options) -> float:
     """Solve with the named solver; raise :class:`SolverError` unless the status is exactly optimal.
 
     Without ``options``, the solver's entry of :data:`DEFAULT_SOLVER_OPTIONS` applies (tight tolerances).
+    The error's ``status`` is the cvxpy status (None if the solver itself failed), so callers test
+    ``exc.status in INFEASIBLE_STATUSES``, never the message.
     """
     options = options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
     try:
@@ -276,14 +304,15 @@ def solve(problem: cp.Problem, solver: str = DEFAULT_SOLVER, **options) -> float
             problem.solve(solver=solver, **options)
     except cp.error.SolverError as exc:
         raise SolverError(f"{solver} failed ({exc}). Try another solver (solver='SCS' or 'OSQP') or check the "
-                          "case for extreme values.") from exc
+                          "case for extreme values.", status=None) from exc
     if problem.status != cp.OPTIMAL:
         hint = {
             cp.INFEASIBLE: "the case is infeasible: check that each home's minimum load (load_min_factor x load) "
                            "minus PV and battery power fits under grid_limit_kw, and the battery limits",
             cp.UNBOUNDED: "the problem is unbounded: check the prices and utility coefficients",
         }.get(problem.status, "tighten or loosen the solver tolerances, or try another solver")
-        raise SolverError(f"{solver} returned status '{problem.status}', not 'optimal': {hint}.")
+        raise SolverError(f"{solver} returned status '{problem.status}', not 'optimal': {hint}.",
+                          status=problem.status)
     return float(problem.value)
 
 
@@ -352,6 +381,45 @@ class Prices(NamedTuple):
         value = lambda p: np.asarray(p.value, dtype=float)  # noqa: E731
         return cls(value(handles.retail), float(handles.net_metering.value), value(handles.buy), value(handles.sell),
                    float(handles.regularization.value))
+
+
+#: Digest of each case's homes, scenarios and profiles (the part of :func:`case_fingerprint` that is costly to hash).
+_CASE_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+FINGERPRINT_DIGITS = 16  # hex digits of sha256 kept in a fingerprint
+
+
+def _float_bytes(values) -> bytes:
+    """Shape and little-endian float64 bytes of an array, C order, -0.0 as 0.0: the same on every machine."""
+    array = np.ascontiguousarray(np.asarray(values, dtype=float) + 0.0, dtype="<f8")
+    return json.dumps(array.shape).encode() + array.tobytes()
+
+
+def _case_digest(case: Case) -> bytes:
+    """sha256 of what the case's homes face and are (homes table, scenario ids and probabilities, load, PV)."""
+    if case in _CASE_DIGESTS:
+        return _CASE_DIGESTS[case]
+    h = hashlib.sha256(b"desmarket case v1")
+    h.update(json.dumps([list(case.home_ids), list(case.homes.columns), list(case.scenarios)]).encode())
+    for values in (case.homes.to_numpy(dtype=float), case.probability, case.load, case.pv):
+        h.update(_float_bytes(values))
+    _CASE_DIGESTS[case] = h.digest()
+    return _CASE_DIGESTS[case]
+
+
+def case_fingerprint(case: Case, prices: Prices | None = None) -> str:
+    """A short stable hash (16 hex digits of sha256) of everything that determines a solve of ``case``.
+
+    It covers the homes table, the scenario ids and probabilities, the load and PV profiles, and the prices of
+    Eqs. 1-5 with epsilon (:class:`Prices`: retail p_t, q, lambda^b_t = k^b LMP_t, lambda^s_t = k^s LMP_t); prices
+    default to the case's own. Floats are hashed as little-endian float64 bytes in a fixed order, so the value
+    is the same in every process and on every machine, and a case saved and loaded back keeps it. Every
+    :class:`Operation` records the fingerprint of what it was solved on (:func:`assemble_operation`).
+    """
+    prices = Prices.of_case(case) if prices is None else prices
+    h = hashlib.sha256(_case_digest(case))
+    for values in (prices.retail, prices.net_metering, prices.buy, prices.sell, prices.regularization):
+        h.update(_float_bytes(values))
+    return h.hexdigest()[:FINGERPRINT_DIGITS]
 
 
 def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver: str, solve_seconds: float = np.nan,
@@ -427,7 +495,8 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     credit = expect(Ps * q)
     utility = expect(a[:, None, None] * d ** 2 + b[:, None, None] * d)
     Pl_tot, Ps_tot = Pl.sum(axis=0), Ps.sum(axis=0)  # (S, T), Eqs. 2-3
-    revenue = pi @ ((prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot).sum(axis=1)  # Eq. 1
+    # Eq. 1; einsum, not BLAS (pi @ ...): BLAS kernels differ by CPU, and so would the last digits of R_A
+    revenue = np.einsum("s,st->", pi, (prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot)
     spread = prices.regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = congested = None
     if is_market:
@@ -446,6 +515,7 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
         objective=float(objective),
         solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds, solver_seconds=solver_seconds,
         problem=problem, method=method, wall_seconds=wall_seconds, convergence=convergence, congested=congested,
+        fingerprint=case_fingerprint(case, prices),
     )
 
 

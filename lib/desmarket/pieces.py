@@ -254,9 +254,7 @@ def build_block(block: Block, market: bool) -> tuple[cp.Problem, BlockHandles]:
 def solver_error(exc: SolverError, message: str) -> SolverError:
     """A :class:`SolverError` with a new message that keeps the cvxpy ``status`` of ``exc`` (see
     :func:`desmarket.model.solve`), so that callers can still tell an infeasible problem by its status."""
-    error = SolverError(message)
-    error.status = getattr(exc, "status", None)
-    return error
+    return SolverError(message, status=getattr(exc, "status", None))
 
 
 def solve_with_fallback(problem: cp.Problem, solver: str, solver_options: dict | None = None) -> int:

@@ -188,7 +188,7 @@ def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
     for mode, op in (("without market", study.independent), ("with market", study.market)):
         curves = {k: pick(_expected(case, getattr(op, k))) for k in ("load", "pv_used", "charge", "discharge")}
         curves["net_load"] = pick(_expected(case, op.net_consumption))  # d + c - e - g; summed = grid import
-        price = case.probability @ op.price if op.price is not None else np.full(len(hours), np.nan)
+        price = np.einsum("s,st->t", case.probability, op.price) if op.price is not None else np.full(len(hours), np.nan)
         frames.append(pd.DataFrame({"hour": hours, "mode": mode, **curves, "lmp": case.lmp, "price": price}))
     return pd.concat(frames, ignore_index=True)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .case import Case
-from .errors import NoTradeError, RegularizationWarning
+from .errors import MismatchError, NoTradeError, RegularizationWarning
 from .model import DEFAULT_SOLVER, Operation, SolverError, solve
 
 RULES = ("contribution", "equal")  # M3, M2 (Table 2)
@@ -54,7 +54,8 @@ class Settlement:
 
 
 def _check_pair(independent: Operation, market: Operation, case: Case | None = None) -> None:
-    """Both results exist, are M1 and the market, and belong to the same case (homes, scenarios, hours)."""
+    """Both results exist, are M1 and the market, and belong to the same case (homes, scenarios, hours, and the
+    case fingerprint of :func:`desmarket.model.case_fingerprint`); with ``case``, both were solved on it."""
     for name, op in (("independent", independent), ("market", market)):
         if not isinstance(op, Operation):
             raise TypeError(f"{name} must be an Operation (from solve_independent / clear_market), "
@@ -63,13 +64,18 @@ def _check_pair(independent: Operation, market: Operation, case: Case | None = N
         raise ValueError(f"expected (independent, market) results, got ({independent.mode}, {market.mode}); "
                          "pass solve_independent(case) then clear_market(case)")
     if independent.home_ids != market.home_ids:
-        raise ValueError("the two results are for different homes; solve both on the same case")
+        raise MismatchError("the two results are for different homes; solve both on the same case")
     if independent.load.shape != market.load.shape or not np.array_equal(independent.probability,
                                                                          market.probability):
-        raise ValueError("the two results are for different scenarios (count, hours or probabilities); solve "
-                         "both on the same case")
+        raise MismatchError("the two results are for different scenarios (count, hours or probabilities); solve "
+                            "both on the same case")
     if case is not None:
+        _check_case(case, independent, "independent")
         _check_case(case, market)
+    elif None not in (independent.fingerprint, market.fingerprint) and independent.fingerprint != market.fingerprint:
+        raise MismatchError(f"the independent result (case fingerprint {independent.fingerprint}) and the market "
+                            f"result ({market.fingerprint}) were solved on different cases (same homes and "
+                            "scenarios, but other profiles, prices or market parameters); solve both on the same case")
 
 
 def _check_rate(profit_rate) -> float:
@@ -82,27 +88,30 @@ def _check_rate(profit_rate) -> float:
     return rho
 
 
-def cooperative_surplus(independent: Operation, market: Operation) -> float:
-    """Delta C = (sum_i C_i^0 - R_A^0) - (sum_i C_i* - R_A*), $ per day (Eq. 20). Independent of rho."""
-    _check_pair(independent, market)
+def cooperative_surplus(independent: Operation, market: Operation, case: Case | None = None) -> float:
+    """Delta C = (sum_i C_i^0 - R_A^0) - (sum_i C_i* - R_A*), $ per day (Eq. 20). Independent of rho.
+
+    With ``case``, both results must have been solved on it (:class:`MismatchError` otherwise).
+    """
+    _check_pair(independent, market, case)
     before = independent.home_cost.sum() - independent.aggregator_revenue
     after = market.home_cost.sum() - market.aggregator_revenue
     return float(before - after)
 
 
 def market_contribution(case: Case, market: Operation) -> np.ndarray:
-    """Expected market value of each home's trades, sum_s pi_s sum_t lambda_{s,t} |x_{i,s,t}|, $ per day (Eq. 21).
+    """Expected market value of each home's trades, sum_s pi_s sum_t |lambda_{s,t}| |x_{i,s,t}|, $ per day (Eq. 21).
 
-    Supplying and receiving both count (absolute value).
+    Supplying and receiving both count (absolute value of x). A trade is valued at the magnitude of the clearing
+    price [choice]: equal to Eq. 21's lambda |x| wherever lambda >= 0 (every positive-LMP case), and >= 0 in a
+    negative-price hour, where a kWh matched locally spares the community an import or export that the grid
+    prices at |lambda| per kWh, so it is worth |lambda| too. The contributions are therefore never negative and
+    the rates of Eq. 22 are always shares.
     """
     if market.price is None:
         raise ValueError("contributions need a market result (clear_market), not mode M1")
-    value = np.einsum("s,st,nst->n", case.probability, market.price, np.abs(market.trade))
-    value = np.where(np.abs(value) < CONTRIBUTION_TOLERANCE, 0.0, value)  # solver noise is no market value
-    if np.any(value < 0):
-        raise ValueError("a clearing price is negative, so a home's contribution (Eq. 21) is negative and the "
-                         "contribution rates (Eq. 22) are not shares; use a case with non-negative LMPs")
-    return value
+    value = np.einsum("s,st,nst->n", case.probability, np.abs(market.price), np.abs(market.trade))
+    return np.where(value < CONTRIBUTION_TOLERANCE, 0.0, value)  # solver noise is no market value
 
 
 def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.ndarray:
@@ -123,16 +132,18 @@ def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.
     return (1.0 - rho) * value / total
 
 
-def _check_case(case: Case, market: Operation) -> None:
-    """``market`` (and so its M1 twin, see :func:`_check_pair`) was solved on ``case``."""
+def _check_case(case: Case, op: Operation, name: str = "market") -> None:
+    """``op`` (the ``name`` result) was solved on ``case``: same homes, scenarios, probabilities and fingerprint."""
     if not isinstance(case, Case):
         raise TypeError(f"case must be a desmarket.Case, got {type(case).__name__}")
-    if not isinstance(market, Operation):
-        raise TypeError(f"market must be an Operation from clear_market, got {type(market).__name__}")
-    if case.home_ids != market.home_ids or case.load.shape != market.load.shape or not np.array_equal(
-            case.probability, market.probability):
-        raise ValueError(f"the market result is not for this case ({case}): homes, scenarios or probabilities "
-                         "differ; pass the case it was solved on")
+    if not isinstance(op, Operation):
+        source = "solve_independent" if name == "independent" else "clear_market"
+        raise TypeError(f"{name} must be an Operation from {source}, got {type(op).__name__}")
+    if case.home_ids != op.home_ids or case.load.shape != op.load.shape or not np.array_equal(
+            case.probability, op.probability):
+        raise MismatchError(f"the {name} result is not for this case ({case}): homes, scenarios or probabilities "
+                            "differ; pass the case it was solved on")
+    op.check_solved_on(case, name)
 
 
 def equal_rates(n_homes: int, profit_rate: float) -> np.ndarray:
@@ -184,10 +195,16 @@ def profit_rate_sweep(case: Case, independent: Operation, market: Operation, pro
     """Net benefits of the aggregator and each home for several rho (Section 3.4, Figure 5), from one clearing.
 
     Returns a long table: profit_rate, party ("aggregator" or a home id), alpha, net_benefit_usd.
+    profit_rates: one rho or a non-empty sequence of them, each a number in [0, 1].
     """
+    rates = [_check_rate(rho.item() if isinstance(rho, np.generic) else rho)
+             for rho in np.atleast_1d(np.asarray(profit_rates, dtype=object))]
+    if not rates:
+        raise ValueError("profit_rates is empty; pass one profit rate rho in [0, 1] or a non-empty list of them, "
+                         "e.g. numpy.linspace(0, 1, 21)")
     rows = []
-    for rho in np.atleast_1d(profit_rates):
-        st = settle(case, independent, market, float(rho), rule)
+    for rho in rates:
+        st = settle(case, independent, market, rho, rule)
         rows.append(pd.DataFrame({"profit_rate": float(rho), "party": ["aggregator", *market.home_ids],
                                   "alpha": [float(rho), *st.alpha],
                                   "net_benefit_usd": [st.aggregator_gain, *st.home_gain]}))
