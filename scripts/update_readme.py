@@ -68,6 +68,8 @@ def blocks() -> dict:
     card["note"] = card["note"].fillna("")
     table4 = pd.read_csv(TABLES / "table4_costs.csv")
     sens = pd.read_csv(TABLES / "sensitivity.csv")
+    if "reason" in sens and sens["reason"].isna().all():  # every row computed: no reason to show
+        sens = sens.drop(columns="reason")
     out = {
         "scorecard": _markdown(card),
         "table4": _markdown(table4),

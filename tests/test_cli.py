@@ -40,7 +40,7 @@ def test_usage_error_is_exit_2():
 def test_validate_the_example():
     done = desmarket("validate", EXAMPLE)
     assert done.returncode == 0, done.stderr
-    assert "valid: Case(3 homes, 1 scenarios" in done.stdout
+    assert "valid: Case(3 homes, 1 scenario," in done.stdout
 
 
 def _broken_copy(tmp_path) -> Path:

@@ -47,6 +47,7 @@ from .model import (
     Operation,
     assemble_operation,
     build_clearing,
+    case_fingerprint,
     build_independent,
     clearing_price,
     read_operation,
@@ -83,7 +84,7 @@ __all__ = [
     "solve_independent", "clear_market", "METHODS", "Coordination",
     "Operation",
     # the models, for building on them: build, solve, read
-    "build_independent", "build_clearing", "solve", "read_operation", "clearing_price", "assemble_operation",
+    "build_independent", "build_clearing", "solve", "read_operation", "clearing_price", "assemble_operation", "case_fingerprint",
     # the settlement
     "settle", "Settlement", "cooperative_surplus", "market_contribution", "contribution_rates",
     "nash_bargaining", "profit_rate_sweep",

@@ -117,6 +117,11 @@ CASE_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv", "marke
 _DIRECTORY_FIX = f"pass the path (str or pathlib.Path) of a folder that holds {', '.join(CASE_FILES)}"
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 home', '3 homes'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @dataclass(frozen=True)
 class Market:
     """Market-wide parameters (``market.json``).
@@ -198,7 +203,8 @@ class Case:
 
     def __repr__(self) -> str:
         return (
-            f"Case({self.n_homes} homes, {self.n_scenarios} scenarios, {self.load.shape[-1]} hours, "
+            f"Case({_count(self.n_homes, 'home')}, {_count(self.n_scenarios, 'scenario')}, "
+            f"{self.load.shape[-1]} hours, "
             f"{self.market})"
         )
 

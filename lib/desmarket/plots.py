@@ -227,8 +227,10 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
         prices += _step(twin, market["hour"], 1000 * market["price"], color="tab:purple", ls=":", lw=1.8,
                         label="local clearing price (expected)")
     twin.set_ylabel("price, $/MWh")
-    twin.set_ylim(0, 1.35 * 1000 * np.nanmax(profile[["lmp", "price"]].to_numpy(dtype=float)
-                                             if "price" in profile else profile["lmp"].to_numpy()))
+    shown = 1000 * (profile[["lmp", "price"]].to_numpy(dtype=float) if "price" in profile
+                    else profile["lmp"].to_numpy(dtype=float))
+    low, high = min(0.0, 1.35 * np.nanmin(shown)), 1.35 * max(np.nanmax(shown), 0.0)  # negative LMPs shown too
+    twin.set_ylim(low, high if high > low else low + 1.0)
     twin.grid(False)
     ax.set_title(_peaks_title(peaks["net_load_kw"]))
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
