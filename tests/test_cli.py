@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import desmarket as dm
-from desmarket import cli, plots, report
+from desmarket import cli, plots
 from desmarket.errors import DesmarketError, NoTradeError, OutputError
 from desmarket.io import project_root
 
@@ -294,3 +294,13 @@ def test_no_trade_names_no_option_that_does_not_exist(capsys, tmp_path, monkeypa
     code, err = _main(capsys, "run", EXAMPLE, "--out", tmp_path / "out")
     assert code == 1 and "--rule" not in err and "desmarket.settle(" in err and str(EXAMPLE) in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`desmarket validate case | head -1`: the closed pipe is no error line and no traceback (exit 0)."""
+    code = ("import sys, desmarket.cli as cli\n"
+            "def validate(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "cli.validate = validate\n"
+            f"sys.exit(cli.main(['validate', {str(EXAMPLE)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -424,6 +424,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _say(f"desmarket {args.command}: interrupted; nothing was written")
         return 130
+    except BrokenPipeError:  # `desmarket validate case | head`: the reader left; not an error of the case
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except Exception as exc:  # user errors: one line, exit 1; anything else is a bug: traceback
         from desmarket.errors import DesmarketError  # noqa: PLC0415
 
