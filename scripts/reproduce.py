@@ -23,10 +23,8 @@ never through a shell command line: `make reproduce CASE="site (2023)"` is one p
 import argparse
 import ast
 import contextlib
-import datetime
 import errno
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -37,6 +35,8 @@ import time
 import warnings
 from pathlib import Path
 
+from desmarket.case import count_of
+from desmarket.cli import day, positive_int, seed, unit_rate, whole_number
 from desmarket.io import OUTPUT_ROOT_ENV, project_root
 
 ROOT = project_root()
@@ -88,45 +88,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (make help lists the parameters)\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text) if text.strip().lstrip("+").isdigit() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
-    return value
-
-
-def _samples(text: str) -> int:
-    value = int(text) if text.strip().lstrip("+").isdigit() else 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be a whole number of orders >= 2, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return int(text)
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
-
-
-def _date(text: str) -> str:
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-            raise ValueError(text)
-        return datetime.date.fromisoformat(text.strip()).isoformat()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a day written YYYY-MM-DD, got {text!r}") from None
-
-
 def env_argv(environ=None) -> list[str]:
     """The options the Makefile hands over as REPRODUCE_<VARIABLE> environment variables (empty = not given)."""
     environ = os.environ if environ is None else environ
@@ -144,12 +105,12 @@ def parse(argv=None) -> dict:
     argv: the options (default: those of the environment, :func:`env_argv`, then the command line).
     """
     parser = Parser(prog="reproduce.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--homes", type=_positive_int, dest="n_homes")
-    parser.add_argument("--scenarios", type=_positive_int, dest="n_scenarios")
-    parser.add_argument("--profit-rate", type=_rate, dest="profit_rate")
-    parser.add_argument("--seed", type=_seed)
-    parser.add_argument("--date", type=_date)
-    parser.add_argument("--shapley-samples", type=_samples, dest="shapley_samples",
+    parser.add_argument("--homes", type=positive_int, dest="n_homes")
+    parser.add_argument("--scenarios", type=positive_int, dest="n_scenarios")
+    parser.add_argument("--profit-rate", type=unit_rate, dest="profit_rate")
+    parser.add_argument("--seed", type=seed)
+    parser.add_argument("--date", type=day)
+    parser.add_argument("--shapley-samples", type=whole_number(2), dest="shapley_samples",
                         help="above 14 homes, notebook 08 samples the Shapley value from this many orders")
     parser.add_argument("--case", dest="case_dir", help="a case directory (README, 'Case format'): run the study "
                         "on it instead of building one from the measured data")
@@ -160,10 +121,6 @@ def parse(argv=None) -> dict:
         if clash:
             parser.error(f"--case fixes the homes and scenarios; {', '.join(clash)} do not apply to it")
     return args
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _one_line(text) -> str:
@@ -260,7 +217,7 @@ def preflight(args: dict, case=None) -> None:
     if case is not None:
         what = f"the case {args['case_dir']}"
     else:
-        what = (f"{_count(p['n_homes'], 'home')} x {_count(p['n_scenarios'], 'scenario')} of "
+        what = (f"{count_of(p['n_homes'], 'home')} x {count_of(p['n_scenarios'], 'scenario')} of "
                 f"{p['date'] or data.PAPER_DATE} (seed {p['seed']})")
     try:
         if case is None:

@@ -258,7 +258,7 @@ def test_bad_values_are_usage_errors(capsys, tmp_path, monkeypatch, args, name):
     with pytest.raises(SystemExit) as caught:
         cli.main(args)
     err = capsys.readouterr().err
-    assert caught.value.code == 2 and f"error: argument {name}: expected" in err and "Traceback" not in err
+    assert caught.value.code == 2 and f"error: argument {name}: must be" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
 

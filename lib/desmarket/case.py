@@ -117,8 +117,8 @@ CASE_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv", "marke
 _DIRECTORY_FIX = f"pass the path (str or pathlib.Path) of a folder that holds {', '.join(CASE_FILES)}"
 
 
-def _count(n: int, noun: str) -> str:
-    """'1 home', '3 homes'."""
+def count_of(n: int, noun: str) -> str:
+    """'1 home', '3 homes': the one plural rule of messages (the CLI and scripts/reproduce.py use it too)."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -203,7 +203,7 @@ class Case:
 
     def __repr__(self) -> str:
         return (
-            f"Case({_count(self.n_homes, 'home')}, {_count(self.n_scenarios, 'scenario')}, "
+            f"Case({count_of(self.n_homes, 'home')}, {count_of(self.n_scenarios, 'scenario')}, "
             f"{self.load.shape[-1]} hours, "
             f"{self.market})"
         )

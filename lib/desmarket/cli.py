@@ -24,6 +24,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from desmarket.case import count_of as _count
 from desmarket.errors import OutputError
 
 #: The fix that an OSError's errno calls for, in the one line of an :class:`OutputError`.
@@ -43,9 +44,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _count(n: int, word: str) -> str:
-    """``1 table``, ``2 tables``."""
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------------------------------------- output folders
@@ -328,26 +326,25 @@ def run(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- the parser
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+def whole_number(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (one message for every option that takes a count)."""
+    wanted = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    parse.__name__ = f"whole_number_from_{minimum}"
+    return parse
 
 
-def seed(text: str) -> int:
-    """argparse type: a whole number >= 0 (numpy's seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+#: argparse types: counts (homes, scenarios) and seeds (numpy's, >= 0).
+positive_int, seed = whole_number(1), whole_number(0)
 
 
 def unit_rate(text: str) -> float:
@@ -355,23 +352,23 @@ def unit_rate(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
     return value
 
 
 def day(text: str) -> str:
-    """argparse type: a calendar day YYYY-MM-DD."""
+    """argparse type: a calendar day YYYY-MM-DD (surrounding spaces ignored), returned as YYYY-MM-DD."""
     import datetime  # noqa: PLC0415
 
+    text = text.strip()
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             raise ValueError
-        datetime.date.fromisoformat(text)
+        return datetime.date.fromisoformat(text).isoformat()
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD, got {text!r}") from None
-    return text
+        raise argparse.ArgumentTypeError(f"must be a day written YYYY-MM-DD, got {text!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
