@@ -4,6 +4,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import desmarket as dm
@@ -109,3 +110,13 @@ def test_workbench_operations_carry_the_fingerprint_of_their_variant(pair):
     dm.settle(variant, m1, mk, 0.2, "equal")
     with pytest.raises(MismatchError):
         dm.settle(case.replace(market={"buy_ratio": 1.2}), m1, mk, 0.2, "equal")
+
+
+def test_a_result_file_of_an_older_format_is_a_data_error_naming_it(pair, tmp_path):
+    case, _, mk, *_ = pair
+    io.save_operation(mk, case, tmp_path, "market")
+    prices = tmp_path / "market_prices.csv"
+    table = pd.read_csv(prices)
+    table.drop(columns="congested").to_csv(prices, index=False)
+    with pytest.raises(dm.DataError, match=r"market_prices\.csv, column 'congested'.*rerun the notebook"):
+        io.load_operation(case, tmp_path, "market")

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from .case import Case, long_table, scenario_table
-from .errors import MismatchError
+from .errors import DataError, MismatchError
 from .model import Operation, case_fingerprint
 from .report import parse_claims
 
@@ -97,8 +97,8 @@ def load_operation(case: Case, directory, name: str) -> Operation:
     if meta["mode"] == "market":
         prices = pd.read_csv(directory / f"{name}_prices.csv", dtype={"scenario": str}, **READ_IDS)
         if "congested" not in prices:
-            raise ValueError(f"{directory / (name + '_prices.csv')} predates the 'congested' column; rerun the "
-                             "notebook that writes it (03)")
+            raise DataError(str(directory / f"{name}_prices.csv"), "the file predates the 'congested' column",
+                            "rerun the notebook that writes it (03)", column="congested")
         price = prices["price_usd_per_kwh"].to_numpy().reshape(s, t)
         balanced = prices["balanced"].to_numpy(dtype=bool).reshape(s, t)
         congested = prices["congested"].to_numpy(dtype=bool).reshape(s, t)
