@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 
 from .case import Case, long_table, scenario_table
+from .claims import paper_claims as paper_claims  # re-exported: io.paper_claims(), as the notebooks call it
 from .errors import DataError, MismatchError
 from .model import Operation, case_fingerprint
-from .report import parse_claims
 
 DISPATCH = ("load", "pv_used", "charge", "discharge", "energy", "net_load", "net_surplus", "trade")
 HOME_COSTS = ("retail_bill", "net_metering_credit", "utility", "home_cost")
@@ -42,13 +41,6 @@ def resolve(path) -> Path:
     """A path relative to the project root (absolute paths pass through)."""
     path = Path(path)
     return path if path.is_absolute() else project_root() / path
-
-
-def paper_claims() -> pd.DataFrame:
-    """The paper's claims (Section 3) from the package's ``resources/paper_claims.toml``
-    (:func:`desmarket.report.parse_claims`; its header documents the fields)."""
-    text = resources.files("desmarket").joinpath("resources/paper_claims.toml").read_text(encoding="utf-8")
-    return parse_claims(text)
 
 
 def _exact(value: float) -> float:

@@ -4,13 +4,11 @@ Pure functions from a case and its results (:class:`~desmarket.study.Study`, ope
 DataFrames: nothing here solves or reads a result file. Solving and what-if questions live in
 :mod:`desmarket.study`, figures in :mod:`desmarket.plots`; :func:`save_table` writes CSV with a fixed float
 format so that reruns give identical files. The paper's claims, their kinds, units and our reasons where we
-differ are data: ``resources/paper_claims.toml``, read by :func:`desmarket.io.paper_claims`.
+differ are data: ``resources/paper_claims.toml``, read by :func:`desmarket.claims.paper_claims`.
 """
 
 from __future__ import annotations
 
-import string
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +16,11 @@ import numpy as np
 import pandas as pd
 
 from .case import Case, scenario_table
+from .claims import CLAIM_KINDS as CLAIM_KINDS  # re-exported names: the scorecard's vocabulary
+from .claims import CLAIM_SOURCES as CLAIM_SOURCES
+from .claims import DATA_SOURCES, NOT_REPORTED, agreement, claim_note
+from .claims import NOTE_FIELDS as NOTE_FIELDS
+from .claims import parse_claims as parse_claims
 from .model import Operation
 from .settlement import contribution_rates, market_contribution
 
@@ -26,65 +29,6 @@ if TYPE_CHECKING:  # the study layer imports this module, not the other way roun
 
 PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
 FLOAT_FORMAT = "%.10g"
-#: Kinds of a paper claim (field ``kind`` of paper_claims.toml) and how each is compared with ours.
-CLAIM_KINDS = {"number": "sign and order of magnitude (within a factor 10) of the paper's value",
-               "sign": "sign only: the paper states a direction, not a value",
-               "unreported": "nothing to compare: the paper reports no value; ours is shown with its reason"}
-#: What the scorecard's paper column shows for a claim of kind "unreported".
-NOT_REPORTED = "not reported"
-#: Where a run's case comes from (``source`` of :func:`scorecard`): "measured", built by
-#: :func:`desmarket.data.build_case` from the measured CityLearn homes (notebook 01 without ``case_dir``), or
-#: "case", a user's case directory (``make reproduce CASE=dir``). A claim's note is its ``reason`` for the
-#: measured data and its ``reason_case`` (if given, else ``reason``) for a user's case.
-DATA_SOURCES = ("measured", "case")
-#: Fields a claim's reason may name in braces, filled from the run (:func:`note_fields`).
-NOTE_FIELDS = ("rho", "buy_ratio", "sell_ratio")
-
-
-def parse_claims(text: str) -> pd.DataFrame:
-    """Claims in the TOML format of ``resources/paper_claims.toml``, one row per headline key, in order.
-
-    Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason,
-    reason_case (the note for a user's case; default the reason), source (where our value comes from:
-    "headline", :func:`headline`, or "fairness", notebook 08). Reasons are templates: ``{rho}`` and the other
-    :data:`NOTE_FIELDS` are filled from the run by :func:`scorecard`.
-    Validated: an unknown kind, a missing field, a paper value on an "unreported" claim or an unknown field in
-    braces is a ValueError naming the claim.
-    """
-    rows = []
-    for key, claim in tomllib.loads(text).items():
-        kind = claim.get("kind")
-        needed = {"number": ("paper",), "sign": ("paper_text", "sign"), "unreported": ()}.get(kind)
-        if needed is None:
-            raise ValueError(f"paper claims [{key}]: kind must be one of {list(CLAIM_KINDS)}, got {kind!r}")
-        missing = [f for f in ("claim", "unit", "reason", *needed) if f not in claim]
-        if missing:
-            raise ValueError(f"paper claims [{key}]: missing {missing}; see the header of paper_claims.toml")
-        if kind == "unreported" and {"paper", "paper_text", "sign"} & set(claim):
-            raise ValueError(f"paper claims [{key}]: kind \"unreported\" takes no paper, paper_text or sign")
-        rows.append({"key": key, "claim": claim["claim"], "unit": claim["unit"], "kind": kind,
-                     "paper": float(claim.get("paper", np.nan)), "paper_text": claim.get("paper_text", ""),
-                     "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"],
-                     "reason_case": claim.get("reason_case", claim["reason"]),
-                     "source": claim.get("source", "headline")})
-        for field in ("reason", "reason_case"):
-            _check_template(key, field, rows[-1][field])
-        if rows[-1]["source"] not in CLAIM_SOURCES:
-            raise ValueError(f"paper claims [{key}]: source must be one of {CLAIM_SOURCES}, got {rows[-1]['source']!r}")
-    return pd.DataFrame(rows).set_index("key")
-
-
-def _check_template(key: str, field: str, text: str) -> None:
-    """A claim's reason names only :data:`NOTE_FIELDS` in braces (a literal brace is written twice)."""
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
-    except ValueError as exc:
-        raise ValueError(f"paper claims [{key}]: {field} is not a valid template ({exc}); write a literal brace "
-                         "twice, {{ or }}") from None
-    unknown = sorted(names - set(NOTE_FIELDS))
-    if unknown:
-        raise ValueError(f"paper claims [{key}]: {field} names unknown fields {unknown}; use only "
-                         f"{{{'}, {'.join(NOTE_FIELDS)}}} (filled from the run)")
 
 
 def note_fields(study: Study) -> dict:
@@ -93,14 +37,6 @@ def note_fields(study: Study) -> dict:
     market = study.case.market
     return {"rho": f"{study.profit_rate:g}", "buy_ratio": f"{market.buy_ratio:g}",
             "sell_ratio": f"{market.sell_ratio:g}"}
-
-
-def claim_note(claim, fields: dict, source: str = "measured") -> str:
-    """The note of one claim (a row of :func:`parse_claims`) for a run: its reason for the measured data or its
-    reason_case for a user's case (``source``, :data:`DATA_SOURCES`), with the run's :func:`note_fields`."""
-    if source not in DATA_SOURCES:
-        raise ValueError(f"source must be one of {DATA_SOURCES} (where the case comes from), got {source!r}")
-    return (claim.reason if source == "measured" else claim.reason_case).format_map(fields)
 
 
 def _expected(case: Case, values: np.ndarray) -> np.ndarray:
@@ -225,21 +161,6 @@ def headline(study: Study) -> dict:
         "pv_used_market_pct": 100 * after.pv_used_kwh / after.pv_available_kwh,
         "alpha_traded_correlation": correlation(s.m3.alpha, s.market.traded_energy),
     }
-
-
-def agreement(kind: str, paper: float, sign: float, ours: float) -> tuple[str, str]:
-    """(same direction, same order of magnitude) of ours against a claim, "yes" / "no" / "n/a" (CLAIM_KINDS)."""
-    if kind == "unreported" or ours is None or not np.isfinite(ours):
-        return "n/a", "n/a"
-    if kind == "sign":
-        return ("yes" if np.sign(ours) == sign else "no"), "n/a"
-    direction = "yes" if np.sign(paper) == np.sign(ours) else "no"
-    magnitude = "yes" if paper != 0 and ours != 0 and abs(np.log10(abs(ours) / abs(paper))) <= 1 else "no"
-    return direction, magnitude
-
-
-#: Where our value of a claim comes from (field ``source`` of paper_claims.toml, default "headline").
-CLAIM_SOURCES = ("headline", "fairness")
 
 
 def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None, source: str = "measured"
