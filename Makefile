@@ -11,13 +11,14 @@ SCENARIOS   ?=
 PROFIT_RATE ?=
 SEED        ?=
 DATE        ?=
+PRICES      ?=
 CASE        ?=
 SHAPLEY_SAMPLES ?=
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval reproduce bench bench-fairness bench-study lab report data clean clean-runs
+.PHONY: help setup test unit nbval docs reproduce bench bench-fairness bench-study lab report data clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,13 +39,20 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)  ## create .venv with the pinned packages and the desmarket library (editable)
 
-test: $(STAMP)  ## unit tests + nbval regression over the committed notebooks (the CI command)
+test: $(STAMP)  ## unit tests + nbval regression over the committed notebooks + the docs build (the CI command)
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory nbval
+	$(MAKE) --no-print-directory docs
 
 nbval: $(STAMP)  ## re-run the committed notebooks and compare their outputs (writes to a temporary folder)
 	DESMARKET_OUTPUT_ROOT=$$(mktemp -d) $(PY) -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+
+# The site is built from the repository alone: the committed notebooks are rendered, never executed; warnings
+# (a broken link, a bad docstring) are errors. docs/_build/ and docs/_generated/ are git-ignored.
+docs: $(STAMP)  ## documentation site (model, findings, notebooks, API) -> docs/_build/html/index.html, offline
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html is ready (open it in a browser; no network needed)"
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest -q tests
@@ -53,12 +61,13 @@ unit: $(STAMP)  ## unit tests only
 # shell: CASE="site (2023)" is one path and a value with ; or backquotes is one (invalid) value, not a command.
 # $(value ...) hands over the text as given, without expanding make references in it; unexport keeps make
 # from exporting (and so expanding) the variables themselves.
-unexport HOMES SCENARIOS PROFIT_RATE SEED DATE CASE SHAPLEY_SAMPLES
+unexport HOMES SCENARIOS PROFIT_RATE SEED DATE PRICES CASE SHAPLEY_SAMPLES
 reproduce: export REPRODUCE_HOMES = $(value HOMES)
 reproduce: export REPRODUCE_SCENARIOS = $(value SCENARIOS)
 reproduce: export REPRODUCE_PROFIT_RATE = $(value PROFIT_RATE)
 reproduce: export REPRODUCE_SEED = $(value SEED)
 reproduce: export REPRODUCE_DATE = $(value DATE)
+reproduce: export REPRODUCE_PRICES = $(value PRICES)
 reproduce: export REPRODUCE_CASE = $(value CASE)
 reproduce: export REPRODUCE_SHAPLEY_SAMPLES = $(value SHAPLEY_SAMPLES)
 
