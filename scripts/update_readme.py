@@ -1,7 +1,9 @@
-"""Fill the generated blocks of README.md from the committed result files (run by `make reproduce`).
+"""Fill the generated blocks of README.md and the docs pages from the committed result files (`make reproduce`).
 
-A block is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`; `--check` exits 1
-if README.md is not what the result files give (tests/test_readme.py runs it), so the README never drifts.
+A block is the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. It may stand in any of
+the files of PAGES (README.md holds the scorecard; docs/findings.md the result tables; docs/usage/speed.md the
+benchmark), at most once per file, and every block must stand in at least one. `--check` exits 1 if a file
+is not what the result files give (tests/test_readme.py runs it), so no page ever drifts from results/.
 """
 
 import argparse
@@ -13,6 +15,8 @@ from desmarket.io import project_root
 
 ROOT = project_root()
 TABLES = ROOT / "results" / "tables"
+#: The files whose generated blocks this script fills, relative to the repository root.
+PAGES = ("README.md", "docs/findings.md", "docs/usage/speed.md")
 
 
 def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -96,31 +100,49 @@ def blocks() -> dict:
     return out
 
 
-def render(text: str) -> str:
-    """The README with every generated block replaced; a block whose markers are missing is an error."""
-    for name, body in blocks().items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.S)
-        text, found = pattern.subn(lambda m: m.group(1) + body + "\n" + m.group(2), text)
-        if found != 1:
-            raise SystemExit(f"README.md: expected one block <!-- generated:{name} --> ... "
-                             f"<!-- /generated:{name} -->, found {found}")
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.S)
+
+
+def render(text: str, name: str = "README.md", body: dict | None = None, required: bool = True) -> str:
+    """``text`` with its generated blocks replaced. A block twice in one file is an error; with ``required``
+    (one file alone, as before) a missing block is an error too."""
+    for block, content in (blocks() if body is None else body).items():
+        text, found = _pattern(block).subn(lambda m: m.group(1) + content + "\n" + m.group(2), text)
+        if found > 1 or (required and found != 1):
+            raise SystemExit(f"{name}: expected one block <!-- generated:{block} --> ... "
+                             f"<!-- /generated:{block} -->, found {found}")
     return text
+
+
+def render_pages(root=ROOT, pages=PAGES) -> dict:
+    """{page: (old text, new text)} for every page; a block that stands in no page is an error."""
+    body = blocks()
+    out = {}
+    for page in pages:
+        text = (root / page).read_text(encoding="utf-8")
+        out[page] = (text, render(text, page, body, required=False))
+    for block in body:
+        if not any(_pattern(block).search(old) for old, _ in out.values()):
+            raise SystemExit(f"no page holds the block <!-- generated:{block} --> ... <!-- /generated:{block} -->; "
+                             f"add it to one of {', '.join(pages)}")
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is out of date")
     args = parser.parse_args()
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = render(text)
+    pages = render_pages()
+    stale = [page for page, (old, new) in pages.items() if old != new]
     if args.check:
-        if new != text:
-            print("README.md is out of date with results/: run `make reproduce` (or scripts/update_readme.py)")
+        if stale:
+            print(f"{', '.join(stale)} out of date with results/: run `make reproduce` (or scripts/update_readme.py)")
             return 1
         return 0
-    readme.write_text(new)
-    print("README.md generated blocks updated")
+    for page in stale:
+        (ROOT / page).write_text(pages[page][1], encoding="utf-8")
+    print(f"generated blocks updated ({', '.join(stale) or 'all pages already up to date'})")
     return 0
 
 
