@@ -5,7 +5,7 @@ import pytest
 from joblib import parallel_config
 
 import desmarket as dm
-from desmarket import coordinated, engine, pieces
+from desmarket import coordinated, engine, formulation, pieces
 from desmarket.synthetic import random_case
 
 T = dm.HOURS
@@ -92,7 +92,7 @@ def test_any_split_into_pieces_gives_the_same_operation():
 def test_trade_balance_through_partial_sums_has_the_same_dual(monkeypatch):
     case = random_case(8, n_homes=9, n_scenarios=2)
     ref = dm.clear_market(case, method="central")
-    monkeypatch.setattr(pieces, "TRADE_GROUP", 2)  # 5 partial sums per scenario
+    monkeypatch.setattr(formulation, "TRADE_GROUP", 2)  # 5 partial sums per scenario
     mk = dm.clear_market(case, n_jobs=1)
     assert mk.price == pytest.approx(ref.price, abs=1e-6)
     assert mk.home_cost == pytest.approx(ref.home_cost, abs=1e-6)
@@ -100,7 +100,7 @@ def test_trade_balance_through_partial_sums_has_the_same_dual(monkeypatch):
 
 def test_group_sums_cover_every_row_once():
     scenario = np.array([0, 1, 0, 1, 0, 1, 0])
-    to_groups, to_scen = pieces._group_sums(scenario, 2)
+    to_groups, to_scen = formulation._group_sums(scenario, 2)
     assert np.all(to_groups.sum(axis=0) == 1)  # each row in exactly one group
     assert np.all(to_groups.sum(axis=1) <= 2)
     per_scenario = (to_scen @ to_groups).toarray()
@@ -208,7 +208,7 @@ def test_the_aggregator_sees_only_schedules_and_homes_only_prices_and_their_own_
         assert isinstance(trades, np.ndarray) and trades.shape == (case.n_homes, s, T)
         assert isinstance(settings, dm.Coordination)
     for home, price, previous, rho in seen_by_homes:
-        assert isinstance(home, pieces.Block)
+        assert isinstance(home, formulation.Block)
         i = home.rows[0] // s
         assert np.array_equal(home.rows, np.arange(i * s, (i + 1) * s))  # its own rows, nobody else's
         assert price.shape == previous.shape == (s, T) and np.isscalar(rho)
@@ -219,7 +219,7 @@ def test_a_home_response_depends_only_on_its_own_data():
     other = case.replace(utility_b=case.column("utility_b") * np.array([1.0, 3.0, 0.5]),
                          battery_kwh=np.array([case.column("battery_kwh")[0], 0.0, 20.0]))
     price = np.broadcast_to(case.buy_price, (2, T)).copy()
-    mine = [coordinated.home_response(pieces.case_block(c, np.arange(2)), price, np.zeros((2, T)), 0.01)
+    mine = [coordinated.home_response(formulation.case_block(c, np.arange(2)), price, np.zeros((2, T)), 0.01)
             for c in (case, other)]
     assert np.array_equal(mine[0]["x"], mine[1]["x"]) and np.array_equal(mine[0]["d"], mine[1]["d"])
 
@@ -246,7 +246,7 @@ def test_the_same_code_runs_on_a_dask_cluster():
 def test_engine_does_not_import_dask():
     import ast
 
-    for module in (engine, pieces, coordinated):
+    for module in (formulation, engine, pieces, coordinated):
         tree = ast.parse(open(module.__file__).read())
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}
@@ -276,7 +276,7 @@ def test_home_controller_direct_piqp_path_equals_the_cvxpy_path():
     case = random_case(12, n_homes=3, n_scenarios=2)
     rng = np.random.default_rng(0)
     for i in range(case.n_homes):
-        home = pieces.case_block(case, np.arange(2 * i, 2 * i + 2))
+        home = formulation.case_block(case, np.arange(2 * i, 2 * i + 2))
         direct = coordinated.HomeController(home, "PIQP")
         via_cvxpy = coordinated.HomeController(home, "PIQP", direct=False)
         assert direct._piqp is not None and via_cvxpy._piqp is None
@@ -302,3 +302,67 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
         monkeypatch.setattr(sys, "stderr", stream)
         assert pieces.run_tasks(abs, [(-1,), (-2,)], 1, progress="coalitions") == [1, 2]
         assert ("coalitions: 100%" in stream.getvalue()) == shown
+
+
+# ------------------------------------------------------------------------------ one formulation
+def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
+    """Central, decomposed, coordinated and the Workbench all call formulation.formulate (issue 18): central
+    once (one block of all rows, weights pi_s), decomposed once per piece (weight 1), coordinated once per home
+    (weight 1, no trade balance)."""
+    from desmarket import model, study
+
+    assert model.formulate is pieces.formulate is coordinated.formulate is study.formulate is formulation.formulate
+    case = random_case(3, n_homes=3, n_scenarios=2)
+    calls = []
+
+    def spy(block, market, *args, **kw):
+        calls.append((tuple(block.rows), tuple(block.weight), market, kw.get("trade_balance", True)))
+        return formulation.formulate(block, market, *args, **kw)
+
+    for module in (model, pieces, coordinated):
+        monkeypatch.setattr(module, "formulate", spy)
+    dm.clear_market(case, method="central")
+    assert calls == [(tuple(range(6)), tuple(np.tile(case.probability, 3)), True, True)]
+    calls.clear()
+    dm.clear_market(case, chunk_rows=3, n_jobs=1)  # one scenario (3 homes) per piece
+    assert [c[0] for c in calls] == [(0, 2, 4), (1, 3, 5)] and all(set(c[1]) == {1.0} and c[2] for c in calls)
+    calls.clear()
+    dm.clear_market(case, method="coordinated", coordination=dm.Coordination(max_iterations=2, tol_residual=1e3,
+                                                                             tol_price=1e3))
+    assert sorted(c[0] for c in calls) == [(0, 1), (2, 3), (4, 5)]
+    assert all(set(c[1]) == {1.0} and c[2] and not c[3] for c in calls)
+
+
+@pytest.mark.parametrize("market", [False, True])
+def test_the_central_problem_is_a_weighted_piece_of_all_rows(market):
+    """The central problem and the decomposed piece of all rows compile to the same constraints (PIQP's
+    standard form, exactly); with one scenario (pi = 1) to the same problem, objective included."""
+    def data(problem):
+        d = problem.get_problem_data("PIQP")[0]
+        return {k: d[k].toarray() if hasattr(d[k], "toarray") else np.asarray(d[k])
+                for k in ("P", "q", "A", "b", "F", "G", "lower_bounds", "upper_bounds")}
+
+    build = dm.build_clearing if market else dm.build_independent
+    for n_scenarios in (1, 3):
+        case = random_case(9, n_homes=4, n_scenarios=n_scenarios)
+        central = data(build(case)[0])
+        piece = data(formulation.formulate(formulation.case_block(case, np.arange(4 * n_scenarios)), market)[0])
+        same = ("A", "b", "F", "G", "lower_bounds", "upper_bounds") + (("P", "q") if n_scenarios == 1 else ())
+        for key in same:
+            assert np.array_equal(central[key], piece[key]), (n_scenarios, key)
+        if n_scenarios > 1:
+            assert not np.array_equal(central["q"], piece["q"])  # weighted by pi_s
+
+
+def test_no_other_module_writes_the_model():
+    """Variables of Eqs. 5-19 are created in desmarket.formulation only (the settlement's Nash bargaining,
+    Eqs. 23-25, has its own payments)."""
+    import ast
+    import pathlib
+
+    where = set()
+    for path in pathlib.Path(formulation.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "Variable" and getattr(node.value, "id", "") == "cp":
+                where.add(path.name)
+    assert where == {"formulation.py", "settlement.py"}

@@ -99,9 +99,10 @@ def test_problems_are_dpp_and_vectorised():
     for build in (dm.build_independent, dm.build_clearing):
         problem, handles = build(case)
         assert problem.is_dpp()
-        # one variable per quantity, rows = (home, scenario)
+        # one variable per quantity, rows = (home, scenario); the clearing adds the trade and the trade
+        # balance's partial sums (Eq. 18, formulation.TRADE_GROUP)
         assert handles.d.shape == (6, T)
-        assert len(problem.variables()) == (8 if handles.x is not None else 7)
+        assert len(problem.variables()) == (9 if handles.x is not None else 7)
 
 
 def test_parameters_resolve_without_rebuild():

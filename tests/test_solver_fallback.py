@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import desmarket as dm
-from desmarket import coordinated, pieces
+from desmarket import coordinated, formulation, pieces
 from desmarket.data import build_case
 from desmarket.synthetic import random_case
 
@@ -57,13 +57,13 @@ def test_a_home_without_load_solves_with_the_default_method(name):
 
 def test_daily_minimum_is_left_out_only_where_the_bounds_imply_it():
     case = without_load(random_case(4, n_homes=3, n_scenarios=2), 1)
-    block = pieces.case_block(case, np.arange(6))
-    d = pieces.block_model(block, market=False)[0].d
-    (constraint,) = pieces.daily_minimum(d, block)
+    block = formulation.case_block(case, np.arange(6))
+    d = formulation.formulate(block, market=False)[1].d
+    (constraint,) = formulation.daily_minimum(d, block)
     assert constraint.shape == (4,)  # rows 2, 3 (home 1) have no load: 4 of 6 rows keep Eq. 10
-    full = pieces.case_block(random_case(4, n_homes=3, n_scenarios=2), np.arange(6))
-    assert pieces.daily_minimum(d, full)[0].shape == (6,)
-    assert pieces.daily_minimum(d, block._replace(load_min=block.load)) == []  # load_min_factor = 1
+    full = formulation.case_block(random_case(4, n_homes=3, n_scenarios=2), np.arange(6))
+    assert formulation.daily_minimum(d, full)[0].shape == (6,)
+    assert formulation.daily_minimum(d, block._replace(load_min=block.load)) == []  # load_min_factor = 1
 
 
 # ------------------------------------------------------------------------------------ the fallback
@@ -94,7 +94,7 @@ def test_a_piece_piqp_fails_on_is_solved_by_clarabel(monkeypatch):
 def test_the_old_formulation_falls_back_and_still_agrees(monkeypatch):
     """The real PIQP failure: Eq. 10 written over every row again (as before the fix); Clarabel solves it."""
     case = ZERO_LOAD_CASES["synthetic-4"]()
-    monkeypatch.setattr(pieces, "daily_minimum", lambda d, block: [cp.sum(d, axis=1) >= block.load.sum(axis=1)])
+    monkeypatch.setattr(formulation, "daily_minimum", lambda d, block: [cp.sum(d, axis=1) >= block.load.sum(axis=1)])
     m1, market = dm.solve_independent(case, n_jobs=1), dm.clear_market(case, n_jobs=1)
     assert market.solver == "PIQP (CLARABEL for 1 of 1 pieces)"
     _agree_with_central(case, m1, market)
@@ -163,7 +163,7 @@ class FailingFirst:
 
 def test_home_controller_falls_back_to_clarabel():
     case = random_case(12, n_homes=3, n_scenarios=2)
-    home = pieces.case_block(case, np.arange(2))
+    home = formulation.case_block(case, np.arange(2))
     direct = coordinated.HomeController(home, "PIQP")
     direct._piqp["solver"] = FailingFirst(direct._piqp["solver"])
     reference = coordinated.HomeController(home, "CLARABEL", direct=False)
@@ -186,7 +186,7 @@ def test_a_real_piqp_failure_of_a_home_response_is_solved():
         coordinated.coordinate(case, dm.Coordination(tol_residual=1e-3, tol_price=1e-5, max_iterations=3),
                                n_jobs=1, callback=states.append)
     state, s = states[-1], case.n_scenarios
-    home = pieces.case_block(case, np.arange(14 * s, 15 * s), dm.model.trade_limits(case))
+    home = formulation.case_block(case, np.arange(14 * s, 15 * s), dm.model.trade_limits(case))
     args = (state.announcement(), state.trades[14], state.rho)
     via_piqp = coordinated.HomeController(home, "PIQP", direct=False).respond(*args)
     via_clarabel = coordinated.HomeController(home, "CLARABEL", direct=False).respond(*args)

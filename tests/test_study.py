@@ -58,7 +58,7 @@ def test_market_parameters_by_values_equal_a_rebuilt_case(case, changes, replace
 
 @pytest.mark.parametrize("scale", [0.0, 0.5, 2.0])
 def test_battery_scale_equals_a_rebuilt_case(case, scale):
-    """Scaling every battery scales its feasible schedules (pieces.PieceParameters); checked against new data."""
+    """Scaling every battery scales its feasible schedules (formulation.Parameters); checked against new data."""
     got = studies.Workbench(case).study(0.2, battery_scale=scale)
     bigger = case.replace(battery_kwh=case.column("battery_kwh") * scale, battery_kw=case.column("battery_kw") * scale)
     _same_study(got, studies.run_study(bigger, 0.2))
@@ -103,8 +103,8 @@ def test_costs_are_recomputed_by_hand_at_the_new_prices(case):
 
 def test_sensitivity_builds_each_problem_once(case, monkeypatch):
     built = []
-    original = studies.build_block
-    monkeypatch.setattr(studies, "build_block", lambda *a: built.append(1) or original(*a))
+    original = studies.formulate
+    monkeypatch.setattr(studies, "formulate", lambda *a: built.append(1) or original(*a))
     bench = studies.Workbench(case, chunk_rows=6)  # several pieces per problem
     table = studies.sensitivity(bench, 0.2, n_scenarios_options=(1, 2))
     n_pieces = len(pieces.independent_pieces(case, 6)) + len(pieces.clearing_pieces(case, 6))
@@ -121,7 +121,7 @@ def test_sensitivity_builds_each_problem_once(case, monkeypatch):
 def test_second_solver_is_a_re_solve_of_the_same_problems(case, monkeypatch):
     bench = studies.Workbench(case)
     baseline = bench.study(0.2)
-    monkeypatch.setattr(studies, "build_block", lambda *a: pytest.fail("rebuilt a problem"))
+    monkeypatch.setattr(studies, "formulate", lambda *a: pytest.fail("rebuilt a problem"))
     table = studies.solver_agreement(bench, baseline)
     assert table["agree"].all(), table
     assert studies.solver_agreement(bench, baseline, max_rows=case.n_homes) is None

@@ -48,22 +48,17 @@ import pandas as pd
 
 from .case import Case
 from .errors import NotConvergedError
+from .formulation import BATTERY, Block, Prices, case_block, formulate, operation_objective
 from .model import (
     DEFAULT_SOLVER_OPTIONS,
     SOLVED,
     Operation,
-    Prices,
     SolverError,
     assemble_operation,
-    operation_objective,
     trade_limits,
 )
 from .pieces import (
-    BATTERY,
     FALLBACK_SOLVER,
-    Block,
-    block_model,
-    case_block,
     check_n_jobs,
     run_tasks,
     solve_with_fallback,
@@ -121,7 +116,9 @@ class Coordination:
 class HomeController:
     """One home's energy management controller: its own problem, built once; prices enter as Parameters.
 
-    It holds only the home's own data (a :class:`~desmarket.pieces.Block` of its scenario rows). With PIQP (the
+    It holds only the home's own data (a :class:`~desmarket.formulation.Block` of its scenario rows), and its
+    problem is the model's (:func:`~desmarket.formulation.formulate`, without the trade balance, which the
+    aggregator's prices stand for) plus the process's price and proximal terms. With PIQP (the
     default) the problem is compiled by cvxpy once and then re-solved through PIQP's own ``update``: only the
     linear term (price) and the proximal weight (rho) change between iterations, which takes about half the
     time of a cvxpy re-solve and a tenth of the memory (``tests/test_engine.py`` checks both paths agree).
@@ -136,12 +133,12 @@ class HomeController:
         s, t = home.load.shape
         self.shape = (s, t)
         self.home, self.fallbacks, self._fallback = home, 0, None
-        self.handles, constraints, local_cost = block_model(home, market=True)
+        local, self.handles = formulate(home, market=True, trade_balance=False)  # F_i over Eqs. 6-15, 17, 19
         self.linear = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
         self.half_rho = cp.Parameter(nonneg=True, name="half_rho")  # rho / 2
         x = self.handles.x
-        objective = local_cost - cp.sum(cp.multiply(self.linear, x)) + self.half_rho * cp.sum_squares(x)
-        self.problem = cp.Problem(cp.Minimize(objective), constraints)
+        objective = local.objective.expr - cp.sum(cp.multiply(self.linear, x)) + self.half_rho * cp.sum_squares(x)
+        self.problem = cp.Problem(cp.Minimize(objective), local.constraints)
         self.solver = solver
         self.solver_options = solver_options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
         self._piqp = self._compile_piqp() if direct and str(solver).upper() == "PIQP" else None
@@ -191,7 +188,7 @@ class HomeController:
             return self._respond_by_fallback(price, previous, rho, status)
         z = np.asarray(fast["solver"].result.x)
         size = self.shape[0] * self.shape[1]
-        scale = float(self.handles.parameters.battery_scale.value)  # battery variables are per unit (pieces.py)
+        scale = float(self.handles.parameters.battery_scale.value)  # battery variables are per unit (formulation)
         return {k: z[o:o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
                 for k, o in fast["offsets"].items()}
 
@@ -335,7 +332,8 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
             state, info = aggregator_update(state, dispatch["x"], settings)
             if callback is not None:
                 callback(state)
-            info["objective"] = operation_objective(case.probability, dispatch, prices, a, b, market=True)
+            info["objective"] = operation_objective(case.probability, dispatch, prices, case.market.regularization,
+                                                    a, b, market=True)
             log.append({"iteration": k, **info, "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
                         "bytes_from_each_home": s * t * FLOAT_BYTES})
             missed = [f"{name} {info[key]:.3g} > {tol:g}" for name, key, tol in (
@@ -354,7 +352,8 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
             _CONTROLLERS.pop((run_id, i), None)
     convergence = pd.DataFrame(log).set_index("iteration")
     solver = solver_label(solver, fallbacks, n * len(log), "home responses")
-    return assemble_operation(case, dispatch, state.price, prices, solver=solver, tie_break=tie_break,
+    return assemble_operation(case, dispatch, state.price, prices, regularization=case.market.regularization,
+                              solver=solver, tie_break=tie_break,
                               method="coordinated", wall_seconds=time.perf_counter() - t0,
                               convergence=convergence, trade_limit=x_bar, price_tolerance=PROCESS_PRICE_TOLERANCE,
                               limit_tolerance=PROCESS_LIMIT_TOLERANCE)

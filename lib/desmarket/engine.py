@@ -3,7 +3,7 @@
 ``solve_independent(case, method=...)`` and ``clear_market(case, method=...)`` are the public entry points.
 
 * ``"central"`` -- one cvxpy problem over all homes and scenarios (:func:`desmarket.model.build_independent`,
-  :func:`desmarket.model.build_clearing`), unchanged: the reference.
+  :func:`desmarket.model.build_clearing`), solved by Clarabel: the reference.
 * ``"decomposed"`` (default) -- exact. Nothing couples two (home, scenario) rows in M1 (Eqs. 5-15) and nothing
   couples two scenarios in the clearing (Eq. 18 holds per scenario and hour), so the rows of M1 and the
   scenarios of the clearing are grouped into *pieces* of about ``chunk_rows`` rows, each piece is solved as its
@@ -13,10 +13,12 @@
   :mod:`desmarket.coordinated`. M1 has no market to coordinate (each home's controller optimises alone), so
   for M1 it is the decomposed solve.
 
-A piece is the same model as central (see :mod:`desmarket.pieces`). A piece (or a home's response in the
-coordinated process) that PIQP does not solve is solved again with Clarabel, and ``Operation.solver`` then
-says how many, e.g. ``"PIQP (CLARABEL for 1 of 3 pieces)"``; only if Clarabel fails too is it an error, and only
-if Clarabel finds it infeasible is the case reported infeasible (:class:`InfeasibleCaseError`, naming homes).
+Every method solves the one formulation of :mod:`desmarket.formulation` (Eqs. 5-19): central as one block of
+all rows weighted by pi_s, decomposed as pieces of weight 1, coordinated as one home's rows at a time. A piece
+(or a home's response in the coordinated process) that PIQP does not solve is solved again with Clarabel, and
+``Operation.solver`` then says how many, e.g. ``"PIQP (CLARABEL for 1 of 3 pieces)"``; only if Clarabel fails
+too is it an error, and only if Clarabel finds it infeasible is the case reported infeasible
+(:class:`InfeasibleCaseError`, naming homes).
 
 Parallelism goes through :class:`joblib.Parallel` without naming a backend: loky processes by default
 (``n_jobs``, default all cores), or any backend set by the caller, e.g. Dask::
@@ -42,10 +44,10 @@ from .case import Case
 from .coordinated import Coordination, coordinate
 from .errors import CaseError
 from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes, says_infeasible
+from .formulation import Prices, case_block
 from .model import (
     Operation,
     SolverError,
-    Prices,
     assemble_operation,
     central_clearing,
     central_independent,
@@ -53,7 +55,6 @@ from .model import (
 )
 from .pieces import (
     CHUNK_ROWS,
-    case_block,
     check_n_jobs,
     clearing_pieces,
     gather,
@@ -93,8 +94,8 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
     arrays, price = gather(case, pieces, results, market)
     fallbacks = sum(r["fallbacks"] for r in results)
     return assemble_operation(
-        case, arrays, price, Prices.of_case(case), solver=solver_label(solver, fallbacks, len(results), "pieces"),
-        tie_break=tie_break, method="decomposed",
+        case, arrays, price, Prices.of_case(case), regularization=case.market.regularization,
+        solver=solver_label(solver, fallbacks, len(results), "pieces"), tie_break=tie_break, method="decomposed",
         trade_limit=x_bar,
         build_seconds=sum(r["build_seconds"] for r in results), solve_seconds=sum(r["solve_seconds"] for r in results),
         wall_seconds=time.perf_counter() - t0)

@@ -1,16 +1,18 @@
-"""Operation of the homes: independent (mode M1, Eqs. 5-15) and market clearing (Eqs. 16-19).
+"""Operation of the homes: independent (mode M1, Eqs. 5-15) and market clearing (Eqs. 16-19), as one problem.
 
 Three steps, kept apart (house style):
 
 * **build** -- :func:`build_independent`, :func:`build_clearing` return a ``cp.Problem`` and a
-  :class:`Handles` of its variables, price parameters and the trade-balance constraint whose dual is the
-  clearing price. One variable per quantity, rows = (home, scenario) home-major, columns = hours.
+  :class:`~desmarket.formulation.Handles` of its variables, Parameters and the trade-balance constraint whose
+  dual is the clearing price: the model of :mod:`desmarket.formulation` (where every equation is written) over
+  one block of all rows, each weighted by its scenario's probability. One variable per quantity, rows =
+  (home, scenario) home-major, columns = hours.
 * **solve** -- :func:`solve` names the solver and raises :class:`SolverError` on any status but optimal.
 * **read** -- :func:`read_operation` turns handles into an :class:`Operation` of (N, S, T) arrays, after the
   tie-break of MODEL.md ("Uniqueness"), and prices it (:func:`clearing_price`).
 
 :func:`central_independent` and :func:`central_clearing` do all three on one problem (method "central");
-:mod:`desmarket.engine` solves the same models by pieces or by the coordinated market process, and every
+:mod:`desmarket.engine` solves the same formulation by pieces or by the coordinated market process, and every
 method ends in :func:`assemble_operation`.
 """
 
@@ -23,15 +25,14 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import cvxpy as cp
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .case import Case
 from .errors import MismatchError, RoutingWarning, SolverError
+from .formulation import Handles, Prices, case_block, clearing_price, formulate, operation_objective
 
 DEFAULT_SOLVER = "CLARABEL"
 #: Tolerances used when no ``solver_options`` are given. The epsilon tie-break makes the operation unique but
@@ -53,27 +54,6 @@ LIMIT_TOLERANCE = 1e-5
 #: A clearing price within this of k^b LMP or k^s LMP ($/kWh) is pinned to it (the exact methods' duals are
 #: accurate to about 1e-7 $/kWh; the coordinated process passes its own, looser tolerance).
 PRICE_TOLERANCE = 1e-6
-
-
-class Handles(NamedTuple):
-    """Variables (R = N*S rows x T hours) and parameters of a built problem."""
-
-    d: cp.Variable  # load, kW
-    g: cp.Variable  # PV used, kW
-    c: cp.Variable  # battery charge, kW
-    e: cp.Variable  # battery discharge, kW
-    E: cp.Variable  # stored energy at the end of each hour, kWh
-    Pl: cp.Variable  # net load bought from the aggregator, kW
-    Ps: cp.Variable  # net surplus sold to the aggregator, kW
-    x: cp.Variable | None  # trade, kW, + = supplies the local market (clearing only)
-    trade_balance: cp.Constraint | None  # B x == 0, shape (S, T); its dual is the clearing price (Eq. 18)
-    retail: cp.Parameter  # p_t, $/kWh
-    net_metering: cp.Parameter  # q, $/kWh
-    buy: cp.Parameter  # lambda^b_t, $/kWh
-    sell: cp.Parameter  # lambda^s_t, $/kWh
-    regularization: cp.Parameter  # epsilon, $/kW^2
-    weight: np.ndarray  # (R,) probability of each row's scenario
-    trade_limit: np.ndarray | None = None  # x_bar per home, kW (clearing only, Eq. 19)
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,73 +141,6 @@ class Operation:
 
 
 # ======================================================================================== build
-def _rows(case: Case, values: np.ndarray) -> np.ndarray:
-    """Per-home values (N,) -> per-row column (R, 1), rows home-major."""
-    return np.repeat(np.asarray(values, dtype=float), case.n_scenarios)[:, None]
-
-
-def _home_block(case: Case, weight: np.ndarray):
-    """Variables, constraints and objective of all homes, Eqs. 5-15, vectorised over rows (home, scenario).
-
-    Returns (variables dict, constraints, disutility, spread): disutility is minus the expected utility
-    (Eq. 5, $), spread is sum pi (c^2 + e^2) (MODEL.md tie-break, kW^2); the caller adds both to its objective.
-    """
-    n, s, t = case.load.shape
-    r = n * s
-    D = case.load.reshape(r, t)  # baseline load, kW
-    PV = case.pv.reshape(r, t)  # available PV, kW
-    cap = _rows(case, case.column("battery_kwh"))
-    pmax = _rows(case, case.column("battery_kw"))
-    e_min, e_max = cap * _rows(case, case.column("soc_min")), cap * _rows(case, case.column("soc_max"))
-    e0 = cap * _rows(case, case.column("soc_initial"))
-    eta_c, eta_d = _rows(case, case.column("eta_charge")), _rows(case, case.column("eta_discharge"))
-    grid = _rows(case, case.column("grid_limit_kw"))
-
-    d = cp.Variable((r, t), name="load")
-    g = cp.Variable((r, t), name="pv_used")
-    c = cp.Variable((r, t), name="charge")
-    e = cp.Variable((r, t), name="discharge")
-    E = cp.Variable((r, t), name="energy")
-    Pl = cp.Variable((r, t), name="net_load")
-    Ps = cp.Variable((r, t), name="net_surplus")
-    stored_before = cp.hstack([e0, E[:, :-1]])  # E_{t-1}, with E_{-1} = E0
-    constraints = [
-        Pl >= 0, Ps >= 0, Pl <= grid, Ps <= grid,  # Eq. 7
-        g >= 0, g <= PV,  # Eq. 8
-        d >= _rows(case, case.column("load_min_factor")) * D,  # Eq. 9
-        d <= _rows(case, case.column("load_max_factor")) * D,  # Eq. 9
-        cp.sum(d, axis=1) >= D.sum(axis=1),  # Eq. 10, daily minimum = baseline
-        c >= 0, e >= 0, c <= pmax, e <= pmax,  # Eqs. 11-12
-        E == stored_before + cp.multiply(eta_c, c) - cp.multiply(1 / eta_d, e),  # Eq. 13
-        E >= e_min, E <= e_max,  # Eq. 14
-        E[:, -1:] == e0,  # Eq. 15
-    ]
-    a = _rows(case, case.column("utility_a"))[:, 0]
-    b = _rows(case, case.column("utility_b"))[:, 0]
-    sw = np.sqrt(weight)[:, None]
-    # - E[U] = sum_r w_r sum_t (|a| d^2 - b d)
-    disutility = cp.sum_squares(cp.multiply(np.sqrt(weight * -a)[:, None], d)) - cp.sum(
-        cp.multiply((weight * b)[:, None], d)
-    )
-    spread = cp.sum_squares(cp.multiply(sw, c)) + cp.sum_squares(cp.multiply(sw, e))
-    return dict(d=d, g=g, c=c, e=e, E=E, Pl=Pl, Ps=Ps), constraints, disutility, spread
-
-
-def _parameters(case: Case) -> dict:
-    t = case.load.shape[-1]
-    return dict(
-        retail=cp.Parameter(t, name="retail", value=case.retail),
-        net_metering=cp.Parameter(name="net_metering", nonneg=True, value=case.market.net_metering_usd_per_kwh),
-        buy=cp.Parameter(t, name="buy", value=case.buy_price),
-        sell=cp.Parameter(t, name="sell", value=case.sell_price),
-        regularization=cp.Parameter(name="regularization", nonneg=True, value=case.market.regularization),
-    )
-
-
-def _weights(case: Case) -> np.ndarray:
-    return np.tile(case.probability, case.n_homes)
-
-
 def trade_limits(case: Case, trade_limit: float | np.ndarray | None = None) -> np.ndarray:
     """x_bar of Eq. 19 per home, kW (N,) [choice: default = each home's grid_limit_kw]; validated."""
     if trade_limit is None:
@@ -242,19 +155,18 @@ def trade_limits(case: Case, trade_limit: float | np.ndarray | None = None) -> n
     return x_bar
 
 
+def _all_rows(case: Case) -> np.ndarray:
+    return np.arange(case.n_homes * case.n_scenarios)
+
+
 def build_independent(case: Case) -> tuple[cp.Problem, Handles]:
     """M1: every home minimises its own expected bill minus utility at retail prices (Eq. 5, Eqs. 6-15).
 
-    The homes are independent, so their problems are stacked into one separable problem.
+    The homes are independent, so their problems are stacked into one separable problem: the formulation of
+    :func:`desmarket.formulation.formulate` over one block of all rows, each weighted by pi_s.
     Objective: sum_i sum_s pi_s sum_t [p_t Pl - q Ps - U_i(d)] + epsilon sum pi (c^2 + e^2).
     """
-    w = _weights(case)
-    v, constraints, disutility, spread = _home_block(case, w)
-    par = _parameters(case)
-    constraints.append(v["Pl"] - v["Ps"] == v["d"] + v["c"] - v["e"] - v["g"])  # Eq. 6
-    bill = w @ (v["Pl"] @ par["retail"]) - par["net_metering"] * (w @ cp.sum(v["Ps"], axis=1))
-    problem = cp.Problem(cp.Minimize(bill + disutility + par["regularization"] * spread), constraints)
-    return problem, Handles(**v, x=None, trade_balance=None, **par, weight=w)
+    return formulate(case_block(case, _all_rows(case), weighted=True), market=False)
 
 
 def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) -> tuple[cp.Problem, Handles]:
@@ -262,27 +174,13 @@ def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) ->
 
     The retail and net-metering terms cancel, so the coalition faces the wholesale prices:
     sum_s pi_s sum_t [lambda^b_t Pl_tot - lambda^s_t Ps_tot] - E[U] + epsilon sum pi (c^2 + e^2),
-    with Pl - Ps = d + c - e - g + x (Eq. 17), sum_i x = 0 per (s, t) (Eq. 18) and |x| <= x_bar (Eq. 19).
+    with Pl - Ps = d + c - e - g + x (Eq. 17), sum_i x = 0 per (s, t) (Eq. 18) and |x| <= x_bar (Eq. 19):
+    :func:`desmarket.formulation.formulate` over one block of all rows, each weighted by pi_s.
 
     trade_limit: x_bar in kW, scalar or (N,) [choice: default = each home's grid_limit_kw].
     """
-    n, s = case.n_homes, case.n_scenarios
-    t = case.load.shape[-1]
-    w = _weights(case)
-    v, constraints, disutility, spread = _home_block(case, w)
-    par = _parameters(case)
-    x_bar = trade_limits(case, trade_limit)
-    x = cp.Variable((n * s, t), name="trade")
-    B = sp.kron(np.ones((1, n)), sp.eye(s), format="csr")  # (S, R): sums rows of the same scenario
-    trade_balance = B @ x == 0  # Eq. 18
-    constraints += [
-        v["Pl"] - v["Ps"] == v["d"] + v["c"] - v["e"] - v["g"] + x,  # Eq. 17
-        trade_balance,
-        x <= _rows(case, x_bar), x >= -_rows(case, x_bar),  # Eq. 19
-    ]
-    wholesale = w @ (v["Pl"] @ par["buy"]) - w @ (v["Ps"] @ par["sell"])
-    problem = cp.Problem(cp.Minimize(wholesale + disutility + par["regularization"] * spread), constraints)
-    return problem, Handles(**v, x=x, trade_balance=trade_balance, **par, weight=w, trade_limit=x_bar)
+    block = case_block(case, _all_rows(case), trade_limits(case, trade_limit), weighted=True)
+    return formulate(block, market=True)
 
 
 # ======================================================================================== solve
@@ -317,10 +215,6 @@ def solve(problem: cp.Problem, solver: str = DEFAULT_SOLVER, **options) -> float
 
 
 # ========================================================================================= read
-def _cube(var: cp.Variable, n: int, s: int) -> np.ndarray:
-    return np.asarray(var.value, dtype=float).reshape(n, s, -1)
-
-
 def pro_rata_flows(net: np.ndarray, *, match: bool = True, tol: float = NET_TOLERANCE,
                    matched: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tie-break step 2 of MODEL.md: trades and grid flows from net consumption by pro-rata matching.
@@ -346,43 +240,6 @@ def pro_rata_flows(net: np.ndarray, *, match: bool = True, tol: float = NET_TOLE
     return x, np.maximum(residual, 0.0), np.maximum(-residual, 0.0)
 
 
-def clearing_price(handles: Handles, case: Case) -> np.ndarray:
-    """Local clearing price lambda_{s,t} in $/kWh, shape (S, T): the single place that fixes sign and units.
-
-    It is the dual of the trade balance sum_i x_{i,s,t} = 0 (Eq. 18), divided by pi_s (the objective weighs
-    scenario s by pi_s), signed as the marginal value of one more kWh supplied to the local market: it
-    equals lambda^b_t = k^b LMP_t when the community imports and lambda^s_t = k^s LMP_t when it exports,
-    unless a grid or trade limit binds (``Operation.congested``: then it prices the scarcity, possibly outside
-    [k^s LMP, k^b LMP]); see :func:`price_states`.
-    cvxpy's dual of ``B x == 0`` is the derivative of the optimal cost with respect to a right-hand side
-    that *adds* supply to the market, with the opposite sign, hence the minus sign below.
-    """
-    dual = np.asarray(handles.trade_balance.dual_value, dtype=float).reshape(case.n_scenarios, -1)
-    return -dual / case.probability[:, None]
-
-
-class Prices(NamedTuple):
-    """The prices and the tie-break weight an operation is costed with (Eqs. 1-5), as solved."""
-
-    retail: np.ndarray  # p_t, $/kWh, (T,)
-    net_metering: float  # q, $/kWh
-    buy: np.ndarray  # lambda^b_t, $/kWh, (T,)
-    sell: np.ndarray  # lambda^s_t, $/kWh, (T,)
-    regularization: float  # epsilon, $/kW^2
-
-    @classmethod
-    def of_case(cls, case: Case) -> Prices:
-        return cls(case.retail, case.market.net_metering_usd_per_kwh, case.buy_price, case.sell_price,
-                   case.market.regularization)
-
-    @classmethod
-    def of_handles(cls, handles: Handles) -> Prices:
-        """The values of a built problem's Parameters: what the solver actually priced."""
-        value = lambda p: np.asarray(p.value, dtype=float)  # noqa: E731
-        return cls(value(handles.retail), float(handles.net_metering.value), value(handles.buy), value(handles.sell),
-                   float(handles.regularization.value))
-
-
 #: Digest of each case's homes, scenarios and profiles (the part of :func:`case_fingerprint` that is costly to hash).
 _CASE_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 FINGERPRINT_DIGITS = 16  # hex digits of sha256 kept in a fingerprint
@@ -406,18 +263,20 @@ def _case_digest(case: Case) -> bytes:
     return _CASE_DIGESTS[case]
 
 
-def case_fingerprint(case: Case, prices: Prices | None = None) -> str:
+def case_fingerprint(case: Case, prices: Prices | None = None, regularization: float | None = None) -> str:
     """A short stable hash (16 hex digits of sha256) of everything that determines a solve of ``case``.
 
-    It covers the homes table, the scenario ids and probabilities, the load and PV profiles, and the prices of
-    Eqs. 1-5 with epsilon (:class:`Prices`: retail p_t, q, lambda^b_t = k^b LMP_t, lambda^s_t = k^s LMP_t); prices
-    default to the case's own. Floats are hashed as little-endian float64 bytes in a fixed order, so the value
-    is the same in every process and on every machine, and a case saved and loaded back keeps it. Every
-    :class:`Operation` records the fingerprint of what it was solved on (:func:`assemble_operation`).
+    It covers the homes table, the scenario ids and probabilities, the load and PV profiles, the prices of
+    Eqs. 1-5 (:class:`~desmarket.formulation.Prices`: retail p_t, q, lambda^b_t = k^b LMP_t, lambda^s_t = k^s LMP_t)
+    and the tie-break weight epsilon (``regularization``); both default to the case's own. Floats are hashed as
+    little-endian float64 bytes in a fixed order, so the value is the same in every process and on every
+    machine, and a case saved and loaded back keeps it. Every :class:`Operation` records the fingerprint of
+    what it was solved on (:func:`assemble_operation`).
     """
     prices = Prices.of_case(case) if prices is None else prices
+    regularization = case.market.regularization if regularization is None else regularization
     h = hashlib.sha256(_case_digest(case))
-    for values in (prices.retail, prices.net_metering, prices.buy, prices.sell, prices.regularization):
+    for values in (prices.retail, prices.net_metering, prices.buy, prices.sell, regularization):
         h.update(_float_bytes(values))
     return h.hexdigest()[:FINGERPRINT_DIGITS]
 
@@ -431,35 +290,24 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
     Parameters, so a re-solve after setting ``handles.buy.value`` is costed at the prices it was solved with.
     """
     n, s = case.n_homes, case.n_scenarios
-    keys = SOLVED + (("x",) if handles.x is not None else ())
-    arrays = {k: _cube(getattr(handles, k), n, s) for k in keys}
-    price = clearing_price(handles, case) if handles.x is not None else None
-    return assemble_operation(case, arrays, price, Prices.of_handles(handles), solver=solver,
-                              tie_break=tie_break, method="central", problem=problem, trade_limit=handles.trade_limit,
+    market = handles.x is not None
+    arrays = {k: v.reshape(n, s, -1) for k, v in handles.values(SOLVED + (("x",) if market else ())).items()}
+    price = clearing_price(handles) if market else None
+    x_bar = None
+    if market:  # x_bar per home, from the block's rows (home-major)
+        x_bar = np.empty(n)
+        x_bar[handles.block.rows // s] = handles.block.trade_limit
+    parameters = handles.parameters
+    return assemble_operation(case, arrays, price, parameters.prices(), regularization=parameters.regularization,
+                              solver=solver, tie_break=tie_break, method="central", problem=problem, trade_limit=x_bar,
                               objective=float(problem.value), solve_seconds=solve_seconds,
                               build_seconds=build_seconds,
                               solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan))
 
 
-def operation_objective(probability: np.ndarray, arrays: dict, prices: Prices, utility_a: np.ndarray,
-                        utility_b: np.ndarray, market: bool) -> float:
-    """The objective of M1 (Eq. 5 summed over homes) or of the clearing (Eq. 16) at a dispatch, plus epsilon term.
-
-    M1: sum pi [p Pl - q Ps - U(d)] + eps sum pi (c^2 + e^2); clearing: sum pi [lb Pl - ls Ps - U(d)] + eps ....
-    Evaluated on the solver's own flows (``arrays`` of (N, S, T)), this is the optimal value of the problem.
-    """
-    a, b = utility_a[:, None, None], utility_b[:, None, None]
-    if market:
-        per_hour = prices.buy * arrays["Pl"] - prices.sell * arrays["Ps"]
-    else:
-        per_hour = prices.retail * arrays["Pl"] - prices.net_metering * arrays["Ps"]
-    d, c, e = arrays["d"], arrays["c"], arrays["e"]
-    per_hour = per_hour - (a * d ** 2 + b * d) + prices.regularization * (c ** 2 + e ** 2)
-    return float(np.einsum("s,nst->", probability, per_hour))
-
-
 def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, prices: Prices, *, solver: str,
-                       tie_break: bool = True, method: str = "central", problem: cp.Problem | None = None,
+                       regularization: float | None = None, tie_break: bool = True, method: str = "central",
+                       problem: cp.Problem | None = None,
                        objective: float | None = None, solve_seconds: float = np.nan,
                        build_seconds: float = np.nan, solver_seconds: float = np.nan, wall_seconds: float = np.nan,
                        convergence=None, trade_limit: np.ndarray | None = None, price_tolerance: float = PRICE_TOLERANCE,
@@ -469,10 +317,13 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     Every method (central, decomposed, coordinated) ends here, so they share one contract.
     arrays: ``d, g, c, e, E`` and the solver's own ``Pl, Ps`` (and ``x`` for the market), kW.
     price:  (S, T) clearing price in $/kWh, un-weighted (None in M1).
+    prices, regularization: the prices (:class:`~desmarket.formulation.Prices`) and epsilon the arrays were solved
+    with (epsilon default: the case's); epsilon prices the tie-break term (``regularization_cost``).
     trade_limit: x_bar per home (default grid_limit_kw); price_tolerance, limit_tolerance: when a price is pinned
     and a flow binds (see :func:`price_states`).
     """
     is_market = price is not None
+    regularization = case.market.regularization if regularization is None else float(regularization)
     over = 0.0
     x_bar = trade_limits(case, trade_limit)
     net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
@@ -488,7 +339,7 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     pi = case.probability
     a, b = case.column("utility_a"), case.column("utility_b")
     if objective is None:
-        objective = operation_objective(pi, arrays, prices, a, b, is_market)
+        objective = operation_objective(pi, arrays, prices, regularization, a, b, is_market)
     q = prices.net_metering
     expect = lambda v: np.einsum("s,nst->n", pi, v)  # noqa: E731  (N, S, T) -> (N,) expected daily sum
     retail_bill = expect(Pl * prices.retail)
@@ -497,7 +348,7 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     Pl_tot, Ps_tot = Pl.sum(axis=0), Ps.sum(axis=0)  # (S, T), Eqs. 2-3
     # Eq. 1; einsum, not BLAS (pi @ ...): BLAS kernels differ by CPU, and so would the last digits of R_A
     revenue = np.einsum("s,st->", pi, (prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot)
-    spread = prices.regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
+    spread = regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = congested = None
     if is_market:
         balanced, congested = _price_states(case, net, price, prices, binds, price_tolerance)
@@ -515,7 +366,7 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
         objective=float(objective),
         solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds, solver_seconds=solver_seconds,
         problem=problem, method=method, wall_seconds=wall_seconds, convergence=convergence, congested=congested,
-        fingerprint=case_fingerprint(case, prices),
+        fingerprint=case_fingerprint(case, prices, regularization),
     )
 
 

@@ -3,7 +3,8 @@
 * :class:`Study` -- what one run computes: the case, M1, the clearing and the settlements M2 and M3;
   :func:`run_study` solves it, :func:`load_study` reads it back from the CSV files of notebooks 02-03.
 * :class:`Workbench` -- M1 and the clearing of one case, built once (the pieces of the decomposed engine,
-  :mod:`desmarket.pieces`), with prices, k^b/k^s, epsilon, net metering and battery size as cvxpy Parameters.
+  :mod:`desmarket.pieces`, formulated by :func:`desmarket.formulation.formulate`), with prices, k^b/k^s,
+  epsilon, net metering and battery size as cvxpy Parameters (:class:`desmarket.formulation.Parameters`).
   A question sets Parameter values and re-solves; it never rebuilds a problem, and it re-solves only what the
   question touches: k^b/k^s and the LMP leave M1 as it was, the profit rate and a subset of the scenarios
   re-solve nothing (see :meth:`Workbench.study`).
@@ -30,12 +31,10 @@ from tqdm import tqdm
 from .case import Case
 from .engine import DEFAULT_SOLVERS, clear_market, solve_independent
 from .errors import CASE_FAILURES, CaseError
-from .model import Operation, Prices, RoutingWarning, assemble_operation, trade_limits
+from .formulation import Prices, case_block, check_battery_scale, formulate
+from .model import Operation, RoutingWarning, assemble_operation, trade_limits
 from .pieces import (
     CHUNK_ROWS,
-    build_block,
-    case_block,
-    check_battery_scale,
     clearing_pieces,
     gather,
     independent_pieces,
@@ -128,7 +127,7 @@ class Workbench:
 
     The problems are the pieces of the decomposed engine (:mod:`desmarket.pieces`), kept in this process and
     solved one after the other; prices, epsilon and the battery scale are their Parameters
-    (:class:`~desmarket.pieces.PieceParameters`). Each answer is an :class:`~desmarket.model.Operation`
+    (:class:`~desmarket.formulation.Parameters`). Each answer is an :class:`~desmarket.model.Operation`
     assembled exactly as the engine assembles it (same tie-break, same costs), costed at the prices solved.
     Solutions are cached by the values that reach each problem, so a question re-solves only the problems it
     changes.
@@ -161,14 +160,15 @@ class Workbench:
             case = self.case
             x_bar = trade_limits(case, self.trade_limit) if market else None
             row_sets = clearing_pieces(case, self.chunk_rows) if market else independent_pieces(case, self.chunk_rows)
-            self._built[market] = [(rows, *build_block(case_block(case, rows, x_bar), market)) for rows in row_sets]
+            self._built[market] = [(rows, *formulate(case_block(case, rows, x_bar), market)) for rows in row_sets]
             self.build_seconds += time.perf_counter() - t0
         return self._built[market]
 
-    def _solved(self, market: bool, prices: Prices, battery_scale: float, solver: str, options: dict | None):
+    def _solved(self, market: bool, prices: Prices, regularization: float, battery_scale: float, solver: str,
+                options: dict | None):
         """(arrays, price, seconds) of one problem at these values, from the cache or re-solved in place."""
         relevant = (prices.buy, prices.sell) if market else (prices.retail, prices.net_metering)
-        key = (market, *(np.asarray(v, dtype=float).tobytes() for v in relevant), prices.regularization,
+        key = (market, *(np.asarray(v, dtype=float).tobytes() for v in relevant), float(regularization),
                float(battery_scale), solver, repr(sorted((options or {}).items())))
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -177,7 +177,7 @@ class Workbench:
         built = self.pieces(market)
         results = []
         for rows, problem, handles in built:
-            handles.parameters.set(prices, battery_scale)
+            handles.parameters.set(prices, regularization, battery_scale)
             results.append(solve_built(problem, handles, rows, market, solver, options))
         self.solves += len(built)
         arrays, price = gather(self.case, [rows for rows, *_ in built], results, market)
@@ -204,18 +204,18 @@ class Workbench:
                                     ("net_metering_usd_per_kwh", net_metering)) if v is not None}
         full = variant_case(self.case, market=market, retail=retail, lmp=lmp, battery_scale=battery_scale)
         variant = full if scenarios is None else variant_case(full, scenarios=scenarios)
-        prices = Prices.of_case(full)
+        prices, regularization = Prices.of_case(full), full.market.regularization
         solver = solver or self.solver
         options = solver_options if solver_options is not None else self.solver_options
         keep = np.arange(self.case.n_scenarios) if scenarios is None else np.flatnonzero(
             np.isin(self.case.scenarios, list(scenarios)))
         ops = []
         for is_market in (False, True):
-            arrays, price, seconds = self._solved(is_market, prices, battery_scale, solver, options)
+            arrays, price, seconds = self._solved(is_market, prices, regularization, battery_scale, solver, options)
             ops.append(assemble_operation(
                 variant, {k: v[:, keep] for k, v in arrays.items()}, None if price is None else price[keep],
-                prices, solver=solver, tie_break=tie_break, method="decomposed", wall_seconds=seconds,
-                trade_limit=trade_limits(self.case, self.trade_limit)))
+                prices, regularization=regularization, solver=solver, tie_break=tie_break, method="decomposed",
+                wall_seconds=seconds, trade_limit=trade_limits(self.case, self.trade_limit)))
         return variant, ops[0], ops[1]
 
     def study(self, profit_rate: float = 0.2, **changes) -> Study:

@@ -1,0 +1,333 @@
+"""The model, written once: Eqs. 5-19 over a block of (home, scenario) rows with their objective weights.
+
+Every method solves this formulation (:func:`formulate`), on other blocks:
+
+* ``"central"`` -- one block of all rows, each weighted by its scenario's probability pi_s (the expectation
+  of Eqs. 5 and 16), solved by Clarabel (:func:`desmarket.model.build_independent`,
+  :func:`desmarket.model.build_clearing`): the reference;
+* ``"decomposed"`` -- pieces of some rows (M1) or of whole scenarios (the clearing), weight 1 per row: the
+  pieces are independent, and a scenario's probability scales its whole part of the objective, so each
+  piece's argmin is its rows' part of the central argmin (:mod:`desmarket.pieces`, PIQP);
+* ``"coordinated"`` -- one home's rows, weight 1, without the trade balance (the aggregator's prices stand for
+  it); :mod:`desmarket.coordinated` adds its augmented-Lagrangian terms to the objective.
+
+Three representation choices, the same for every block (none moves the optimum or the dual of Eq. 18,
+``tests/test_engine.py`` checks pieces against central): bounds are *variable bounds* (PIQP treats them
+natively, 2-5x faster); the trade balance (Eq. 18) is summed through partial sums of at most
+:data:`TRADE_GROUP` homes, so that no constraint row is dense (a dense row of 10,000 homes stalls PIQP's KKT
+factorisation); the daily minimum (Eq. 10) is left out of the rows where the load bounds imply it
+(:func:`daily_minimum`; PIQP calls such rows infeasible otherwise).
+
+What may change without rebuilding a problem is a :class:`Parameters`: the prices of Eqs. 1-5
+(:class:`Prices`: p_t, q, lambda^b_t, lambda^s_t), the tie-break weight epsilon (``regularization``, MODEL.md
+"Uniqueness") and a battery scale f. The battery's variables are per unit of the block's battery, so scaling
+every battery by f keeps the problem DPP: the home's flows are f c', f e', f E' (:data:`BATTERY`,
+:meth:`Handles.values`).
+
+The model is extended here and nowhere else: a new decision is a variable, its constraints and its objective
+term in :func:`formulate` (the homes' part per row, the market's part per scenario of the block through
+``block.scenario`` and ``block.scenario_weight``), a new price is a :class:`Parameters` entry and new data a
+:class:`Block` field; every method then solves the extended model.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+
+from .case import Case
+
+#: Homes per partial sum in the trade balance (Eq. 18), so that no constraint row is dense.
+TRADE_GROUP = 64
+#: The battery's variables: per unit of battery, scaled by ``Parameters.battery_scale`` (see :class:`Parameters`).
+BATTERY = ("c", "e", "E")
+
+
+class Prices(NamedTuple):
+    """The prices an operation is costed with (Eqs. 1-5), as solved: a plain record, $/kWh."""
+
+    retail: np.ndarray  # p_t, (T,)
+    net_metering: float  # q
+    buy: np.ndarray  # lambda^b_t = k^b LMP_t, (T,)
+    sell: np.ndarray  # lambda^s_t = k^s LMP_t, (T,)
+
+    @classmethod
+    def of_case(cls, case: Case) -> Prices:
+        return cls(case.retail, case.market.net_metering_usd_per_kwh, case.buy_price, case.sell_price)
+
+
+# ========================================================================================= data
+class Block(NamedTuple):
+    """The data of a set of (home, scenario) rows: everything its problem needs, numpy only (cheap to ship).
+
+    Rows are home-major; arrays (R, T) or (R,). ``weight`` is each row's weight in the objective: 1 for a
+    piece or a home, pi_s for the central block (:func:`case_block`). Rows of one scenario have one weight.
+    """
+
+    rows: np.ndarray  # (R,) flat row index home * S + scenario in the case
+    scenario: np.ndarray  # (R,) index of the row's trade balance within the block (0..K-1)
+    weight: np.ndarray  # (R,) objective weight of the row
+    load: np.ndarray  # D, baseline load, kW
+    pv: np.ndarray  # available PV, kW
+    load_min: np.ndarray  # lower load bound, kW (Eq. 9)
+    load_max: np.ndarray  # upper load bound, kW (Eq. 9)
+    battery_kw: np.ndarray  # charge / discharge limit, kW (Eqs. 11-12)
+    e_min: np.ndarray  # kWh (Eq. 14)
+    e_max: np.ndarray  # kWh (Eq. 14)
+    e0: np.ndarray  # start = end state, kWh (Eqs. 13, 15)
+    eta_c: np.ndarray
+    eta_d: np.ndarray
+    grid: np.ndarray  # connection limit, kW (Eq. 7)
+    trade_limit: np.ndarray  # x_bar, kW (Eq. 19)
+    a: np.ndarray  # utility a <= 0, $/kWh^2
+    b: np.ndarray  # utility b >= 0, $/kWh
+    prices: Prices  # the initial values of the problem's Parameters
+    regularization: float  # epsilon, $/kW^2, the initial value
+
+    @property
+    def scenario_weight(self) -> np.ndarray:
+        """(K,) the weight of each of the block's scenarios (that of its rows)."""
+        weight = np.zeros(self.scenario.max() + 1)
+        weight[self.scenario] = self.weight
+        return weight
+
+
+def case_block(case: Case, rows: np.ndarray, trade_limit: np.ndarray | None = None, *,
+               weighted: bool = False) -> Block:
+    """The :class:`Block` of some flat rows (home * S + scenario) of a case.
+
+    trade_limit: x_bar per home (N,), default grid_limit_kw. weighted: each row weighs its scenario's
+    probability pi_s (the central block of all rows); default 1 per row (a piece, a home).
+    """
+    rows = np.asarray(rows)
+    s_count, t = case.n_scenarios, case.load.shape[-1]
+    home, scen = np.divmod(rows, s_count)
+    col = lambda name: case.column(name)[home]  # noqa: E731
+    load = case.load.reshape(-1, t)[rows]
+    cap = col("battery_kwh")
+    x_bar = case.column("grid_limit_kw") if trade_limit is None else trade_limit
+    return Block(
+        rows=rows, scenario=np.unique(scen, return_inverse=True)[1],
+        weight=case.probability[scen] if weighted else np.ones(len(rows)),
+        load=load, pv=case.pv.reshape(-1, t)[rows],
+        load_min=col("load_min_factor")[:, None] * load, load_max=col("load_max_factor")[:, None] * load,
+        battery_kw=col("battery_kw"), e_min=cap * col("soc_min"), e_max=cap * col("soc_max"),
+        e0=cap * col("soc_initial"), eta_c=col("eta_charge"), eta_d=col("eta_discharge"),
+        grid=col("grid_limit_kw"), trade_limit=np.asarray(x_bar, dtype=float)[home],
+        a=col("utility_a"), b=col("utility_b"), prices=Prices.of_case(case),
+        regularization=float(case.market.regularization),
+    )
+
+
+def check_battery_scale(battery_scale: float) -> float:
+    """A battery scale f (multiplies every battery's kWh and kW) must be a finite number >= 0."""
+    if not np.isfinite(battery_scale) or battery_scale < 0:
+        raise ValueError(f"battery_scale must be a finite number >= 0, got {battery_scale!r}")
+    return float(battery_scale)
+
+
+# =================================================================================== parameters
+class Parameters:
+    """The cvxpy Parameters of a formulated block: what a question may change without rebuilding it.
+
+    ``retail`` p_t, ``net_metering`` q, ``buy`` lambda^b_t, ``sell`` lambda^s_t ($/kWh), the tie-break weight
+    epsilon (``regularization``, $/kW^2) and ``battery_scale`` f >= 0, which multiplies every battery's capacity
+    and power (Eqs. 11-15; 0 removes the batteries, 2 doubles them). Scaling a battery scales its feasible
+    schedules by f (same efficiencies and state-of-charge fractions), so the problem solves for the schedule
+    c', e', E' of the block's own battery and the flows are f c', f e', f E': the variable bounds stay constants
+    and the problem stays DPP (cvxpy re-solves it without compiling again). The tie-break term
+    epsilon sum w (c^2 + e^2) is then epsilon f^2 sum w (c'^2 + e'^2): one Parameter,
+    ``regularization_per_unit`` = epsilon f^2.
+    """
+
+    def __init__(self, prices: Prices, regularization: float, battery_scale: float = 1.0):
+        t = len(prices.retail)
+        self.retail = cp.Parameter(t, name="retail")  # p_t, $/kWh
+        self.net_metering = cp.Parameter(name="net_metering", nonneg=True)  # q, $/kWh
+        self.buy = cp.Parameter(t, name="buy")  # lambda^b_t, $/kWh
+        self.sell = cp.Parameter(t, name="sell")  # lambda^s_t, $/kWh
+        self.regularization_per_unit = cp.Parameter(name="regularization_per_unit", nonneg=True)  # eps f^2
+        self.battery_scale = cp.Parameter(name="battery_scale", nonneg=True)  # f
+        self.set(prices, regularization, battery_scale)
+
+    def set(self, prices: Prices, regularization: float, battery_scale: float = 1.0) -> None:
+        """Give the Parameters new values (the next solve of the problem uses them)."""
+        check_battery_scale(battery_scale)
+        self.retail.value, self.net_metering.value = prices.retail, prices.net_metering
+        self.buy.value, self.sell.value = prices.buy, prices.sell
+        self.regularization_per_unit.value = regularization * battery_scale ** 2
+        self.battery_scale.value = battery_scale
+        self._regularization = float(regularization)
+
+    @property
+    def regularization(self) -> float:
+        """epsilon, $/kW^2: the tie-break weight the problem is solved with."""
+        return self._regularization
+
+    def prices(self) -> Prices:
+        """The current price values, as the :class:`Prices` an operation is costed with."""
+        value = lambda p: np.asarray(p.value, dtype=float)  # noqa: E731
+        return Prices(value(self.retail), float(self.net_metering.value), value(self.buy), value(self.sell))
+
+
+class Handles(NamedTuple):
+    """Variables (R rows x T hours) of a formulated block, its Parameters and its data.
+
+    ``trade_balance`` is Eq. 18, (K, T) one row per scenario of the block and hour (None in M1 and for a
+    home of the coordinated process); :func:`clearing_price` reads its dual. c, e, E are per unit of battery:
+    read the flows with :meth:`values`.
+    """
+
+    d: cp.Variable  # load, kW
+    g: cp.Variable  # PV used, kW
+    c: cp.Variable  # battery charge, kW per unit of battery
+    e: cp.Variable  # battery discharge, kW per unit of battery
+    E: cp.Variable  # stored energy at the end of each hour, kWh per unit of battery
+    Pl: cp.Variable  # net load bought from the aggregator, kW
+    Ps: cp.Variable  # net surplus sold to the aggregator, kW
+    x: cp.Variable | None  # trade, kW, + = supplies the local market (clearing only)
+    trade_balance: cp.Constraint | None  # Eq. 18, (K, T)
+    parameters: Parameters
+    block: Block
+
+    # the Parameters by name, as the central problem's handles have always offered them
+    retail = property(lambda self: self.parameters.retail)
+    net_metering = property(lambda self: self.parameters.net_metering)
+    buy = property(lambda self: self.parameters.buy)
+    sell = property(lambda self: self.parameters.sell)
+    weight = property(lambda self: self.block.weight)
+
+    def values(self, keys) -> dict:
+        """The solved (R, T) arrays by name, battery flows scaled by the battery scale (see :class:`Parameters`)."""
+        scale = float(self.parameters.battery_scale.value)
+        return {k: np.asarray(getattr(self, k).value, dtype=float) * (scale if k in BATTERY else 1.0) for k in keys}
+
+
+# ================================================================================== the model
+def formulate(block: Block, market: bool, parameters: Parameters | None = None, *,
+              trade_balance: bool = True) -> tuple[cp.Problem, Handles]:
+    """M1 (Eqs. 5-15) or the market clearing (Eqs. 16-19) over the block's rows: the one builder of the model.
+
+    Objective, $ per day, each row r weighted by w_r (``block.weight``):
+      M1      sum_r w_r sum_t [p_t Pl - q Ps - U(d)] + eps sum_r w_r sum_t (c^2 + e^2)              (Eq. 5)
+      market  sum_r w_r sum_t [lambda^b_t Pl - lambda^s_t Ps - U(d)] + eps sum_r w_r sum_t (c^2 + e^2)  (Eq. 16)
+    (in the clearing the retail and net-metering terms of sum_i C_i - R_A cancel: the coalition faces the
+    wholesale prices; MODEL.md). parameters: the problem's :class:`Parameters` (default: new ones at the block's
+    prices and epsilon, battery scale 1). trade_balance=False leaves Eq. 18 out (a home of the coordinated
+    process). Returns the problem and its :class:`Handles`.
+    """
+    R, T = block.load.shape
+    per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))  # noqa: E731
+    zero = np.zeros((R, T))
+    p = parameters if parameters is not None else Parameters(block.prices, block.regularization)
+    w = np.asarray(block.weight, dtype=float)
+
+    # ------------------------------------------------------------ each row: a home in a scenario (Eqs. 6-15)
+    d = cp.Variable((R, T), name="load", bounds=[block.load_min, block.load_max])  # Eq. 9
+    g = cp.Variable((R, T), name="pv_used", bounds=[zero, block.pv])  # Eq. 8
+    c = cp.Variable((R, T), name="charge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 11, per unit
+    e = cp.Variable((R, T), name="discharge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 12, per unit
+    E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14, per unit
+    Pl = cp.Variable((R, T), name="net_load", bounds=[zero, per_row(block.grid)])  # Eq. 7
+    Ps = cp.Variable((R, T), name="net_surplus", bounds=[zero, per_row(block.grid)])  # Eq. 7
+    stored_before = cp.hstack([block.e0[:, None], E[:, :-1]])  # E_{t-1}, with E_{-1} = E0
+    constraints = daily_minimum(d, block) + [  # Eq. 10
+        E == stored_before + cp.multiply(per_row(block.eta_c), c) - cp.multiply(per_row(1 / block.eta_d), e),  # 13
+        E[:, -1] == block.e0,  # Eq. 15
+    ]
+    net = d + p.battery_scale * (c - e) - g  # net consumption d + c - e - g
+    # - E[U] = sum_r w_r sum_t (|a| d^2 - b d), U = a d^2 + b d (Eq. 5); tie-break sum_r w_r sum_t (c^2 + e^2)
+    disutility = (cp.sum(cp.multiply(per_row(-block.a * w), cp.square(d)))
+                  - cp.sum(cp.multiply(per_row(block.b * w), d)))
+    spread = cp.sum(cp.multiply(per_row(w), cp.square(c))) + cp.sum(cp.multiply(per_row(w), cp.square(e)))
+
+    # ------------------------------------------------------------ M1 (Eqs. 5-6) or the clearing (Eqs. 16-19)
+    x = balance = None
+    if market:
+        x_bar = per_row(block.trade_limit)
+        x = cp.Variable((R, T), name="trade", bounds=[-x_bar, x_bar])  # Eq. 19
+        constraints.append(Pl - Ps == net + x)  # Eq. 17
+        cost = w @ (Pl @ p.buy) - w @ (Ps @ p.sell)  # wholesale (Eq. 16)
+    else:
+        constraints.append(Pl - Ps == net)  # Eq. 6
+        cost = w @ (Pl @ p.retail) - p.net_metering * (w @ cp.sum(Ps, axis=1))  # Eq. 5
+    if market and trade_balance:
+        to_groups, to_scen = _group_sums(block.scenario, TRADE_GROUP)
+        partial = cp.Variable((to_groups.shape[0], T), name="trade_partial_sums")
+        balance = to_scen @ partial == 0  # Eq. 18, sum_i x = 0, one row per (scenario, hour)
+        constraints += [partial == to_groups @ x, balance]
+    problem = cp.Problem(cp.Minimize(cost + disutility + p.regularization_per_unit * spread), constraints)
+    return problem, Handles(d, g, c, e, E, Pl, Ps, x, balance, p, block)
+
+
+def daily_minimum(d: cp.Variable, block: Block) -> list:
+    """Eq. 10, sum_t d >= sum_t D, for the rows where the load bounds (Eq. 9) do not already imply it.
+
+    A row whose lower bounds sum to its baseline (no load all day: 0 <= d <= 0, or load_min_factor = 1) meets
+    Eq. 10 at every bounded d; written out for a home with zero load it reads 0 >= 0 over fixed variables, which
+    PIQP declares infeasible (issue 17). Leaving it out of those rows changes neither the feasible set nor the
+    optimum; every other row keeps the constraint exactly as before.
+    """
+    daily = block.load.sum(axis=1)
+    needed = block.load_min.sum(axis=1) < daily
+    if needed.all():
+        return [cp.sum(d, axis=1) >= daily]
+    if not needed.any():
+        return []
+    rows = np.flatnonzero(needed)
+    return [cp.sum(d[rows], axis=1) >= daily[rows]]
+
+
+def _group_sums(scenario: np.ndarray, group: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(Y, R) sums rows into groups of at most ``group`` rows of one scenario; (K, Y) sums groups by scenario."""
+    r = len(scenario)
+    order = np.argsort(scenario, kind="stable")
+    rank = np.empty(r, dtype=int)
+    starts = np.searchsorted(scenario[order], np.arange(scenario.max() + 1))
+    rank[order] = np.arange(r) - starts[scenario[order]]
+    key = np.stack([scenario, rank // group], axis=1)
+    groups, gid = np.unique(key, axis=0, return_inverse=True)
+    gid = gid.reshape(-1)
+    rows_to_groups = sp.csr_matrix((np.ones(r), (gid, np.arange(r))), shape=(len(groups), r))
+    groups_to_scen = sp.csr_matrix((np.ones(len(groups)), (groups[:, 0], np.arange(len(groups)))),
+                                   shape=(scenario.max() + 1, len(groups)))
+    return rows_to_groups, groups_to_scen
+
+
+def clearing_price(handles: Handles, case: Case | None = None) -> np.ndarray:
+    """Local clearing price lambda_{s,t} in $/kWh, (K, T) per scenario of the block (S, T for the central
+    problem of :func:`desmarket.model.build_clearing`): the one place that fixes its sign and units.
+
+    It is the dual of the trade balance sum_i x_{i,s,t} = 0 (Eq. 18) divided by the block's weight of that
+    scenario (pi_s in the central block, 1 in a piece), signed as the marginal value of one more kWh supplied
+    to the local market: it equals lambda^b_t = k^b LMP_t when the community imports and lambda^s_t = k^s LMP_t
+    when it exports, unless a grid or trade limit binds (``Operation.congested``: then it prices the scarcity,
+    possibly outside [k^s LMP, k^b LMP]; :func:`desmarket.model.price_states`). cvxpy's dual of the balance is
+    the derivative of the optimal cost with respect to a right-hand side that *adds* supply to the market, with
+    the opposite sign, hence the minus sign. ``case`` (of ``dm.clearing_price(handles, case)``) is not needed:
+    the weights are the block's.
+    """
+    weight = handles.block.scenario_weight
+    dual = np.asarray(handles.trade_balance.dual_value, dtype=float).reshape(len(weight), -1)
+    return -dual / weight[:, None]
+
+
+def operation_objective(probability: np.ndarray, arrays: dict, prices: Prices, regularization: float,
+                        utility_a: np.ndarray, utility_b: np.ndarray, market: bool) -> float:
+    """The objective of :func:`formulate` over all rows weighted by pi_s (M1, Eq. 5 summed over homes; the
+    clearing, Eq. 16), evaluated at a dispatch of (N, S, T) arrays (the solver's own flows).
+
+    M1: sum pi [p Pl - q Ps - U(d)] + eps sum pi (c^2 + e^2); clearing: sum pi [lb Pl - ls Ps - U(d)] + eps ....
+    It is the optimal value of the central problem, whichever method found the dispatch.
+    """
+    a, b = utility_a[:, None, None], utility_b[:, None, None]
+    if market:
+        per_hour = prices.buy * arrays["Pl"] - prices.sell * arrays["Ps"]
+    else:
+        per_hour = prices.retail * arrays["Pl"] - prices.net_metering * arrays["Ps"]
+    d, c, e = arrays["d"], arrays["c"], arrays["e"]
+    per_hour = per_hour - (a * d ** 2 + b * d) + regularization * (c ** 2 + e ** 2)
+    return float(np.einsum("s,nst->", probability, per_hour))
