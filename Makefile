@@ -11,6 +11,7 @@ SCENARIOS   ?=
 PROFIT_RATE ?=
 SEED        ?=
 DATE        ?=
+PRICES      ?=
 CASE        ?=
 SHAPLEY_SAMPLES ?=
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
@@ -60,12 +61,13 @@ unit: $(STAMP)  ## unit tests only
 # shell: CASE="site (2023)" is one path and a value with ; or backquotes is one (invalid) value, not a command.
 # $(value ...) hands over the text as given, without expanding make references in it; unexport keeps make
 # from exporting (and so expanding) the variables themselves.
-unexport HOMES SCENARIOS PROFIT_RATE SEED DATE CASE SHAPLEY_SAMPLES
+unexport HOMES SCENARIOS PROFIT_RATE SEED DATE PRICES CASE SHAPLEY_SAMPLES
 reproduce: export REPRODUCE_HOMES = $(value HOMES)
 reproduce: export REPRODUCE_SCENARIOS = $(value SCENARIOS)
 reproduce: export REPRODUCE_PROFIT_RATE = $(value PROFIT_RATE)
 reproduce: export REPRODUCE_SEED = $(value SEED)
 reproduce: export REPRODUCE_DATE = $(value DATE)
+reproduce: export REPRODUCE_PRICES = $(value PRICES)
 reproduce: export REPRODUCE_CASE = $(value CASE)
 reproduce: export REPRODUCE_SHAPLEY_SAMPLES = $(value SHAPLEY_SAMPLES)
 

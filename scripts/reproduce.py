@@ -1,10 +1,14 @@
 """Run the notebook chain with papermill: `make reproduce` (optionally HOMES=.. SCENARIOS=.. PROFIT_RATE=.. SEED=..
-DATE=.. SHAPLEY_SAMPLES=.., or CASE=path/to/case for your own community).
+DATE=.. PRICES=.. SHAPLEY_SAMPLES=.., or CASE=path/to/case for your own community).
+
+PRICES is a price source (:func:`desmarket.data.price_source`): ercot-2022 (the default,
+desmarket.data.DEFAULT_PRICES), ercot-2021, pjm-like, or the path of a PJM Data Miner 2 da_hrl_lmps export.
 
 Without parameters the chain writes the committed reference results to results/ and the executed notebooks
 back to notebooks/. With any parameter, the run gets its own folder results/runs/<tag>/ (case, tables,
 figures and the executed notebooks), so the reference results stay as they are; with CASE=dir the tag is the
-directory's name and a short hash of its full path (two cases named alike never share a folder).
+directory's name and a short hash of its full path (two cases named alike never share a folder), and a price
+file (PRICES=path) is tagged the same way (prices-<file name>-<hash>).
 
 Before anything is written: every parameter is validated (one line naming it), the size is checked against
 the memory available (:mod:`desmarket.limits`) and, for a parameterised run, a pre-flight builds (or loads)
@@ -44,7 +48,7 @@ ROOT = project_root()
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: The make variables the Makefile hands over, as REPRODUCE_<NAME> environment variables, and their options.
 MAKE_VARIABLES = {"HOMES": "--homes", "SCENARIOS": "--scenarios", "PROFIT_RATE": "--profit-rate", "SEED": "--seed",
-                  "DATE": "--date", "CASE": "--case", "SHAPLEY_SAMPLES": "--shapley-samples"}
+                  "DATE": "--date", "PRICES": "--prices", "CASE": "--case", "SHAPLEY_SAMPLES": "--shapley-samples"}
 ENV_PREFIX = "REPRODUCE_"
 #: Exit status after SIGINT / SIGTERM (the shell's 128 + signal number).
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -110,6 +114,8 @@ def parse(argv=None) -> dict:
     parser.add_argument("--profit-rate", type=unit_rate, dest="profit_rate")
     parser.add_argument("--seed", type=seed)
     parser.add_argument("--date", type=day)
+    parser.add_argument("--prices", type=price_name, help="the price source: ercot-2022 (the default), ercot-2021, "
+                        "pjm-like, or the path of a PJM Data Miner 2 da_hrl_lmps CSV export")
     parser.add_argument("--shapley-samples", type=whole_number(2), dest="shapley_samples",
                         help="above 14 homes, notebook 08 samples the Shapley value from this many orders")
     parser.add_argument("--case", dest="case_dir", help="a case directory (README, 'Case format'): run the study "
@@ -117,10 +123,22 @@ def parse(argv=None) -> dict:
     argv = env_argv() + sys.argv[1:] if argv is None else argv
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     if "case_dir" in args:
-        clash = sorted(set(args) & {"n_homes", "n_scenarios", "seed", "date"})
+        clash = sorted(set(args) & {"n_homes", "n_scenarios", "seed", "date", "prices"})
         if clash:
-            parser.error(f"--case fixes the homes and scenarios; {', '.join(clash)} do not apply to it")
+            parser.error(f"--case fixes the homes, scenarios and prices; {', '.join(clash)} do not apply to it")
     return args
+
+
+def price_name(text: str) -> str:
+    """argparse type of --prices: a named source as it is, anything else a path made absolute (the notebooks run
+    in notebooks/); whether it is a source is checked by :func:`check_data` (its DataError in one line)."""
+    from desmarket.data.sources import PRICE_SOURCES  # noqa: PLC0415
+
+    text = text.strip()
+    if text == "":
+        raise argparse.ArgumentTypeError("must be a price source (ercot-2022, ercot-2021, pjm-like or a file), got ''")
+    path = Path(text).expanduser()
+    return str(path.resolve()) if text not in PRICE_SOURCES and path.is_file() else text
 
 
 def _one_line(text) -> str:
@@ -157,10 +175,18 @@ def case_tag(case_dir: str) -> str:
     return f"{name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
+def prices_tag(prices: str) -> str:
+    """The price source's part of the run tag: its name (ercot-2021, ...), or for a file its name and a short hash
+    of its path (:func:`desmarket.data.sources.file_tag`, as :func:`case_tag`)."""
+    from desmarket.data.sources import PRICE_SOURCES, file_tag  # noqa: PLC0415
+
+    return prices if prices in PRICE_SOURCES else file_tag(prices)
+
+
 def run_folder(args: dict) -> str:
     """results/runs/<tag> for a parameterised run; the tag is built from validated values only (see
-    :func:`case_tag` for a case)."""
-    rest = {k: v for k, v in args.items() if k != "case_dir"}
+    :func:`case_tag` for a case, :func:`prices_tag` for a price source)."""
+    rest = {k: (prices_tag(v) if k == "prices" else v) for k, v in args.items() if k != "case_dir"}
     parts = [case_tag(args["case_dir"])] if "case_dir" in args else []
     tag = "_".join(parts + [f"{k}-{v}" for k, v in sorted(rest.items())])
     runs = (ROOT / "results" / "runs").resolve()
@@ -180,8 +206,12 @@ def check_location(args: dict, run_dir: str) -> None:
 
 
 def check_data(args: dict) -> None:
-    """The target day exists in the measured data and has 24 clean hours (else a one-line error, exit 2)."""
-    from desmarket import data  # noqa: PLC0415  (only when a date is given)
+    """The target day exists in the measured data and has 24 clean hours, the price source is one (a name, or a
+    readable PJM Data Miner 2 export) and has 24 hours on the price day the target day maps to (else a one-line
+    error naming the argument)."""
+    if "date" not in args and "prices" not in args:
+        return
+    from desmarket import data  # noqa: PLC0415  (only when a date or a price source is given)
     from desmarket.data.errors import DataError  # noqa: PLC0415
 
     if "date" in args:
@@ -189,6 +219,11 @@ def check_data(args: dict) -> None:
             data.usable_homes(args["date"])
         except DataError as exc:
             raise SystemExit(f"reproduce.py: error: argument --date: {_one_line(exc)}") from None
+    option = "--prices" if "prices" in args else "--date"
+    try:
+        data.price_source(args.get("prices", data.DEFAULT_PRICES)).lmp(args.get("date", data.PAPER_DATE))
+    except DataError as exc:
+        raise SystemExit(f"reproduce.py: error: argument {option}: {_one_line(exc)}") from None
 
 
 def notebook_defaults() -> dict:
@@ -217,13 +252,15 @@ def preflight(args: dict, case=None) -> None:
     if case is not None:
         what = f"the case {args['case_dir']}"
     else:
+        priced = f", prices {prices_tag(args['prices'])}" if "prices" in args else ""
         what = (f"{count_of(p['n_homes'], 'home')} x {count_of(p['n_scenarios'], 'scenario')} of "
-                f"{p['date'] or data.PAPER_DATE} (seed {p['seed']})")
+                f"{p['date'] or data.PAPER_DATE} (seed {p['seed']}{priced})")
     try:
         if case is None:
             limits.check_size(p["n_homes"], p["n_scenarios"], field="--homes / --scenarios")
             case = data.build_case(n_homes=p["n_homes"], n_scenarios=p["n_scenarios"],
-                                   date=p["date"] or data.PAPER_DATE, seed=p["seed"])
+                                   date=p["date"] or data.PAPER_DATE, seed=p["seed"],
+                                   prices=p.get("prices") or data.DEFAULT_PRICES)
         else:
             limits.check_size(case.n_homes, case.n_scenarios, field=f"{args['case_dir']}/homes.csv")
         with warnings.catch_warnings():

@@ -88,7 +88,7 @@ def test_paper_case(paper_case):
     # utility coefficients: cents drawn as in Section 3.1, stored in $
     a, b = case.column("utility_a"), case.column("utility_b")
     assert ((a >= -0.005) & (a <= -0.001)).all() and ((b >= 0.20) & (b <= 0.50)).all()
-    # LMP in $/kWh, PJM-like summer day: afternoon peak
+    # LMP in $/kWh, the ERCOT day 2022-06-14 (the default source): afternoon peak
     assert 0.005 < case.lmp.mean() < 0.2 and case.lmp.argmax() in range(14, 21)
     # feasibility: loads well under the 10 kW connection
     assert case.load.max() < 8.0
@@ -101,7 +101,10 @@ def test_build_case_is_deterministic(paper_case):
     np.testing.assert_array_equal(again.load, paper_case.load)
     np.testing.assert_array_equal(again.lmp, paper_case.lmp)
     other = D.build_case(seed=1)
-    assert not np.array_equal(other.lmp, paper_case.lmp)
+    assert not np.array_equal(other.homes["utility_a"], paper_case.homes["utility_a"])
+    np.testing.assert_array_equal(other.lmp, paper_case.lmp)  # ERCOT prices: the seed draws no LMP
+    a, b = (D.build_case(n_homes=2, n_scenarios=2, seed=k, prices="pjm-like").lmp for k in (0, 1))
+    assert not np.array_equal(a, b)  # the synthetic one it does
 
 
 def test_build_case_roundtrip(tmp_path, paper_case):

@@ -283,7 +283,8 @@ def _stamp_is_current() -> bool:
     ({"SEED": "$(shell touch {x})"}, 2, "reproduce.py: error: argument --seed: must be a whole number >= 0, "
                                         "got '$(shell touch {x})'"),
     ({"CASE": "{tmp}/site (2023)"}, 1, "reproduce.py: the case {tmp}/site (2023) is not valid: "),
-], ids=["semicolon-backquotes", "make-function", "parentheses"])
+    ({"PRICES": "ercot-2023"}, 1, "reproduce.py: error: argument --prices: prices: 'ercot-2023' is not a price source"),
+], ids=["semicolon-backquotes", "make-function", "parentheses", "prices"])
 def test_make_variables_reach_the_script_as_one_value(variables, code, line, tmp_path):
     """Through real make: no value runs a command or splits; each gives the script's own one-line error."""
     x = tmp_path / "x"
@@ -295,3 +296,75 @@ def test_make_variables_reach_the_script_as_one_value(variables, code, line, tmp
     assert len(ours) == 1 and ours[0].startswith(line.format(x=x, tmp=tmp_path)), result.stderr
     assert "[Makefile:" in result.stderr and f"reproduce] Error {code}" in result.stderr  # the script's status
     assert "Traceback" not in result.stderr and not x.exists() and not (tmp_path / "out").exists()
+
+
+# --- issue 19: the price source is one parameter (PRICES=, --prices; notebooks 01 and 09) --------------------------
+
+def test_prices_is_a_parameter_with_its_own_tag(tmp_path):
+    args = reproduce.parse(["--prices", "ercot-2021", "--date", "2017-02-14", "--homes", "3"])
+    assert args == {"prices": "ercot-2021", "date": "2017-02-14", "n_homes": 3}
+    assert reproduce.run_folder(args) == "results/runs/date-2017-02-14_n_homes-3_prices-ercot-2021"
+    assert reproduce.env_argv({"REPRODUCE_PRICES": "pjm-like"}) == ["--prices", "pjm-like"]
+    export = tmp_path / "my prices (2025).csv"
+    export.write_text("x\n")
+    args = reproduce.parse(["--prices", str(export)])
+    assert args["prices"] == str(export.resolve())  # absolute: the notebooks run in notebooks/
+    tag = reproduce.run_folder(args)
+    assert re.fullmatch(r"results/runs/prices-my_prices__2025_-[0-9a-f]{8}", tag), tag
+    other = tmp_path / "b" / export.name
+    other.parent.mkdir()
+    other.write_text("x\n")
+    assert reproduce.run_folder(reproduce.parse(["--prices", str(other)])) != tag
+
+
+def test_a_bad_price_source_or_price_day_stops_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.check_data(reproduce.parse(["--prices", "ercot-2023"]))
+    line = str(exc.value.code)
+    assert line.startswith("reproduce.py: error: argument --prices: prices: 'ercot-2023' is not a price source")
+    assert "ercot-2022 (the default), ercot-2021, pjm-like" in line and "\n" not in line
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit, match=r"argument --prices: .*bad\.csv: is not a da_hrl_lmps"):
+        reproduce.check_data(reproduce.parse(["--prices", str(bad)]))
+    reproduce.check_data(reproduce.parse(["--prices", "ercot-2021", "--date", "2017-02-14"]))  # the storm: fine
+    example = project_root() / "examples" / "three_homes"
+    with pytest.raises(SystemExit) as exc:
+        reproduce.parse(["--case", str(example), "--prices", "pjm-like"])
+    assert exc.value.code == 2 and "prices do not apply" in capsys.readouterr().err
+
+
+def test_notebooks_01_and_09_take_the_runs_parameters():
+    """reproduce.py passes a notebook only the parameters it declares: 09 must declare the run's homes, seed,
+    price source, day and case; the default source is the library's one constant (empty = DEFAULT_PRICES)."""
+    import papermill as pm
+
+    from desmarket.data import DEFAULT_PRICES
+
+    first = pm.inspect_notebook(str(ROOT / "notebooks" / "01_data_prep.ipynb"))
+    ninth = pm.inspect_notebook(str(ROOT / "notebooks" / "09_beyond_one_day.ipynb"))
+    assert {"prices", "n_homes", "seed", "date", "case_dir"} <= set(first) & set(ninth)
+    assert first["prices"]["default"] == ninth["prices"]["default"] == '""' and DEFAULT_PRICES == "ercot-2022"
+    assert reproduce.notebook_defaults()["prices"] == ""
+
+
+def test_notebook_09_on_a_case_of_ones_own_skips_the_year_in_one_line(tmp_path, monkeypatch):
+    """Real papermill: with case_dir, one line says the year study needs the measured homes, nothing is written
+    for the year, and the notebook completes (its size study, kept small here, runs on the measured homes)."""
+    import papermill as pm
+
+    monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path / "out"))
+    nb = ROOT / "notebooks" / "09_beyond_one_day.ipynb"
+    target = tmp_path / "09.ipynb"
+    example = project_root() / "examples" / "three_homes"
+    pm.execute_notebook(str(nb), str(target), cwd=str(nb.parent), kernel_name="python3", progress_bar=False,
+                        parameters={"run_dir": "results/runs/x", "case_dir": str(example), "size_homes": "3",
+                                    "size_seeds": 1, "size_scenarios": 2},
+                        extra_arguments=reproduce.QUIET_KERNEL, shutdown_kernel="immediate")
+    text = [o.get("text", "") for c in nbformat.read(target, as_version=4).cells if c.cell_type == "code"
+            for o in c.outputs]
+    skipped = [t for t in text if t.startswith("year study skipped")]
+    assert skipped == [(f"year study skipped: it needs the measured homes, and {example} is a case of its own "
+                        "(no year tables)\n")]
+    tables = sorted(p.name for p in (tmp_path / "out" / "results" / "runs" / "x" / "tables").iterdir())
+    assert tables == ["size_study.csv", "size_summary.csv", "size_timings.csv"]

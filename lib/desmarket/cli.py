@@ -216,9 +216,11 @@ def build_case(args) -> int:
     from desmarket import data, limits  # noqa: PLC0415
 
     limits.check_size(args.homes, args.scenarios, field="--homes")  # a case this machine can study
+    date = args.date or data.PAPER_DATE
     with OutputFolder(args.out, args.force) as folder:  # checks OUT before the data are read
-        case = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, date=args.date or data.PAPER_DATE,
-                               seed=args.seed)
+        source = data.price_source(args.prices)  # an unknown name or a malformed file: its one line
+        case = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, date=date, seed=args.seed,
+                               prices=source)
         with folder.writing() as out:
             case.save(out)
         target = folder.commit()
@@ -226,6 +228,7 @@ def build_case(args) -> int:
     print(f"wrote {target}: {case}"
           + (f"; {_count(len(copies), 'home')} {'is a resampled copy' if len(copies) == 1 else 'are resampled copies'}"
              " of measured ones" if copies else ""))
+    print(source.describe(date, seed=args.seed))
     return 0
 
 
@@ -373,7 +376,7 @@ def day(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     from desmarket import __version__  # noqa: PLC0415
-    from desmarket.data import PAPER_DATE  # noqa: PLC0415
+    from desmarket.data import DEFAULT_PRICES, PAPER_DATE  # noqa: PLC0415
 
     top = argparse.ArgumentParser(prog="desmarket", description="Distributed energy trading with a market value "
                                   "allocation mechanism (a reproduction of Hu et al. 2024).")
@@ -385,7 +388,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=validate)
     p = sub.add_parser("build-case", help="build a case from the measured data",
                        description="Build a case from the measured CityLearn homes (homes beyond the 12 measured "
-                       "ones are resampled copies) and a seeded PJM-like LMP, and write it to OUT.")
+                       "ones are resampled copies) and the day-ahead prices of a price source (--prices), and "
+                       "write it to OUT.")
     p.add_argument("out", help="a new (or empty) folder, relative to the current folder")
     p.add_argument("--homes", type=positive_int, default=10, help="number of homes (default: %(default)s)")
     p.add_argument("--scenarios", type=positive_int, default=10,
@@ -393,8 +397,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=day, default=None,
                    help=f"target day YYYY-MM-DD (default: the paper's day, {PAPER_DATE})")
     p.add_argument("--seed", type=seed, default=0,
-                   help="seeds everything random: scenario draw, resampled homes, utility coefficients, LMP "
-                   "(default: %(default)s)")
+                   help="seeds everything random: scenario draw, resampled homes, utility coefficients, and the "
+                   "LMP of pjm-like (default: %(default)s)")
+    p.add_argument("--prices", default=DEFAULT_PRICES, metavar="SOURCE",
+                   help="the price source: ercot-2022 (ERCOT day-ahead, Austin LZ_AEN, 2022), ercot-2021 (the "
+                   "same for 2021, with Winter Storm Uri), pjm-like (the seeded synthetic PJM-like LMP), or the "
+                   "path of a PJM Data Miner 2 da_hrl_lmps CSV export; the day is the price year's same weekday "
+                   "nearest to --date, hour by local clock hour (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     p.set_defaults(func=build_case)
     p = sub.add_parser("run", help="M1, market clearing, M2 and M3 on a case: tables and figures",

@@ -1,7 +1,8 @@
 """Beyond the paper's community (issue 12, second part): the mechanism across community sizes.
 
 One community is one row (:func:`size_row`): the paper case of a day with ``n_homes`` homes (the measured homes
-clean that day, then resampled ones, :func:`desmarket.data.build_case`), seeded; M1, the clearing (Eqs. 16-19),
+clean that day, then resampled ones, :func:`desmarket.data.build_case`) and the prices of the run's price source
+(``prices``, default :data:`desmarket.data.DEFAULT_PRICES`), seeded; M1, the clearing (Eqs. 16-19),
 the same clearing without trading (x_bar = 0, Eq. 19), and the M3 settlement (Eqs. 21-30). The row holds the
 surplus per home, how much of it needs trading between homes, the spread of alpha (Gini), the share of
 (scenario, hour) cells whose clearing price is pinned, balanced or congested, and the solve times.
@@ -16,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from .data import build_case, load_measured_homes
+from .data import DEFAULT_PRICES, build_case, load_measured_homes, price_source
 from .engine import clear_market, solve_independent
 from .pieces import run_tasks
 from .report import gini
@@ -32,7 +33,7 @@ SIZES = (10, 30, 100, 300, 1000)
 
 
 def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios: int = 10,
-             profit_rate: float = 0.2) -> dict:
+             profit_rate: float = 0.2, prices=DEFAULT_PRICES) -> dict:
     """The size-study quantities of one community (see the module docstring); times in seconds, one worker.
 
     surplus_per_home_usd:  Delta C / N, $ per home per day (Eq. 20).
@@ -42,15 +43,21 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     alpha_gini:            Gini coefficient of the homes' M3 contribution rates alpha_i (Eq. 22); 0: all equal.
     trading_homes_share:   share of homes with alpha_i > 0.
     pinned/balanced/congested_share: share of (scenario, hour) cells in each price state (Eq. 18).
-    lmp_spread_usd_per_mwh: the day's highest minus lowest LMP (the seed draws it): what batteries can earn.
-    A community that cannot be built or solved (a data gap, a daylight-saving day, infeasible) is a row with
-    status "failed" and its reason, never dropped.
+    lmp_spread_usd_per_mwh: the day's highest minus lowest LMP (of the price day; with ``pjm-like`` the seed
+                           draws it): what batteries can earn.
+    prices:                the price source (:func:`desmarket.data.price_source`; a bad one raises its error);
+                           ``price_day`` in the row is the day whose prices the community takes.
+    A community that cannot be built or solved (a data gap, a daylight-saving day of the homes or of the mapped
+    price day, infeasible) is a row with status "failed" and its reason, never dropped.
     """
+    source = price_source(prices)
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    head = {"n_homes": n_homes, "seed": seed, "date": day, "scenarios": n_scenarios}
+    head = {"n_homes": n_homes, "seed": seed, "date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d"),
+            "scenarios": n_scenarios}
     try:
         with quiet_warnings():
-            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
+            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured,
+                              prices=source)
             t0 = time.perf_counter()
             independent = solve_independent(case, n_jobs=1)
             t1 = time.perf_counter()
@@ -80,13 +87,16 @@ def _size_task(job: tuple, measured: pd.DataFrame, kw: dict) -> dict:
 
 
 def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured: pd.DataFrame | None = None,
-               n_jobs: int | None = -1, **kw) -> pd.DataFrame:
+               n_jobs: int | None = -1, prices=DEFAULT_PRICES, **kw) -> pd.DataFrame:
     """One row per (day, size, seed) (:func:`size_row`), with a ``season`` column naming the day.
 
-    ``days``: {label: date} (default :data:`SIZE_DAYS`); ``kw``: n_scenarios, profit_rate. Each community is
+    ``days``: {label: date} (default :data:`SIZE_DAYS`); ``prices``: the price source of every community
+    (:func:`desmarket.data.price_source`), resolved once here (a bad one raises before any community is built);
+    ``kw``: n_scenarios, profit_rate. Each community is
     seeded by its seed alone, so a rerun gives the same table (apart from the timing columns); the largest
     communities are dispatched first so that the workers finish together.
     """
+    kw = {**kw, "prices": price_source(prices)}
     measured = load_measured_homes() if measured is None else measured
     days = dict(SIZE_DAYS if days is None else days)
     sizes, seeds = [int(n) for n in sizes], [int(k) for k in seeds]

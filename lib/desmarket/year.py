@@ -1,10 +1,12 @@
 """Beyond the paper's day (issue 12, first part): every scorecard quantity on every day of the measured year.
 
 One day is one row (:func:`day_claims`): the paper case of that day (the best-ranked measured homes clean on
-it, S similar-day scenarios, that day's seeded PJM-like LMP; :func:`desmarket.data.build_case`), M1 and the
-clearing, M2 and M3, and the headline numbers of :func:`desmarket.report.headline` plus the shares of
-balanced and congested hours. A day that cannot be built or solved is a row with status "failed" and its
-reason, never dropped. :func:`claims_by_day` fans the days out through joblib (so a Dask backend works too);
+it, S similar-day scenarios, the prices of the run's price source for that day -- ``prices``, default
+:data:`desmarket.data.DEFAULT_PRICES`, the day mapped onto the price year as :mod:`desmarket.data.sources`
+says; :func:`desmarket.data.build_case`), M1 and the clearing, M2 and M3, and the headline numbers of :func:`desmarket.report.headline` plus the shares of
+balanced and congested hours. A day that cannot be built or solved (a data gap, a daylight-saving day of the
+homes or of the mapped price day, ...) is a row with status "failed" and its reason, never dropped; a day of
+spiking or negative prices is a studied row like any other. :func:`claims_by_day` fans the days out through joblib (so a Dask backend works too);
 :func:`claims_summary` turns the rows into one distribution per claim beside the paper's value.
 """
 
@@ -16,7 +18,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .data import build_case, day_flags, load_measured_homes
+from .data import DEFAULT_PRICES, build_case, day_flags, load_measured_homes, price_source
+from .data.sources import DST_PRICE_DAY, MISSING_PRICE_DAY
 from .errors import CASE_FAILURES, DesmarketWarning
 from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
@@ -33,16 +36,21 @@ def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
 
 
 def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int = 10, seed: int = 0,
-               profit_rate: float = 0.2) -> dict:
-    """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, ...)."""
+               profit_rate: float = 0.2, prices=DEFAULT_PRICES) -> dict:
+    """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, a
+    daylight-saving price day, ...). ``prices``: a price source (:func:`desmarket.data.price_source`); a bad one
+    raises its error (it is not a property of the day). ``price_day``: the day whose prices the case takes."""
+    source = price_source(prices)
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
+    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
     try:
         with quiet_warnings():
-            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured)
+            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured,
+                              prices=source)
             study = run_study(case, profit_rate, n_jobs=1)
     except CASE_FAILURES as exc:
-        return {"date": day, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
-    row = {"date": day, "status": "ok", "failure": "", "reason": "", **headline(study)}
+        return {**head, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
+    row = {**head, "status": "ok", "failure": "", "reason": "", **headline(study)}
     row["balanced_share"] = float(study.market.balanced.mean())
     row["congested_share"] = float(study.market.congested.mean())
     return row
@@ -65,7 +73,8 @@ def failure_reason(exc: Exception) -> str:
 
 
 #: Short kinds of a failed day, by a phrase of its error message (the full message stays in ``reason``).
-FAILURE_KINDS = {"daylight-saving": "daylight-saving day", "clean weekday days": "too few clean similar days",
+FAILURE_KINDS = {DST_PRICE_DAY: "daylight-saving price day", MISSING_PRICE_DAY: "price day outside the data",
+                 "daylight-saving": "daylight-saving day", "clean weekday days": "too few clean similar days",
                  "clean weekend days": "too few clean similar days", "complete and clean": "no home clean that day",
                  "infeasible": "infeasible", "not in the data": "outside the data"}
 
@@ -79,11 +88,15 @@ def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
     return [day_claims(d, measured, **kw) for d in dates]
 
 
-def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int | None = -1, **kw) -> pd.DataFrame:
+def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int | None = -1,
+                  prices=DEFAULT_PRICES, **kw) -> pd.DataFrame:
     """One row per day (:func:`day_claims`), in calendar order; ``kw``: n_homes, n_scenarios, seed, profit_rate.
 
-    Every day is seeded the same way, so a rerun gives the same table; failed days keep their reason.
+    ``prices``: the price source of every day (:func:`desmarket.data.price_source`), resolved once here: an
+    unknown name or a malformed file raises its one :class:`~desmarket.errors.DataError` before any day is
+    studied. Every day is seeded the same way, so a rerun gives the same table; failed days keep their reason.
     """
+    kw = {**kw, "prices": price_source(prices)}
     measured = load_measured_homes() if measured is None else measured
     dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
     rows = map_chunks(_days_task, dates, (measured, kw), n_jobs, DAY_CHUNKS, progress="days")

@@ -1,9 +1,11 @@
-"""The data layer: measured homes, PJM-like prices, similar-day scenarios, loaders, and the case builder.
+"""The data layer: measured homes, price sources, similar-day scenarios, loaders, and the case builder.
 
 Measured homes:  :func:`load_measured_homes` (CityLearn 2022: 17 homes in Fontana, California, Aug 2016 -
                  Jul 2017; committed extract in data/raw, rebuilt by ``make data``), :func:`load_pecanstreet`
 Bad data:        :func:`day_flags`, :func:`home_quality` (rules in :mod:`desmarket.data.measured`)
 Scenarios:       :func:`similar_days`, :func:`build_scenarios`, :func:`resample_homes`
+Price sources:   :func:`price_source` (``ercot-2022`` = :data:`DEFAULT_PRICES`, ``ercot-2021``, ``pjm-like``, or a
+                 PJM Data Miner 2 file), :class:`PriceSource`, :data:`PRICE_SOURCES`
 Prices:          :func:`synthetic_lmp` (parameters :data:`LMP_MODEL`, cited levels :data:`PJM_ANNUAL_MEAN_LMP`),
                  :func:`load_pjm_lmps`, :func:`lmp_for_date`, :func:`compare_lmp`;
                  real ERCOT day-ahead 2021-2022 (Austin LZ_AEN, HB_HUBAVG): :func:`load_ercot`, :func:`ercot_day`,
@@ -40,8 +42,10 @@ from .prices import (
     synthetic_lmp,
 )
 from .scenarios import Scenarios, build_scenarios, resample_homes, resampled_homes, scenario_pool, similar_days
+from .sources import DEFAULT_PRICES, PRICE_SOURCES, PriceSource, price_source
 
 __all__ = [
+    "DEFAULT_PRICES", "PRICE_SOURCES", "PriceSource", "price_source",
     "ERCOT_POINTS", "ERCOT_TZ", "ERCOT_YEARS", "ercot_day", "ercot_day_for", "ercot_statistics", "load_ercot",
     "CITYLEARN_TZ", "DAY_FLAGS", "LMP_MODEL", "MEASURED_COLUMNS", "PAPER_DATE", "PAPER_HOMES",
     "PJM_ANNUAL_MEAN_LMP", "PJM_TZ", "QUALITY", "DataError", "LmpModel", "QualityRules", "Scenarios",

@@ -1,14 +1,16 @@
 """Build a case (the foundation's directory format) from measured homes, scenarios and prices.
 
 ``build_case()`` with no argument is the paper case: the 10 best-ranked valid CityLearn homes (Fontana,
-California), 10 similar-day scenarios of :data:`PAPER_DATE`, PJM-like LMP of that date from
-:func:`~desmarket.data.synthetic_lmp` at the 2024 PJM level, the paper's TOU tariff, utility coefficients
-drawn as in Section 3.1, and the default battery and market parameters.
+California), 10 similar-day scenarios of :data:`PAPER_DATE`, the prices of :data:`DEFAULT_PRICES` (ERCOT
+day-ahead LZ_AEN 2022, the day mapped onto :data:`PAPER_DATE`: Tue 2022-06-14; :mod:`desmarket.data.sources`),
+the paper's TOU tariff, utility coefficients drawn as in Section 3.1, and the default battery and market
+parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,8 +19,9 @@ from ..case import DEFAULT_HOME, Case, Market, create_case, paper_retail_tariff
 from .citylearn import load_measured_homes
 from .errors import DataError
 from .measured import day_flags, home_quality, ranked_homes
-from .prices import lmp_for_date, synthetic_lmp
+from .prices import PJM_TZ, lmp_for_date
 from .scenarios import Scenarios, build_scenarios, resample_homes
+from .sources import CHOICES, DEFAULT_PRICES, PriceSource, price_source
 
 #: The paper case's date: Tuesday 13 June 2017, a clear-sky summer weekday of the measured year. The paper
 #: does not give its date. Summer, because then the homes have PV surplus to trade and PJM prices have
@@ -83,25 +86,47 @@ def usable_homes(date=PAPER_DATE, measured: pd.DataFrame | None = None, flags: p
     return [h for h in ranked_homes(measured, quality) if h in clean]
 
 
-def _lmp_usd_per_kwh(prices, date, seed: int) -> np.ndarray:
-    """24 LMP values in $/kWh from ``prices`` (None, a (24,) array in $/MWh, or a $/MWh Series with UTC index)."""
-    if prices is None:
-        date = pd.Timestamp(date)
-        prices = synthetic_lmp(date.year, seed=seed)
+def _lmp_usd_per_kwh(prices, date, seed: int, price_date=None) -> np.ndarray:
+    """24 LMP values in $/kWh for home day ``date`` from ``prices``: a price source (a name, a PJM file's path or
+    a :class:`PriceSource`, mapped by :meth:`PriceSource.lmp`; or exactly the day ``price_date`` of it), a (24,)
+    array in $/MWh, or an hourly $/MWh Series with tz-aware index, whose day ``price_date`` (default ``date``) is
+    taken by local clock hour in the series' time zone (``attrs["tz"]``, else the index's; a UTC index, as
+    :func:`~desmarket.data.load_pjm_lmps` gives, is read in Eastern time)."""
+    if isinstance(prices, PriceSource):
+        source = prices
+        if price_date is None:
+            return source.lmp(date, seed)
+        day = pd.Timestamp(price_date).normalize()
+        if source.year is not None and day.year != source.year:
+            raise DataError("price_date", f"{day.date()} is not in the price year {source.year} of {source.name}",
+                            f"choose a day of {source.year}, or another price source: {CHOICES}", time=day.date())
+        return source.day_lmp(day, seed)
+    date = pd.Timestamp(date if price_date is None else price_date)
     if isinstance(prices, pd.DataFrame):
         if prices.shape[1] != 1:
             raise DataError("prices", f"a DataFrame with {prices.shape[1]} columns", "pass one LMP column ($/MWh)")
         prices = prices.iloc[:, 0]
     if isinstance(prices, pd.Series) and isinstance(prices.index, pd.DatetimeIndex):
-        values = lmp_for_date(prices, date)
+        if prices.name == "price_usd_per_kwh":
+            raise DataError("prices", "a Series in $/kWh (load_ercot's)", "pass prices='ercot-2021' or 'ercot-2022' "
+                            "(the price source), or the Series times 1000 ($/MWh)")
+        tz = prices.attrs.get("tz") or (str(prices.index.tz) if prices.index.tz is not None else None)
+        values = lmp_for_date(prices, date, PJM_TZ if tz in (None, "UTC") else tz)
     else:
         values = np.asarray(prices, dtype=float).reshape(-1)
         if values.shape != (24,):
             raise DataError("prices", f"{values.size} values", "pass 24 hourly LMPs in $/MWh, or an hourly Series")
-        if np.all(np.abs(values) < 1.0):
-            raise DataError("prices", f"all LMPs are below 1 in size (max {np.abs(values).max():.4f}); they look "
-                            "like $/kWh", "pass LMPs in $/MWh (the data layer's unit); the case stores $/kWh")
+    if np.all(np.abs(values) < 1.0):
+        raise DataError("prices", f"all LMPs are below 1 in size (max {np.abs(values).max():.4f}); they look "
+                        "like $/kWh", "pass LMPs in $/MWh (the data layer's unit); the case stores $/kWh")
     return values / 1000.0
+
+
+def _resolve(prices):
+    """A price source given by name or path, resolved (and its data checked) before the homes are read."""
+    if prices is None:
+        raise DataError("prices", "None is not a price source", f"choose {CHOICES}")
+    return price_source(prices) if isinstance(prices, (str, Path)) else prices
 
 
 def _check_feasible(scen: Scenarios, grid_limit_kw, battery_kw, load_min_factor) -> None:
@@ -120,7 +145,7 @@ def _check_feasible(scen: Scenarios, grid_limit_kw, battery_kw, load_min_factor)
 
 
 def build_case(n_homes: int = PAPER_HOMES, n_scenarios: int = 10, date=PAPER_DATE, seed: int = 0,
-               homes: Sequence[str] | None = None, prices=None, market: Market | None = None,
+               homes: Sequence[str] | None = None, prices=DEFAULT_PRICES, market: Market | None = None,
                measured: pd.DataFrame | None = None, price_date=None, **home_params) -> Case:
     """A validated :class:`desmarket.Case` from measured homes, similar-day scenarios and prices.
 
@@ -131,17 +156,24 @@ def build_case(n_homes: int = PAPER_HOMES, n_scenarios: int = 10, date=PAPER_DAT
     n_scenarios: S similar days of ``date`` (:func:`~desmarket.data.similar_days`), equiprobable.
     date:        target day in the measured data (local calendar day); default :data:`PAPER_DATE`.
     seed:        one integer seeds everything random: scenario draw, resampled homes, utility coefficients,
-                 synthetic LMP. Same arguments, same case.
+                 and the LMP of ``pjm-like``. Same arguments, same case.
     homes:       explicit measured home ids (then n_homes is ignored).
-    prices:      None (synthetic PJM-like LMP of ``price_date`` at the 2024 PJM level), a (24,) array in
-                 $/MWh, or an hourly $/MWh Series with UTC index (e.g. :func:`~desmarket.data.load_pjm_lmps`),
-                 from which the Eastern day ``price_date`` is taken (clock-hour alignment, see prices.py).
+    prices:      a price source (:func:`~desmarket.data.price_source`): ``"ercot-2022"`` (:data:`DEFAULT_PRICES`),
+                 ``"ercot-2021"``, ``"pjm-like"`` (the seeded synthetic LMP of the home day, at the 2024 PJM
+                 level), the path of a PJM Data Miner 2 ``da_hrl_lmps`` export, or a :class:`PriceSource`: the
+                 home day ``date`` takes the prices of the same weekday nearest to its month and day in the
+                 price year, hour by local clock hour (Central for ERCOT, Eastern for PJM); a mapped price day
+                 of 23 or 25 hours, or outside the data, raises :class:`DataError` naming both days. Also a
+                 (24,) array in $/MWh, or an hourly $/MWh Series with tz-aware index (e.g.
+                 :func:`~desmarket.data.load_pjm_lmps`), whose local day ``price_date`` is taken.
     market:      :class:`desmarket.Market` (default ``Market()``).
     measured:    a measured frame (default the CityLearn homes; or :func:`~desmarket.data.load_pecanstreet`).
-    price_date:  the day of the price series to use (default ``date``).
+    price_date:  exactly the price day to take, instead of the mapped one (a price source; its year must be the
+                 source's price year) or the day of a Series (default ``date``).
     home_params: overrides of :data:`desmarket.DEFAULT_HOME` (scalar or (N,)).
     Retail is :func:`desmarket.paper_retail_tariff`. Raises :class:`DataError` / :class:`CaseError`.
     """
+    prices = _resolve(prices)
     measured = load_measured_homes() if measured is None else measured
     flags = day_flags(measured)
     quality = home_quality(measured, flags)
@@ -172,7 +204,7 @@ def build_case(n_homes: int = PAPER_HOMES, n_scenarios: int = 10, date=PAPER_DAT
     _check_feasible(scen, *(np.broadcast_to(np.asarray(params[k], dtype=float), (len(scen.homes),))[:, None, None]
                             for k in ("grid_limit_kw", "battery_kw", "load_min_factor")))
     utility_a, utility_b = utility_coefficients(len(scen.homes), seed)
-    lmp = _lmp_usd_per_kwh(prices, date if price_date is None else price_date, seed)
+    lmp = _lmp_usd_per_kwh(prices, date, seed, price_date)
     return create_case(scen.load, scen.pv, utility_a=utility_a, utility_b=utility_b, retail=paper_retail_tariff(),
                        lmp=lmp, probability=scen.probability, home_ids=scen.homes, scenario_ids=scen.ids,
                        market=market if market is not None else Market(), **params)
