@@ -208,7 +208,7 @@ class Handles(NamedTuple):
 
 # ================================================================================== the model
 def formulate(block: Block, market: bool, parameters: Parameters | None = None, *,
-              trade_balance: bool = True) -> tuple[cp.Problem, Handles]:
+              trade_balance: bool = True, cyclic_storage: bool = False) -> tuple[cp.Problem, Handles]:
     """M1 (Eqs. 5-15) or the market clearing (Eqs. 16-19) over the block's rows: the one builder of the model.
 
     Objective, $ per day, each row r weighted by w_r (``block.weight``):
@@ -217,7 +217,10 @@ def formulate(block: Block, market: bool, parameters: Parameters | None = None, 
     (in the clearing the retail and net-metering terms of sum_i C_i - R_A cancel: the coalition faces the
     wholesale prices; MODEL.md). parameters: the problem's :class:`Parameters` (default: new ones at the block's
     prices and epsilon, battery scale 1). trade_balance=False leaves Eq. 18 out (a home of the coordinated
-    process). Returns the problem and its :class:`Handles`.
+    process). cyclic_storage=True replaces Eq. 15 (the day ends at the fixed start state E0) by a daily cycle
+    [choice, for the horizon study: :mod:`desmarket.horizon`]: the day starts and ends at the same state, which
+    the optimum chooses within [E_min, E_max], so midnight forces no refill. Returns the problem and its
+    :class:`Handles`.
     """
     R, T = block.load.shape
     per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))  # noqa: E731
@@ -233,10 +236,15 @@ def formulate(block: Block, market: bool, parameters: Parameters | None = None, 
     E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14, per unit
     Pl = cp.Variable((R, T), name="net_load", bounds=[zero, per_row(block.grid)])  # Eq. 7
     Ps = cp.Variable((R, T), name="net_surplus", bounds=[zero, per_row(block.grid)])  # Eq. 7
-    stored_before = cp.hstack([block.e0[:, None], E[:, :-1]])  # E_{t-1}, with E_{-1} = E0
+    if cyclic_storage:  # a daily cycle: E_{-1} = E_23, free within the limits (replaces Eq. 15)
+        start = cp.Variable((R, 1), name="energy_start", bounds=[block.e_min[:, None], block.e_max[:, None]])
+        end_state = E[:, -1:] == start
+    else:
+        start, end_state = block.e0[:, None], E[:, -1] == block.e0  # Eq. 15
+    stored_before = cp.hstack([start, E[:, :-1]])  # E_{t-1}, with E_{-1} = E0 (or the cycle's start)
     constraints = daily_minimum(d, block) + [  # Eq. 10
         E == stored_before + cp.multiply(per_row(block.eta_c), c) - cp.multiply(per_row(1 / block.eta_d), e),  # 13
-        E[:, -1] == block.e0,  # Eq. 15
+        end_state,
     ]
     net = d + p.battery_scale * (c - e) - g  # net consumption d + c - e - g
     # - E[U] = sum_r w_r sum_t (|a| d^2 - b d), U = a d^2 + b d (Eq. 5); tie-break sum_r w_r sum_t (c^2 + e^2)

@@ -159,17 +159,19 @@ def _all_rows(case: Case) -> np.ndarray:
     return np.arange(case.n_homes * case.n_scenarios)
 
 
-def build_independent(case: Case) -> tuple[cp.Problem, Handles]:
+def build_independent(case: Case, *, cyclic_storage: bool = False) -> tuple[cp.Problem, Handles]:
     """M1: every home minimises its own expected bill minus utility at retail prices (Eq. 5, Eqs. 6-15).
 
     The homes are independent, so their problems are stacked into one separable problem: the formulation of
     :func:`desmarket.formulation.formulate` over one block of all rows, each weighted by pi_s.
     Objective: sum_i sum_s pi_s sum_t [p_t Pl - q Ps - U_i(d)] + epsilon sum pi (c^2 + e^2).
+    cyclic_storage: a daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
     """
-    return formulate(case_block(case, _all_rows(case), weighted=True), market=False)
+    return formulate(case_block(case, _all_rows(case), weighted=True), market=False, cyclic_storage=cyclic_storage)
 
 
-def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) -> tuple[cp.Problem, Handles]:
+def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None, *, cyclic_storage: bool = False
+                   ) -> tuple[cp.Problem, Handles]:
     """Market clearing (Eqs. 16-19): all homes and the aggregator minimise sum_i C_i - R_A together.
 
     The retail and net-metering terms cancel, so the coalition faces the wholesale prices:
@@ -178,9 +180,10 @@ def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None) ->
     :func:`desmarket.formulation.formulate` over one block of all rows, each weighted by pi_s.
 
     trade_limit: x_bar in kW, scalar or (N,) [choice: default = each home's grid_limit_kw].
+    cyclic_storage: a daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
     """
     block = case_block(case, _all_rows(case), trade_limits(case, trade_limit), weighted=True)
-    return formulate(block, market=True)
+    return formulate(block, market=True, cyclic_storage=cyclic_storage)
 
 
 # ======================================================================================== solve

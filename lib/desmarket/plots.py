@@ -417,9 +417,10 @@ def figure_allocations(table: pd.DataFrame) -> plt.Figure:
 
 
 @styled
-def figure_year(by_day: pd.DataFrame, paper_date: str) -> plt.Figure:
+def figure_year(by_day: pd.DataFrame, run_date: str) -> plt.Figure:
     """ΔC (Eq. 20) of the paper case built on each day of the measured year, $/day; failed days marked at the
-    bottom (their reasons are in the table); the paper's day marked."""
+    bottom (their reasons are in the table); the run's day (the paper's day in the reference run) marked. Where
+    a day's ΔC exceeds 20 times the median (scarcity prices, e.g. ERCOT's storm days) the axis is logarithmic."""
     fig, ax = plt.subplots(figsize=(12, 4.2), layout="constrained")
     dates = pd.to_datetime(by_day.index)
     ok = (by_day["status"] == "ok").to_numpy()
@@ -427,12 +428,17 @@ def figure_year(by_day: pd.DataFrame, paper_date: str) -> plt.Figure:
     ax.plot(dates[ok], surplus[ok], ".", color="tab:blue", ms=4, label="ΔC of the day")
     weekly = pd.Series(surplus, index=dates).where(ok).rolling("28D", min_periods=7).median()
     ax.plot(weekly.index, weekly.to_numpy(), color="tab:blue", lw=2, label="28-day median")
-    ax.plot(dates[~ok], np.zeros((~ok).sum()), "|", color="tab:gray", ms=10,
-            label=f"no case that day ({int((~ok).sum())} days: data gaps, see the table)")
-    if paper_date in by_day.index and by_day.loc[paper_date, "status"] == "ok":
-        ax.plot(pd.Timestamp(paper_date), by_day.loc[paper_date, "surplus_usd"], "o", color="tab:red", ms=8,
-                label=f"the paper's day, {paper_date}")
-    ax.set(ylabel="ΔC, $/day", xlabel="day of the measured year", ylim=(0, None))
+    ax.plot(dates[~ok], np.zeros((~ok).sum()), "|", color="tab:gray", ms=10, transform=ax.get_xaxis_transform(),
+            label=f"no case that day ({int((~ok).sum())} days: data gaps, see the table)")  # on the x-axis
+    if run_date in by_day.index and by_day.loc[run_date, "status"] == "ok":
+        ax.plot(pd.Timestamp(run_date), by_day.loc[run_date, "surplus_usd"], "o", color="tab:red", ms=8,
+                label=f"the run's day, {run_date}")
+    spiky = ok.any() and np.nanmax(surplus[ok]) > 20 * np.nanmedian(surplus[ok]) > 0  # price spikes (ERCOT)
+    if spiky:  # a log axis keeps the ordinary days readable beside days of scarcity prices
+        ax.set_yscale("log")
+    ax.set(ylabel="ΔC, $/day" + (" (log scale)" if spiky else ""), xlabel="day of the measured year")
+    if not spiky:
+        ax.set_ylim(0, None)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=SMALL, frameon=False)
     return fig
 
