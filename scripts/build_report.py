@@ -31,8 +31,8 @@ from jinja2 import DictLoader
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"      # as scripts/reproduce.py
-MARKER = ".desmarket-report"               # marks a folder this script wrote, so it may clear it
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"  # as scripts/reproduce.py
+MARKER = ".desmarket-report"  # marks a folder this script wrote, so it may clear it
 
 # The lab template without the CDN scripts, with a link back to the index and the notebook's figures.
 PAGE_TEMPLATE = r"""
@@ -118,14 +118,16 @@ def prepare_out(out: Path) -> None:
         if not out.is_dir():
             raise SystemExit(f"--out {out} exists and is not a folder")
         if any(out.iterdir()) and not (out / MARKER).exists():
-            raise SystemExit(f"--out {out} is not empty and was not written by build_report.py; "
-                             "choose an empty or new folder")
+            raise SystemExit(
+                f"--out {out} is not empty and was not written by build_report.py; choose an empty or new folder"
+            )
         for page in out.glob("*.html"):
             page.unlink()
         shutil.rmtree(out / "figures", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by scripts/build_report.py; its *.html and figures/ are replaced "
-                              "on the next build\n", encoding="utf-8")
+    (out / MARKER).write_text(
+        "written by scripts/build_report.py; its *.html and figures/ are replaced on the next build\n", encoding="utf-8"
+    )
 
 
 def build(notebooks: list[Path], figures_dir: Path, out: Path, source: str) -> Path:
@@ -140,7 +142,7 @@ def build(notebooks: list[Path], figures_dir: Path, out: Path, source: str) -> P
 
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"report.html.j2": PAGE_TEMPLATE})])
     exporter.template_file = "report.html.j2"
-    exporter.embed_images = True         # images in markdown cells become data URIs
+    exporter.embed_images = True  # images in markdown cells become data URIs
     exporter.exclude_anchor_links = True
 
     rows = []
@@ -170,13 +172,21 @@ def build(notebooks: list[Path], figures_dir: Path, out: Path, source: str) -> P
 
 def _index_html(rows, figures, source, parameters) -> str:
     e = html.escape
-    lines = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1.0">',
-             f"<title>desmarket report: {e(source)}</title>", f"<style>{INDEX_STYLE}</style>", "</head>", "<body>",
-             "<h1>desmarket: executed notebooks</h1>",
-             f"<p>Reproduction of Hu et al. (2024). Source: <code>{e(source)}</code>. "
-             "Static pages built by <code>make report</code> (<code>scripts/build_report.py</code>); "
-             "nothing was re-executed.</p>"]
+    lines = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1.0">',
+        f"<title>desmarket report: {e(source)}</title>",
+        f"<style>{INDEX_STYLE}</style>",
+        "</head>",
+        "<body>",
+        "<h1>desmarket: executed notebooks</h1>",
+        f"<p>Reproduction of Hu et al. (2024). Source: <code>{e(source)}</code>. "
+        "Static pages built by <code>make report</code> (<code>scripts/build_report.py</code>); "
+        "nothing was re-executed.</p>",
+    ]
     shown = ", ".join(f"{e(str(k))} = {e(str(v))}" for k, v in parameters.items() if k != "run_dir")
     if shown:
         lines.append(f"<p>Run parameters (the rest are the notebooks' defaults): {shown}.</p>")
@@ -189,8 +199,10 @@ def _index_html(rows, figures, source, parameters) -> str:
         lines.append("<h2>Figures</h2>")
         for png in figures:
             n = e(png.name)
-            lines.append(f'<figure><a href="figures/{n}"><img src="figures/{n}" alt="{n}"></a>'
-                         f"<figcaption>{n}</figcaption></figure>")
+            lines.append(
+                f'<figure><a href="figures/{n}"><img src="figures/{n}" alt="{n}"></a>'
+                f"<figcaption>{n}</figcaption></figure>"
+            )
     lines += ["</body>", "</html>", ""]
     return "\n".join(lines)
 
@@ -198,8 +210,9 @@ def _index_html(rows, figures, source, parameters) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a run folder, results/runs/<tag> (default: the reference run)")
-    parser.add_argument("--out", type=Path, help="output folder (default: results/report/, or "
-                                                  "results/report/runs/<tag>/ for --run)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: results/report/, or results/report/runs/<tag>/ for --run)"
+    )
     args = parser.parse_args(argv)
 
     if args.run is None:
@@ -215,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         source = f"run {_rel(run)}"
     notebooks = sorted(notebook_dir.glob(NOTEBOOK_GLOB))
     if not notebooks:
-        raise SystemExit(f"no executed notebooks ({NOTEBOOK_GLOB}) in {_rel(notebook_dir)}; "
-                         "run `make reproduce` first")
+        raise SystemExit(f"no executed notebooks ({NOTEBOOK_GLOB}) in {_rel(notebook_dir)}; run `make reproduce` first")
 
     print(f"building the report of the {source} into {_rel(out)}/")
     index = build(notebooks, figures_dir, out, source)

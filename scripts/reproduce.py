@@ -47,8 +47,16 @@ ROOT = project_root()
 #: The chain, in order (tests replace it with small notebooks).
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: The make variables the Makefile hands over, as REPRODUCE_<NAME> environment variables, and their options.
-MAKE_VARIABLES = {"HOMES": "--homes", "SCENARIOS": "--scenarios", "PROFIT_RATE": "--profit-rate", "SEED": "--seed",
-                  "DATE": "--date", "PRICES": "--prices", "CASE": "--case", "SHAPLEY_SAMPLES": "--shapley-samples"}
+MAKE_VARIABLES = {
+    "HOMES": "--homes",
+    "SCENARIOS": "--scenarios",
+    "PROFIT_RATE": "--profit-rate",
+    "SEED": "--seed",
+    "DATE": "--date",
+    "PRICES": "--prices",
+    "CASE": "--case",
+    "SHAPLEY_SAMPLES": "--shapley-samples",
+}
 ENV_PREFIX = "REPRODUCE_"
 #: Exit status after SIGINT / SIGTERM (the shell's 128 + signal number).
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -66,7 +74,7 @@ def strip_timings(path: Path, final: Path | None = None) -> None:
     final: where the notebook will be once the run is in place (it is executed into a staging folder);
     papermill's output_path is recorded as that path, relative to the project root.
     """
-    import nbformat  # noqa: PLC0415  (papermill and nbformat load only when notebooks run: quick errors)
+    import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for meta in [nb.metadata, *(cell.metadata for cell in nb.cells)]:
@@ -114,12 +122,24 @@ def parse(argv=None) -> dict:
     parser.add_argument("--profit-rate", type=unit_rate, dest="profit_rate")
     parser.add_argument("--seed", type=seed)
     parser.add_argument("--date", type=day)
-    parser.add_argument("--prices", type=price_name, help="the price source: ercot-2022 (the default), ercot-2021, "
-                        "pjm-like, or the path of a PJM Data Miner 2 da_hrl_lmps CSV export")
-    parser.add_argument("--shapley-samples", type=whole_number(2), dest="shapley_samples",
-                        help="above 14 homes, notebook 08 samples the Shapley value from this many orders")
-    parser.add_argument("--case", dest="case_dir", help="a case directory (README, 'Case format'): run the study "
-                        "on it instead of building one from the measured data")
+    parser.add_argument(
+        "--prices",
+        type=price_name,
+        help="the price source: ercot-2022 (the default), ercot-2021, "
+        "pjm-like, or the path of a PJM Data Miner 2 da_hrl_lmps CSV export",
+    )
+    parser.add_argument(
+        "--shapley-samples",
+        type=whole_number(2),
+        dest="shapley_samples",
+        help="above 14 homes, notebook 08 samples the Shapley value from this many orders",
+    )
+    parser.add_argument(
+        "--case",
+        dest="case_dir",
+        help="a case directory (README, 'Case format'): run the study "
+        "on it instead of building one from the measured data",
+    )
     argv = env_argv() + sys.argv[1:] if argv is None else argv
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     if "case_dir" in args:
@@ -132,7 +152,7 @@ def parse(argv=None) -> dict:
 def price_name(text: str) -> str:
     """argparse type of --prices: a named source as it is, anything else a path made absolute (the notebooks run
     in notebooks/); whether it is a source is checked by :func:`check_data` (its DataError in one line)."""
-    from desmarket.data.sources import PRICE_SOURCES  # noqa: PLC0415
+    from desmarket.data.sources import PRICE_SOURCES
 
     text = text.strip()
     if text == "":
@@ -150,7 +170,7 @@ def check_case(args: dict):
     Returns the loaded case (None without --case)."""
     if "case_dir" not in args:
         return None
-    import desmarket as dm  # noqa: PLC0415
+    import desmarket as dm
 
     try:
         case = dm.load_case(args["case_dir"])
@@ -178,7 +198,7 @@ def case_tag(case_dir: str) -> str:
 def prices_tag(prices: str) -> str:
     """The price source's part of the run tag: its name (ercot-2021, ...), or for a file its name and a short hash
     of its path (:func:`desmarket.data.sources.file_tag`, as :func:`case_tag`)."""
-    from desmarket.data.sources import PRICE_SOURCES, file_tag  # noqa: PLC0415
+    from desmarket.data.sources import PRICE_SOURCES, file_tag
 
     return prices if prices in PRICE_SOURCES else file_tag(prices)
 
@@ -201,8 +221,10 @@ def check_location(args: dict, run_dir: str) -> None:
         return
     case, folder = Path(args["case_dir"]).resolve(), (output_base() / run_dir).resolve()
     if case == folder or case.is_relative_to(folder) or folder.is_relative_to(case):
-        raise SystemExit(f"reproduce.py: the case {args['case_dir']} is inside the run folder {shown(folder)}/ "
-                         "that this run replaces; copy the case elsewhere and run on the copy")
+        raise SystemExit(
+            f"reproduce.py: the case {args['case_dir']} is inside the run folder {shown(folder)}/ "
+            "that this run replaces; copy the case elsewhere and run on the copy"
+        )
 
 
 def check_data(args: dict) -> None:
@@ -211,8 +233,8 @@ def check_data(args: dict) -> None:
     error naming the argument)."""
     if "date" not in args and "prices" not in args:
         return
-    from desmarket import data  # noqa: PLC0415  (only when a date or a price source is given)
-    from desmarket.data.errors import DataError  # noqa: PLC0415
+    from desmarket import data
+    from desmarket.data.errors import DataError
 
     if "date" in args:
         try:
@@ -228,7 +250,7 @@ def check_data(args: dict) -> None:
 
 def notebook_defaults() -> dict:
     """Each parameter's default as the chain's notebooks declare it (the first notebook declaring it wins)."""
-    import papermill as pm  # noqa: PLC0415
+    import papermill as pm
 
     defaults = {}
     for nb in NOTEBOOKS:
@@ -245,22 +267,28 @@ def preflight(args: dict, case=None) -> None:
 
     case: the loaded case of --case (else the case is built as notebook 01 builds it).
     """
-    import desmarket as dm  # noqa: PLC0415
-    from desmarket import data, limits  # noqa: PLC0415
+    import desmarket as dm
+    from desmarket import data, limits
 
     p = {**notebook_defaults(), **args}
     if case is not None:
         what = f"the case {args['case_dir']}"
     else:
         priced = f", prices {prices_tag(args['prices'])}" if "prices" in args else ""
-        what = (f"{count_of(p['n_homes'], 'home')} x {count_of(p['n_scenarios'], 'scenario')} of "
-                f"{p['date'] or data.PAPER_DATE} (seed {p['seed']}{priced})")
+        what = (
+            f"{count_of(p['n_homes'], 'home')} x {count_of(p['n_scenarios'], 'scenario')} of "
+            f"{p['date'] or data.PAPER_DATE} (seed {p['seed']}{priced})"
+        )
     try:
         if case is None:
             limits.check_size(p["n_homes"], p["n_scenarios"], field="--homes / --scenarios")
-            case = data.build_case(n_homes=p["n_homes"], n_scenarios=p["n_scenarios"],
-                                   date=p["date"] or data.PAPER_DATE, seed=p["seed"],
-                                   prices=p.get("prices") or data.DEFAULT_PRICES)
+            case = data.build_case(
+                n_homes=p["n_homes"],
+                n_scenarios=p["n_scenarios"],
+                date=p["date"] or data.PAPER_DATE,
+                seed=p["seed"],
+                prices=p.get("prices") or data.DEFAULT_PRICES,
+            )
         else:
             limits.check_size(case.n_homes, case.n_scenarios, field=f"{args['case_dir']}/homes.csv")
         with warnings.catch_warnings():
@@ -269,8 +297,9 @@ def preflight(args: dict, case=None) -> None:
             market = dm.clear_market(case)
             dm.settle(case, m1, market, p["profit_rate"], rule="contribution")
     except dm.DesmarketError as exc:
-        raise SystemExit(f"reproduce.py: the notebook chain cannot run on {what}: {type(exc).__name__}: "
-                         f"{_one_line(exc)}") from None
+        raise SystemExit(
+            f"reproduce.py: the notebook chain cannot run on {what}: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
 
 
 #: The kernels log at ERROR only: no "[IPKernelApp] WARNING | Kernel is running over TCP" line per notebook
@@ -282,10 +311,18 @@ QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 def run_notebook(nb: Path, target: Path, parameters: dict, progress: bool) -> None:
     """Execute one notebook into ``target`` (the executor; tests replace it)."""
-    import papermill as pm  # noqa: PLC0415
+    import papermill as pm
 
-    pm.execute_notebook(str(nb), str(target), parameters=parameters, cwd=str(nb.parent), progress_bar=progress,
-                        kernel_name="python3", extra_arguments=QUIET_KERNEL, shutdown_kernel="immediate")
+    pm.execute_notebook(
+        str(nb),
+        str(target),
+        parameters=parameters,
+        cwd=str(nb.parent),
+        progress_bar=progress,
+        kernel_name="python3",
+        extra_arguments=QUIET_KERNEL,
+        shutdown_kernel="immediate",
+    )
 
 
 class Staging:
@@ -309,7 +346,7 @@ class Staging:
 
 def remove_stale_staging(runs: Path) -> None:
     """Staging folders of runs killed without a chance to clean up (SIGKILL, power loss): their process is gone."""
-    import psutil  # noqa: PLC0415
+    import psutil
 
     for folder in runs.glob(".staging-*"):
         pid = folder.name.removeprefix(".staging-")
@@ -361,7 +398,7 @@ class Chain:
     def execute(self, staging: Staging) -> None:
         """Run every notebook with its own parameters into the staging folder; a bar per notebook (its cells)
         when the terminal shows one."""
-        import papermill as pm  # noqa: PLC0415
+        import papermill as pm
 
         progress = sys.stderr.isatty()
         with output_root(staging.out):
@@ -438,7 +475,7 @@ def refresh_readme() -> None:
 
 def failure_line(chain: Chain, exc: BaseException, kept: Path | None) -> str:
     """One line: which notebook failed, the error class and message, and where the failed notebook is."""
-    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
+    from papermill.exceptions import PapermillExecutionError
 
     name = chain.current.name if chain.current is not None else "the chain"
     if isinstance(exc, PapermillExecutionError):
@@ -463,7 +500,7 @@ def run_chain(chain: Chain) -> int:
             with signals_held():
                 chain.publish(staging)
                 published = True
-        except Exception as exc:  # noqa: BLE001  (any failure of a notebook: one line, not a traceback)
+        except Exception as exc:
             with signals_held():
                 kept = chain.keep_failed(staging, chain.current) if staging and chain.current else None
             print(f"\n{failure_line(chain, exc, kept)}", file=sys.stderr)
@@ -475,9 +512,12 @@ def run_chain(chain: Chain) -> int:
     except KeyboardInterrupt:
         received = _on_signal.received or signal.SIGINT
         during = f"during {chain.current.name}" if chain.current is not None else "while moving the results"
-        state = (f"the run was complete and is in {shown(chain.folder)}/" if published else
-                 f"nothing was changed; {signal.Signals(received).name} {during}, "
-                 f"{shown(chain.folder)}/ and the notebooks are as before")
+        state = (
+            f"the run was complete and is in {shown(chain.folder)}/"
+            if published
+            else f"nothing was changed; {signal.Signals(received).name} {during}, "
+            f"{shown(chain.folder)}/ and the notebooks are as before"
+        )
         print(f"\ninterrupted: {state}", file=sys.stderr)
         return SIGNAL_EXIT[received]
     finally:

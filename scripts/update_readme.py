@@ -11,6 +11,7 @@ import re
 import sys
 
 import pandas as pd
+
 from desmarket.io import project_root
 
 ROOT = project_root()
@@ -31,17 +32,24 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 #: Columns of the README's size table: (column of size_summary.csv, heading, factor).
-SIZE_COLUMNS = (("surplus_per_home_usd", "ΔC per home, $/day", 1), ("trading_share", "ΔC needing trades, %", 100),
-                ("matched_kwh_per_home", "traded, kWh/home/day", 1), ("alpha_gini", "Gini of α", 1),
-                ("balanced_share", "balanced cells, %", 100), ("congested_share", "congested cells, %", 100))
+SIZE_COLUMNS = (
+    ("surplus_per_home_usd", "ΔC per home, $/day", 1),
+    ("trading_share", "ΔC needing trades, %", 100),
+    ("matched_kwh_per_home", "traded, kWh/home/day", 1),
+    ("alpha_gini", "Gini of α", 1),
+    ("balanced_share", "balanced cells, %", 100),
+    ("congested_share", "congested cells, %", 100),
+)
 
 
 def _season_table(seasons: pd.DataFrame) -> pd.DataFrame:
     """One row per claim: per season the median over its days and, in brackets, the share of days that agree."""
     out = seasons[["claim"]].copy()
     for name in ("winter", "spring", "summer", "autumn"):
-        out[name] = [("" if pd.isna(m) else f"{m:.3g}") + ("" if pd.isna(a) else f" ({100 * a:.0f} %)")
-                     for m, a in seasons[[f"{name}_median", f"{name}_agree"]].itertuples(index=False)]
+        out[name] = [
+            ("" if pd.isna(m) else f"{m:.3g}") + ("" if pd.isna(a) else f" ({100 * a:.0f} %)")
+            for m, a in seasons[[f"{name}_median", f"{name}_agree"]].itertuples(index=False)
+        ]
     out["paper"] = seasons["paper"]
     return out
 
@@ -51,13 +59,15 @@ def _size_table(summary: pd.DataFrame) -> pd.DataFrame:
     out = summary[["season", "n_homes", "seeds"]].copy()
     for col, head, k in SIZE_COLUMNS:
         fmt = ".1f" if k == 100 else ".3f"
-        out[head] = [f"{k * m:{fmt}} ({k * lo:{fmt}}–{k * hi:{fmt}})" for m, lo, hi in
-                     summary[[f"{col}_median", f"{col}_min", f"{col}_max"]].itertuples(index=False)]
+        out[head] = [
+            f"{k * m:{fmt}} ({k * lo:{fmt}}–{k * hi:{fmt}})"
+            for m, lo, hi in summary[[f"{col}_median", f"{col}_min", f"{col}_max"]].itertuples(index=False)
+        ]
     return out
 
 
 def blocks() -> dict:
-    read = lambda name: pd.read_csv(TABLES / name, keep_default_na=False, na_values=[""])  # noqa: E731  "n/a" stays
+    read = lambda name: pd.read_csv(TABLES / name, keep_default_na=False, na_values=[""])
     if (TABLES / "scorecard_days.csv").exists():  # notebook 09: every row, with the share of days that agree
         card = read("scorecard_days.csv")
         card["days_agreeing"] = card["days_agreeing"].map(lambda v: "" if pd.isna(v) else f"{100 * v:.0f} %")
@@ -83,11 +93,13 @@ def blocks() -> dict:
         out["fairness_game"] = _markdown(pd.read_csv(TABLES / "fairness_game.csv"))
         out["fairness_allocations"] = _markdown(pd.read_csv(TABLES / "fairness_allocations.csv"))
     if (TABLES / "claims_summary.csv").exists():
-        out["claims_summary"] = _markdown(pd.read_csv(TABLES / "claims_summary.csv", keep_default_na=False,
-                                                      na_values=[""]).drop(columns="key"))
+        out["claims_summary"] = _markdown(
+            pd.read_csv(TABLES / "claims_summary.csv", keep_default_na=False, na_values=[""]).drop(columns="key")
+        )
     if (TABLES / "claims_by_season.csv").exists():
-        out["claims_by_season"] = _markdown(_season_table(pd.read_csv(TABLES / "claims_by_season.csv",
-                                                                       keep_default_na=False, na_values=[""])))
+        out["claims_by_season"] = _markdown(
+            _season_table(pd.read_csv(TABLES / "claims_by_season.csv", keep_default_na=False, na_values=[""]))
+        )
     if (TABLES / "size_summary.csv").exists():
         out["size_summary"] = _markdown(_size_table(pd.read_csv(TABLES / "size_summary.csv")))
     bench = ROOT / "results" / "bench" / "bench.csv"
@@ -110,8 +122,9 @@ def render(text: str, name: str = "README.md", body: dict | None = None, require
     for block, content in (blocks() if body is None else body).items():
         text, found = _pattern(block).subn(lambda m: m.group(1) + content + "\n" + m.group(2), text)
         if found > 1 or (required and found != 1):
-            raise SystemExit(f"{name}: expected one block <!-- generated:{block} --> ... "
-                             f"<!-- /generated:{block} -->, found {found}")
+            raise SystemExit(
+                f"{name}: expected one block <!-- generated:{block} --> ... <!-- /generated:{block} -->, found {found}"
+            )
     return text
 
 
@@ -124,8 +137,10 @@ def render_pages(root=ROOT, pages=PAGES) -> dict:
         out[page] = (text, render(text, page, body, required=False))
     for block in body:
         if not any(_pattern(block).search(old) for old, _ in out.values()):
-            raise SystemExit(f"no page holds the block <!-- generated:{block} --> ... <!-- /generated:{block} -->; "
-                             f"add it to one of {', '.join(pages)}")
+            raise SystemExit(
+                f"no page holds the block <!-- generated:{block} --> ... <!-- /generated:{block} -->; "
+                f"add it to one of {', '.join(pages)}"
+            )
     return out
 
 

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 
+import desmarket as dm
 import desmarket.data as D
 
 
@@ -23,7 +24,6 @@ def flags(measured):
 
 
 # ------------------------------------------------------------------------------ solving methods
-import desmarket as dm  # noqa: E402
 
 #: Accuracy each method promises against the exact optimum (issue "Scale"): costs in $, prices in $/kWh,
 #: dispatch in kW. Central and decomposed are exact up to the solver; coordinated up to its tolerances.

@@ -55,14 +55,18 @@ def test_select_and_replace(case_dir):
     assert case.select().home_ids == case.home_ids and case.select(iter(["2"])).home_ids == ("2",)
 
 
-@pytest.mark.parametrize("homes, words", [
-    ([], ["the selection is empty", "at least one home"]),
-    (["1", "3", "1"], ["home '1' is selected twice"]),
-    (["1", "ghost"], ["unknown homes ['ghost']", "homes are 1, 2, 3"]),
-    ([1], ["unknown homes [1]", "as text"]),
-    ("1", ["expected a list of home ids, got str", "select(['1'])"]),
-    (3, ["expected a list of home ids, got int"]),
-], ids=["empty", "duplicate", "unknown", "not text", "bare string", "number"])
+@pytest.mark.parametrize(
+    "homes, words",
+    [
+        ([], ["the selection is empty", "at least one home"]),
+        (["1", "3", "1"], ["home '1' is selected twice"]),
+        (["1", "ghost"], ["unknown homes ['ghost']", "homes are 1, 2, 3"]),
+        ([1], ["unknown homes [1]", "as text"]),
+        ("1", ["expected a list of home ids, got str", "select(['1'])"]),
+        (3, ["expected a list of home ids, got int"]),
+    ],
+    ids=["empty", "duplicate", "unknown", "not text", "bare string", "number"],
+)
 def test_select_refuses_an_empty_unknown_or_repeated_selection(case_dir, homes, words):
     case = dm.load_case(case_dir)
     with pytest.raises(dm.CaseError) as info:
@@ -90,76 +94,169 @@ def test_a_case_needs_at_least_one_home(case_dir):
 BAD_INPUTS = [
     # (description, file, mutation, expected words in the message)
     ("missing file", "homes.csv", lambda p: (p / "homes.csv").unlink(), ["homes.csv", "missing"]),
-    ("missing column", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.drop(columns="battery_kw")),
-     ["homes.csv", "battery_kw"]),
-    ("unknown column", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(colour="red")),
-     ["homes.csv", "colour"]),
-    ("NaN", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(utility_b=[0.3, np.nan, 0.3])),
-     ["homes.csv", "utility_b", "line 3"]),
-    ("text in a number", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: f.astype({"load_kw": object}).assign(
-         load_kw=lambda g: g.load_kw.where(g.index != 5, "lots"))), ["profiles.csv", "load_kw", "line 7"]),
-    ("positive utility_a", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(utility_a=0.01)),
-     ["utility_a", "<= 0"]),
-    ("soc_min above soc_initial", "homes.csv",
-     lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(soc_min=[0.1, 0.6, 0.1])),
-     ["soc_initial", "below soc_min", "line 3"]),
-    ("efficiency above 1", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(eta_charge=1.05)),
-     ["eta_charge", "(0, 1]"]),
-    ("efficiency zero", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(eta_discharge=0.0)),
-     ["eta_discharge", "(0, 1]"]),
-    ("duplicate home", "homes.csv", lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(home=["1", "1", "3"])),
-     ["homes.csv", "duplicate", "'1'"]),
-    ("negative load", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(load_kw=f.load_kw.where(f.index != 9, -1.0))),
-     ["profiles.csv", "load_kw", "negative", "line 11"]),
-    ("negative PV", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(pv_kw=f.pv_kw.where(f.index != 12, -0.5))),
-     ["pv_kw", "negative", "line 14"]),
-    ("duplicate profile row", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: pd.concat([f, f.iloc[[4]]])),
-     ["profiles.csv", "duplicate row", "hour 4"]),
-    ("missing profile row", "profiles.csv", lambda p: edit_csv(p, "profiles.csv", lambda f: f.drop(index=30)),
-     ["profiles.csv", "missing", "hour 6"]),
-    ("unknown home in profiles", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(home=f.home.where(f.index != 0, "ghost"))),
-     ["profiles.csv", "unknown home 'ghost'"]),
-    ("unknown scenario", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(scenario=f.scenario.where(f.index != 0, "99"))),
-     ["profiles.csv", "unknown scenario '99'"]),
-    ("hour out of range", "profiles.csv",
-     lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(hour=f.hour.where(f.index != 0, 24))),
-     ["profiles.csv", "hour"]),
-    ("probabilities not summing to 1", "scenarios.csv",
-     lambda p: edit_csv(p, "scenarios.csv", lambda f: f.assign(probability=[0.5, 0.6])),
-     ["scenarios.csv", "sum to 1.1"]),
-    ("zero probability", "scenarios.csv",
-     lambda p: edit_csv(p, "scenarios.csv", lambda f: f.assign(probability=[1.0, 0.0])),
-     ["scenarios.csv", "probability", "> 0"]),
-    ("duplicate scenario", "scenarios.csv",
-     lambda p: edit_csv(p, "scenarios.csv", lambda f: f.assign(scenario=["1", "1"])),
-     ["scenarios.csv", "duplicate"]),
-    ("missing price hour", "prices.csv", lambda p: edit_csv(p, "prices.csv", lambda f: f.drop(index=5)),
-     ["prices.csv", "[5]"]),
-    ("retail below net metering", "prices.csv",
-     lambda p: edit_csv(p, "prices.csv", lambda f: f.assign(retail_usd_per_kwh=0.01)),
-     ["retail_usd_per_kwh", "net-metering"]),
-    ("LMP below the floor", "prices.csv",  # negative LMPs are accepted (tests/test_negative_prices.py), to -100
-     lambda p: edit_csv(p, "prices.csv",
-                        lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -250.0))),
-     ["lmp_usd_per_kwh", "line 5", "outside the accepted range [-100, 100]", "floor"]),
-    ("reserved home id", "homes.csv",
-     lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(home=["1", "total", "3"])),
-     ["homes.csv", "home", "line 3", "'total' is reserved", "table4_costs.csv", "rename"]),
-    ("market key missing", "market.json",
-     lambda p: (p / "market.json").write_text('{"buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 1e-5}'),
-     ["market.json", "net_metering_usd_per_kwh"]),
-    ("market value not a number", "market.json", lambda p: edit_json(p, buy_ratio="high"),
-     ["market.json", "buy_ratio", "not a finite number"]),
-    ("sell above buy", "market.json", lambda p: edit_json(p, sell_ratio=1.2),
-     ["sell_ratio", "buy_ratio", "sell_ratio <= buy_ratio"]),
-    ("negative regularization", "market.json", lambda p: edit_json(p, regularization=-1.0),
-     ["regularization", ">= 0"]),
+    (
+        "missing column",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.drop(columns="battery_kw")),
+        ["homes.csv", "battery_kw"],
+    ),
+    (
+        "unknown column",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(colour="red")),
+        ["homes.csv", "colour"],
+    ),
+    (
+        "NaN",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(utility_b=[0.3, np.nan, 0.3])),
+        ["homes.csv", "utility_b", "line 3"],
+    ),
+    (
+        "text in a number",
+        "profiles.csv",
+        lambda p: edit_csv(
+            p,
+            "profiles.csv",
+            lambda f: f.astype({"load_kw": object}).assign(load_kw=lambda g: g.load_kw.where(g.index != 5, "lots")),
+        ),
+        ["profiles.csv", "load_kw", "line 7"],
+    ),
+    (
+        "positive utility_a",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(utility_a=0.01)),
+        ["utility_a", "<= 0"],
+    ),
+    (
+        "soc_min above soc_initial",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(soc_min=[0.1, 0.6, 0.1])),
+        ["soc_initial", "below soc_min", "line 3"],
+    ),
+    (
+        "efficiency above 1",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(eta_charge=1.05)),
+        ["eta_charge", "(0, 1]"],
+    ),
+    (
+        "efficiency zero",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(eta_discharge=0.0)),
+        ["eta_discharge", "(0, 1]"],
+    ),
+    (
+        "duplicate home",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(home=["1", "1", "3"])),
+        ["homes.csv", "duplicate", "'1'"],
+    ),
+    (
+        "negative load",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(load_kw=f.load_kw.where(f.index != 9, -1.0))),
+        ["profiles.csv", "load_kw", "negative", "line 11"],
+    ),
+    (
+        "negative PV",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(pv_kw=f.pv_kw.where(f.index != 12, -0.5))),
+        ["pv_kw", "negative", "line 14"],
+    ),
+    (
+        "duplicate profile row",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: pd.concat([f, f.iloc[[4]]])),
+        ["profiles.csv", "duplicate row", "hour 4"],
+    ),
+    (
+        "missing profile row",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: f.drop(index=30)),
+        ["profiles.csv", "missing", "hour 6"],
+    ),
+    (
+        "unknown home in profiles",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(home=f.home.where(f.index != 0, "ghost"))),
+        ["profiles.csv", "unknown home 'ghost'"],
+    ),
+    (
+        "unknown scenario",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(scenario=f.scenario.where(f.index != 0, "99"))),
+        ["profiles.csv", "unknown scenario '99'"],
+    ),
+    (
+        "hour out of range",
+        "profiles.csv",
+        lambda p: edit_csv(p, "profiles.csv", lambda f: f.assign(hour=f.hour.where(f.index != 0, 24))),
+        ["profiles.csv", "hour"],
+    ),
+    (
+        "probabilities not summing to 1",
+        "scenarios.csv",
+        lambda p: edit_csv(p, "scenarios.csv", lambda f: f.assign(probability=[0.5, 0.6])),
+        ["scenarios.csv", "sum to 1.1"],
+    ),
+    (
+        "zero probability",
+        "scenarios.csv",
+        lambda p: edit_csv(p, "scenarios.csv", lambda f: f.assign(probability=[1.0, 0.0])),
+        ["scenarios.csv", "probability", "> 0"],
+    ),
+    (
+        "duplicate scenario",
+        "scenarios.csv",
+        lambda p: edit_csv(p, "scenarios.csv", lambda f: f.assign(scenario=["1", "1"])),
+        ["scenarios.csv", "duplicate"],
+    ),
+    (
+        "missing price hour",
+        "prices.csv",
+        lambda p: edit_csv(p, "prices.csv", lambda f: f.drop(index=5)),
+        ["prices.csv", "[5]"],
+    ),
+    (
+        "retail below net metering",
+        "prices.csv",
+        lambda p: edit_csv(p, "prices.csv", lambda f: f.assign(retail_usd_per_kwh=0.01)),
+        ["retail_usd_per_kwh", "net-metering"],
+    ),
+    (
+        "LMP below the floor",
+        "prices.csv",  # negative LMPs are accepted (tests/test_negative_prices.py), to -100
+        lambda p: edit_csv(
+            p, "prices.csv", lambda f: f.assign(lmp_usd_per_kwh=f.lmp_usd_per_kwh.where(f.hour != 3, -250.0))
+        ),
+        ["lmp_usd_per_kwh", "line 5", "outside the accepted range [-100, 100]", "floor"],
+    ),
+    (
+        "reserved home id",
+        "homes.csv",
+        lambda p: edit_csv(p, "homes.csv", lambda f: f.assign(home=["1", "total", "3"])),
+        ["homes.csv", "home", "line 3", "'total' is reserved", "table4_costs.csv", "rename"],
+    ),
+    (
+        "market key missing",
+        "market.json",
+        lambda p: (p / "market.json").write_text('{"buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 1e-5}'),
+        ["market.json", "net_metering_usd_per_kwh"],
+    ),
+    (
+        "market value not a number",
+        "market.json",
+        lambda p: edit_json(p, buy_ratio="high"),
+        ["market.json", "buy_ratio", "not a finite number"],
+    ),
+    (
+        "sell above buy",
+        "market.json",
+        lambda p: edit_json(p, sell_ratio=1.2),
+        ["sell_ratio", "buy_ratio", "sell_ratio <= buy_ratio"],
+    ),
+    ("negative regularization", "market.json", lambda p: edit_json(p, regularization=-1.0), ["regularization", ">= 0"]),
     ("invalid json", "market.json", lambda p: (p / "market.json").write_text("{oops"), ["market.json", "JSON"]),
 ]
 
@@ -200,25 +297,43 @@ MARKET_INPUTS = [
     ("json string", write_bytes("market.json", b'"x"'), ["JSON object", "a string"]),
     ("json null", write_bytes("market.json", b"null"), ["JSON object", "null"]),
     ("json empty file", write_bytes("market.json", b""), ["JSON"]),
-    ("json utf-16 with BOM", lambda p: (p / "market.json").write_text((MARKET_OK % "1.1"), encoding="utf-16"),
-     ["UTF-16", "UTF-8"]),
+    (
+        "json utf-16 with BOM",
+        lambda p: (p / "market.json").write_text((MARKET_OK % "1.1"), encoding="utf-16"),
+        ["UTF-16", "UTF-8"],
+    ),
     ("json random bytes", write_bytes("market.json", bytes(range(255, -1, -1))), ["UTF-8"]),
     ("json latin-1", write_bytes("market.json", (MARKET_OK % '"\u00e9"').encode("latin-1")), ["UTF-8", "0xe9"]),
     ("json NUL bytes", write_bytes("market.json", b"{\x00}"), ["NUL"]),
-    ("json integer overflowing a float", write_bytes("market.json", (MARKET_OK % ("1" + "0" * 400)).encode()),
-     ["buy_ratio", "finite", "1000000"]),
-    ("json integer beyond Python's digit limit", write_bytes("market.json", (MARKET_OK % ("9" * 5000)).encode()),
-     ["buy_ratio", "finite"]),
+    (
+        "json integer overflowing a float",
+        write_bytes("market.json", (MARKET_OK % ("1" + "0" * 400)).encode()),
+        ["buy_ratio", "finite", "1000000"],
+    ),
+    (
+        "json integer beyond Python's digit limit",
+        write_bytes("market.json", (MARKET_OK % ("9" * 5000)).encode()),
+        ["buy_ratio", "finite"],
+    ),
     ("json 1e400", write_bytes("market.json", (MARKET_OK % "1e400").encode()), ["buy_ratio", "1e400", "finite"]),
     ("json -1e400", write_bytes("market.json", (MARKET_OK % "-1e400").encode()), ["buy_ratio", "-1e400"]),
     ("json Infinity", write_bytes("market.json", (MARKET_OK % "Infinity").encode()), ["buy_ratio", "Infinity"]),
     ("json NaN", write_bytes("market.json", (MARKET_OK % "NaN").encode()), ["buy_ratio", "NaN", "finite"]),
-    ("json duplicate key", write_bytes("market.json", (MARKET_OK % "1.1")[:-1].encode() + b', "buy_ratio": 1.2}'),
-     ["repeats the key 'buy_ratio'"]),
-    ("json nested duplicate key", write_bytes("market.json", (MARKET_OK % '{"a": 1, "a": 2}').encode()),
-     ["repeats the key 'a'"]),
-    ("json nested object", write_bytes("market.json", (MARKET_OK % '{"a": 1}').encode()),
-     ["buy_ratio", "not a finite number"]),
+    (
+        "json duplicate key",
+        write_bytes("market.json", (MARKET_OK % "1.1")[:-1].encode() + b', "buy_ratio": 1.2}'),
+        ["repeats the key 'buy_ratio'"],
+    ),
+    (
+        "json nested duplicate key",
+        write_bytes("market.json", (MARKET_OK % '{"a": 1, "a": 2}').encode()),
+        ["repeats the key 'a'"],
+    ),
+    (
+        "json nested object",
+        write_bytes("market.json", (MARKET_OK % '{"a": 1}').encode()),
+        ["buy_ratio", "not a finite number"],
+    ),
 ]
 
 
@@ -248,8 +363,9 @@ CSV_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv")
 
 
 @pytest.mark.parametrize("name", CSV_FILES)
-@pytest.mark.parametrize("encoding,words", [("utf-16", ["UTF-16"]), ("utf-32", ["UTF-32"]),
-                                            ("latin-1", ["not UTF-8", "0xe9"])])
+@pytest.mark.parametrize(
+    "encoding,words", [("utf-16", ["UTF-16"]), ("utf-32", ["UTF-32"]), ("latin-1", ["not UTF-8", "0xe9"])]
+)
 def test_csv_not_utf8_raises_one_clear_error(case_dir, name, encoding, words):
     recode(name, encoding, (",", ",\u00e9"))(case_dir)
     with pytest.raises(dm.CaseError) as info:
@@ -275,8 +391,9 @@ def test_csv_with_utf8_bom_loads(case_dir):
 
 
 # ------------------------------------------------------------------------------ the path
-@pytest.mark.parametrize("path,words", [(None, ["NoneType"]), (3, ["int"]), (b"case", ["bytes"]), ("", ["empty"]),
-                                        (["case"], ["list"])])
+@pytest.mark.parametrize(
+    "path,words", [(None, ["NoneType"]), (3, ["int"]), (b"case", ["bytes"]), ("", ["empty"]), (["case"], ["list"])]
+)
 def test_load_case_needs_a_directory_path(path, words):
     with pytest.raises(dm.CaseError) as info:
         dm.load_case(path)
@@ -308,10 +425,12 @@ def test_a_csv_file_that_is_a_directory(case_dir):
 # ------------------------------------------------------------------------- magnitudes
 def set_cell(name, column, row, value):
     """Put ``value`` in one cell (row = 0-based data row, so CSV line row + 2)."""
+
     def mutate(p):
         frame = pd.read_csv(p / name, dtype=str, keep_default_na=False)
         frame.loc[row, column] = value
         frame.to_csv(p / name, index=False)
+
     return mutate
 
 
@@ -342,9 +461,15 @@ def test_extreme_magnitudes_raise_one_clear_error(case_dir, name, column, row, v
         assert word in str(e), f"'{word}' not in {str(e)!r}"
 
 
-@pytest.mark.parametrize("key,value,bounds", [("net_metering_usd_per_kwh", 1e9, "[0, 100]"),
-                                              ("buy_ratio", 1e12, "[0, 1000]"), ("sell_ratio", 1e12, "[0, 1000]"),
-                                              ("regularization", 1e9, "[0, 100]")])
+@pytest.mark.parametrize(
+    "key,value,bounds",
+    [
+        ("net_metering_usd_per_kwh", 1e9, "[0, 100]"),
+        ("buy_ratio", 1e12, "[0, 1000]"),
+        ("sell_ratio", 1e12, "[0, 1000]"),
+        ("regularization", 1e9, "[0, 100]"),
+    ],
+)
 def test_extreme_market_values_raise_one_clear_error(case_dir, key, value, bounds):
     edit_json(case_dir, **{key: value})
     with pytest.raises(dm.CaseError) as info:
@@ -363,9 +488,13 @@ def test_extreme_magnitudes_rejected_when_built_from_arrays(case_dir):
         dm.create_case(load, case.pv, utility_a=-0.002, utility_b=0.3, lmp=case.lmp)
 
 
-AT_THE_BOUNDS = {"battery": {"battery_kwh": "high", "battery_kw": "high"}, "grid_limit_kw": {"grid_limit_kw": "high"},
-                 "load_max_factor": {"load_max_factor": "high"}, "utility_a": {"utility_a": "low"},
-                 "utility_b": {"utility_b": "high"}}
+AT_THE_BOUNDS = {
+    "battery": {"battery_kwh": "high", "battery_kw": "high"},
+    "grid_limit_kw": {"grid_limit_kw": "high"},
+    "load_max_factor": {"load_max_factor": "high"},
+    "utility_a": {"utility_a": "low"},
+    "utility_b": {"utility_b": "high"},
+}
 
 
 @pytest.mark.filterwarnings("ignore::desmarket.RoutingWarning")
@@ -390,8 +519,10 @@ def test_market_values_at_the_bounds_load(case_dir, key):
 
 
 # -------------------------------------------------------------------------------- ids
-@pytest.mark.parametrize("name,column", [("homes.csv", "home"), ("profiles.csv", "home"),
-                                         ("scenarios.csv", "scenario"), ("profiles.csv", "scenario")])
+@pytest.mark.parametrize(
+    "name,column",
+    [("homes.csv", "home"), ("profiles.csv", "home"), ("scenarios.csv", "scenario"), ("profiles.csv", "scenario")],
+)
 def test_ids_with_surrounding_whitespace_are_rejected(case_dir, name, column):
     set_cell(name, column, 1, " " + pd.read_csv(case_dir / name, dtype=str)[column][1])(case_dir)
     with pytest.raises(dm.CaseError, match="whitespace") as info:
@@ -415,8 +546,9 @@ def test_reserved_home_ids_are_refused(case_dir, home):
 
 def test_ids_that_only_contain_a_reserved_word_are_fine():
     ref = random_case(1, n_homes=3, n_scenarios=1)
-    case = dm.create_case(ref.load, ref.pv, utility_a=-0.002, utility_b=0.3, lmp=ref.lmp,
-                          home_ids=["total_1", "aggregator2", "subtotal"])
+    case = dm.create_case(
+        ref.load, ref.pv, utility_a=-0.002, utility_b=0.3, lmp=ref.lmp, home_ids=["total_1", "aggregator2", "subtotal"]
+    )
     assert case.home_ids == ("total_1", "aggregator2", "subtotal")
 
 
@@ -426,20 +558,44 @@ def test_the_reserved_ids_are_the_report_tables_row_labels():
     import re
 
     from desmarket import fairness, report, settlement
+
     source = "".join(inspect.getsource(m) for m in (report, settlement, fairness))
     labels = set(re.findall(r'loc\["(\w+)"\] =', source)) | set(re.findall(r'index=\["(\w+)"\]', source))
     labels |= {fairness.AGGREGATOR} | set(re.findall(r'"party": \["(\w+)"', source))
     assert labels == set(dm.case.RESERVED_HOME_IDS)
 
 
-NA_LIKE = ["NA", "None", "null", "N/A", "n/a", "#N/A", "NULL", "NaN", "-nan", "<NA>", "1.0", "01", "Zoë", "a,b",
-           'say "hi"', "two words"]
+NA_LIKE = [
+    "NA",
+    "None",
+    "null",
+    "N/A",
+    "n/a",
+    "#N/A",
+    "NULL",
+    "NaN",
+    "-nan",
+    "<NA>",
+    "1.0",
+    "01",
+    "Zoë",
+    "a,b",
+    'say "hi"',
+    "two words",
+]
 
 
 def test_na_like_ids_are_kept_exactly_as_written(tmp_path):
     ref = random_case(1, n_homes=len(NA_LIKE), n_scenarios=2)
-    case = dm.create_case(ref.load, ref.pv, utility_a=ref.column("utility_a"), utility_b=ref.column("utility_b"),
-                          lmp=ref.lmp, home_ids=NA_LIKE, scenario_ids=["nan", "NA"])
+    case = dm.create_case(
+        ref.load,
+        ref.pv,
+        utility_a=ref.column("utility_a"),
+        utility_b=ref.column("utility_b"),
+        lmp=ref.lmp,
+        home_ids=NA_LIKE,
+        scenario_ids=["nan", "NA"],
+    )
     again = dm.load_case(case.save(tmp_path / "case"))
     assert again.home_ids == tuple(NA_LIKE) and again.scenarios == ("nan", "NA")
     assert np.array_equal(again.load, case.load)
@@ -449,12 +605,21 @@ def test_operation_round_trip_keeps_na_like_ids(tmp_path):
     from desmarket import io
 
     ref = random_case(2, n_homes=3, n_scenarios=1)
-    case = dm.create_case(ref.load, ref.pv, utility_a=ref.column("utility_a"), utility_b=ref.column("utility_b"),
-                          lmp=ref.lmp, home_ids=["NA", "None", "null"], scenario_ids=["nan"])
+    case = dm.create_case(
+        ref.load,
+        ref.pv,
+        utility_a=ref.column("utility_a"),
+        utility_b=ref.column("utility_b"),
+        lmp=ref.lmp,
+        home_ids=["NA", "None", "null"],
+        scenario_ids=["nan"],
+    )
     case = dm.load_case(case.save(tmp_path / "case"))
     assert case.home_ids == ("NA", "None", "null") and case.scenarios == ("nan",)
-    for name, op in (("m1", dm.solve_independent(case, method="central")),
-                     ("market", dm.clear_market(case, method="central"))):
+    for name, op in (
+        ("m1", dm.solve_independent(case, method="central")),
+        ("market", dm.clear_market(case, method="central")),
+    ):
         io.save_operation(op, case, tmp_path / "op", name)
         back = io.load_operation(case, tmp_path / "op", name)
         assert back.home_ids == ("NA", "None", "null")

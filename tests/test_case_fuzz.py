@@ -24,8 +24,13 @@ from desmarket.synthetic import random_case
 
 CSV_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv")
 FILES = (*CSV_FILES, "market.json")
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _valid_files() -> dict[str, bytes]:
@@ -37,24 +42,81 @@ def _valid_files() -> dict[str, bytes]:
 VALID = _valid_files()
 
 # ------------------------------------------------------------------------------ values
-ODD_TEXT = ["", " ", "NaN", "nan", "-nan", "inf", "-inf", "Infinity", "NA", "N/A", "null", "None", "True", "1e400",
-            "-1e400", "1" + "0" * 400, "9" * 5000, "1e-400", "1e9", "1e12", "-1e9", "0x10", "1_000", "1,5", " 1",
-            "1 ", '"', "\n", "\r", "\x00", "é", "\ufeff", "٣", "0", "-0", "24", "23.5", "-1", "-0.25", "-250",
-            "aggregator", "Total", "AGGREGATOR"]
+ODD_TEXT = [
+    "",
+    " ",
+    "NaN",
+    "nan",
+    "-nan",
+    "inf",
+    "-inf",
+    "Infinity",
+    "NA",
+    "N/A",
+    "null",
+    "None",
+    "True",
+    "1e400",
+    "-1e400",
+    "1" + "0" * 400,
+    "9" * 5000,
+    "1e-400",
+    "1e9",
+    "1e12",
+    "-1e9",
+    "0x10",
+    "1_000",
+    "1,5",
+    " 1",
+    "1 ",
+    '"',
+    "\n",
+    "\r",
+    "\x00",
+    "é",
+    "\ufeff",
+    "٣",
+    "0",
+    "-0",
+    "24",
+    "23.5",
+    "-1",
+    "-0.25",
+    "-250",
+    "aggregator",
+    "Total",
+    "AGGREGATOR",
+]
 CELLS = st.one_of(
     st.sampled_from(ODD_TEXT),
     st.text(max_size=12),
-    st.integers(-10**30, 10**30).map(str),
+    st.integers(-(10**30), 10**30).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.floats(-1e3, 1e3).map(lambda x: f"{x:.6g}"),
 )
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=True) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
-JSON_LITERALS = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400, "9" * 5000, "-0",
-                                 "1e-400", "1e12", "true", "null", '"1.1"', "[]", "{}"])
+JSON_LITERALS = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e400",
+        "1" + "0" * 400,
+        "9" * 5000,
+        "-0",
+        "1e-400",
+        "1e12",
+        "true",
+        "null",
+        '"1.1"',
+        "[]",
+        "{}",
+    ]
+)
 
 
 # --------------------------------------------------------------------------- mutations
@@ -74,22 +136,31 @@ def _csv(rows: list[list[str]]) -> bytes:
 
 def _mutate_csv(rows: list[list[str]], data) -> list[list[str]]:
     """One table-level mutation (rows[0] is the header)."""
-    op = data.draw(st.sampled_from(["cell", "cell", "cell", "rename", "drop_column", "repeat_column", "drop_row",
-                                    "repeat_row", "ragged"]), label="csv mutation")
+    op = data.draw(
+        st.sampled_from(
+            ["cell", "cell", "cell", "rename", "drop_column", "repeat_column", "drop_row", "repeat_row", "ragged"]
+        ),
+        label="csv mutation",
+    )
     i = data.draw(st.integers(0, len(rows) - 1), label="row")
     width = max(len(rows[i]), 1)
     j = data.draw(st.integers(0, width - 1), label="column")
     if op == "cell" and rows[i]:
         rows[i][j] = data.draw(CELLS, label="cell")
     elif op == "rename" and rows[0]:
-        rows[0][min(j, len(rows[0]) - 1)] = data.draw(st.one_of(st.text(max_size=10), st.sampled_from(
-            ["home", "scenario", "hour", "probability", "load_kw", " home", "Home", ""])), label="header")
+        rows[0][min(j, len(rows[0]) - 1)] = data.draw(
+            st.one_of(
+                st.text(max_size=10),
+                st.sampled_from(["home", "scenario", "hour", "probability", "load_kw", " home", "Home", ""]),
+            ),
+            label="header",
+        )
     elif op == "drop_column":
-        rows = [r[:j] + r[j + 1:] for r in rows]
+        rows = [r[:j] + r[j + 1 :] for r in rows]
     elif op == "repeat_column":
-        rows = [r + r[j:j + 1] for r in rows]
+        rows = [r + r[j : j + 1] for r in rows]
     elif op == "drop_row" and len(rows) > 1:
-        rows = rows[:i] + rows[i + 1:]
+        rows = rows[:i] + rows[i + 1 :]
     elif op == "repeat_row":
         rows = rows + [list(rows[i])]
     elif op == "ragged":
@@ -99,8 +170,9 @@ def _mutate_csv(rows: list[list[str]], data) -> list[list[str]]:
 
 def _mutate_json(content: bytes, data) -> bytes:
     """One mutation of market.json, on its text."""
-    op = data.draw(st.sampled_from(["value", "literal", "whole", "drop_key", "add_key", "repeat_key"]),
-                   label="json mutation")
+    op = data.draw(
+        st.sampled_from(["value", "literal", "whole", "drop_key", "add_key", "repeat_key"]), label="json mutation"
+    )
     try:
         market = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -116,8 +188,11 @@ def _mutate_json(content: bytes, data) -> bytes:
         market[data.draw(st.text(max_size=10), label="new key")] = data.draw(JSON_VALUES, label="value")
     text = json.dumps(market)
     if op == "literal":
-        text = text.replace(json.dumps(key) + ": " + json.dumps(market[key]),
-                            json.dumps(key) + ": " + data.draw(JSON_LITERALS, label="literal"), 1)
+        text = text.replace(
+            json.dumps(key) + ": " + json.dumps(market[key]),
+            json.dumps(key) + ": " + data.draw(JSON_LITERALS, label="literal"),
+            1,
+        )
     elif op == "repeat_key":
         text = text[:-1] + f", {json.dumps(key)}: {data.draw(JSON_LITERALS, label='literal')}}}"
     return text.encode()
@@ -125,10 +200,12 @@ def _mutate_json(content: bytes, data) -> bytes:
 
 def _mutate_bytes(content: bytes, data) -> bytes | None:
     """One byte-level mutation; None deletes the file."""
-    op = data.draw(st.sampled_from(["truncate", "utf-16", "utf-32", "latin-1", "insert", "random", "empty",
-                                    "delete"]), label="byte mutation")
+    op = data.draw(
+        st.sampled_from(["truncate", "utf-16", "utf-32", "latin-1", "insert", "random", "empty", "delete"]),
+        label="byte mutation",
+    )
     if op == "truncate":
-        return content[:data.draw(st.integers(0, len(content)), label="length")]
+        return content[: data.draw(st.integers(0, len(content)), label="length")]
     if op in ("utf-16", "utf-32", "latin-1"):
         text = content.decode("utf-8", errors="replace")
         at = data.draw(st.integers(0, len(text)), label="at")

@@ -18,8 +18,9 @@ EXAMPLE = project_root() / "examples" / "three_homes"
 
 
 def desmarket(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "desmarket", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "desmarket", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_console_script_is_installed():
@@ -62,8 +63,13 @@ def test_run_writes_the_study_and_a_bad_case_writes_nothing(tmp_path):
     done = desmarket("run", EXAMPLE, "--out", out, "--profit-rate", "0.3")
     assert done.returncode == 0, done.stderr
     assert "ΔC" in done.stdout
-    for name in ("tables/table4_costs.csv", "tables/settlement.csv", "figures/figure3_net_load.png",
-                 "operation/market_prices.csv", "case/homes.csv"):
+    for name in (
+        "tables/table4_costs.csv",
+        "tables/settlement.csv",
+        "figures/figure3_net_load.png",
+        "operation/market_prices.csv",
+        "case/homes.csv",
+    ):
         assert (out / name).is_file(), name
     assert dm.load_case(out / "case").home_ids == ("sunny", "shade", "store")
     nothing = tmp_path / "nothing"
@@ -105,6 +111,7 @@ def _leftovers(parent: Path) -> list[str]:
 @pytest.fixture
 def no_solving(monkeypatch):
     """Solving or building a case fails the test: the output folder must be checked before."""
+
     def fail(*args, **kwargs):
         raise AssertionError("solved although --out is unusable")
 
@@ -126,8 +133,10 @@ def test_a_non_empty_target_is_refused_before_solving(capsys, old_results, no_so
     args = ["run", EXAMPLE, "--out", old_results] if command == "run" else ["build-case", old_results]
     code, err = _main(capsys, *args)
     assert code == 1
-    assert (f"desmarket {command}: error: {old_results} exists and is not empty; choose a new folder or pass "
-            "--force to replace it") in err
+    assert (
+        f"desmarket {command}: error: {old_results} exists and is not empty; choose a new folder or pass "
+        "--force to replace it"
+    ) in err
     assert _snapshot(old_results) == before and _leftovers(old_results.parent) == []
 
 
@@ -166,8 +175,7 @@ def _full_disk_at_third(monkeypatch, exc):
 
 
 @pytest.mark.parametrize("code_", [errno.ENOSPC, errno.EROFS, errno.EACCES])
-def test_a_failed_write_leaves_nothing_and_the_old_folder_unchanged(capsys, tmp_path, monkeypatch, old_results,
-                                                                    code_):
+def test_a_failed_write_leaves_nothing_and_the_old_folder_unchanged(capsys, tmp_path, monkeypatch, old_results, code_):
     _full_disk_at_third(monkeypatch, lambda path: OSError(code_, os.strerror(code_), str(path)))
     before = _snapshot(old_results)
     code, err = _main(capsys, "run", EXAMPLE, "--out", old_results, "--force")
@@ -244,15 +252,18 @@ def test_output_error_keeps_errno_and_names_the_users_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- usability
-@pytest.mark.parametrize("args, name", [
-    (["build-case", "c", "--homes", "0"], "--homes"),
-    (["build-case", "c", "--homes", "2.5"], "--homes"),
-    (["build-case", "c", "--scenarios", "-1"], "--scenarios"),
-    (["build-case", "c", "--seed", "-1"], "--seed"),
-    (["build-case", "c", "--date", "2017-02-30"], "--date"),
-    (["run", "c", "--out", "o", "--profit-rate", "1.5"], "--profit-rate"),
-    (["run", "c", "--out", "o", "--profit-rate", "nan"], "--profit-rate"),
-])
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["build-case", "c", "--homes", "0"], "--homes"),
+        (["build-case", "c", "--homes", "2.5"], "--homes"),
+        (["build-case", "c", "--scenarios", "-1"], "--scenarios"),
+        (["build-case", "c", "--seed", "-1"], "--seed"),
+        (["build-case", "c", "--date", "2017-02-30"], "--date"),
+        (["run", "c", "--out", "o", "--profit-rate", "1.5"], "--profit-rate"),
+        (["run", "c", "--out", "o", "--profit-rate", "nan"], "--profit-rate"),
+    ],
+)
 def test_bad_values_are_usage_errors(capsys, tmp_path, monkeypatch, args, name):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as caught:
@@ -262,10 +273,13 @@ def test_bad_values_are_usage_errors(capsys, tmp_path, monkeypatch, args, name):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command, defaults", [
-    ("build-case", ["(default: 10)", "(default: 0)", "2017-06-13"]),
-    ("run", ["(default: 0.2)", "(default: decomposed)"]),
-])
+@pytest.mark.parametrize(
+    "command, defaults",
+    [
+        ("build-case", ["(default: 10)", "(default: 0)", "2017-06-13"]),
+        ("run", ["(default: 0.2)", "(default: decomposed)"]),
+    ],
+)
 def test_help_shows_the_defaults(capsys, command, defaults):
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
@@ -298,9 +312,11 @@ def test_no_trade_names_no_option_that_does_not_exist(capsys, tmp_path, monkeypa
 
 def test_a_reader_that_leaves_early_is_not_an_error():
     """`desmarket validate case | head -1`: the closed pipe is no error line and no traceback (exit 0)."""
-    code = ("import sys, desmarket.cli as cli\n"
-            "def validate(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
-            "cli.validate = validate\n"
-            f"sys.exit(cli.main(['validate', {str(EXAMPLE)!r}]))\n")
+    code = (
+        "import sys, desmarket.cli as cli\n"
+        "def validate(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "cli.validate = validate\n"
+        f"sys.exit(cli.main(['validate', {str(EXAMPLE)!r}]))\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -18,20 +18,29 @@ SUN = np.clip(np.sin((np.arange(24) - 6) / 13 * np.pi), 0, None)  # PV shape, kW
 def frame(homes=("h1", "h2"), days=3, start="2018-06-04", tz="America/Chicago", pv_kwp=4.0):
     """A clean measured frame: naive local clock hours, constant load 1 kW, sunny PV."""
     t = pd.date_range(start, periods=24 * days, freq="h")
-    out = pd.DataFrame({
-        "home": np.repeat(homes, len(t)),
-        "time": np.tile(t, len(homes)),
-        "load_kw": 1.0,
-        "pv_kw": np.tile(pv_kwp * SUN[t.hour], len(homes)),
-        "pv_kwp": pv_kwp,
-    })
+    out = pd.DataFrame(
+        {
+            "home": np.repeat(homes, len(t)),
+            "time": np.tile(t, len(homes)),
+            "load_kw": 1.0,
+            "pv_kw": np.tile(pv_kwp * SUN[t.hour], len(homes)),
+            "pv_kwp": pv_kwp,
+        }
+    )
     out.attrs["tz"] = tz
     return out
 
 
 # ============================================================================ measured frame
-@pytest.mark.parametrize("column, value, what", [("load_kw", np.nan, "NaN"), ("pv_kw", -0.3, "negative"),
-                                                 ("load_kw", -1.0, "negative"), ("pv_kw", np.inf, "infinite")])
+@pytest.mark.parametrize(
+    "column, value, what",
+    [
+        ("load_kw", np.nan, "NaN"),
+        ("pv_kw", -0.3, "negative"),
+        ("load_kw", -1.0, "negative"),
+        ("pv_kw", np.inf, "infinite"),
+    ],
+)
 def test_bad_values_raise_naming_home_and_time(column, value, what):
     f = frame()
     f.loc[30, column] = value
@@ -89,9 +98,14 @@ def test_load_dropout_and_pv_outage():
 
 
 def test_home_without_pv_is_valid_and_faulty_pv_is_not():
-    f = pd.concat([frame(("h1", "h2", "h3"), days=4),
-                   frame(("nopv",), days=4, pv_kwp=0.0),
-                   frame(("weak",), days=4).assign(pv_kw=lambda d: d["pv_kw"] * 0.3)], ignore_index=True)
+    f = pd.concat(
+        [
+            frame(("h1", "h2", "h3"), days=4),
+            frame(("nopv",), days=4, pv_kwp=0.0),
+            frame(("weak",), days=4).assign(pv_kw=lambda d: d["pv_kw"] * 0.3),
+        ],
+        ignore_index=True,
+    )
     f.attrs["tz"] = "America/Chicago"
     q = D.home_quality(f)
     assert not q.loc["nopv", "has_pv"] and q.loc["nopv", "valid"]
@@ -129,8 +143,15 @@ def fifteen_minute_rows(homes=("26", "59"), start="2018-07-02 00:00", hours=48, 
     for h in homes:
         for x in t:
             pv = 3.0 * SUN[x.hour]
-            rows.append({"dataid": h, "local_15min": x.isoformat(sep=" ")[:-3], "grid": 1.2 - pv,
-                         "solar": pv if pv > 0 else -0.008, "solar2": solar2})
+            rows.append(
+                {
+                    "dataid": h,
+                    "local_15min": x.isoformat(sep=" ")[:-3],
+                    "grid": 1.2 - pv,
+                    "solar": pv if pv > 0 else -0.008,
+                    "solar2": solar2,
+                }
+            )
     return rows
 
 
@@ -139,8 +160,9 @@ def test_pecanstreet_15min_export(tmp_path):
     assert rows[0]["local_15min"] == "2018-07-02 00:00:00-05"  # Dataport's format
     f = D.load_pecanstreet(dataport(tmp_path, rows))
     assert list(f.columns) == list(D.MEASURED_COLUMNS) and len(f) == 2 * 48
-    assert str(f["time"].dt.tz) == "America/Chicago" and f["time"].iloc[0] == pd.Timestamp("2018-07-02 00:00",
-                                                                                        tz="America/Chicago")
+    assert str(f["time"].dt.tz) == "America/Chicago" and f["time"].iloc[0] == pd.Timestamp(
+        "2018-07-02 00:00", tz="America/Chicago"
+    )
     # load - pv = grid; night: solar = -0.008 is inverter draw, counted in load, pv = 0
     night = f.iloc[0]
     assert night["pv_kw"] == 0 and night["load_kw"] == pytest.approx(1.2)
@@ -155,8 +177,7 @@ def test_pecanstreet_15min_export(tmp_path):
 
 def test_pecanstreet_second_array_and_no_pv_home(tmp_path):
     rows = fifteen_minute_rows(homes=("26",), hours=24, solar2=0.5)
-    nopv = [dict(r, dataid="77", solar="", solar2="", grid=0.9) for r in fifteen_minute_rows(homes=("77",),
-                                                                                             hours=24)]
+    nopv = [dict(r, dataid="77", solar="", solar2="", grid=0.9) for r in fifteen_minute_rows(homes=("77",), hours=24)]
     f = D.load_pecanstreet(dataport(tmp_path, rows + nopv))
     h26 = f[f["home"] == "26"]
     assert h26["pv_kw"].iloc[12] == pytest.approx(3 * SUN[12] + 0.5)
@@ -166,8 +187,7 @@ def test_pecanstreet_second_array_and_no_pv_home(tmp_path):
 
 def test_pecanstreet_old_use_gen_hourly(tmp_path):
     t = pd.date_range("2015-08-03", periods=24, freq="h", tz="America/Chicago")
-    rows = [{"dataid": 1642, "localhour": x.isoformat(sep=" ")[:-3], "use": 2.0, "gen": 1.5 * SUN[x.hour]}
-            for x in t]
+    rows = [{"dataid": 1642, "localhour": x.isoformat(sep=" ")[:-3], "use": 2.0, "gen": 1.5 * SUN[x.hour]} for x in t]
     f = D.load_pecanstreet(pd.DataFrame(rows))
     assert len(f) == 24 and f["home"].iloc[0] == "1642"
     assert np.allclose(f["load_kw"], 2.0) and f["pv_kw"].max() == pytest.approx(1.5 * SUN.max())

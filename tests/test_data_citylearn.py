@@ -71,8 +71,8 @@ def test_pv_peak_follows_the_2016_2017_daylight_saving_changes(measured):
     centroid = (good["pv_kw"] * hour).groupby(day).sum() / weights
     for change, direction in (("2016-11-06", -1), ("2017-03-12", +1)):
         c = pd.Timestamp(change)
-        before = centroid[c - pd.Timedelta(days=7): c - pd.Timedelta(days=1)].median()
-        after = centroid[c + pd.Timedelta(days=1): c + pd.Timedelta(days=7)].median()
+        before = centroid[c - pd.Timedelta(days=7) : c - pd.Timedelta(days=1)].median()
+        after = centroid[c + pd.Timedelta(days=1) : c + pd.Timedelta(days=7)].median()
         assert direction * (after - before) == pytest.approx(1.0, abs=0.25), change
 
 

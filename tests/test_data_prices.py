@@ -22,11 +22,14 @@ def real_pjm_file() -> Path | None:
     return None
 
 
-needs_real = pytest.mark.skipif(real_pjm_file() is None,
-                                reason=f"real PJM file absent (set {PJM_ENV} or place ../shared/data/)")
+needs_real = pytest.mark.skipif(
+    real_pjm_file() is None, reason=f"real PJM file absent (set {PJM_ENV} or place ../shared/data/)"
+)
 
-HEADER = ("datetime_beginning_utc,datetime_beginning_ept,pnode_id,pnode_name,voltage,equipment,type,zone,"
-          "system_energy_price_da,total_lmp_da,congestion_price_da,marginal_loss_price_da,row_is_current,version_nbr")
+HEADER = (
+    "datetime_beginning_utc,datetime_beginning_ept,pnode_id,pnode_name,voltage,equipment,type,zone,"
+    "system_energy_price_da,total_lmp_da,congestion_price_da,marginal_loss_price_da,row_is_current,version_nbr"
+)
 
 
 def pjm_rows(start_utc="1/1/2025 5:00:00 AM", hours=48, pnode=(1, "PJM-RTO"), price=None, current=True):
@@ -34,10 +37,12 @@ def pjm_rows(start_utc="1/1/2025 5:00:00 AM", hours=48, pnode=(1, "PJM-RTO"), pr
     t0 = pd.to_datetime(start_utc, format="%m/%d/%Y %I:%M:%S %p").tz_localize("UTC")
     utc = pd.date_range(t0, periods=hours, freq="h")
     ept = utc.tz_convert("America/New_York").tz_localize(None)
-    fmt = lambda ts: f"{ts.month}/{ts.day}/{ts.year} {ts.strftime('%I:%M:%S %p').lstrip('0')}"  # noqa: E731
+    fmt = lambda ts: f"{ts.month}/{ts.day}/{ts.year} {ts.strftime('%I:%M:%S %p').lstrip('0')}"
     price = np.arange(hours) + 20.0 if price is None else price
-    return [f"{fmt(u)},{fmt(e)},{pnode[0]},{pnode[1]},,,ZONE,,{p:.2f},{p:.6f},0.0,0.0,{current},1"
-            for u, e, p in zip(utc, ept, price)]
+    return [
+        f"{fmt(u)},{fmt(e)},{pnode[0]},{pnode[1]},,,ZONE,,{p:.2f},{p:.6f},0.0,0.0,{current},1"
+        for u, e, p in zip(utc, ept, price)
+    ]
 
 
 def write(tmp_path, rows, name="da.csv", header=HEADER):
@@ -184,7 +189,6 @@ def test_synthetic_vs_real_comparison():
     assert table.loc["mean ($/MWh)", "synthetic"] == pytest.approx(table.loc["mean ($/MWh)", "real"])
     assert table.loc["daily profile correlation, summer", "synthetic"] > 0.9
     assert table.loc["peak hour, summer (EPT)"].nunique() == 1
-    for stat in ("autocorrelation log LMP, lag 1 h", "autocorrelation log LMP, lag 24 h",
-                 "weekend / weekday mean"):
+    for stat in ("autocorrelation log LMP, lag 1 h", "autocorrelation log LMP, lag 24 h", "weekend / weekday mean"):
         assert table.loc[stat, "synthetic"] == pytest.approx(table.loc[stat, "real"], abs=0.1), stat
     assert 0.5 < table.loc["std / mean", "synthetic"] / table.loc["std / mean", "real"] < 1.5

@@ -118,8 +118,8 @@ def test_large_community_keeps_the_first_homes(paper_case):
     big = D.build_case(n_homes=200, n_scenarios=10)
     assert big.n_homes == 200
     usable = D.usable_homes()
-    assert big.home_ids[:len(usable)] == tuple(usable)
-    assert all(h.startswith("R") for h in big.home_ids[len(usable):])
+    assert big.home_ids[: len(usable)] == tuple(usable)
+    assert all(h.startswith("R") for h in big.home_ids[len(usable) :])
     np.testing.assert_array_equal(big.homes["utility_a"].to_numpy()[:10], paper_case.homes["utility_a"].to_numpy())
     assert big.load.max() < 0.8 * 10 + 5  # feasible: 0.8 D - PV - 5 kW <= 10 kW
 

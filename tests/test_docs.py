@@ -44,8 +44,13 @@ def _rel(page: Path) -> str:
 
 
 def _files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     return [f for f in listed if f and (ROOT / f).is_file()]
 
 
@@ -68,21 +73,28 @@ def checkout(pristine, tmp_path) -> Path:
 
 def _untracked(root: Path, before: set[str]) -> list[str]:
     """Files that appeared under ``root`` and that git would not ignore (as ``git status`` would list them)."""
-    now = {str(p.relative_to(root)) for p in root.rglob("*")
-           if p.is_file() and not str(p.relative_to(root)).startswith(".venv/")}
+    now = {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not str(p.relative_to(root)).startswith(".venv/")
+    }
     new = sorted(now - before)
     if not new:
         return []
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(new),
-                             capture_output=True, text=True).stdout.split()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(new), capture_output=True, text=True
+    ).stdout.split()
     return [f for f in new if f not in set(ignored)]
 
 
 def _env() -> dict:
     env = dict(os.environ)
     venv_bin = str(ROOT / ".venv" / "bin")
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and not p.rstrip("/").endswith(".venv/bin") and p != venv_bin)
+    env["PATH"] = os.pathsep.join(
+        p
+        for p in env.get("PATH", "").split(os.pathsep)
+        if p and not p.rstrip("/").endswith(".venv/bin") and p != venv_bin
+    )
     env.pop("VIRTUAL_ENV", None)
     env["MPLBACKEND"] = "Agg"
     return env
@@ -117,23 +129,32 @@ def test_the_pages_have_blocks_to_run():
 
 @pytest.mark.parametrize("page,index,body", SHELL_BLOCKS, ids=[f"{_rel(p)}-{i}" for p, i, _ in SHELL_BLOCKS])
 def test_shell_block_runs_as_written(checkout, page, index, body):
-    before = {str(p.relative_to(checkout)) for p in checkout.rglob("*")
-              if p.is_file() and not str(p.relative_to(checkout)).startswith(".venv/")}
+    before = {
+        str(p.relative_to(checkout))
+        for p in checkout.rglob("*")
+        if p.is_file() and not str(p.relative_to(checkout)).startswith(".venv/")
+    }
     script = "set -euo pipefail\n" + shell_script(body)
-    run = subprocess.run(["bash", "-c", script], cwd=checkout, env=_env(), capture_output=True, text=True,
-                         timeout=600)
-    assert run.returncode == 0, f"{_rel(page)}, shell block {index}:\n{script}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    assert not _untracked(checkout, before), \
+    run = subprocess.run(["bash", "-c", script], cwd=checkout, env=_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (
+        f"{_rel(page)}, shell block {index}:\n{script}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    )
+    assert not _untracked(checkout, before), (
         f"{_rel(page)}, shell block {index} leaves untracked files: {_untracked(checkout, before)[:10]}"
+    )
 
 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_blocks_run_as_written(checkout, page):
-    before = {str(p.relative_to(checkout)) for p in checkout.rglob("*")
-              if p.is_file() and not str(p.relative_to(checkout)).startswith(".venv/")}
+    before = {
+        str(p.relative_to(checkout))
+        for p in checkout.rglob("*")
+        if p.is_file() and not str(p.relative_to(checkout)).startswith(".venv/")
+    }
     code = "\n\n".join(blocks(page, {"python"}))
-    run = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=_env(), capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=checkout, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, f"{_rel(page)}:\n{code}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert not _untracked(checkout, before), f"{_rel(page)} leaves untracked files"
 
@@ -142,7 +163,16 @@ def test_make_docs_is_a_target_and_ignores_its_output():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^docs: .*## ", makefile, re.M), "make docs, with its help line"
     assert "sphinx-build -W" in makefile
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", "docs/_build/html/index.html",
-                              "docs/_generated/notebooks/01_data_prep.ipynb"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.split()
+    ignored = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "--no-index",
+            "docs/_build/html/index.html",
+            "docs/_generated/notebooks/01_data_prep.ipynb",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert len(ignored) == 2

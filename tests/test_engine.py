@@ -20,8 +20,13 @@ def congested_case(seed: int, limit: float = 2.5):
 
 def heavy_pair():
     """Two homes with 9 kW of load and no PV behind 10 kW connections: the connections bind (scarcity price)."""
-    return dm.create_case(np.full((2, 1, T), 9.0), np.zeros((2, 1, T)), utility_a=-0.003, utility_b=0.45,
-                          lmp=0.04 + 0.02 * np.sin(np.arange(T) / 4))
+    return dm.create_case(
+        np.full((2, 1, T), 9.0),
+        np.zeros((2, 1, T)),
+        utility_a=-0.003,
+        utility_b=0.45,
+        lmp=0.04 + 0.02 * np.sin(np.arange(T) / 4),
+    )
 
 
 def _agree(case, method, *, surplus_rel, trade_limit=None):
@@ -177,8 +182,16 @@ def test_bad_coordination_settings(bad):
 
 
 def test_infeasible_home_is_an_error_for_every_method(method):
-    case = dm.create_case(np.full((2, 1, T), 5.0), np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.3,
-                          lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0)
+    case = dm.create_case(
+        np.full((2, 1, T), 5.0),
+        np.zeros((2, 1, T)),
+        utility_a=0.0,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        grid_limit_kw=1.0,
+    )
     with pytest.raises(dm.SolverError, match="infeasible"):
         dm.clear_market(case, method=method)
 
@@ -216,11 +229,15 @@ def test_the_aggregator_sees_only_schedules_and_homes_only_prices_and_their_own_
 
 def test_a_home_response_depends_only_on_its_own_data():
     case = random_case(4, n_homes=3, n_scenarios=2)
-    other = case.replace(utility_b=case.column("utility_b") * np.array([1.0, 3.0, 0.5]),
-                         battery_kwh=np.array([case.column("battery_kwh")[0], 0.0, 20.0]))
+    other = case.replace(
+        utility_b=case.column("utility_b") * np.array([1.0, 3.0, 0.5]),
+        battery_kwh=np.array([case.column("battery_kwh")[0], 0.0, 20.0]),
+    )
     price = np.broadcast_to(case.buy_price, (2, T)).copy()
-    mine = [coordinated.home_response(formulation.case_block(c, np.arange(2)), price, np.zeros((2, T)), 0.01)
-            for c in (case, other)]
+    mine = [
+        coordinated.home_response(formulation.case_block(c, np.arange(2)), price, np.zeros((2, T)), 0.01)
+        for c in (case, other)
+    ]
     assert np.array_equal(mine[0]["x"], mine[1]["x"]) and np.array_equal(mine[0]["d"], mine[1]["d"])
 
 
@@ -230,8 +247,10 @@ def test_the_same_code_runs_on_a_dask_cluster():
     case = random_case(9, n_homes=5, n_scenarios=4)
     local_m1 = dm.solve_independent(case, chunk_rows=5, n_jobs=1)
     local = dm.clear_market(case, chunk_rows=5, n_jobs=1)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         with distributed.get_task_stream(client) as tasks, parallel_config(backend="dask"):
             on_dask_m1 = dm.solve_independent(case, chunk_rows=5)
             on_dask = dm.clear_market(case, chunk_rows=5)
@@ -248,8 +267,9 @@ def test_engine_does_not_import_dask():
 
     for module in (formulation, engine, pieces, coordinated):
         tree = ast.parse(open(module.__file__).read())
-        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                    for alias in node.names}
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
         imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not imported & {"dask", "distributed"}, module.__name__
 
@@ -327,8 +347,9 @@ def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     dm.clear_market(case, chunk_rows=3, n_jobs=1)  # one scenario (3 homes) per piece
     assert [c[0] for c in calls] == [(0, 2, 4), (1, 3, 5)] and all(set(c[1]) == {1.0} and c[2] for c in calls)
     calls.clear()
-    dm.clear_market(case, method="coordinated", coordination=dm.Coordination(max_iterations=2, tol_residual=1e3,
-                                                                             tol_price=1e3))
+    dm.clear_market(
+        case, method="coordinated", coordination=dm.Coordination(max_iterations=2, tol_residual=1e3, tol_price=1e3)
+    )
     assert sorted(c[0] for c in calls) == [(0, 1), (2, 3), (4, 5)]
     assert all(set(c[1]) == {1.0} and c[2] and not c[3] for c in calls)
 
@@ -337,10 +358,13 @@ def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
 def test_the_central_problem_is_a_weighted_piece_of_all_rows(market):
     """The central problem and the decomposed piece of all rows compile to the same constraints (PIQP's
     standard form, exactly); with one scenario (pi = 1) to the same problem, objective included."""
+
     def data(problem):
         d = problem.get_problem_data("PIQP")[0]
-        return {k: d[k].toarray() if hasattr(d[k], "toarray") else np.asarray(d[k])
-                for k in ("P", "q", "A", "b", "F", "G", "lower_bounds", "upper_bounds")}
+        return {
+            k: d[k].toarray() if hasattr(d[k], "toarray") else np.asarray(d[k])
+            for k in ("P", "q", "A", "b", "F", "G", "lower_bounds", "upper_bounds")
+        }
 
     build = dm.build_clearing if market else dm.build_independent
     for n_scenarios in (1, 3):

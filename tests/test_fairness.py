@@ -53,8 +53,10 @@ def test_bad_games_are_rejected():
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
-@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=15, max_size=15),
-       st.lists(st.floats(-5, 5, allow_nan=False), min_size=15, max_size=15))
+@given(
+    st.lists(st.floats(-5, 5, allow_nan=False), min_size=15, max_size=15),
+    st.lists(st.floats(-5, 5, allow_nan=False), min_size=15, max_size=15),
+)
 def test_shapley_axioms_on_random_games(a, b):
     v, w = np.r_[0.0, a], np.r_[0.0, b]
     phi = F.shapley_from_values(v)
@@ -125,7 +127,8 @@ def test_standalone_control_is_unbiased_and_cuts_the_standard_error():
     game_only = F.shapley_value(case, samples=30, seed=4, control=None)
     cv = F.shapley_value(case, samples=30, seed=4)  # the same 30 orders
     assert cv[["plain_shapley_usd", "plain_std_error_usd"]].to_numpy() == pytest.approx(
-        game_only[["plain_shapley_usd", "plain_std_error_usd"]].to_numpy(), abs=1e-12)
+        game_only[["plain_shapley_usd", "plain_std_error_usd"]].to_numpy(), abs=1e-12
+    )
     # each refinement cuts the error: position averaged, then the control variate on top
     assert cv["std_error_usd"].sum() < game_only["std_error_usd"].sum() < game_only["plain_std_error_usd"].sum()
     assert np.all(np.abs(cv["shapley_usd"] - exact) <= 4 * cv["std_error_usd"] + 1e-9)
@@ -137,7 +140,7 @@ def test_standalone_control_is_unbiased_and_cuts_the_standard_error():
         F.shapley_value(case, samples=5, control="stratified")
 
 
-@given(st.integers(0, 2 ** 32 - 1))
+@given(st.integers(0, 2**32 - 1))
 @settings(max_examples=20, deadline=None, derandomize=True)
 def test_sampling_estimators_average_to_the_exact_shapley_value_over_every_order(seed):
     """Over all N! orders (and, for the textbook estimator, all N + 1 aggregator positions) the per-order draws
@@ -240,9 +243,10 @@ def test_sampled_shapley_on_the_paper_case_covers_the_exact_value():
 
     table = pd.read_csv(project_root() / "results" / "tables" / "coalition_values.csv", keep_default_na=False)
     case = data.build_case()
-    values = pd.Series(table["value_usd_per_day"].to_numpy(),
-                       index=pd.Index([tuple(h.split(" + ")) if h else () for h in table["homes"]],
-                                      tupleize_cols=False))
+    values = pd.Series(
+        table["value_usd_per_day"].to_numpy(),
+        index=pd.Index([tuple(h.split(" + ")) if h else () for h in table["homes"]], tupleize_cols=False),
+    )
     exact = F.shapley_value(case, values=values)["shapley_usd"]
     m1 = dm.solve_independent(case)
     errors = []

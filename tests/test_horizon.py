@@ -27,7 +27,10 @@ def test_a_daily_cycle_relaxes_eq_15_and_closes_the_day(seed, build):
     assert np.allclose(h_fixed.E.value[:, -1], e0, atol=1e-6)  # Eq. 15
     E = h_cycle.E.value
     cap = case.column("battery_kwh").repeat(case.n_scenarios)
-    lo, hi = cap * case.column("soc_min").repeat(case.n_scenarios), cap * case.column("soc_max").repeat(case.n_scenarios)
+    lo, hi = (
+        cap * case.column("soc_min").repeat(case.n_scenarios),
+        cap * case.column("soc_max").repeat(case.n_scenarios),
+    )
     assert np.all(E[:, -1] >= lo - 1e-6) and np.all(E[:, -1] <= hi + 1e-6)
 
 

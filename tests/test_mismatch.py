@@ -31,8 +31,14 @@ def pair():
     case = random_case(7, n_homes=3, n_scenarios=2)
     other = _perturbed(case)
     assert other.home_ids == case.home_ids and np.array_equal(other.probability, case.probability)
-    return (case, dm.solve_independent(case), dm.clear_market(case),
-            other, dm.solve_independent(other), dm.clear_market(other))
+    return (
+        case,
+        dm.solve_independent(case),
+        dm.clear_market(case),
+        other,
+        dm.solve_independent(other),
+        dm.clear_market(other),
+    )
 
 
 def test_settle_refuses_a_market_solved_on_another_case(pair):

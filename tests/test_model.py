@@ -18,8 +18,17 @@ def flat_pair(pv_seller: float, lmp: float = 0.05, load_buyer: float = 1.0):
     pv = np.zeros((2, 1, T))
     load[0] = load_buyer
     pv[1] = pv_seller
-    return dm.create_case(load, pv, utility_a=0.0, utility_b=0.0, lmp=np.full(T, lmp), battery_kwh=0.0,
-                          battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
+    return dm.create_case(
+        load,
+        pv,
+        utility_a=0.0,
+        utility_b=0.0,
+        lmp=np.full(T, lmp),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        load_min_factor=1.0,
+        load_max_factor=1.0,
+    )
 
 
 def test_two_homes_exporting_community_by_hand(method, tol):
@@ -59,12 +68,21 @@ def test_balanced_hour_is_reported_and_price_lies_between(method, tol):
 def test_elastic_load_follows_marginal_utility(method, tol):
     """One home, no PV, no battery, rigid-free load: d* = (p - b) / (2a), clipped to [0.8 D, 1.2 D]."""
     a, b = -0.045, 0.3
-    case = dm.create_case(np.ones((1, 1, T)), np.zeros((1, 1, T)), utility_a=a, utility_b=b, retail=np.full(T, 0.2),
-                          lmp=np.full(T, 0.1), battery_kwh=0.0, battery_kw=0.0)
+    case = dm.create_case(
+        np.ones((1, 1, T)),
+        np.zeros((1, 1, T)),
+        utility_a=a,
+        utility_b=b,
+        retail=np.full(T, 0.2),
+        lmp=np.full(T, 0.1),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+    )
     m1 = dm.solve_independent(case, method=method)
     assert m1.load[0, 0] == pytest.approx(np.full(T, (b - 0.2) / (-2 * a)), abs=tol["kw"])
-    assert m1.home_cost[0] == pytest.approx(T * (0.2 * (b - 0.2) / (-2 * a) - a * ((b - 0.2) / (-2 * a)) ** 2
-                                                 - b * (b - 0.2) / (-2 * a)), abs=tol["cost"])
+    assert m1.home_cost[0] == pytest.approx(
+        T * (0.2 * (b - 0.2) / (-2 * a) - a * ((b - 0.2) / (-2 * a)) ** 2 - b * (b - 0.2) / (-2 * a)), abs=tol["cost"]
+    )
     # at the wholesale price 0.11 the unconstrained optimum 2.11 is clipped at 1.2 D
     mk = dm.clear_market(case, method=method)
     assert mk.load[0, 0] == pytest.approx(np.full(T, 1.2), abs=tol["kw"])
@@ -73,8 +91,15 @@ def test_elastic_load_follows_marginal_utility(method, tol):
 def test_daily_minimum_binds_when_load_is_expensive(method, tol):
     """Marginal utility below the price: the home consumes exactly its daily minimum (Eq. 10)."""
     D = np.linspace(0.5, 1.5, T)
-    case = dm.create_case(D[None, None], np.zeros((1, 1, T)), utility_a=-0.01, utility_b=0.0, lmp=np.full(T, 0.04),
-                          battery_kwh=0.0, battery_kw=0.0)
+    case = dm.create_case(
+        D[None, None],
+        np.zeros((1, 1, T)),
+        utility_a=-0.01,
+        utility_b=0.0,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+    )
     m1 = dm.solve_independent(case, method=method)
     assert m1.load.sum() == pytest.approx(D.sum(), abs=tol["kw"])
     assert np.all(m1.load >= 0.8 * D - 1e-6) and np.all(m1.load <= 1.2 * D + 1e-6)
@@ -83,11 +108,24 @@ def test_daily_minimum_binds_when_load_is_expensive(method, tol):
 def test_battery_arbitrage_by_hand(method, tol):
     """Flat load, no PV, two retail levels: a lossless battery shifts as much as it can to the cheap hours."""
     retail = np.where(np.arange(T) < 12, 0.1, 0.3)
-    case = dm.create_case(np.full((1, 1, T), 2.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.0,
-                          retail=retail, lmp=np.full(T, 0.05), load_min_factor=1.0, load_max_factor=1.0,
-                          battery_kwh=10.0, battery_kw=5.0, soc_min=0.0, soc_max=1.0, soc_initial=0.0,
-                          eta_charge=1.0, eta_discharge=1.0, market={"net_metering_usd_per_kwh": 0.03,
-                          "buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 0.0})
+    case = dm.create_case(
+        np.full((1, 1, T), 2.0),
+        np.zeros((1, 1, T)),
+        utility_a=0.0,
+        utility_b=0.0,
+        retail=retail,
+        lmp=np.full(T, 0.05),
+        load_min_factor=1.0,
+        load_max_factor=1.0,
+        battery_kwh=10.0,
+        battery_kw=5.0,
+        soc_min=0.0,
+        soc_max=1.0,
+        soc_initial=0.0,
+        eta_charge=1.0,
+        eta_discharge=1.0,
+        market={"net_metering_usd_per_kwh": 0.03, "buy_ratio": 1.1, "sell_ratio": 0.9, "regularization": 0.0},
+    )
     m1 = dm.solve_independent(case, method=method)
     # 10 kWh bought at 0.1 instead of 0.3: saves 2 $
     assert m1.home_cost[0] == pytest.approx(2 * (12 * 0.1 + 12 * 0.3) - 10 * 0.2, abs=tol["cost"])
@@ -117,10 +155,21 @@ def test_parameters_resolve_without_rebuild():
 
 
 def test_infeasible_case_raises_solver_error(method, tol):
-    case = dm.create_case(np.full((1, 1, T), 5.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.3,
-                          lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0)
-    with pytest.raises(dm.InfeasibleCaseError, match=r"home '1' cannot be served without a market \(M1\) in "
-                       r"scenario '1', hour 0: its minimum load .* = 4 kW\) exceeds .* \(1 kW\) by 3 kW; 24 such"):
+    case = dm.create_case(
+        np.full((1, 1, T), 5.0),
+        np.zeros((1, 1, T)),
+        utility_a=0.0,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        grid_limit_kw=1.0,
+    )
+    with pytest.raises(
+        dm.InfeasibleCaseError,
+        match=r"home '1' cannot be served without a market \(M1\) in "
+        r"scenario '1', hour 0: its minimum load .* = 4 kW\) exceeds .* \(1 kW\) by 3 kW; 24 such",
+    ):
         dm.solve_independent(case, method=method)
     with pytest.raises(dm.SolverError):  # still a solver failure for code that catches those
         dm.clear_market(case, method=method)
@@ -132,10 +181,22 @@ def test_home_infeasible_alone_but_served_by_the_market(method, tol):
     load, pv = np.zeros((2, 1, T)), np.zeros((2, 1, T))
     load[0, 0, 10:14] = 8.0
     pv[1, 0, 10:14] = 10.0
-    case = dm.create_case(load, pv, utility_a=-0.001, utility_b=0.3, lmp=np.full(T, 0.04), battery_kwh=0.0,
-                          battery_kw=0.0, grid_limit_kw=5.0, home_ids=["a", "b"])
-    with pytest.raises(dm.InfeasibleCaseError, match=r"home 'a' cannot be served without a market.*hour 10.*"
-                                                     r"homes \['a'\].*nothing to settle"):
+    case = dm.create_case(
+        load,
+        pv,
+        utility_a=-0.001,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        grid_limit_kw=5.0,
+        home_ids=["a", "b"],
+    )
+    with pytest.raises(
+        dm.InfeasibleCaseError,
+        match=r"home 'a' cannot be served without a market.*hour 10.*"
+        r"homes \['a'\].*nothing to settle",
+    ):
         dm.solve_independent(case, method=method)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dm.RoutingWarning)  # pro-rata books 'a' its whole 9.6 kW as a trade
@@ -148,9 +209,18 @@ def test_jointly_infeasible_limits_are_traced_to_the_home():
     from a battery that must end where it started. The pre-checks pass; the error names the home."""
     load = np.full((2, 1, T), 1.0)
     load[1, 0, 8:18] = 1.5
-    case = dm.create_case(load, np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.3, lmp=np.full(T, 0.04),
-                          battery_kwh=2.0, battery_kw=5.0, grid_limit_kw=1.0, load_min_factor=1.0,
-                          home_ids=["ok", "short"])
+    case = dm.create_case(
+        load,
+        np.zeros((2, 1, T)),
+        utility_a=0.0,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=2.0,
+        battery_kw=5.0,
+        grid_limit_kw=1.0,
+        load_min_factor=1.0,
+        home_ids=["ok", "short"],
+    )
     with pytest.raises(dm.InfeasibleCaseError, match=r"cannot be served even alone \(M1\): \['short'\]"):
         dm.solve_independent(case)
 
@@ -159,8 +229,17 @@ def test_pass_through_routing_is_booked_pro_rata_with_a_warning(method, tol):
     """Home 1 needs 15 kW through a 10 kW connection: only routing via home 2 is feasible (pro-rata cannot)."""
     load = np.zeros((2, 1, T))
     load[0] = 15.0
-    case = dm.create_case(load, np.zeros((2, 1, T)), utility_a=0.0, utility_b=0.0, lmp=np.full(T, 0.04),
-                          battery_kwh=0.0, battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
+    case = dm.create_case(
+        load,
+        np.zeros((2, 1, T)),
+        utility_a=0.0,
+        utility_b=0.0,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        load_min_factor=1.0,
+        load_max_factor=1.0,
+    )
     with pytest.warns(dm.RoutingWarning, match="home '1' a net load of 15.0000 kW"):
         booked = dm.clear_market(case, method=method)
     assert booked.over_limit_kw == pytest.approx(5.0, abs=tol["kw"])
@@ -211,7 +290,7 @@ def test_without_tie_break_per_home_answers_are_not_unique_but_totals_are(method
     case = random_case(7, n_homes=5, n_scenarios=3, equal_batteries=True)
     mk = dm.clear_market(case, method=method)
     raw = dm.clear_market(case, method=method, tie_break=False)
-    total = lambda r: r.home_cost.sum() - r.aggregator_revenue  # noqa: E731
+    total = lambda r: r.home_cost.sum() - r.aggregator_revenue
     assert total(raw) == pytest.approx(total(mk), abs=tol["cost"])
 
 
@@ -224,12 +303,18 @@ def test_read_operation_prices_the_problem_as_solved():
     dm.solve(problem)
     op = dm.read_operation(case, problem, h, solver="CLARABEL")
     pi = case.probability
-    revenue = np.einsum("s,st->", pi, ((case.retail - h.buy.value) * op.net_load.sum(axis=0)
-                                      + (h.sell.value - case.market.net_metering_usd_per_kwh)
-                                      * op.net_surplus.sum(axis=0)))
+    revenue = np.einsum(
+        "s,st->",
+        pi,
+        (
+            (case.retail - h.buy.value) * op.net_load.sum(axis=0)
+            + (h.sell.value - case.market.net_metering_usd_per_kwh) * op.net_surplus.sum(axis=0)
+        ),
+    )
     assert op.aggregator_revenue == pytest.approx(revenue, abs=1e-9)
-    wholesale = np.einsum("s,st->", pi, h.buy.value * op.net_load.sum(axis=0)
-                          - h.sell.value * op.net_surplus.sum(axis=0))
+    wholesale = np.einsum(
+        "s,st->", pi, h.buy.value * op.net_load.sum(axis=0) - h.sell.value * op.net_surplus.sum(axis=0)
+    )
     assert op.objective == pytest.approx(wholesale - op.utility.sum() + op.regularization_cost, abs=1e-6)
 
 
@@ -237,8 +322,16 @@ def test_binding_connections_price_scarcity_outside_the_band(method, tol):
     """Two homes that want more than their 10 kW connections (9 kW baseline, flexible up to 13.5 kW, no PV or
     battery): the marginal kWh is worth its utility, above k^b LMP. congested says so; balanced does not."""
     T = dm.HOURS
-    case = dm.create_case(np.full((2, 1, T), 9.0), np.zeros((2, 1, T)), utility_a=-0.001, utility_b=0.3,
-                          lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=10.0)
+    case = dm.create_case(
+        np.full((2, 1, T), 9.0),
+        np.zeros((2, 1, T)),
+        utility_a=-0.001,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        grid_limit_kw=10.0,
+    )
     mk = dm.clear_market(case, method=method)
     assert mk.congested.all() and not mk.balanced.any()
     marginal_utility = 0.3 - 2 * 0.001 * 10.0  # b + 2 a d at d = 10 kW
@@ -249,8 +342,14 @@ def test_binding_connections_price_scarcity_outside_the_band(method, tol):
 def test_price_states_of_near_balanced_and_pinned_hours():
     """model.price_states on hand-made flows: a net of 1e-4 kW with the price strictly inside the band is
     balanced; the same net at k^b LMP is pinned; a binding flow with a price above the band is congested."""
-    case = dm.create_case(np.ones((2, 1, T)), np.zeros((2, 1, T)), utility_a=-0.001, utility_b=0.3,
-                          lmp=np.full(T, 0.04), grid_limit_kw=5.0)
+    case = dm.create_case(
+        np.ones((2, 1, T)),
+        np.zeros((2, 1, T)),
+        utility_a=-0.001,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        grid_limit_kw=5.0,
+    )
     z = np.zeros((2, 1, T))
     d, g = np.ones((2, 1, T)), np.ones((2, 1, T))
     d[0, 0, :2] = 1.0001  # a net import of 1e-4 kW in hours 0 and 1
@@ -269,8 +368,17 @@ def test_binding_trade_limit_keeps_the_optimum_totals(method, tol):
     zero costs for a community that pays the grid): costs recomputed by hand from the case's prices."""
     load, pv = np.zeros((2, 1, T)), np.zeros((2, 1, T))
     load[1], pv[0] = 5.0, 5.0
-    case = dm.create_case(load, pv, utility_a=0.0, utility_b=0.0, lmp=np.full(T, 0.04), battery_kwh=0.0,
-                          battery_kw=0.0, load_min_factor=1.0, load_max_factor=1.0)
+    case = dm.create_case(
+        load,
+        pv,
+        utility_a=0.0,
+        utility_b=0.0,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        load_min_factor=1.0,
+        load_max_factor=1.0,
+    )
     mk = dm.clear_market(case, method=method, trade_limit=1.0)
     assert mk.trade[:, 0, :] == pytest.approx(np.tile([[1.0], [-1.0]], (1, T)), abs=tol["kw"])
     assert mk.net_load.sum(0) == pytest.approx(np.full((1, T), 4.0), abs=tol["kw"])
@@ -286,9 +394,14 @@ def test_binding_trade_limit_keeps_the_optimum_totals(method, tol):
 def _golden_case():
     """Numbers that every machine computes to the same bits (no libm functions)."""
     h = np.arange(T)
-    return dm.create_case(np.tile(0.5 + 0.25 * (h % 4), (2, 1, 1)),
-                          np.tile(np.where((h >= 8) & (h < 16), 2.0, 0.0), (2, 1, 1)),
-                          utility_a=[-0.002, -0.004], utility_b=[0.3, 0.4], lmp=0.03 + 0.001 * h, home_ids=["h1", "h2"])
+    return dm.create_case(
+        np.tile(0.5 + 0.25 * (h % 4), (2, 1, 1)),
+        np.tile(np.where((h >= 8) & (h < 16), 2.0, 0.0), (2, 1, 1)),
+        utility_a=[-0.002, -0.004],
+        utility_b=[0.3, 0.4],
+        lmp=0.03 + 0.001 * h,
+        home_ids=["h1", "h2"],
+    )
 
 
 def test_case_fingerprint_is_stable_and_covers_what_determines_a_solve(tmp_path):
@@ -301,8 +414,10 @@ def test_case_fingerprint_is_stable_and_covers_what_determines_a_solve(tmp_path)
     assert model.case_fingerprint(case.select(list(case.home_ids))) == fp
     frames = case.to_frames()
     changed = [
-        case.replace(market={"buy_ratio": 1.2}), case.replace(market={"regularization": 1e-4}),
-        case.replace(battery_kwh=[13.5, 6.0]), case.select(["h2", "h1"]),
+        case.replace(market={"buy_ratio": 1.2}),
+        case.replace(market={"regularization": 1e-4}),
+        case.replace(battery_kwh=[13.5, 6.0]),
+        case.select(["h2", "h1"]),
         dm.Case.from_frames(**{**frames, "profiles": frames["profiles"].assign(pv_kw=frames["profiles"].pv_kw * 0.5)}),
         dm.Case.from_frames(**{**frames, "prices": frames["prices"].assign(retail_usd_per_kwh=0.25)}),
     ]

@@ -73,8 +73,12 @@ def test_the_case_prices_with_the_rule():
 
 
 def test_equal_ratios_give_one_price():
-    case = two_homes(lmp_with(0.05, h3=-0.1), {(1, 12): 1.0}, {}, market={
-        "net_metering_usd_per_kwh": 0.03, "buy_ratio": 1.0, "sell_ratio": 1.0, "regularization": 1e-5})
+    case = two_homes(
+        lmp_with(0.05, h3=-0.1),
+        {(1, 12): 1.0},
+        {},
+        market={"net_metering_usd_per_kwh": 0.03, "buy_ratio": 1.0, "sell_ratio": 1.0, "regularization": 1e-5},
+    )
     assert np.array_equal(case.buy_price, case.lmp) and np.array_equal(case.sell_price, case.lmp)
 
 
@@ -97,8 +101,14 @@ def test_negative_lmps_down_to_the_plausible_floor_load(tmp_path):
 def pv_day():
     """A has 3 kW of PV at hours 10 and 12; B's load (fixed: load factors 1) is 1 kW at hours 10 and 12 and 2 kW
     at hour 20. LMP 0.05 $/kWh, but -0.1 at hours 12 and 20."""
-    return two_homes(lmp_with(0.05, h12=-0.1, h20=-0.1), {(1, 10): 1.0, (1, 12): 1.0, (1, 20): 2.0},
-                     {(0, 10): 3.0, (0, 12): 3.0}, load_min_factor=1.0, load_max_factor=1.0, **NO_BATTERY)
+    return two_homes(
+        lmp_with(0.05, h12=-0.1, h20=-0.1),
+        {(1, 10): 1.0, (1, 12): 1.0, (1, 20): 2.0},
+        {(0, 10): 3.0, (0, 12): 3.0},
+        load_min_factor=1.0,
+        load_max_factor=1.0,
+        **NO_BATTERY,
+    )
 
 
 def test_clearing_price_sign_in_positive_and_negative_hours():
@@ -130,8 +140,18 @@ def test_a_trade_in_a_negative_price_hour_counts_at_the_price_magnitude():
     at the clearing price lambda^b = -0.09. Contributions (Eq. 21, |lambda| |x|): 0.09 each, alpha 0.4 each.
     M1: A idles (retail arbitrage cannot pay with no load of its own), B buys its 2 kWh: wholesale cost
     -0.18. Market: -0.45 (hour 5) - 0.09 x 1.4 (hour 12) = -0.576. Delta C = 0.396."""
-    case = two_homes(lmp_with(-0.1, h5=-0.5), {(1, 12): 2.0}, {}, battery_kwh=[2.0, 0.0], battery_kw=[1.0, 0.0],
-                     soc_min=0.0, soc_max=1.0, soc_initial=0.5, eta_charge=1.0, eta_discharge=1.0)
+    case = two_homes(
+        lmp_with(-0.1, h5=-0.5),
+        {(1, 12): 2.0},
+        {},
+        battery_kwh=[2.0, 0.0],
+        battery_kw=[1.0, 0.0],
+        soc_min=0.0,
+        soc_max=1.0,
+        soc_initial=0.5,
+        eta_charge=1.0,
+        eta_discharge=1.0,
+    )
     m1, market = solve(case)
     assert market.price[0, 5] == pytest.approx(-0.45, abs=1e-7)
     assert market.price[0, 12] == pytest.approx(-0.09, abs=1e-7)

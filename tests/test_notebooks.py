@@ -47,16 +47,23 @@ def test_one_parameters_cell_of_scalars_all_used_and_seen_by_papermill(path):
     assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
     names = []
     for stmt in ast.parse(tagged[0].source).body:
-        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), \
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name), (
             f"{path.name}: the parameters cell holds only `name = value` lines"
+        )
         value = stmt.value.operand if isinstance(stmt.value, ast.UnaryOp) else stmt.value
-        assert isinstance(value, ast.Constant) and isinstance(value.value, (int, float, str, bool)), \
+        assert isinstance(value, ast.Constant) and isinstance(value.value, (int, float, str, bool)), (
             f"{path.name}: parameter {stmt.targets[0].id} must be a scalar literal"
+        )
         names.append(stmt.targets[0].id)
     # papermill parses the cell itself; a comment it cannot parse (e.g. one with '=') hides the parameter
     assert sorted(pm.inspect_notebook(str(path))) == sorted(names), f"{path.name}: papermill does not see all"
-    used = {n.id for c in cells if c.cell_type == "code" and c is not tagged[0]
-            for n in ast.walk(ast.parse(_code(c))) if isinstance(n, ast.Name)}
+    used = {
+        n.id
+        for c in cells
+        if c.cell_type == "code" and c is not tagged[0]
+        for n in ast.walk(ast.parse(_code(c)))
+        if isinstance(n, ast.Name)
+    }
     assert not set(names) - used, f"{path.name}: parameters never used: {sorted(set(names) - used)}"
 
 
@@ -66,8 +73,9 @@ def test_no_definitions_or_star_imports(path):
         if cell.cell_type != "code":
             continue
         for node in ast.walk(ast.parse(_code(cell))):
-            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), \
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), (
                 f"{path.name}: define functions in lib/desmarket, not in a notebook"
+            )
             if isinstance(node, ast.ImportFrom):
                 assert all(alias.name != "*" for alias in node.names), f"{path.name}: no `import *`"
 
@@ -77,5 +85,6 @@ def test_every_result_is_followed_by_its_interpretation(path):
     cells = _cells(path)
     for i, cell in enumerate(cells):
         if cell.cell_type == "code" and RESULT.search(cell.source):
-            assert i + 1 < len(cells) and cells[i + 1].cell_type == "markdown", \
+            assert i + 1 < len(cells) and cells[i + 1].cell_type == "markdown", (
                 f"{path.name}: cell {i} shows a result; follow it with a markdown cell that says what it shows"
+            )

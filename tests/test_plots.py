@@ -56,11 +56,13 @@ def _figures(study, process) -> dict:
     return {
         "figure2_home_curves": lambda: plots.figure2_home_curves(report.hourly_profile(study, home), home),
         "figure3_net_load": lambda: plots.figure3_net_load(
-            report.hourly_profile(study), report.headline(study)["peak_net_load_reduction_kwh"]),
+            report.hourly_profile(study), report.headline(study)["peak_net_load_reduction_kwh"]
+        ),
         "figure4_cost_reduction": lambda: plots.figure4_cost_reduction(report.settlement_table(study)),
         "figure5_profit_rate": lambda: plots.figure5_profit_rate(sweep),
         "figure_alpha_vs_traded": lambda: plots.figure_alpha_vs_traded(
-            rates, report.correlation(rates["alpha"], rates["traded_kwh"])),
+            rates, report.correlation(rates["alpha"], rates["traded_kwh"])
+        ),
         "figure_inputs": lambda: plots.figure_inputs(report.inputs_hourly(case)),
         "figure_market_process": lambda: plots.figure_market_process(*process),
         "figure_allocations": lambda: plots.figure_allocations(_allocations(study)),
@@ -74,7 +76,8 @@ def _figures(study, process) -> dict:
 @functools.lru_cache(maxsize=1)
 def _year():
     """A few days of the year study (one of them a failed daylight-saving day) and their summary."""
-    from desmarket import io as dio, year
+    from desmarket import io as dio
+    from desmarket import year
 
     days = ["2017-03-10", "2017-03-11", "2017-03-12", "2017-06-13", "2017-06-14"]
     by_day = year.claims_by_day(days, n_jobs=1, n_homes=4, n_scenarios=3)
@@ -94,10 +97,14 @@ def _allocations(study) -> pd.DataFrame:
     14 homes, so a stand-in 'shapley' column proportional to each home's load serves the rendering test)."""
     load = report.daily_energy(study.case, study.market)["load_kwh"].to_numpy()
     rest = study.m3.surplus - study.m3.aggregator_gain
-    return pd.DataFrame({"M2": np.r_[study.m2.aggregator_gain, study.m2.home_gain],
-                         "M3": np.r_[study.m3.aggregator_gain, study.m3.home_gain],
-                         "shapley": np.r_[study.m3.aggregator_gain, rest * load / load.sum()]},
-                        index=["aggregator", *study.case.home_ids])
+    return pd.DataFrame(
+        {
+            "M2": np.r_[study.m2.aggregator_gain, study.m2.home_gain],
+            "M3": np.r_[study.m3.aggregator_gain, study.m3.home_gain],
+            "shapley": np.r_[study.m3.aggregator_gain, rest * load / load.sum()],
+        },
+        index=["aggregator", *study.case.home_ids],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +148,28 @@ def test_every_figure_function_is_covered(studies, market_process):
     assert set(_figures(studies[10], market_process)) == {n for n in dir(plots) if n.startswith("figure")}
 
 
-@pytest.mark.parametrize("n, name", list(itertools.product(SIZES, [
-    "figure2_home_curves", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
-    "figure_alpha_vs_traded", "figure_inputs", "figure_market_process", "figure_allocations", "figure_year",
-    "figure_claim_distributions", "figure_sizes", "figure_size_timings"])))
+@pytest.mark.parametrize(
+    "n, name",
+    list(
+        itertools.product(
+            SIZES,
+            [
+                "figure2_home_curves",
+                "figure3_net_load",
+                "figure4_cost_reduction",
+                "figure5_profit_rate",
+                "figure_alpha_vs_traded",
+                "figure_inputs",
+                "figure_market_process",
+                "figure_allocations",
+                "figure_year",
+                "figure_claim_distributions",
+                "figure_sizes",
+                "figure_size_timings",
+            ],
+        )
+    ),
+)
 def test_figure_renders_within_a_fixed_size(drawn, n, name):
     fig = drawn[(n, name)]
     assert isinstance(fig, plt.Figure)
@@ -155,9 +180,18 @@ def test_figure_renders_within_a_fixed_size(drawn, n, name):
     assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", ["figure2_home_curves", "figure3_net_load", "figure4_cost_reduction",
-                                  "figure5_profit_rate", "figure_alpha_vs_traded", "figure_inputs",
-                                  "figure_allocations"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "figure2_home_curves",
+        "figure3_net_load",
+        "figure4_cost_reduction",
+        "figure5_profit_rate",
+        "figure_alpha_vs_traded",
+        "figure_inputs",
+        "figure_allocations",
+    ],
+)
 def test_at_200_homes_labels_are_few_and_do_not_overlap(drawn, name):
     fig = drawn[(200, name)]
     assert len(_texts(fig, names_only=True)) <= MAX_TEXTS, (name, len(_texts(fig, names_only=True)))
@@ -168,8 +202,17 @@ def test_at_200_homes_labels_are_few_and_do_not_overlap(drawn, name):
         assert min(overlap) <= 1.0, f"{name}: {a!r} overlaps {b!r}"
 
 
-@pytest.mark.parametrize("name", ["figure2_home_curves", "figure3_net_load", "figure4_cost_reduction",
-                                  "figure5_profit_rate", "figure_inputs", "figure_sizes"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "figure2_home_curves",
+        "figure3_net_load",
+        "figure4_cost_reduction",
+        "figure5_profit_rate",
+        "figure_inputs",
+        "figure_sizes",
+    ],
+)
 def test_legends_sit_outside_the_axes(drawn, name):
     """A legend never covers data: it lies outside every axes of its figure (Figures 2 and 3: below them)."""
     fig = drawn[(10, name)]
@@ -217,11 +260,13 @@ def test_figure3_marks_each_peak_import_and_shows_the_clearing_price(drawn, stud
     fig = drawn[(n, "figure3_net_load")]
     notes = [t.get_text() for t in fig.axes[0].texts]
     for mode, peak in peaks.iterrows():
-        assert any(mode in t and f"{peak['net_load_kw']:.1f} kW" in t and f"{int(peak['hour']):02d}:00" in t
-                   for t in notes), (mode, notes)
+        assert any(
+            mode in t and f"{peak['net_load_kw']:.1f} kW" in t and f"{int(peak['hour']):02d}:00" in t for t in notes
+        ), (mode, notes)
     price_lines = [line for line in fig.axes[1].lines if "clearing price" in line.get_label()]
     assert price_lines and np.nanmax(price_lines[0].get_ydata()) == pytest.approx(
-        1000 * profile["price"].max(), rel=1e-9)
+        1000 * profile["price"].max(), rel=1e-9
+    )
     assert all("kW" in ax.get_ylabel() or "$/MWh" in ax.get_ylabel() for ax in fig.axes)
 
 

@@ -29,8 +29,9 @@ needs_pjm = pytest.mark.skipif(not PJM_FILE.is_file(), reason=f"the real PJM 202
 
 
 def desmarket(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "desmarket", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "desmarket", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def ercot_raw_day(date: str, point: str = "LZ_AEN") -> np.ndarray:
@@ -70,8 +71,18 @@ def test_build_case_default_is_ercot_2022_mapped_onto_the_home_day(tmp_path):
 
 def test_build_case_ercot_2021_in_winter_storm_uri(tmp_path):
     """Tue 2017-02-14 takes Tue 2021-02-16, the storm's day near 8 $/kWh."""
-    done = desmarket("build-case", tmp_path / "c", "--prices", "ercot-2021", "--date", "2017-02-14",
-                     "--homes", "2", "--scenarios", "2")
+    done = desmarket(
+        "build-case",
+        tmp_path / "c",
+        "--prices",
+        "ercot-2021",
+        "--date",
+        "2017-02-14",
+        "--homes",
+        "2",
+        "--scenarios",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     assert "Tue 2021-02-16 for the home day Tue 2017-02-14" in done.stdout
     lmp = dm.load_case(tmp_path / "c").lmp
@@ -82,8 +93,9 @@ def test_build_case_ercot_2021_in_winter_storm_uri(tmp_path):
 @needs_pjm
 def test_build_case_from_the_real_pjm_file(tmp_path):
     """Tue 2017-06-13 takes Tue 2025-06-10 of the file, hour h of datetime_beginning_ept -> home hour h."""
-    done = desmarket("build-case", tmp_path / "c", "--prices", PJM_FILE, "--date", "2017-06-13",
-                     "--homes", "2", "--scenarios", "2")
+    done = desmarket(
+        "build-case", tmp_path / "c", "--prices", PJM_FILE, "--date", "2017-06-13", "--homes", "2", "--scenarios", "2"
+    )
     assert done.returncode == 0, done.stderr
     assert "Tue 2025-06-10 for the home day Tue 2017-06-13" in done.stdout and "PJM-RTO" in done.stdout
     lmp = dm.load_case(tmp_path / "c").lmp
@@ -135,8 +147,19 @@ def test_the_cli_help_lists_the_choices_and_the_default():
 def test_a_relative_path_is_read_from_the_current_folder(tmp_path):
     """`--prices prices.csv` in the user's folder: the file there (a file of another folder is another tag)."""
     path = _pjm_file(tmp_path / "prices.csv", "2025-06-08", days=4)
-    done = desmarket("build-case", "out", "--prices", "prices.csv", "--date", "2017-06-13", "--homes", "2",
-                     "--scenarios", "2", cwd=tmp_path)
+    done = desmarket(
+        "build-case",
+        "out",
+        "--prices",
+        "prices.csv",
+        "--date",
+        "2017-06-13",
+        "--homes",
+        "2",
+        "--scenarios",
+        "2",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(dm.load_case(tmp_path / "out").lmp, pjm_raw_day(path, dt.date(2025, 6, 10)))
     assert file_tag(path).startswith("prices-") and file_tag(path) != file_tag(tmp_path / "x" / "prices.csv")
@@ -147,13 +170,16 @@ def _pjm_file(path: Path, first_day: str, days: int) -> Path:
     """A small da_hrl_lmps export of pnode 1 (every Eastern hour of ``days`` days from ``first_day``);
     the price of each hour is 20 + its Eastern hour in $/MWh (so hour alignment shows)."""
     start = pd.Timestamp(first_day, tz="America/New_York")
-    utc = pd.date_range(start.tz_convert("UTC"), (start + pd.Timedelta(days=days)).tz_convert("UTC"), freq="h",
-                        inclusive="left")
-    fmt = lambda t: f"{t.month}/{t.day}/{t.year} {(t.hour % 12) or 12}:00:00 {'AM' if t.hour < 12 else 'PM'}"  # noqa: E731
+    utc = pd.date_range(
+        start.tz_convert("UTC"), (start + pd.Timedelta(days=days)).tz_convert("UTC"), freq="h", inclusive="left"
+    )
+    fmt = lambda t: f"{t.month}/{t.day}/{t.year} {(t.hour % 12) or 12}:00:00 {'AM' if t.hour < 12 else 'PM'}"
     out = _io.StringIO()
-    out.write("datetime_beginning_utc,datetime_beginning_ept,pnode_id,pnode_name,voltage,equipment,type,zone,"
-              "system_energy_price_da,total_lmp_da,congestion_price_da,marginal_loss_price_da,row_is_current,"
-              "version_nbr\n")
+    out.write(
+        "datetime_beginning_utc,datetime_beginning_ept,pnode_id,pnode_name,voltage,equipment,type,zone,"
+        "system_energy_price_da,total_lmp_da,congestion_price_da,marginal_loss_price_da,row_is_current,"
+        "version_nbr\n"
+    )
     for t in utc:
         ept = t.tz_convert("America/New_York")
         out.write(f"{fmt(t)},{fmt(ept)},1,PJM-RTO,,,ZONE,,{20 + ept.hour},{20 + ept.hour},0,0,TRUE,1\n")
@@ -214,8 +240,9 @@ def test_a_daylight_saving_price_day_is_a_failed_row_with_its_reason(measured, t
     source = D.price_source(path)
     assert source.year == 2025 and source.tag == file_tag(path)
     np.testing.assert_array_equal(source.lmp("2016-11-01"), (20 + np.arange(24)) / 1000)  # by Eastern clock hour
-    rows = year.claims_by_day(["2016-10-30", "2016-11-01", "2016-11-05"], measured, n_jobs=1, n_homes=3,
-                              n_scenarios=2, prices=path)
+    rows = year.claims_by_day(
+        ["2016-10-30", "2016-11-01", "2016-11-05"], measured, n_jobs=1, n_homes=3, n_scenarios=2, prices=path
+    )
     assert list(rows["status"]) == ["failed", "ok", "failed"]
     assert list(rows["price_day"]) == ["2025-11-02", "2025-11-04", "2025-11-08"]
     dst = rows.loc["2016-10-30"]
@@ -241,8 +268,10 @@ def test_the_size_study_takes_the_price_source(measured):
     days = {"winter": "2017-01-17"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dm.RoutingWarning)
-        rows = {p: sizes.size_study([3], seeds=[0], days=days, measured=measured, n_jobs=1, n_scenarios=2, prices=p)
-                for p in ("ercot-2022", "ercot-2021", "pjm-like")}
+        rows = {
+            p: sizes.size_study([3], seeds=[0], days=days, measured=measured, n_jobs=1, n_scenarios=2, prices=p)
+            for p in ("ercot-2022", "ercot-2021", "pjm-like")
+        }
     assert [rows[p]["price_day"].iloc[0] for p in rows] == ["2022-01-18", "2021-01-19", "2017-01-17"]
     spread = {p: rows[p]["lmp_spread_usd_per_mwh"].iloc[0] for p in rows}
     assert spread["ercot-2022"] == pytest.approx(1000 * np.ptp(ercot_raw_day("2022-01-18")))

@@ -16,8 +16,12 @@ from hypothesis import strategies as st
 import desmarket as dm
 from desmarket.synthetic import random_case
 
-PROFILE = settings(max_examples=40, deadline=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+PROFILE = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 KW, USD, PRICE = 1e-5, 1e-6, 1e-6
 
 
@@ -50,7 +54,7 @@ def _expect(case, values):
 
 def _utility(case, op):
     a, b = case.column("utility_a")[:, None, None], case.column("utility_b")[:, None, None]
-    return _expect(case, a * op.load ** 2 + b * op.load)
+    return _expect(case, a * op.load**2 + b * op.load)
 
 
 def _wholesale(case, op):
@@ -78,11 +82,12 @@ def test_operations_are_feasible_and_costed_at_their_optimum(community):
         assert np.all(np.abs(mk.trade) <= x_bar[:, None, None] + KW) and np.all(mk.net_load <= grid + KW)
     # the booked flows (after the tie-break) cost exactly what the solver optimised, RoutingWarning or not
     retail_bill = _expect(case, m1.net_load * case.retail) - case.market.net_metering_usd_per_kwh * _expect(
-        case, m1.net_surplus)
-    assert (retail_bill - _utility(case, m1)).sum() == pytest.approx(m1.objective - m1.regularization_cost,
-                                                                     abs=USD)
+        case, m1.net_surplus
+    )
+    assert (retail_bill - _utility(case, m1)).sum() == pytest.approx(m1.objective - m1.regularization_cost, abs=USD)
     assert _wholesale(case, mk) - _utility(case, mk).sum() == pytest.approx(
-        mk.objective - mk.regularization_cost, abs=USD)
+        mk.objective - mk.regularization_cost, abs=USD
+    )
 
 
 @PROFILE
@@ -104,7 +109,7 @@ def test_prices_lie_in_the_band_unless_congested(community):
 def test_settlement_shares_the_surplus_as_promised(community, rho):
     case, trade_limit = community
     m1, mk = _solve(case, trade_limit)
-    coalition_before = (m1.home_cost.sum() - m1.aggregator_revenue)
+    coalition_before = m1.home_cost.sum() - m1.aggregator_revenue
     coalition_after = _wholesale(case, mk) - _utility(case, mk).sum()
     surplus = coalition_before - coalition_after
     floor = min(mk.regularization_cost - m1.regularization_cost, 0.0) - USD

@@ -12,8 +12,9 @@ FINDINGS = ROOT / "docs" / "findings.md"
 
 
 def test_readme_blocks_match_results():
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -31,8 +32,13 @@ def test_readme_and_docs_show_the_generated_tables():
 
 def test_every_figure_the_findings_show_exists():
     text = FINDINGS.read_text(encoding="utf-8")
-    for name in ("figure2_home", "figure3_net_load", "figure4_cost_reduction", "figure5_profit_rate",
-                 "alpha_vs_traded"):
+    for name in (
+        "figure2_home",
+        "figure3_net_load",
+        "figure4_cost_reduction",
+        "figure5_profit_rate",
+        "alpha_vs_traded",
+    ):
         assert f"../results/figures/{name}.png" in text
         assert (ROOT / "results" / "figures" / f"{name}.png").is_file()
 

@@ -52,8 +52,7 @@ def _is_local(url: str) -> bool:
 
 
 def _build(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 def _check_report(out: Path, notebooks: list[Path], figures: list[Path]) -> None:
@@ -61,8 +60,9 @@ def _check_report(out: Path, notebooks: list[Path], figures: list[Path]) -> None
     assert index.is_file()
     pages = {p.name for p in out.glob("*.html")} - {"index.html"}
     assert pages == {f"{nb.stem}.html" for nb in notebooks}, "one page per executed notebook"
-    assert {p.name for p in (out / "figures").glob("*.png")} == {f.name for f in figures}, \
+    assert {p.name for p in (out / "figures").glob("*.png")} == {f.name for f in figures}, (
         "every figure of the run is copied into the report"
+    )
 
     index_links = _links(index).links
     for page in pages:
@@ -105,8 +105,9 @@ def test_index_describes_each_notebook_by_its_title_line(reference_report):
 
 def test_pages_carry_the_executed_outputs(reference_report):
     # the notebooks show their figures inline; the pages keep them as embedded images, not re-executed
-    embedded = sum((reference_report / f"{nb.stem}.html").read_text(encoding="utf-8").count("data:image/png")
-                   for nb in NOTEBOOKS)
+    embedded = sum(
+        (reference_report / f"{nb.stem}.html").read_text(encoding="utf-8").count("data:image/png") for nb in NOTEBOOKS
+    )
     assert embedded > 0
 
 

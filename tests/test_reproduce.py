@@ -1,10 +1,20 @@
 """`make reproduce` parameters: validated before anything is written; the run folder stays in results/runs/."""
 
 import importlib.util
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import nbformat
+import numpy as np
 import pytest
 
+import desmarket as dm
+from desmarket import limits
 from desmarket.io import project_root
 
 spec = importlib.util.spec_from_file_location("reproduce", project_root() / "scripts" / "reproduce.py")
@@ -12,11 +22,23 @@ reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--date", "../../../../elsewhere"], ["--date", "2017-6-13"], ["--date", "2017-02-30"], ["--homes", "0"],
-    ["--homes", "-3"], ["--homes", "ten"], ["--scenarios", "1.5"], ["--profit-rate", "1.2"],
-    ["--profit-rate", "nan"], ["--seed", "-1"], ["--shapley-samples", "1"], ["--shapley-samples", "x"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--date", "../../../../elsewhere"],
+        ["--date", "2017-6-13"],
+        ["--date", "2017-02-30"],
+        ["--homes", "0"],
+        ["--homes", "-3"],
+        ["--homes", "ten"],
+        ["--scenarios", "1.5"],
+        ["--profit-rate", "1.2"],
+        ["--profit-rate", "nan"],
+        ["--seed", "-1"],
+        ["--shapley-samples", "1"],
+        ["--shapley-samples", "x"],
+    ],
+)
 def test_bad_parameters_stop_before_anything_is_written(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         reproduce.parse(argv)
@@ -68,19 +90,6 @@ def test_a_case_runs_in_its_own_folder_and_a_bad_one_stops_first(tmp_path, capsy
 
 # --- issue 17, round 3: run folders, pre-flight, sizes, failures, signals, make quoting -----------------------
 
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import nbformat  # noqa: E402
-import numpy as np  # noqa: E402
-
-import desmarket as dm  # noqa: E402
-from desmarket import limits  # noqa: E402
-
 ROOT = project_root()
 T = 24
 
@@ -112,12 +121,21 @@ def _identical_homes(path):
 
 
 def _infeasible(path):
-    dm.create_case(np.full((1, 1, T), 5.0), np.zeros((1, 1, T)), utility_a=0.0, utility_b=0.3,
-                   lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0, grid_limit_kw=1.0).save(path)
+    dm.create_case(
+        np.full((1, 1, T), 5.0),
+        np.zeros((1, 1, T)),
+        utility_a=0.0,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        grid_limit_kw=1.0,
+    ).save(path)
 
 
-@pytest.mark.parametrize("make_case, reason", [(_identical_homes, "NoTradeError"),
-                                               (_infeasible, "InfeasibleCaseError")])
+@pytest.mark.parametrize(
+    "make_case, reason", [(_identical_homes, "NoTradeError"), (_infeasible, "InfeasibleCaseError")]
+)
 def test_a_case_the_chain_cannot_run_is_refused_before_notebook_01(make_case, reason, tmp_path, monkeypatch):
     """It passed `desmarket validate` and died in notebook 06 (or 03) as a 60-line papermill traceback."""
     monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path / "out"))
@@ -133,21 +151,30 @@ def test_a_case_the_chain_cannot_run_is_refused_before_notebook_01(make_case, re
 def test_one_home_is_refused_before_notebook_01(tmp_path, monkeypatch):
     monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setattr(reproduce, "run_notebook", _no_notebook)
-    with pytest.raises(SystemExit, match=r"cannot run on 1 home x 2 scenarios of 2017-06-13 \(seed 0\): "
-                                         r"NoTradeError: no home's trades"):
+    with pytest.raises(
+        SystemExit,
+        match=r"cannot run on 1 home x 2 scenarios of 2017-06-13 \(seed 0\): "
+        r"NoTradeError: no home's trades",
+    ):
         reproduce.main(["--homes", "1", "--scenarios", "2"])
     assert not any(tmp_path.iterdir())
 
 
 def test_the_memory_estimate_refuses_what_this_machine_cannot_hold(tmp_path, monkeypatch):
     gb = 10**9
-    assert limits.estimate_memory_bytes(200, 10) > limits.estimate_memory_bytes(100, 10) \
+    assert (
+        limits.estimate_memory_bytes(200, 10)
+        > limits.estimate_memory_bytes(100, 10)
         > limits.estimate_memory_bytes(100, 1)
+    )
     # measured 3.3 GiB for 1,000 homes x 10 scenarios (limits docstring): the estimate stays above it
     assert limits.estimate_memory_bytes(1000, 10) > 3337 * 2**20
     limits.check_size(10, 10, available=2 * gb)
-    with pytest.raises(dm.CaseError, match=r"--homes: 100000 homes x 10 scenarios need about 525\.4 GB .* "
-                                           r"16\.0 GB available\. Fix: use at most about \d+ homes .*dask"):
+    with pytest.raises(
+        dm.CaseError,
+        match=r"--homes: 100000 homes x 10 scenarios need about 525\.4 GB .* "
+        r"16\.0 GB available\. Fix: use at most about \d+ homes .*dask",
+    ):
         limits.check_size(100_000, 10, available=16 * gb)
     monkeypatch.setattr(limits, "available_bytes", lambda: 16 * gb)
     monkeypatch.setattr(reproduce, "run_notebook", _no_notebook)
@@ -172,8 +199,11 @@ def _notebook(path, *lines):
 
 
 def _writes(name):
-    return ("from desmarket import io", f"(io.run_paths(run_dir).tables / '{name}.csv').write_text('new\\n')",
-            "print('wrote', run_dir)")
+    return (
+        "from desmarket import io",
+        f"(io.run_paths(run_dir).tables / '{name}.csv').write_text('new\\n')",
+        "print('wrote', run_dir)",
+    )
 
 
 def test_a_failing_notebook_is_one_line_and_changes_nothing(tmp_path, monkeypatch, capsys):
@@ -181,9 +211,14 @@ def test_a_failing_notebook_is_one_line_and_changes_nothing(tmp_path, monkeypatc
     never reach the run folder, the earlier run stays, the failed notebook is kept; one line, exit 1."""
     out = tmp_path / "out"
     monkeypatch.setenv("DESMARKET_OUTPUT_ROOT", str(out))
-    nbs = [_notebook(tmp_path / "nb" / "01_ok.ipynb", *_writes("ok")),
-           _notebook(tmp_path / "nb" / "02_boom.ipynb", "import desmarket as dm",
-                     "raise dm.NoTradeError('nobody trades\\nat all')")]
+    nbs = [
+        _notebook(tmp_path / "nb" / "01_ok.ipynb", *_writes("ok")),
+        _notebook(
+            tmp_path / "nb" / "02_boom.ipynb",
+            "import desmarket as dm",
+            "raise dm.NoTradeError('nobody trades\\nat all')",
+        ),
+    ]
     monkeypatch.setattr(reproduce, "NOTEBOOKS", nbs)
     monkeypatch.setattr(reproduce, "preflight", lambda args, case=None: None)
     earlier = out / "results" / "runs" / "n_homes-3"
@@ -192,8 +227,10 @@ def test_a_failing_notebook_is_one_line_and_changes_nothing(tmp_path, monkeypatc
     assert reproduce.main(["--homes", "3"]) == 1
     err = capsys.readouterr().err.strip()
     kept = out / "results" / "runs" / "n_homes-3.failed.ipynb"
-    assert err == f"failed: 02_boom.ipynb: NoTradeError: nobody trades at all (In [3]); nothing was changed; " \
-                  f"the failed notebook is kept in {kept}"
+    assert (
+        err == f"failed: 02_boom.ipynb: NoTradeError: nobody trades at all (In [3]); nothing was changed; "
+        f"the failed notebook is kept in {kept}"
+    )
     assert sorted(p.name for p in earlier.rglob("*")) == ["old.csv", "tables"]
     assert kept.exists() and not list((out / "results" / "runs").glob(".staging-*"))
 
@@ -240,8 +277,11 @@ sys.exit(reproduce.main(sys.argv[4:]))
 """
 
 
-@pytest.mark.parametrize("signum, argv", [(signal.SIGTERM, ["--homes", "3"]), (signal.SIGINT, [])],
-                         ids=["SIGTERM-parameterised", "SIGINT-reference"])
+@pytest.mark.parametrize(
+    "signum, argv",
+    [(signal.SIGTERM, ["--homes", "3"]), (signal.SIGINT, [])],
+    ids=["SIGTERM-parameterised", "SIGINT-reference"],
+)
 def test_a_signal_leaves_everything_as_it_was_and_says_so_in_one_line(signum, argv, tmp_path):
     """SIGTERM (timeout, cancelled CI) and Ctrl-C take one path: staging removed, earlier results, run folder
     and notebooks untouched, no <tag>.previous, one line, exit 128 + signal."""
@@ -254,17 +294,30 @@ def test_a_signal_leaves_everything_as_it_was_and_says_so_in_one_line(signum, ar
     (tmp_path / "driver.py").write_text(DRIVER)
     ready = tmp_path / "ready"
     env = {**os.environ, "DESMARKET_OUTPUT_ROOT": str(out)}
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(ROOT / "scripts" / "reproduce.py"),
-                             str(ready), ",".join(map(str, nbs)), *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(tmp_path / "driver.py"),
+            str(ROOT / "scripts" / "reproduce.py"),
+            str(ready),
+            ",".join(map(str, nbs)),
+            *argv,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signum, err
-    assert err.strip() == f"interrupted: nothing was changed; {signum.name} during 02_nb.ipynb, " \
-                          f"{folder}/ and the notebooks are as before"
+    assert (
+        err.strip() == f"interrupted: nothing was changed; {signum.name} during 02_nb.ipynb, "
+        f"{folder}/ and the notebooks are as before"
+    )
     assert {p: p.read_bytes() for p in nbs} == before
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == ["tables/01_nb.csv"]
     assert (folder / "tables" / "01_nb.csv").read_text() == "old\n"
@@ -272,26 +325,48 @@ def test_a_signal_leaves_everything_as_it_was_and_says_so_in_one_line(signum, ar
 
 
 def _stamp_is_current() -> bool:
-    return shutil.which("make") is not None and subprocess.run(
-        ["make", "-q", ".venv/.installed"], cwd=ROOT, capture_output=True).returncode == 0
+    return (
+        shutil.which("make") is not None
+        and subprocess.run(["make", "-q", ".venv/.installed"], cwd=ROOT, capture_output=True).returncode == 0
+    )
 
 
 @pytest.mark.skipif(not _stamp_is_current(), reason="make reproduce would set up .venv first")
-@pytest.mark.parametrize("variables, code, line", [
-    ({"HOMES": "3;touch {x}", "DATE": "`touch {x}`"}, 2,
-     "reproduce.py: error: argument --homes: must be a positive whole number, got '3;touch {x}'"),
-    ({"SEED": "$(shell touch {x})"}, 2, "reproduce.py: error: argument --seed: must be a whole number >= 0, "
-                                        "got '$(shell touch {x})'"),
-    ({"CASE": "{tmp}/site (2023)"}, 1, "reproduce.py: the case {tmp}/site (2023) is not valid: "),
-    ({"PRICES": "ercot-2023"}, 1, "reproduce.py: error: argument --prices: prices: 'ercot-2023' is not a price source"),
-], ids=["semicolon-backquotes", "make-function", "parentheses", "prices"])
+@pytest.mark.parametrize(
+    "variables, code, line",
+    [
+        (
+            {"HOMES": "3;touch {x}", "DATE": "`touch {x}`"},
+            2,
+            "reproduce.py: error: argument --homes: must be a positive whole number, got '3;touch {x}'",
+        ),
+        (
+            {"SEED": "$(shell touch {x})"},
+            2,
+            "reproduce.py: error: argument --seed: must be a whole number >= 0, got '$(shell touch {x})'",
+        ),
+        ({"CASE": "{tmp}/site (2023)"}, 1, "reproduce.py: the case {tmp}/site (2023) is not valid: "),
+        (
+            {"PRICES": "ercot-2023"},
+            1,
+            "reproduce.py: error: argument --prices: prices: 'ercot-2023' is not a price source",
+        ),
+    ],
+    ids=["semicolon-backquotes", "make-function", "parentheses", "prices"],
+)
 def test_make_variables_reach_the_script_as_one_value(variables, code, line, tmp_path):
     """Through real make: no value runs a command or splits; each gives the script's own one-line error."""
     x = tmp_path / "x"
     settings = [f"{k}={v.format(x=x, tmp=tmp_path)}" for k, v in variables.items()]
     env = {**os.environ, "DESMARKET_OUTPUT_ROOT": str(tmp_path / "out")}
-    result = subprocess.run(["make", "--no-print-directory", "reproduce", *settings], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "reproduce", *settings],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     ours = [s for s in result.stderr.splitlines() if s.startswith("reproduce.py")]
     assert len(ours) == 1 and ours[0].startswith(line.format(x=x, tmp=tmp_path)), result.stderr
     assert "[Makefile:" in result.stderr and f"reproduce] Error {code}" in result.stderr  # the script's status
@@ -299,6 +374,7 @@ def test_make_variables_reach_the_script_as_one_value(variables, code, line, tmp
 
 
 # --- issue 19: the price source is one parameter (PRICES=, --prices; notebooks 01 and 09) --------------------------
+
 
 def test_prices_is_a_parameter_with_its_own_tag(tmp_path):
     args = reproduce.parse(["--prices", "ercot-2021", "--date", "2017-02-14", "--homes", "3"])
@@ -357,14 +433,28 @@ def test_notebook_09_on_a_case_of_ones_own_skips_the_year_in_one_line(tmp_path, 
     nb = ROOT / "notebooks" / "09_beyond_one_day.ipynb"
     target = tmp_path / "09.ipynb"
     example = project_root() / "examples" / "three_homes"
-    pm.execute_notebook(str(nb), str(target), cwd=str(nb.parent), kernel_name="python3", progress_bar=False,
-                        parameters={"run_dir": "results/runs/x", "case_dir": str(example), "size_homes": "3",
-                                    "size_seeds": 1, "size_scenarios": 2},
-                        extra_arguments=reproduce.QUIET_KERNEL, shutdown_kernel="immediate")
-    text = [o.get("text", "") for c in nbformat.read(target, as_version=4).cells if c.cell_type == "code"
-            for o in c.outputs]
+    pm.execute_notebook(
+        str(nb),
+        str(target),
+        cwd=str(nb.parent),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters={
+            "run_dir": "results/runs/x",
+            "case_dir": str(example),
+            "size_homes": "3",
+            "size_seeds": 1,
+            "size_scenarios": 2,
+        },
+        extra_arguments=reproduce.QUIET_KERNEL,
+        shutdown_kernel="immediate",
+    )
+    text = [
+        o.get("text", "") for c in nbformat.read(target, as_version=4).cells if c.cell_type == "code" for o in c.outputs
+    ]
     skipped = [t for t in text if t.startswith("year study skipped")]
-    assert skipped == [(f"year study skipped: it needs the measured homes, and {example} is a case of its own "
-                        "(no year tables)\n")]
+    assert skipped == [
+        (f"year study skipped: it needs the measured homes, and {example} is a case of its own (no year tables)\n")
+    ]
     tables = sorted(p.name for p in (tmp_path / "out" / "results" / "runs" / "x" / "tables").iterdir())
-    assert tables == ["size_study.csv", "size_summary.csv", "size_timings.csv"]
+    assert tables == ["horizon.csv", "size_study.csv", "size_summary.csv", "size_timings.csv"]  # horizon: any case

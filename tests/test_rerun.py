@@ -46,8 +46,13 @@ def _digests(folder: Path) -> dict[str, str]:
 def _run(tmp_path: Path, name: str, n_jobs: int, env_extra: dict) -> dict[str, str]:
     out = tmp_path / name
     env = {**os.environ, **env_extra}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(CASE), str(out), str(n_jobs)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(CASE), str(out), str(n_jobs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return _digests(out)
 

@@ -5,11 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import METHOD_TOLERANCE
 
 import desmarket as dm
 from desmarket.synthetic import random_case
-
-from conftest import METHOD_TOLERANCE
 
 N_INSTANCES = 200
 #: The coordinated process is iterative (about 100x slower per instance); its promises are checked on fewer.
@@ -19,8 +18,13 @@ RHOS = (0.0, 0.2, 0.55)
 
 def _instance(seed, method):
     rng = np.random.default_rng(seed)
-    case = random_case(seed, n_homes=int(rng.integers(2, 6)), n_scenarios=int(rng.integers(1, 4)),
-                       idle_home=seed % 4 == 0, equal_batteries=seed % 5 == 0)
+    case = random_case(
+        seed,
+        n_homes=int(rng.integers(2, 6)),
+        n_scenarios=int(rng.integers(1, 4)),
+        idle_home=seed % 4 == 0,
+        equal_batteries=seed % 5 == 0,
+    )
     return case, dm.solve_independent(case, method=method), dm.clear_market(case, method=method)
 
 
@@ -56,14 +60,14 @@ def _by_hand(case, m1, mk):
     """
     pi, q = case.probability, case.market.net_metering_usd_per_kwh
     a, b = case.column("utility_a")[:, None, None], case.column("utility_b")[:, None, None]
-    expect = lambda v: np.einsum("s,nst->n", pi, v)  # noqa: E731
+    expect = lambda v: np.einsum("s,nst->n", pi, v)
     n0 = m1.load + m1.charge - m1.discharge - m1.pv_used
     buy0, sell0 = np.maximum(n0, 0), np.maximum(-n0, 0)
-    c0 = expect(buy0 * case.retail) - q * expect(sell0) - expect(a * m1.load ** 2 + b * m1.load)
+    c0 = expect(buy0 * case.retail) - q * expect(sell0) - expect(a * m1.load**2 + b * m1.load)
     r0 = pi @ ((case.retail - case.buy_price) * buy0.sum(0) + (case.sell_price - q) * sell0.sum(0)).sum(axis=1)
     net = (mk.load + mk.charge - mk.discharge - mk.pv_used).sum(axis=0)  # (S, T) community
     coalition = pi @ (case.buy_price * np.maximum(net, 0) - case.sell_price * np.maximum(-net, 0)).sum(axis=1)
-    coalition -= expect(a * mk.load ** 2 + b * mk.load).sum()
+    coalition -= expect(a * mk.load**2 + b * mk.load).sum()
     return c0, r0, coalition, (c0.sum() - r0) - coalition
 
 
@@ -73,7 +77,7 @@ def test_instances_trade(instances):
 
 
 def test_cooperative_surplus_is_non_negative(instances, tol):
-    for case, m1, mk in instances:
+    for _case, m1, mk in instances:
         assert dm.cooperative_surplus(m1, mk) >= _surplus_floor(m1, mk, tol)
 
 
@@ -102,7 +106,7 @@ def test_settlement_promises(instances, tol, rule, rho):
 
 def test_home_that_never_trades_gets_zero_weight(instances):
     checked = 0
-    for case, m1, mk in instances:
+    for case, _m1, mk in instances:
         idle = mk.traded_energy == 0
         if idle.any() and not idle.all():
             alpha = dm.contribution_rates(case, mk, 0.2)
@@ -126,7 +130,7 @@ def test_contribution_rates_from_the_trades(instances):
 
 
 def test_clearing_price_between_wholesale_prices(instances, tol):
-    for case, m1, mk in instances:
+    for case, _m1, mk in instances:
         assert np.all(mk.price >= case.sell_price - max(1e-6, tol["price"]))
         assert np.all(mk.price <= case.buy_price + max(1e-6, tol["price"]))
         net = mk.community_net_load
@@ -134,8 +138,7 @@ def test_clearing_price_between_wholesale_prices(instances, tol):
         # duals are accurate to ~1e-6 $/kWh at Clarabel's default tolerances
         pinned = max(1e-5, tol["price"])
         assert mk.price[importing] == pytest.approx(np.broadcast_to(case.buy_price, net.shape)[importing], abs=pinned)
-        assert mk.price[exporting] == pytest.approx(np.broadcast_to(case.sell_price, net.shape)[exporting],
-                                                    abs=pinned)
+        assert mk.price[exporting] == pytest.approx(np.broadcast_to(case.sell_price, net.shape)[exporting], abs=pinned)
 
 
 def test_operation_invariants(instances):
@@ -186,8 +189,15 @@ def test_nash_bargaining_needs_a_real_surplus(instances):
 def test_nobody_trades_contribution_rule_raises(method):
     """Homes without PV or battery never have a surplus, so nobody trades."""
     T = dm.HOURS
-    case = dm.create_case(np.ones((3, 1, T)), np.zeros((3, 1, T)), utility_a=-0.002, utility_b=0.3,
-                          lmp=np.full(T, 0.04), battery_kwh=0.0, battery_kw=0.0)
+    case = dm.create_case(
+        np.ones((3, 1, T)),
+        np.zeros((3, 1, T)),
+        utility_a=-0.002,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+    )
     m1, mk = dm.solve_independent(case, method=method), dm.clear_market(case, method=method)
     with pytest.raises(dm.NoTradeError, match="rule='equal'"):
         dm.settle(case, m1, mk, 0.2, "contribution")

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desmarket import fairness, report, sizes
 from desmarket import data as D
+from desmarket import fairness, report, sizes
 
 DAYS = {"summer": "2017-06-13"}
 
@@ -30,7 +30,7 @@ def test_gini_by_hand_and_against_the_pairwise_definition():
 @settings(max_examples=60, deadline=None, derandomize=True)
 def test_gini_matches_the_pairwise_formula(x):
     a = np.asarray(x)
-    pairwise = np.abs(a[:, None] - a[None, :]).sum() / (2 * a.size ** 2 * a.mean())
+    pairwise = np.abs(a[:, None] - a[None, :]).sum() / (2 * a.size**2 * a.mean())
     assert report.gini(a) == pytest.approx(pairwise, abs=1e-9)
 
 
@@ -83,8 +83,9 @@ def test_a_community_that_cannot_be_built_is_a_row_with_its_reason(measured):
     summary = sizes.size_summary(rows)
     assert summary.loc[("spring", 3), "seeds"] == 0 and summary.loc[("spring", 3), "failed"] == 1
     assert summary.loc[("summer", 3), "seeds"] == 1 and summary.loc[("summer", 3), "failed"] == 0
-    from desmarket import plots
     import matplotlib.pyplot as plt
+
+    from desmarket import plots
 
     plt.close(plots.figure_sizes(rows))  # draws the solved communities only
 
@@ -105,8 +106,10 @@ def test_the_size_study_and_the_year_run_on_a_dask_cluster(measured, rows):
 
     days = ["2017-03-11", "2017-06-13"]
     local_year = year.claims_by_day(days, measured, n_jobs=1, n_homes=3, n_scenarios=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         with distributed.get_task_stream(client) as tasks, parallel_config(backend="dask"):
             on_dask = sizes.size_study([3, 14], seeds=[0, 1], days=DAYS, measured=measured, n_scenarios=2)
             on_dask_year = year.claims_by_day(days, measured, n_homes=3, n_scenarios=2)

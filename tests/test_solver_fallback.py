@@ -104,8 +104,16 @@ def infeasible_alone():
     """Home '1' needs 120 kWh a day behind a 4 kW connection (96 kWh) with a battery that must end where it
     started: infeasible, though every hourly and daily check of desmarket.feasibility passes. Home '2' is fine."""
     load = np.stack([np.full((1, T), 5.0), np.full((1, T), 1.0)])
-    return dm.create_case(load, np.zeros((2, 1, T)), utility_a=-0.002, utility_b=0.3, lmp=np.full(T, 0.04),
-                          battery_kwh=13.5, battery_kw=5.0, grid_limit_kw=4.0)
+    return dm.create_case(
+        load,
+        np.zeros((2, 1, T)),
+        utility_a=-0.002,
+        utility_b=0.3,
+        lmp=np.full(T, 0.04),
+        battery_kwh=13.5,
+        battery_kw=5.0,
+        grid_limit_kw=4.0,
+    )
 
 
 def test_a_really_infeasible_case_still_names_its_homes():
@@ -116,6 +124,7 @@ def test_a_really_infeasible_case_still_names_its_homes():
 def test_infeasible_is_told_by_status_not_by_words(monkeypatch):
     """A failure whose message happens to say 'infeasible' but whose status does not is a SolverError, and not
     the user's infeasible case (the old test of str(exc) called it infeasible)."""
+
     def broken(problem, solver="CLARABEL", **options):
         error = dm.SolverError(f"{solver} failed (an infeasible-looking crash)")
         error.status = None
@@ -183,8 +192,9 @@ def test_a_real_piqp_failure_of_a_home_response_is_solved():
     case = random_case(0, n_homes=30, n_scenarios=10)
     states = []
     with pytest.raises(dm.NotConvergedError):
-        coordinated.coordinate(case, dm.Coordination(tol_residual=1e-3, tol_price=1e-5, max_iterations=3),
-                               n_jobs=1, callback=states.append)
+        coordinated.coordinate(
+            case, dm.Coordination(tol_residual=1e-3, tol_price=1e-5, max_iterations=3), n_jobs=1, callback=states.append
+        )
     state, s = states[-1], case.n_scenarios
     home = formulation.case_block(case, np.arange(14 * s, 15 * s), dm.model.trade_limits(case))
     args = (state.announcement(), state.trades[14], state.rho)
@@ -234,21 +244,39 @@ def test_good_n_jobs_are_accepted(good):
     assert pieces.worker_count(good) >= 1
 
 
-@pytest.mark.parametrize("settings", [
-    {"rho": np.float32(0.002)}, {"rho": np.float64(0.002)}, {"tol_residual": np.float16(1e-3)}, {"rho": 1},
-    {"max_iterations": np.int64(50)}, {"max_iterations": np.int32(5)}, {"balance": np.int64(10)},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"rho": np.float32(0.002)},
+        {"rho": np.float64(0.002)},
+        {"tol_residual": np.float16(1e-3)},
+        {"rho": 1},
+        {"max_iterations": np.int64(50)},
+        {"max_iterations": np.int32(5)},
+        {"balance": np.int64(10)},
+    ],
+)
 def test_coordination_accepts_numpy_scalars(settings):
     accepted = dm.Coordination(**settings)
     for key, value in settings.items():
         assert getattr(accepted, key) == value and type(getattr(accepted, key)) in (int, float)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("max_iterations", True), ("max_iterations", 2.0), ("max_iterations", np.float64(3)), ("max_iterations", 0),
-    ("rho", True), ("rho", "0.1"), ("rho", np.inf), ("tol_price", np.float32(-1)), ("balance", 0),
-    ("tol_residual", None),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_iterations", True),
+        ("max_iterations", 2.0),
+        ("max_iterations", np.float64(3)),
+        ("max_iterations", 0),
+        ("rho", True),
+        ("rho", "0.1"),
+        ("rho", np.inf),
+        ("tol_price", np.float32(-1)),
+        ("balance", 0),
+        ("tol_residual", None),
+    ],
+)
 def test_coordination_rejects_bools_and_non_numbers_naming_field_and_value(field, value):
     with pytest.raises(ValueError, match=rf"^Coordination\.{field} must be .*, got {re.escape(repr(value))}$"):
         dm.Coordination(**{field: value})
@@ -284,10 +312,24 @@ def test_bench_child_reports_a_failure_as_a_row(bench, capsys):
 def test_bench_prints_each_row_and_keeps_them_when_one_fails(bench, monkeypatch, capsys):
     def fake(homes, scenarios, method, seed):
         if method == "coordinated":
-            return {"homes": homes, "scenarios": scenarios, "method": method, "error": "SolverError: boom",
-                    "peak_memory_gib": 0.1}
-        return {"homes": homes, "scenarios": scenarios, "method": method, "m1_s": 1.0, "clearing_s": 2.0,
-                "solver": "PIQP", "iterations": float("nan"), "surplus_usd": 4.5, "peak_memory_gib": 0.2}
+            return {
+                "homes": homes,
+                "scenarios": scenarios,
+                "method": method,
+                "error": "SolverError: boom",
+                "peak_memory_gib": 0.1,
+            }
+        return {
+            "homes": homes,
+            "scenarios": scenarios,
+            "method": method,
+            "m1_s": 1.0,
+            "clearing_s": 2.0,
+            "solver": "PIQP",
+            "iterations": float("nan"),
+            "surplus_usd": 4.5,
+            "peak_memory_gib": 0.2,
+        }
 
     monkeypatch.setattr(bench, "measured", fake)
     monkeypatch.setattr("sys.argv", ["bench.py", "--homes", "30", "--methods", "central", "coordinated", "decomposed"])

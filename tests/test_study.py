@@ -14,7 +14,6 @@ from desmarket import io, pieces, plots, report
 from desmarket import study as studies
 from desmarket.synthetic import random_case
 
-
 pytestmark = pytest.mark.usefixtures("quiet_routing")
 
 
@@ -43,12 +42,15 @@ def test_baseline_equals_the_engine(case):
     _same_study(bench.study(0.2), studies.run_study(case, 0.2), tol=1e-9)
 
 
-@pytest.mark.parametrize("changes, replace", [
-    ({"buy_ratio": 1.2, "sell_ratio": 0.8}, {"market": {"buy_ratio": 1.2, "sell_ratio": 0.8}}),
-    ({"buy_ratio": 1.0, "sell_ratio": 1.0}, {"market": {"buy_ratio": 1.0, "sell_ratio": 1.0}}),
-    ({"regularization": 1e-3}, {"market": {"regularization": 1e-3}}),
-    ({"net_metering": 0.02}, {"market": {"net_metering_usd_per_kwh": 0.02}}),
-])
+@pytest.mark.parametrize(
+    "changes, replace",
+    [
+        ({"buy_ratio": 1.2, "sell_ratio": 0.8}, {"market": {"buy_ratio": 1.2, "sell_ratio": 0.8}}),
+        ({"buy_ratio": 1.0, "sell_ratio": 1.0}, {"market": {"buy_ratio": 1.0, "sell_ratio": 1.0}}),
+        ({"regularization": 1e-3}, {"market": {"regularization": 1e-3}}),
+        ({"net_metering": 0.02}, {"market": {"net_metering_usd_per_kwh": 0.02}}),
+    ],
+)
 def test_market_parameters_by_values_equal_a_rebuilt_case(case, changes, replace):
     got = studies.Workbench(case).study(0.3, **changes)
     want = studies.run_study(case.replace(**replace), 0.3)
@@ -92,12 +94,14 @@ def test_costs_are_recomputed_by_hand_at_the_new_prices(case):
     for op, price in ((m1, case.retail * 2), (mk, case.retail * 2)):
         bill = np.einsum("s,nst->n", pi, op.net_load * price)
         credit = np.einsum("s,nst->n", pi, op.net_surplus) * case.market.net_metering_usd_per_kwh
-        utility = np.einsum("s,nst->n", pi, a * op.load ** 2 + b * op.load)
+        utility = np.einsum("s,nst->n", pi, a * op.load**2 + b * op.load)
         assert op.home_cost == pytest.approx(bill - credit - utility, abs=1e-9)
     buy, sell = 1.5 * case.lmp, case.sell_price
-    totals = lambda v: v.sum(axis=0)  # noqa: E731
-    revenue = pi @ ((case.retail * 2 - buy) * totals(mk.net_load)
-                    + (sell - case.market.net_metering_usd_per_kwh) * totals(mk.net_surplus)).sum(axis=1)
+    totals = lambda v: v.sum(axis=0)
+    revenue = pi @ (
+        (case.retail * 2 - buy) * totals(mk.net_load)
+        + (sell - case.market.net_metering_usd_per_kwh) * totals(mk.net_surplus)
+    ).sum(axis=1)
     assert mk.aggregator_revenue == pytest.approx(revenue, abs=1e-9)
 
 
@@ -113,7 +117,12 @@ def test_sensitivity_builds_each_problem_once(case, monkeypatch):
     m1, mk = len(pieces.independent_pieces(case, 6)), len(pieces.clearing_pieces(case, 6))
     assert bench.solves == (m1 + mk) * (1 + 3 + 2) + mk * 3
     assert list(table.index.get_level_values("choice").unique()) == [
-        "baseline", "k^b / k^s", "battery kWh and kW", "scenarios", "epsilon"]
+        "baseline",
+        "k^b / k^s",
+        "battery kWh and kW",
+        "scenarios",
+        "epsilon",
+    ]
     base = studies.run_study(case, 0.2)  # other pieces (256 rows), so equal to the solver's tolerance
     assert table.loc[("baseline", "MODEL.md default"), "surplus_usd"] == pytest.approx(base.m3.surplus, rel=1e-7)
 
@@ -150,8 +159,19 @@ def _calls(module) -> set[str]:
 
 
 def test_report_neither_solves_nor_reads_files():
-    forbidden = {"solve", "solve_independent", "clear_market", "settle", "run_study", "load_operation", "read_csv",
-                 "load_case", "open", "read_text", "Workbench"}
+    forbidden = {
+        "solve",
+        "solve_independent",
+        "clear_market",
+        "settle",
+        "run_study",
+        "load_operation",
+        "read_csv",
+        "load_case",
+        "open",
+        "read_text",
+        "Workbench",
+    }
     assert not (_calls(report) & forbidden), _calls(report) & forbidden
     for name in ("engine", "study", "io"):
         assert not hasattr(report, name)
@@ -198,7 +218,11 @@ def test_scorecard_kinds_compare_as_documented():
     claims = report.parse_claims('[surplus_usd]\nclaim = "c"\nunit = "%"\nkind = "unreported"\nreason = "why"\n')
     card = report.scorecard(studies.run_study(random_case(1), 0.2), claims)
     assert card.loc["surplus_usd", ["paper", "same_direction", "same_order_of_magnitude", "note"]].tolist() == [
-        "not reported", "n/a", "n/a", "why"]  # the reason is always shown: there is no agreement to explain it
+        "not reported",
+        "n/a",
+        "n/a",
+        "why",
+    ]  # the reason is always shown: there is no agreement to explain it
     with pytest.raises(ValueError, match=r"\[x\].*unreported"):
         report.parse_claims('[x]\nclaim = "c"\nunit = "-"\nkind = "unreported"\npaper = 1.0\nreason = ""\n')
 
@@ -208,10 +232,10 @@ def test_scorecard_kinds_compare_as_documented():
 REFERENCE_NOTES = {
     "surplus_usd": "our homes (California), LMP (synthetic, 2024 PJM level) and kᵇ/kˢ differ from the paper's",
     "storage_change_pct": "our homes already cycle their batteries in M1 to store midday PV for the evening (sunny "
-                          "California, large PV), so the market adds relatively less",
+    "California, large PV), so the market adds relatively less",
     "m3_core_excess_usd": "at ρ = 0.2 the aggregator and a group of homes would gain by leaving out the homes M3 pays "
-                          "most: α rewards traded energy, while almost all of ΔC is each home's stand-alone value "
-                          "(notebook 08)",
+    "most: α rewards traded energy, while almost all of ΔC is each home's stand-alone value "
+    "(notebook 08)",
 }
 
 
@@ -261,8 +285,15 @@ def _lonely_battery_case():
     n, hours = 3, np.arange(dm.HOURS)
     lmp = 0.03 + 0.05 * np.exp(-0.5 * ((hours - 18) / 2.0) ** 2)
     pv = np.broadcast_to(np.where((hours >= 10) & (hours < 15), 0.2, 0.0), (n, 1, dm.HOURS))
-    return dm.create_case(np.ones((n, 1, dm.HOURS)), pv, utility_a=np.full(n, -0.003),
-                          utility_b=np.full(n, 0.3), lmp=lmp, battery_kwh=[13.5, 0.0, 0.0], battery_kw=[5.0, 0.0, 0.0])
+    return dm.create_case(
+        np.ones((n, 1, dm.HOURS)),
+        pv,
+        utility_a=np.full(n, -0.003),
+        utility_b=np.full(n, 0.3),
+        lmp=lmp,
+        battery_kwh=[13.5, 0.0, 0.0],
+        battery_kw=[5.0, 0.0, 0.0],
+    )
 
 
 def test_a_sensitivity_row_that_cannot_be_computed_is_a_row_with_its_reason(tmp_path):
@@ -276,4 +307,3 @@ def test_a_sensitivity_row_that_cannot_be_computed_is_a_row_with_its_reason(tmp_
     path = report.save_table(table, tmp_path / "sensitivity.csv", decimals=3)  # as notebook 06 writes it
     back = pd.read_csv(path, keep_default_na=False, na_values=[""])
     assert back["reason"].fillna("").tolist() == table["reason"].tolist()
-

@@ -26,12 +26,13 @@ def test_installed_metadata_matches_the_package():
     installed = importlib.metadata.version("desmarket")
     assert installed == desmarket.__version__, (
         f"installed metadata says {installed}, desmarket.__version__ is {desmarket.__version__}: reinstall "
-        "with `.venv/bin/pip install --no-deps --no-build-isolation -e .` (or `rm .venv/.installed; make setup`)")
+        "with `.venv/bin/pip install --no-deps --no-build-isolation -e .` (or `rm .venv/.installed; make setup`)"
+    )
 
 
 def test_citation_cff_is_valid_and_cites_this_version():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
-    for key in ("cff-version", "message", "title", "authors"):   # required by CFF 1.2.0
+    for key in ("cff-version", "message", "title", "authors"):  # required by CFF 1.2.0
         assert cff.get(key), f"CITATION.cff lacks {key}"
     assert cff["cff-version"] == "1.2.0"
     assert str(cff["version"]) == desmarket.__version__

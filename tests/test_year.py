@@ -37,8 +37,7 @@ def test_the_paper_day_row_is_the_paper_case_headline(rows, measured):
 
 
 def test_rerun_and_workers_give_the_same_table(rows, measured):
-    again = year.claims_by_day(["2017-03-11", "2017-03-12", "2017-06-13"], measured, n_jobs=2, n_homes=4,
-                               n_scenarios=3)
+    again = year.claims_by_day(["2017-03-11", "2017-03-12", "2017-06-13"], measured, n_jobs=2, n_homes=4, n_scenarios=3)
     pd.testing.assert_frame_equal(rows, again)
 
 

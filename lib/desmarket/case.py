@@ -102,17 +102,26 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
     "load_kw": (0.0, 1e4, _POWER),
     "pv_kw": (0.0, 1e4, _POWER),
     "retail_usd_per_kwh": (0.0, 100.0, _PRICE),
-    "lmp_usd_per_kwh": (-100.0, 100.0, "$/kWh: real day-ahead LMPs lie between offer floors of about -0.25 $/kWh "
-                        "(ERCOT -250 $/MWh) and caps of a few $/kWh (ERCOT's former 9,000 $/MWh); +-100 $/kWh is "
-                        "far beyond both"),
+    "lmp_usd_per_kwh": (
+        -100.0,
+        100.0,
+        "$/kWh: real day-ahead LMPs lie between offer floors of about -0.25 $/kWh "
+        "(ERCOT -250 $/MWh) and caps of a few $/kWh (ERCOT's former 9,000 $/MWh); +-100 $/kWh is "
+        "far beyond both",
+    ),
     "net_metering_usd_per_kwh": (0.0, 100.0, _PRICE),
     "buy_ratio": (0.0, 1e3, _RATIO),
     "sell_ratio": (0.0, 1e3, _RATIO),
-    "regularization": (0.0, 100.0, "$/kW^2, a tie-break weight that must stay far below the utility terms; "
-                       "default 1e-5"),
+    "regularization": (
+        0.0,
+        100.0,
+        "$/kW^2, a tie-break weight that must stay far below the utility terms; default 1e-5",
+    ),
 }
-_RANGE_FIX = ("check the units (kW not W, $/kWh not $/MWh or cents); the bounds keep the solvers' numerical "
-              "conditioning sound (desmarket.case.PLAUSIBLE_RANGES)")
+_RANGE_FIX = (
+    "check the units (kW not W, $/kWh not $/MWh or cents); the bounds keep the solvers' numerical "
+    "conditioning sound (desmarket.case.PLAUSIBLE_RANGES)"
+)
 CASE_FILES = ("homes.csv", "profiles.csv", "scenarios.csv", "prices.csv", "market.json")
 _DIRECTORY_FIX = f"pass the path (str or pathlib.Path) of a folder that holds {', '.join(CASE_FILES)}"
 
@@ -255,8 +264,11 @@ class Case:
         frames = self.to_frames()
         if market is not None:
             if not isinstance(market, (Market, Mapping)):
-                raise CaseError("market.json", f"expected a Market or a mapping, got {type(market).__name__}",
-                                f"pass a dict with some of the keys {MARKET_KEYS}")
+                raise CaseError(
+                    "market.json",
+                    f"expected a Market or a mapping, got {type(market).__name__}",
+                    f"pass a dict with some of the keys {MARKET_KEYS}",
+                )
             new = dataclasses.asdict(market) if isinstance(market, Market) else dict(market)
             unknown = set(new) - set(MARKET_KEYS)
             if unknown:
@@ -278,12 +290,16 @@ class Case:
         where = "Case.select(homes=...)"
         known = f"the case's {self.n_homes} homes are {', '.join(self.home_ids[:10])}{', ...' * (self.n_homes > 10)}"
         if not ids:
-            raise CaseError(where, "the selection is empty (a case needs at least one home)",
-                            f"pass at least one home id; {known}")
+            raise CaseError(
+                where, "the selection is empty (a case needs at least one home)", f"pass at least one home id; {known}"
+            )
         unknown = [h for h in ids if h not in self.homes.index]
         if unknown:
-            raise CaseError(where, f"unknown homes {unknown[:10]}", f"select ids of the 'home' column, as text "
-                            f"(['1'], not [1]); {known}")
+            raise CaseError(
+                where,
+                f"unknown homes {unknown[:10]}",
+                f"select ids of the 'home' column, as text (['1'], not [1]); {known}",
+            )
         repeated = pd.Index(ids)[pd.Index(ids).duplicated()]
         if len(repeated):
             raise CaseError(where, f"home '{repeated[0]}' is selected twice", "name each home once")
@@ -294,8 +310,11 @@ class Case:
 def _selection(homes) -> list:
     """The ids of a :meth:`Case.select` argument as a list; a bare string or a non-iterable raises."""
     if isinstance(homes, (str, bytes)) or not isinstance(homes, Iterable):
-        raise CaseError("Case.select(homes=...)", f"expected a list of home ids, got {type(homes).__name__} "
-                        f"{_shown(repr(homes))}", f"pass a list, e.g. select([{str(homes)[:20]!r}])")
+        raise CaseError(
+            "Case.select(homes=...)",
+            f"expected a list of home ids, got {type(homes).__name__} {_shown(repr(homes))}",
+            f"pass a list, e.g. select([{str(homes)[:20]!r}])",
+        )
     return list(homes)
 
 
@@ -323,8 +342,15 @@ def wholesale_prices(lmp, buy_ratio: float, sell_ratio: float) -> tuple[np.ndarr
 def load_case(path) -> Case:
     """Read and validate a case directory (format in the module docstring). Raises :class:`CaseError`."""
     path = _case_directory(path)
-    frames = {name: _read_csv(path, name, ids) for name, ids in (
-        ("homes", ["home"]), ("profiles", ["home", "scenario"]), ("scenarios", ["scenario"]), ("prices", []))}
+    frames = {
+        name: _read_csv(path, name, ids)
+        for name, ids in (
+            ("homes", ["home"]),
+            ("profiles", ["home", "scenario"]),
+            ("scenarios", ["scenario"]),
+            ("prices", []),
+        )
+    }
     frames["market"] = _read_market(path)
     return Case.from_frames(**frames)
 
@@ -353,8 +379,12 @@ def _case_file(path: Path, name: str, fix: str) -> Path:
 
 def _encoding_problem(head: bytes) -> str | None:
     """Why bytes that should be UTF-8 text are not, judged from the start of the file (None if they may be)."""
-    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "UTF-32"),
+        (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
         if head.startswith(bom):
             return f"is {name} text, not UTF-8"
     if b"\0" in head:
@@ -363,8 +393,9 @@ def _encoding_problem(head: bytes) -> str | None:
 
 
 def _not_utf8(name: str, problem: str) -> CaseError:
-    return CaseError(name, problem, "save the file as UTF-8 text (in a spreadsheet: 'CSV UTF-8'; any editor: "
-                     "encoding UTF-8)")
+    return CaseError(
+        name, problem, "save the file as UTF-8 text (in a spreadsheet: 'CSV UTF-8'; any editor: encoding UTF-8)"
+    )
 
 
 def _undecodable(exc: UnicodeDecodeError) -> str:
@@ -386,20 +417,27 @@ def _read_csv(path: Path, name: str, ids: Sequence[str]) -> pd.DataFrame:
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(file, dtype={c: str for c in ids}, index_col=False, **options)
     except pd.errors.ParserWarning:
-        raise CaseError(name, "the first row has more fields than the header", "remove the extra fields or name "
-                        "them in the header", None, "line 2") from None
+        raise CaseError(
+            name,
+            "the first row has more fields than the header",
+            "remove the extra fields or name them in the header",
+            None,
+            "line 2",
+        ) from None
     except UnicodeDecodeError as exc:
         raise _not_utf8(name, _undecodable(exc)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CaseError(name, f"cannot be parsed as CSV ({exc})", "write a comma-separated file with one header "
-                        "line") from None
+        raise CaseError(
+            name, f"cannot be parsed as CSV ({exc})", "write a comma-separated file with one header line"
+        ) from None
     except OSError as exc:
         raise CaseError(name, f"cannot be read ({exc.strerror or exc})", "check the file and its permissions") from None
     names = header.iloc[0].dropna() if len(header) else pd.Series([], dtype=str)  # blank names become 'Unnamed'
     repeated = names[names.duplicated()]
     if len(repeated):
-        raise CaseError(name, f"the header repeats the column '{repeated.iloc[0]}'", "name each column once", None,
-                        "line 1")
+        raise CaseError(
+            name, f"the header repeats the column '{repeated.iloc[0]}'", "name each column once", None, "line 1"
+        )
     return frame
 
 
@@ -417,8 +455,9 @@ def _json_object(pairs: list[tuple[str, object]]) -> dict:
     keys = [k for k, _ in pairs]
     repeated = [k for i, k in enumerate(keys) if k in keys[:i]]
     if repeated:
-        raise CaseError("market.json", f"repeats the key '{repeated[0]}' (JSON keeps only the last one)",
-                        "write each key once")
+        raise CaseError(
+            "market.json", f"repeats the key '{repeated[0]}' (JSON keeps only the last one)", "write each key once"
+        )
     return dict(pairs)
 
 
@@ -438,15 +477,23 @@ def _read_market(path: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise _not_utf8(name, _undecodable(exc)) from None
     try:
-        market = json.loads(text, object_pairs_hook=_json_object, parse_float=_json_number, parse_int=_json_number,
-                            parse_constant=_JsonLiteral)
+        market = json.loads(
+            text,
+            object_pairs_hook=_json_object,
+            parse_float=_json_number,
+            parse_int=_json_number,
+            parse_constant=_JsonLiteral,
+        )
     except json.JSONDecodeError as exc:
         raise CaseError(name, f"is not valid JSON ({exc})", "write one JSON object") from None
     except RecursionError:
         raise CaseError(name, "is not valid JSON (nested too deeply)", "write one flat JSON object") from None
     if not isinstance(market, dict):
-        raise CaseError(name, f"is not a JSON object (it holds {_json_kind(market)})",
-                        f"write one object with the keys {MARKET_KEYS}")
+        raise CaseError(
+            name,
+            f"is not a JSON object (it holds {_json_kind(market)})",
+            f"write one object with the keys {MARKET_KEYS}",
+        )
     return market
 
 
@@ -486,12 +533,18 @@ def create_case(
     if pv.ndim == 2:
         pv = pv[:, None, :]
     if load.ndim != 3 or pv.shape != load.shape:
-        raise CaseError("profiles.csv", f"load {load.shape} and pv {pv.shape} are not both (homes, scenarios, "
-                        "hours)", "pass two arrays of the same (N, S, T) shape")
+        raise CaseError(
+            "profiles.csv",
+            f"load {load.shape} and pv {pv.shape} are not both (homes, scenarios, hours)",
+            "pass two arrays of the same (N, S, T) shape",
+        )
     n, s, t = load.shape
     if n == 0:
-        raise CaseError("homes.csv", f"load and pv have no homes (shape {load.shape})",
-                        "pass arrays with at least one home: (N, S, T) or (N, T) with N >= 1")
+        raise CaseError(
+            "homes.csv",
+            f"load and pv have no homes (shape {load.shape})",
+            "pass arrays with at least one home: (N, S, T) or (N, T) with N >= 1",
+        )
     home_ids = [str(h) for h in (home_ids if home_ids is not None else range(1, n + 1))]
     scenario_ids = [str(k) for k in (scenario_ids if scenario_ids is not None else range(1, s + 1))]
     unknown = set(home_params) - set(HOME_COLUMNS)
@@ -507,8 +560,9 @@ def create_case(
         "homes": homes,
         "profiles": long_table(home_ids, scenario_ids, load_kw=load, pv_kw=pv),
         "scenarios": pd.DataFrame({"scenario": scenario_ids, "probability": probability}),
-        "prices": pd.DataFrame({"hour": np.arange(len(np.atleast_1d(lmp))),
-                                "retail_usd_per_kwh": retail, "lmp_usd_per_kwh": lmp}),
+        "prices": pd.DataFrame(
+            {"hour": np.arange(len(np.atleast_1d(lmp))), "retail_usd_per_kwh": retail, "lmp_usd_per_kwh": lmp}
+        ),
         "market": market if market is not None else Market(),
     }
     return Case.from_frames(**frames)
@@ -536,11 +590,13 @@ def scenario_table(scenario_ids, **grids: np.ndarray) -> pd.DataFrame:
     Rows are scenario-major, then hour; the per-(scenario, hour) companion of :func:`long_table`.
     """
     s, t = np.shape(next(iter(grids.values())))
-    return pd.DataFrame({
-        "scenario": np.repeat(np.asarray(scenario_ids, dtype=object), t),
-        "hour": np.tile(np.arange(t), s),
-        **{name: np.asarray(grid).reshape(-1) for name, grid in grids.items()},
-    })
+    return pd.DataFrame(
+        {
+            "scenario": np.repeat(np.asarray(scenario_ids, dtype=object), t),
+            "hour": np.tile(np.arange(t), s),
+            **{name: np.asarray(grid).reshape(-1) for name, grid in grids.items()},
+        }
+    )
 
 
 # ================================================================================ validation
@@ -576,14 +632,19 @@ def _numeric(frame: pd.DataFrame, file: str, column: str) -> np.ndarray:
     if bad.size:
         i, value = bad[0], raw.iloc[bad[0]]
         value = value.item() if isinstance(value, np.generic) else value
-        raise CaseError(file, f"value {_shown(repr(value))} is not a finite number ({bad.size} such rows)",
-                        "write a number in every cell", column, _row(frame, i))
+        raise CaseError(
+            file,
+            f"value {_shown(repr(value))} is not a finite number ({bad.size} such rows)",
+            "write a number in every cell",
+            column,
+            _row(frame, i),
+        )
     return values
 
 
 def _shown(text: str, limit: int = 40) -> str:
     """``text`` for a message, shortened if long (a 5000-digit number would drown the message)."""
-    return text if len(text) <= limit else f"{text[:limit // 2]}... ({len(text)} characters)"
+    return text if len(text) <= limit else f"{text[: limit // 2]}... ({len(text)} characters)"
 
 
 def _ids(frame: pd.DataFrame, file: str, column: str) -> np.ndarray:
@@ -594,9 +655,14 @@ def _ids(frame: pd.DataFrame, file: str, column: str) -> np.ndarray:
     blank = np.flatnonzero(np.append(np.asarray(stripped == ""), True)[codes])
     if blank.size:
         raise CaseError(file, "empty id", "give every row an id", column, _row(frame, blank[0]))
-    _check(np.append(np.asarray(stripped == text), True)[codes], frame, file, column,
-           "id with leading or trailing whitespace",
-           "remove the spaces: ids are kept exactly as written, so ' 1' and '1' would be different homes")
+    _check(
+        np.append(np.asarray(stripped == text), True)[codes],
+        frame,
+        file,
+        column,
+        "id with leading or trailing whitespace",
+        "remove the spaces: ids are kept exactly as written, so ' 1' and '1' would be different homes",
+    )
     return text.to_numpy(dtype=object)[codes]
 
 
@@ -606,21 +672,33 @@ def _check_range(values: np.ndarray, frame, file: str, column: str) -> None:
     bad = np.flatnonzero((values < low) | (values > high))
     if bad.size:
         count = f"; {bad.size} such rows" if bad.size > 1 else ""
-        raise CaseError(file, f"value {values[bad[0]]:g} is outside the accepted range [{low:g}, {high:g}] "
-                        f"({reason}{count})", _RANGE_FIX, column, _row(frame, bad[0]) if frame is not None else None)
+        raise CaseError(
+            file,
+            f"value {values[bad[0]]:g} is outside the accepted range [{low:g}, {high:g}] ({reason}{count})",
+            _RANGE_FIX,
+            column,
+            _row(frame, bad[0]) if frame is not None else None,
+        )
 
 
 def _check(ok: np.ndarray, frame, file, column, problem, fix) -> None:
     bad = np.flatnonzero(~ok)
     if bad.size:
-        raise CaseError(file, problem + (f" ({bad.size} rows)" if bad.size > 1 else ""), fix, column,
-                        _row(frame, bad[0]))
+        raise CaseError(
+            file, problem + (f" ({bad.size} rows)" if bad.size > 1 else ""), fix, column, _row(frame, bad[0])
+        )
 
 
 def _unique(ids: np.ndarray, frame, file, column) -> None:
     dup = pd.Series(ids).duplicated().to_numpy()
-    _check(~dup, frame, file, column, f"duplicate id '{ids[np.argmax(dup)]}'" if dup.any() else "",
-           "give each row a unique id")
+    _check(
+        ~dup,
+        frame,
+        file,
+        column,
+        f"duplicate id '{ids[np.argmax(dup)]}'" if dup.any() else "",
+        "give each row a unique id",
+    )
 
 
 def _keyed_table(frame, file: str, columns: Sequence[str], empty_fix: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -639,10 +717,16 @@ def _check_reserved(ids: np.ndarray, frame, file: str) -> None:
     reserved = np.asarray(folded.isin(RESERVED_HOME_IDS))
     if reserved.any():
         i = int(np.argmax(reserved))
-        _check(~reserved, frame, file, "home", f"home id '{ids[i]}' is reserved: the report tables (table3_energy.csv, "
-               f"table4_costs.csv, figure5_profit_rate.csv) add a row '{folded[i]}' beside the homes",
-               f"rename the home (e.g. 'home_{ids[i]}'); ids {', '.join(RESERVED_HOME_IDS)} are reserved in any "
-               "letter case")
+        _check(
+            ~reserved,
+            frame,
+            file,
+            "home",
+            f"home id '{ids[i]}' is reserved: the report tables (table3_energy.csv, "
+            f"table4_costs.csv, figure5_profit_rate.csv) add a row '{folded[i]}' beside the homes",
+            f"rename the home (e.g. 'home_{ids[i]}'); ids {', '.join(RESERVED_HOME_IDS)} are reserved in any "
+            "letter case",
+        )
 
 
 def _validate_homes(frame) -> pd.DataFrame:
@@ -657,18 +741,42 @@ def _validate_homes(frame) -> pd.DataFrame:
         ("battery_kw", v["battery_kw"] >= 0, "must be >= 0", "use 0 for a home without a battery"),
         ("soc_min", (v["soc_min"] >= 0) & (v["soc_min"] <= 1), "must lie in [0, 1]", "give a fraction of capacity"),
         ("soc_max", (v["soc_max"] >= 0) & (v["soc_max"] <= 1), "must lie in [0, 1]", "give a fraction of capacity"),
-        ("soc_initial", (v["soc_initial"] >= v["soc_min"]), "is below soc_min",
-         "raise soc_initial or lower soc_min (the battery must start within its limits)"),
-        ("soc_initial", (v["soc_initial"] <= v["soc_max"]), "is above soc_max",
-         "lower soc_initial or raise soc_max (the battery must start within its limits)"),
-        ("eta_charge", (v["eta_charge"] > 0) & (v["eta_charge"] <= 1), "must lie in (0, 1]",
-         "give the efficiency as a fraction, e.g. 0.95"),
-        ("eta_discharge", (v["eta_discharge"] > 0) & (v["eta_discharge"] <= 1), "must lie in (0, 1]",
-         "give the efficiency as a fraction, e.g. 0.95"),
-        ("load_min_factor", (v["load_min_factor"] >= 0) & (v["load_min_factor"] <= 1), "must lie in [0, 1]",
-         "the lower load bound is a fraction of the baseline load, e.g. 0.8"),
-        ("load_max_factor", v["load_max_factor"] >= 1, "must be >= 1",
-         "the upper load bound must allow the daily minimum (the baseline), e.g. 1.2"),
+        (
+            "soc_initial",
+            (v["soc_initial"] >= v["soc_min"]),
+            "is below soc_min",
+            "raise soc_initial or lower soc_min (the battery must start within its limits)",
+        ),
+        (
+            "soc_initial",
+            (v["soc_initial"] <= v["soc_max"]),
+            "is above soc_max",
+            "lower soc_initial or raise soc_max (the battery must start within its limits)",
+        ),
+        (
+            "eta_charge",
+            (v["eta_charge"] > 0) & (v["eta_charge"] <= 1),
+            "must lie in (0, 1]",
+            "give the efficiency as a fraction, e.g. 0.95",
+        ),
+        (
+            "eta_discharge",
+            (v["eta_discharge"] > 0) & (v["eta_discharge"] <= 1),
+            "must lie in (0, 1]",
+            "give the efficiency as a fraction, e.g. 0.95",
+        ),
+        (
+            "load_min_factor",
+            (v["load_min_factor"] >= 0) & (v["load_min_factor"] <= 1),
+            "must lie in [0, 1]",
+            "the lower load bound is a fraction of the baseline load, e.g. 0.8",
+        ),
+        (
+            "load_max_factor",
+            v["load_max_factor"] >= 1,
+            "must be >= 1",
+            "the upper load bound must allow the daily minimum (the baseline), e.g. 1.2",
+        ),
         ("grid_limit_kw", v["grid_limit_kw"] > 0, "must be > 0", "give the connection limit in kW, e.g. 10"),
     ]
     for column, ok, problem, fix in rules:
@@ -685,8 +793,9 @@ def _validate_scenarios(frame) -> tuple[tuple[str, ...], np.ndarray]:
     _check(p > 0, frame, file, "probability", "probability must be > 0", "remove the scenario or give it weight")
     total = p.sum()
     if abs(total - 1) > PROBABILITY_TOLERANCE:
-        raise CaseError(file, f"probabilities sum to {total:.9g}, not 1", "rescale them so that they sum to 1",
-                        "probability")
+        raise CaseError(
+            file, f"probabilities sum to {total:.9g}, not 1", "rescale them so that they sum to 1", "probability"
+        )
     return tuple(ids), p
 
 
@@ -694,20 +803,32 @@ def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
     file = "prices.csv"
     frame = _require_columns(frame, file, PRICE_COLUMNS)
     hour = _numeric(frame, file, "hour")
-    _check(np.isin(hour, np.arange(HOURS)), frame, file, "hour", f"hour must be an integer 0..{HOURS - 1}",
-           "use hour-beginning 0..23")
+    _check(
+        np.isin(hour, np.arange(HOURS)),
+        frame,
+        file,
+        "hour",
+        f"hour must be an integer 0..{HOURS - 1}",
+        "use hour-beginning 0..23",
+    )
     _unique(hour.astype(int).astype(str), frame, file, "hour")
     if len(frame) != HOURS:
         missing = sorted(set(range(HOURS)) - set(hour.astype(int)))
-        raise CaseError(file, f"has {len(frame)} rows; hours {missing} are missing", "give one row per hour 0..23",
-                        "hour")
+        raise CaseError(
+            file, f"has {len(frame)} rows; hours {missing} are missing", "give one row per hour 0..23", "hour"
+        )
     retail = _numeric(frame, file, "retail_usd_per_kwh")
     lmp = _numeric(frame, file, "lmp_usd_per_kwh")
     _check_range(retail, frame, file, "retail_usd_per_kwh")
     _check_range(lmp, frame, file, "lmp_usd_per_kwh")
-    _check(retail >= market.net_metering_usd_per_kwh, frame, file, "retail_usd_per_kwh",
-           f"retail price is below the net-metering price {market.net_metering_usd_per_kwh}",
-           "the model needs retail >= net metering (Eq. 6), or a home would buy and sell at once")
+    _check(
+        retail >= market.net_metering_usd_per_kwh,
+        frame,
+        file,
+        "retail_usd_per_kwh",
+        f"retail price is below the net-metering price {market.net_metering_usd_per_kwh}",
+        "the model needs retail >= net metering (Eq. 6), or a home would buy and sell at once",
+    )
     order = np.argsort(hour)  # rows may come in any order; errors above name the file's own lines
     return retail[order], lmp[order]
 
@@ -715,8 +836,9 @@ def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
 def _validate_market(market: Mapping) -> Market:
     file = "market.json"
     if not isinstance(market, Mapping):
-        raise CaseError(file, f"is not a JSON object (got {type(market).__name__})",
-                        f"write an object with the keys {MARKET_KEYS}")
+        raise CaseError(
+            file, f"is not a JSON object (got {type(market).__name__})", f"write an object with the keys {MARKET_KEYS}"
+        )
     missing = [k for k in MARKET_KEYS if k not in market]
     extra = [k for k in market if k not in MARKET_KEYS]
     if missing or extra:
@@ -734,9 +856,13 @@ def _validate_market(market: Mapping) -> Market:
     for key in MARKET_KEYS:
         _check_range(np.array([values[key]]), None, file, key)
     if m.sell_ratio > m.buy_ratio:
-        raise CaseError(file, f"'sell_ratio' = {m.sell_ratio} exceeds 'buy_ratio' = {m.buy_ratio} (Eq. 4: the "
-                        "aggregator would sell to the grid above its buy price, for positive and negative LMPs)",
-                        "give sell_ratio <= buy_ratio (the study uses 1.1 / 0.9)", "sell_ratio")
+        raise CaseError(
+            file,
+            f"'sell_ratio' = {m.sell_ratio} exceeds 'buy_ratio' = {m.buy_ratio} (Eq. 4: the "
+            "aggregator would sell to the grid above its buy price, for positive and negative LMPs)",
+            "give sell_ratio <= buy_ratio (the study uses 1.1 / 0.9)",
+            "sell_ratio",
+        )
     return m
 
 
@@ -750,8 +876,12 @@ def _market_number(file: str, key: str, value) -> float:
             pass
     if number is None or not math.isfinite(number):
         shown = _shown(str(value) if isinstance(value, (_JsonLiteral, int)) else repr(value))
-        raise CaseError(file, f"'{key}' = {shown} is not a finite number",
-                        "write a number (NaN, Infinity and numbers beyond 1.8e308 are not accepted)", key)
+        raise CaseError(
+            file,
+            f"'{key}' = {shown} is not a finite number",
+            "write a number (NaN, Infinity and numbers beyond 1.8e308 are not accepted)",
+            key,
+        )
     return number
 
 
@@ -764,14 +894,31 @@ def _validate_profiles(frame, home_ids: tuple[str, ...], scen_ids: tuple[str, ..
     load = _numeric(frame, file, "load_kw")
     pv = _numeric(frame, file, "pv_kw")
     h_idx = pd.Index(home_ids).get_indexer(homes)
-    _check(h_idx >= 0, frame, file, "home", f"unknown home '{homes[np.argmin(h_idx)]}'" if (h_idx < 0).any() else "",
-           "every home must have a row in homes.csv")
+    _check(
+        h_idx >= 0,
+        frame,
+        file,
+        "home",
+        f"unknown home '{homes[np.argmin(h_idx)]}'" if (h_idx < 0).any() else "",
+        "every home must have a row in homes.csv",
+    )
     s_idx = pd.Index(scen_ids).get_indexer(scens)
-    _check(s_idx >= 0, frame, file, "scenario",
-           f"unknown scenario '{scens[np.argmin(s_idx)]}'" if (s_idx < 0).any() else "",
-           "every scenario must have a row in scenarios.csv")
-    _check(np.isin(hour, np.arange(HOURS)), frame, file, "hour", f"hour must be an integer 0..{HOURS - 1}",
-           "use hour-beginning 0..23")
+    _check(
+        s_idx >= 0,
+        frame,
+        file,
+        "scenario",
+        f"unknown scenario '{scens[np.argmin(s_idx)]}'" if (s_idx < 0).any() else "",
+        "every scenario must have a row in scenarios.csv",
+    )
+    _check(
+        np.isin(hour, np.arange(HOURS)),
+        frame,
+        file,
+        "hour",
+        f"hour must be an integer 0..{HOURS - 1}",
+        "use hour-beginning 0..23",
+    )
     _check(load >= 0, frame, file, "load_kw", "negative load", "loads are consumption in kW, >= 0")
     _check(pv >= 0, frame, file, "pv_kw", "negative PV output", "PV output is generation in kW, >= 0")
     _check_range(load, frame, file, "load_kw")
@@ -781,16 +928,24 @@ def _validate_profiles(frame, home_ids: tuple[str, ...], scen_ids: tuple[str, ..
     dup = pd.Series(flat).duplicated().to_numpy()
     if dup.any():
         i = np.argmax(dup)
-        raise CaseError(file, f"duplicate row for home '{homes[i]}', scenario '{scens[i]}', hour {int(hour[i])}",
-                        "give each (home, scenario, hour) exactly once", None, _row(frame, i))
+        raise CaseError(
+            file,
+            f"duplicate row for home '{homes[i]}', scenario '{scens[i]}', hour {int(hour[i])}",
+            "give each (home, scenario, hour) exactly once",
+            None,
+            _row(frame, i),
+        )
     if len(flat) != n * s * HOURS:
         present = np.zeros(n * s * HOURS, dtype=bool)
         present[flat] = True
         k = int(np.argmin(present))
         i, rest = divmod(k, s * HOURS)
         j, t = divmod(rest, HOURS)
-        raise CaseError(file, f"{n * s * HOURS - len(flat)} rows missing, e.g. home '{home_ids[i]}', scenario "
-                        f"'{scen_ids[j]}', hour {t}", "give every (home, scenario, hour 0-23) exactly once")
+        raise CaseError(
+            file,
+            f"{n * s * HOURS - len(flat)} rows missing, e.g. home '{home_ids[i]}', scenario '{scen_ids[j]}', hour {t}",
+            "give every (home, scenario, hour 0-23) exactly once",
+        )
     out_load, out_pv = np.empty(n * s * HOURS), np.empty(n * s * HOURS)
     out_load[flat], out_pv[flat] = load, pv
     return out_load.reshape(n, s, HOURS), out_pv.reshape(n, s, HOURS)

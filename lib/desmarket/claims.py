@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 #: Kinds of a paper claim (field ``kind`` of paper_claims.toml) and how each is compared with ours.
-CLAIM_KINDS = {"number": "sign and order of magnitude (within a factor 10) of the paper's value",
-               "sign": "sign only: the paper states a direction, not a value",
-               "unreported": "nothing to compare: the paper reports no value; ours is shown with its reason"}
+CLAIM_KINDS = {
+    "number": "sign and order of magnitude (within a factor 10) of the paper's value",
+    "sign": "sign only: the paper states a direction, not a value",
+    "unreported": "nothing to compare: the paper reports no value; ours is shown with its reason",
+}
 #: What the scorecard's paper column shows for a claim of kind "unreported".
 NOT_REPORTED = "not reported"
 #: Where a run's case comes from (``source`` of :func:`desmarket.report.scorecard`): "measured", built by
@@ -35,8 +37,8 @@ def parse_claims(text: str) -> pd.DataFrame:
 
     Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason,
     reason_case (the note for a user's case; default the reason), source (where our value comes from:
-    "headline", :func:`desmarket.report.headline`, or "fairness", notebook 08). Reasons are templates: ``{rho}`` and the other
-    :data:`NOTE_FIELDS` are filled from the run by :func:`desmarket.report.scorecard`.
+    "headline", :func:`desmarket.report.headline`, or "fairness", notebook 08). Reasons are templates:
+    ``{rho}`` and the other :data:`NOTE_FIELDS` are filled from the run by :func:`desmarket.report.scorecard`.
     Validated: an unknown kind, a missing field, a paper value on an "unreported" claim or an unknown field in
     braces is a ValueError naming the claim.
     """
@@ -51,11 +53,20 @@ def parse_claims(text: str) -> pd.DataFrame:
             raise ValueError(f"paper claims [{key}]: missing {missing}; see the header of paper_claims.toml")
         if kind == "unreported" and {"paper", "paper_text", "sign"} & set(claim):
             raise ValueError(f"paper claims [{key}]: kind \"unreported\" takes no paper, paper_text or sign")
-        rows.append({"key": key, "claim": claim["claim"], "unit": claim["unit"], "kind": kind,
-                     "paper": float(claim.get("paper", np.nan)), "paper_text": claim.get("paper_text", ""),
-                     "sign": float(claim.get("sign", np.nan)), "reason": claim["reason"],
-                     "reason_case": claim.get("reason_case", claim["reason"]),
-                     "source": claim.get("source", "headline")})
+        rows.append(
+            {
+                "key": key,
+                "claim": claim["claim"],
+                "unit": claim["unit"],
+                "kind": kind,
+                "paper": float(claim.get("paper", np.nan)),
+                "paper_text": claim.get("paper_text", ""),
+                "sign": float(claim.get("sign", np.nan)),
+                "reason": claim["reason"],
+                "reason_case": claim.get("reason_case", claim["reason"]),
+                "source": claim.get("source", "headline"),
+            }
+        )
         for field in ("reason", "reason_case"):
             _check_template(key, field, rows[-1][field])
         if rows[-1]["source"] not in CLAIM_SOURCES:
@@ -68,17 +79,21 @@ def _check_template(key: str, field: str, text: str) -> None:
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as exc:
-        raise ValueError(f"paper claims [{key}]: {field} is not a valid template ({exc}); write a literal brace "
-                         "twice, {{ or }}") from None
+        raise ValueError(
+            f"paper claims [{key}]: {field} is not a valid template ({exc}); write a literal brace twice, {{{{ or }}}}"
+        ) from None
     unknown = sorted(names - set(NOTE_FIELDS))
     if unknown:
-        raise ValueError(f"paper claims [{key}]: {field} names unknown fields {unknown}; use only "
-                         f"{{{'}, {'.join(NOTE_FIELDS)}}} (filled from the run)")
+        raise ValueError(
+            f"paper claims [{key}]: {field} names unknown fields {unknown}; use only "
+            f"{{{'}, {'.join(NOTE_FIELDS)}}} (filled from the run)"
+        )
 
 
 def claim_note(claim, fields: dict, source: str = "measured") -> str:
     """The note of one claim (a row of :func:`parse_claims`) for a run: its reason for the measured data or its
-    reason_case for a user's case (``source``, :data:`DATA_SOURCES`), with the run's :func:`desmarket.report.note_fields`."""
+    reason_case for a user's case (``source``, :data:`DATA_SOURCES`), with the run's
+    :func:`desmarket.report.note_fields`."""
     if source not in DATA_SOURCES:
         raise ValueError(f"source must be one of {DATA_SOURCES} (where the case comes from), got {source!r}")
     return (claim.reason if source == "measured" else claim.reason_case).format_map(fields)

@@ -1,4 +1,5 @@
-"""The command line: ``desmarket validate | build-case | run`` (installed with the package; also ``python -m desmarket``).
+"""The command line: ``desmarket validate | build-case | run`` (installed with the package; also
+``python -m desmarket``).
 
 Exit codes: 0 done; 1 bad input, a case the model cannot serve or an output folder that cannot be written (one clear
 line on stderr, no traceback); 2 usage (argparse, also a value out of range); 130 interrupted.
@@ -42,8 +43,6 @@ OUTPUT_FIXES = {
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
 
 
 # ---------------------------------------------------------------------------------------------- output folders
@@ -129,8 +128,10 @@ class OutputFolder:
             raise OutputError(f"cannot write {target}: it is a file, not a folder. Fix: choose a new folder")
         for what, path in keep.items():
             if _is_within(absolute(path), target):
-                raise OutputError(f"cannot write {target}: it is or holds {what} ({absolute(path)}), which "
-                                  "replacing it would delete. Fix: choose another folder")
+                raise OutputError(
+                    f"cannot write {target}: it is or holds {what} ({absolute(path)}), which "
+                    "replacing it would delete. Fix: choose another folder"
+                )
         if not force and any(target.iterdir()):
             raise OutputError(f"{target} exists and is not empty; choose a new folder or pass --force to replace it")
 
@@ -140,8 +141,10 @@ class OutputFolder:
             missing.append(parent)
             parent = parent.parent
         if not parent.is_dir():
-            raise OutputError(f"cannot write {self.target}: {parent} is a file, not a folder. "
-                              "Fix: choose a path that is not under a file")
+            raise OutputError(
+                f"cannot write {self.target}: {parent} is a file, not a folder. "
+                "Fix: choose a path that is not under a file"
+            )
         for folder in reversed(missing):
             folder.mkdir()
             self._made.append(folder)
@@ -202,7 +205,7 @@ class OutputFolder:
 # -------------------------------------------------------------------------------------------------- commands
 def validate(args) -> int:
     """Load and validate a case directory; print what it holds."""
-    import desmarket as dm  # noqa: PLC0415  (keeps `desmarket --help` fast)
+    import desmarket as dm
 
     case = dm.load_case(args.case)
     print(f"valid: {case}")
@@ -213,31 +216,38 @@ def validate(args) -> int:
 
 def build_case(args) -> int:
     """Build a case from the measured data (the data layer) and write it in the case format."""
-    from desmarket import data, limits  # noqa: PLC0415
+    from desmarket import data, limits
 
     limits.check_size(args.homes, args.scenarios, field="--homes")  # a case this machine can study
     date = args.date or data.PAPER_DATE
     with OutputFolder(args.out, args.force) as folder:  # checks OUT before the data are read
         source = data.price_source(args.prices)  # an unknown name or a malformed file: its one line
-        case = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, date=date, seed=args.seed,
-                               prices=source)
+        case = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, date=date, seed=args.seed, prices=source)
         with folder.writing() as out:
             case.save(out)
         target = folder.commit()
     copies = data.resampled_homes(case.home_ids)
-    print(f"wrote {target}: {case}"
-          + (f"; {_count(len(copies), 'home')} {'is a resampled copy' if len(copies) == 1 else 'are resampled copies'}"
-             " of measured ones" if copies else ""))
+    print(
+        f"wrote {target}: {case}"
+        + (
+            f"; {_count(len(copies), 'home')} {'is a resampled copy' if len(copies) == 1 else 'are resampled copies'}"
+            " of measured ones"
+            if copies
+            else ""
+        )
+    )
     print(source.describe(date, seed=args.seed))
     return 0
 
 
 def _solve(case, method: str) -> tuple:
     """M1 and the market clearing, each timed on stderr."""
-    import desmarket as dm  # noqa: PLC0415
+    import desmarket as dm
 
-    steps = [("M1 (each home alone)", lambda: dm.solve_independent(case, method=method)),
-             ("market clearing", lambda: dm.clear_market(case, method=method))]
+    steps = [
+        ("M1 (each home alone)", lambda: dm.solve_independent(case, method=method)),
+        ("market clearing", lambda: dm.clear_market(case, method=method)),
+    ]
     ops = []
     for name, step in steps:
         t0 = time.perf_counter()
@@ -249,25 +259,27 @@ def _solve(case, method: str) -> tuple:
 
 def _settle(case, independent, market, profit_rate: float, where: Path):
     """The study settled under M2 and M3; nobody trading is one line that names the case and what to do."""
-    from desmarket.errors import NoTradeError  # noqa: PLC0415
-    from desmarket.study import settled_study  # noqa: PLC0415
+    from desmarket.errors import NoTradeError
+    from desmarket.study import settled_study
 
     try:
         return settled_study(case, independent, market, profit_rate)
     except NoTradeError as exc:
-        raise NoTradeError(f"{where}: no home's trades have a market value, so the contribution rates (Eq. 22) "
-                           "and M3 are undefined and `desmarket run` writes nothing. Fix: check the case's prices "
-                           "and market.json, or settle M2 alone in Python: "
-                           "desmarket.settle(case, m1, market, rho, rule='equal')") from exc
+        raise NoTradeError(
+            f"{where}: no home's trades have a market value, so the contribution rates (Eq. 22) "
+            "and M3 are undefined and `desmarket run` writes nothing. Fix: check the case's prices "
+            "and market.json, or settle M2 alone in Python: "
+            "desmarket.settle(case, m1, market, rho, rule='equal')"
+        ) from exc
 
 
 def _write_study(out: Path, case, study, profit_rate: float) -> tuple[int, int]:
     """The case, the operations, the tables and the figures of notebooks 02-06 under ``out`` (absolute);
     returns (tables, figures) written."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
-    import desmarket as dm  # noqa: PLC0415
-    from desmarket import io, plots, report  # noqa: PLC0415
+    import desmarket as dm
+    from desmarket import io, plots, report
 
     paths = io.RunPaths(out, out / "case", out / "operation", out / "tables", out / "figures")
     for p in paths[1:]:
@@ -299,8 +311,7 @@ def _write_study(out: Path, case, study, profit_rate: float) -> tuple[int, int]:
         "figure3_net_load": plots.figure3_net_load(community, reduction),
         "figure4_cost_reduction": plots.figure4_cost_reduction(tables["settlement"]),
         "figure5_profit_rate": plots.figure5_profit_rate(sweep),
-        "alpha_vs_traded": plots.figure_alpha_vs_traded(rates, report.correlation(rates["alpha"],
-                                                                                  rates["traded_kwh"])),
+        "alpha_vs_traded": plots.figure_alpha_vs_traded(rates, report.correlation(rates["alpha"], rates["traded_kwh"])),
     }
     try:
         for name, fig in figures.items():
@@ -313,7 +324,7 @@ def _write_study(out: Path, case, study, profit_rate: float) -> tuple[int, int]:
 
 def run(args) -> int:
     """M1, the clearing, M2 and M3 on a case: the tables and figures of notebooks 02-06, without the scorecard."""
-    import desmarket as dm  # noqa: PLC0415
+    import desmarket as dm
 
     case = dm.load_case(args.case)  # before anything is written
     with OutputFolder(args.out, args.force, keep={"the case": args.case}) as folder:  # checks --out before any solving
@@ -322,8 +333,10 @@ def run(args) -> int:
         with folder.writing() as out:
             n_tables, n_figures = _write_study(out, case, study, args.profit_rate)
         target = folder.commit()
-    print(f"ΔC = {study.m3.surplus:.4f} $/day; ρ = {args.profit_rate}; aggregator gain {study.m3.aggregator_gain:.4f} "
-          f"$/day; M3 home gains {study.m3.home_gain.min():.4f} to {study.m3.home_gain.max():.4f} $/day")
+    print(
+        f"ΔC = {study.m3.surplus:.4f} $/day; ρ = {args.profit_rate}; aggregator gain {study.m3.aggregator_gain:.4f} "
+        f"$/day; M3 home gains {study.m3.home_gain.min():.4f} to {study.m3.home_gain.max():.4f} $/day"
+    )
     print(f"wrote {_count(n_tables, 'table')} and {_count(n_figures, 'figure')} under {target}/")
     return 0
 
@@ -363,7 +376,7 @@ def unit_rate(text: str) -> float:
 
 def day(text: str) -> str:
     """argparse type: a calendar day YYYY-MM-DD (surrounding spaces ignored), returned as YYYY-MM-DD."""
-    import datetime  # noqa: PLC0415
+    import datetime
 
     text = text.strip()
     try:
@@ -375,47 +388,84 @@ def day(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    from desmarket import __version__  # noqa: PLC0415
-    from desmarket.data import DEFAULT_PRICES, PAPER_DATE  # noqa: PLC0415
+    from desmarket import __version__
+    from desmarket.data import DEFAULT_PRICES, PAPER_DATE
 
-    top = argparse.ArgumentParser(prog="desmarket", description="Distributed energy trading with a market value "
-                                  "allocation mechanism (a reproduction of Hu et al. 2024).")
+    top = argparse.ArgumentParser(
+        prog="desmarket",
+        description="Distributed energy trading with a market value "
+        "allocation mechanism (a reproduction of Hu et al. 2024).",
+    )
     top.add_argument("--version", action="version", version=f"desmarket {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="{validate,build-case,run}")
-    p = sub.add_parser("validate", help="check a case directory (README, 'Case format')",
-                       description="Load and validate a case directory; exit 1 with the first problem found.")
+    p = sub.add_parser(
+        "validate",
+        help="check a case directory (README, 'Case format')",
+        description="Load and validate a case directory; exit 1 with the first problem found.",
+    )
     p.add_argument("case", help="a case directory: homes.csv, profiles.csv, scenarios.csv, prices.csv, market.json")
     p.set_defaults(func=validate)
-    p = sub.add_parser("build-case", help="build a case from the measured data",
-                       description="Build a case from the measured CityLearn homes (homes beyond the 12 measured "
-                       "ones are resampled copies) and the day-ahead prices of a price source (--prices), and "
-                       "write it to OUT.")
+    p = sub.add_parser(
+        "build-case",
+        help="build a case from the measured data",
+        description="Build a case from the measured CityLearn homes (homes beyond the 12 measured "
+        "ones are resampled copies) and the day-ahead prices of a price source (--prices), and "
+        "write it to OUT.",
+    )
     p.add_argument("out", help="a new (or empty) folder, relative to the current folder")
     p.add_argument("--homes", type=positive_int, default=10, help="number of homes (default: %(default)s)")
-    p.add_argument("--scenarios", type=positive_int, default=10,
-                   help="number of equiprobable similar-day scenarios (default: %(default)s)")
-    p.add_argument("--date", type=day, default=None,
-                   help=f"target day YYYY-MM-DD (default: the paper's day, {PAPER_DATE})")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="seeds everything random: scenario draw, resampled homes, utility coefficients, and the "
-                   "LMP of pjm-like (default: %(default)s)")
-    p.add_argument("--prices", default=DEFAULT_PRICES, metavar="SOURCE",
-                   help="the price source: ercot-2022 (ERCOT day-ahead, Austin LZ_AEN, 2022), ercot-2021 (the "
-                   "same for 2021, with Winter Storm Uri), pjm-like (the seeded synthetic PJM-like LMP), or the "
-                   "path of a PJM Data Miner 2 da_hrl_lmps CSV export; the day is the price year's same weekday "
-                   "nearest to --date, hour by local clock hour (default: %(default)s)")
+    p.add_argument(
+        "--scenarios",
+        type=positive_int,
+        default=10,
+        help="number of equiprobable similar-day scenarios (default: %(default)s)",
+    )
+    p.add_argument(
+        "--date", type=day, default=None, help=f"target day YYYY-MM-DD (default: the paper's day, {PAPER_DATE})"
+    )
+    p.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seeds everything random: scenario draw, resampled homes, utility coefficients, and the "
+        "LMP of pjm-like (default: %(default)s)",
+    )
+    p.add_argument(
+        "--prices",
+        default=DEFAULT_PRICES,
+        metavar="SOURCE",
+        help="the price source: ercot-2022 (ERCOT day-ahead, Austin LZ_AEN, 2022), ercot-2021 (the "
+        "same for 2021, with Winter Storm Uri), pjm-like (the seeded synthetic PJM-like LMP), or the "
+        "path of a PJM Data Miner 2 da_hrl_lmps CSV export; the day is the price year's same weekday "
+        "nearest to --date, hour by local clock hour (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     p.set_defaults(func=build_case)
-    p = sub.add_parser("run", help="M1, market clearing, M2 and M3 on a case: tables and figures",
-                       description="Solve M1 and the market clearing of a case, settle under M2 and M3, and write "
-                       "the case, the operations, the tables and the figures of notebooks 02-06 to --out.")
+    p = sub.add_parser(
+        "run",
+        help="M1, market clearing, M2 and M3 on a case: tables and figures",
+        description="Solve M1 and the market clearing of a case, settle under M2 and M3, and write "
+        "the case, the operations, the tables and the figures of notebooks 02-06 to --out.",
+    )
     p.add_argument("case", help="a case directory")
-    p.add_argument("--out", required=True, help="a new (or empty) output folder, relative to the current folder "
-                   "(gets case/, operation/, tables/, figures/)")
-    p.add_argument("--profit-rate", type=unit_rate, default=0.2,
-                   help="ρ in [0, 1], the aggregator's profit rate (default: %(default)s)")
-    p.add_argument("--method", default="decomposed", choices=("central", "decomposed", "coordinated"),
-                   help="how M1 and the clearing are solved (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="a new (or empty) output folder, relative to the current folder "
+        "(gets case/, operation/, tables/, figures/)",
+    )
+    p.add_argument(
+        "--profit-rate",
+        type=unit_rate,
+        default=0.2,
+        help="ρ in [0, 1], the aggregator's profit rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--method",
+        default="decomposed",
+        choices=("central", "decomposed", "coordinated"),
+        help="how M1 and the clearing are solved (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
     p.set_defaults(func=run)
     return top
@@ -434,7 +484,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except Exception as exc:  # user errors: one line, exit 1; anything else is a bug: traceback
-        from desmarket.errors import DesmarketError  # noqa: PLC0415
+        from desmarket.errors import DesmarketError
 
         if isinstance(exc, (DesmarketError, ValueError, OSError)):
             _say(f"desmarket {args.command}: error: {exc}")

@@ -104,7 +104,7 @@ class Coordination:
         object.__setattr__(self, "max_iterations", int(value))
 
     @classmethod
-    def relaxed(cls) -> "Coordination":
+    def relaxed(cls) -> Coordination:
         """Tolerances for large communities (``make bench`` uses them): 1e-3 kW of trade imbalance and 1e-5 $/kWh,
         up to 3,000 iterations. Enough for Delta C to 1e-3 relative; each home's gain then agrees with the exact
         clearing to about a cent (1e-2 $ measured at 30 and 100 homes, against 1e-3 with the defaults). The
@@ -147,7 +147,7 @@ class HomeController:
 
     def _compile_piqp(self):
         """PIQP's standard form min 1/2 z'Pz + q'z at linear = 0, half_rho = 1, and where price and rho enter."""
-        import piqp  # noqa: PLC0415  (a dependency of the default solver only)
+        import piqp
 
         self.linear.value, self.half_rho.value = np.zeros(self.shape), 1.0
         data = self.problem.get_problem_data("PIQP")[0]
@@ -155,17 +155,33 @@ class HomeController:
         offsets = {k: cols[getattr(self.handles, k).id] for k in self.KEYS}
         x_cols = offsets["x"] + np.arange(self.handles.x.size)  # column-major (S, T)
         P = data["P"].tocsc().copy()
-        diag = np.array([P.indptr[j] + np.flatnonzero(P.indices[P.indptr[j]:P.indptr[j + 1]] == j)[0]
-                         for j in x_cols])
+        diag = np.array(
+            [P.indptr[j] + np.flatnonzero(P.indices[P.indptr[j] : P.indptr[j + 1]] == j)[0] for j in x_cols]
+        )
         if not np.allclose(P.data[diag], 2.0):  # rho/2 ||x||^2 = 1/2 x' (rho I) x: 2 at half_rho = 1
             return None
         solver = piqp.SparseSolver()
         for key, value in self.solver_options.items():
             setattr(solver.settings, key, value)
-        solver.setup(P=P, c=data["q"], A=data["A"], b=data["b"], G=data["F"], h_u=data["G"],
-                     x_l=data["lower_bounds"], x_u=data["upper_bounds"])
-        return {"solver": solver, "P": P, "diag": diag, "q": data["q"].copy(), "x_cols": x_cols, "offsets": offsets,
-                "solved": piqp.PIQP_SOLVED}
+        solver.setup(
+            P=P,
+            c=data["q"],
+            A=data["A"],
+            b=data["b"],
+            G=data["F"],
+            h_u=data["G"],
+            x_l=data["lower_bounds"],
+            x_u=data["upper_bounds"],
+        )
+        return {
+            "solver": solver,
+            "P": P,
+            "diag": diag,
+            "q": data["q"].copy(),
+            "x_cols": x_cols,
+            "offsets": offsets,
+            "solved": piqp.PIQP_SOLVED,
+        }
 
     def respond(self, price: np.ndarray, previous: np.ndarray, rho: float) -> dict:
         """Best response to the coordinated price: argmin F_i - p.x + rho/2 ||x - previous||^2.
@@ -189,8 +205,10 @@ class HomeController:
         z = np.asarray(fast["solver"].result.x)
         size = self.shape[0] * self.shape[1]
         scale = float(self.handles.parameters.battery_scale.value)  # battery variables are per unit (formulation)
-        return {k: z[o:o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
-                for k, o in fast["offsets"].items()}
+        return {
+            k: z[o : o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
+            for k, o in fast["offsets"].items()
+        }
 
     def _respond_by_fallback(self, price: np.ndarray, previous: np.ndarray, rho: float, status) -> dict:
         """The same response solved by :data:`~desmarket.pieces.FALLBACK_SOLVER` (a cvxpy controller of this
@@ -224,15 +242,26 @@ def _controller(key, home: Block, solver: str, solver_options: dict | None) -> H
     return ctrl
 
 
-def home_response(home: Block, price: np.ndarray, previous: np.ndarray, rho: float, *, solver: str = "PIQP",
-                  solver_options: dict | None = None, key=None) -> dict:
+def home_response(
+    home: Block,
+    price: np.ndarray,
+    previous: np.ndarray,
+    rho: float,
+    *,
+    solver: str = "PIQP",
+    solver_options: dict | None = None,
+    key=None,
+) -> dict:
     """The home side of one iteration: receives only the announced price, rho and its own data and schedule.
 
     ``key`` lets a worker re-use the home's built problem between iterations. Besides the dispatch arrays,
     ``fallbacks`` is 1 if :data:`~desmarket.pieces.FALLBACK_SOLVER` solved this response, else 0.
     """
-    ctrl = _controller(key, home, solver, solver_options) if key is not None else HomeController(
-        home, solver, solver_options)
+    ctrl = (
+        _controller(key, home, solver, solver_options)
+        if key is not None
+        else HomeController(home, solver, solver_options)
+    )
     before = ctrl.fallbacks
     try:
         out = ctrl.respond(price, previous, rho)
@@ -243,8 +272,10 @@ def home_response(home: Block, price: np.ndarray, previous: np.ndarray, rho: flo
 
 def _respond_batch(run_id: str, homes: list[tuple[int, Block]], price, previous, rho, solver, solver_options):
     """Several homes' responses in one task (each home solves its own problem; the batch only saves messages)."""
-    return [home_response(home, price, previous[j], rho, solver=solver, solver_options=solver_options,
-                          key=(run_id, i)) for j, (i, home) in enumerate(homes)]
+    return [
+        home_response(home, price, previous[j], rho, solver=solver, solver_options=solver_options, key=(run_id, i))
+        for j, (i, home) in enumerate(homes)
+    ]
 
 
 # ================================================================================ aggregator side
@@ -261,8 +292,9 @@ class AggregatorState:
         return self.price - self.rho * self.trades.mean(axis=0)
 
 
-def aggregator_update(state: AggregatorState, trades: np.ndarray, settings: Coordination
-                      ) -> tuple[AggregatorState, dict]:
+def aggregator_update(
+    state: AggregatorState, trades: np.ndarray, settings: Coordination
+) -> tuple[AggregatorState, dict]:
     """The aggregator side of one iteration: receives only the homes' trade schedules (N, S, T) kW.
 
     Returns the new state and the residuals: ``residual_kw`` max |sum_i x| (Eq. 18), ``price_change`` max
@@ -297,9 +329,17 @@ def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None) -> list[np.nd
     return [b for b in np.array_split(np.arange(n_homes), count) if len(b)]
 
 
-def coordinate(case: Case, settings: Coordination | None = None, *, solver: str = "PIQP",
-               solver_options: dict | None = None, tie_break: bool = True,
-               trade_limit: float | np.ndarray | None = None, n_jobs: int | None = -1, callback=None) -> Operation:
+def coordinate(
+    case: Case,
+    settings: Coordination | None = None,
+    *,
+    solver: str = "PIQP",
+    solver_options: dict | None = None,
+    tie_break: bool = True,
+    trade_limit: float | np.ndarray | None = None,
+    n_jobs: int | None = -1,
+    callback=None,
+) -> Operation:
     """Clear the market by the coordinated process (module docstring); an :class:`Operation` with convergence.
 
     callback: called after every iteration with the new :class:`AggregatorState` (e.g. ``history.append`` to
@@ -316,44 +356,81 @@ def coordinate(case: Case, settings: Coordination | None = None, *, solver: str 
     homes = [case_block(case, np.arange(i * s, (i + 1) * s), x_bar) for i in range(n)]  # each home's own data
     batches = _batches(n, s, n_jobs)
     run_id = uuid.uuid4().hex
-    state = AggregatorState(price=np.broadcast_to((case.buy_price + case.sell_price) / 2, (s, t)).copy(),
-                            rho=float(settings.rho), trades=np.zeros((n, s, t)))
+    state = AggregatorState(
+        price=np.broadcast_to((case.buy_price + case.sell_price) / 2, (s, t)).copy(),
+        rho=float(settings.rho),
+        trades=np.zeros((n, s, t)),
+    )
     prices = Prices.of_case(case)
     a, b = case.column("utility_a"), case.column("utility_b")
     log, dispatch, fallbacks = [], None, 0
     try:
         for k in itertools.count(1):
             announced = state.announcement()
-            tasks = [(run_id, [(i, homes[i]) for i in batch], announced, state.trades[batch], state.rho, solver,
-                      solver_options) for batch in batches]
+            tasks = [
+                (
+                    run_id,
+                    [(i, homes[i]) for i in batch],
+                    announced,
+                    state.trades[batch],
+                    state.rho,
+                    solver,
+                    solver_options,
+                )
+                for batch in batches
+            ]
             responses = list(itertools.chain.from_iterable(run_tasks(_respond_batch, tasks, n_jobs)))
             fallbacks += sum(r.pop("fallbacks") for r in responses)
             dispatch = {key: np.stack([r[key] for r in responses]) for key in responses[0]}
             state, info = aggregator_update(state, dispatch["x"], settings)
             if callback is not None:
                 callback(state)
-            info["objective"] = operation_objective(case.probability, dispatch, prices, case.market.regularization,
-                                                    a, b, market=True)
-            log.append({"iteration": k, **info, "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
-                        "bytes_from_each_home": s * t * FLOAT_BYTES})
-            missed = [f"{name} {info[key]:.3g} > {tol:g}" for name, key, tol in (
-                ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
-                ("price change ($/kWh)", "price_change", settings.tol_price),
-                ("dual residual ($/kWh)", "dual_residual", settings.tol_price)) if info[key] > tol]
+            info["objective"] = operation_objective(
+                case.probability, dispatch, prices, case.market.regularization, a, b, market=True
+            )
+            log.append(
+                {
+                    "iteration": k,
+                    **info,
+                    "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
+                    "bytes_from_each_home": s * t * FLOAT_BYTES,
+                }
+            )
+            missed = [
+                f"{name} {info[key]:.3g} > {tol:g}"
+                for name, key, tol in (
+                    ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
+                    ("price change ($/kWh)", "price_change", settings.tol_price),
+                    ("dual residual ($/kWh)", "dual_residual", settings.tol_price),
+                )
+                if info[key] > tol
+            ]
             if not missed:
                 break
             if k >= settings.max_iterations:
                 raise NotConvergedError(
                     f"the coordinated market process did not converge in {k} iterations: {'; '.join(missed)}. "
                     "Raise Coordination(max_iterations=...), loosen tol_residual / tol_price, or try another "
-                    "rho; method='decomposed' gives the exact clearing.", pd.DataFrame(log).set_index("iteration"))
+                    "rho; method='decomposed' gives the exact clearing.",
+                    pd.DataFrame(log).set_index("iteration"),
+                )
     finally:
         for i in range(n):  # this process's cached controllers of the run (workers' caches age out)
             _CONTROLLERS.pop((run_id, i), None)
     convergence = pd.DataFrame(log).set_index("iteration")
     solver = solver_label(solver, fallbacks, n * len(log), "home responses")
-    return assemble_operation(case, dispatch, state.price, prices, regularization=case.market.regularization,
-                              solver=solver, tie_break=tie_break,
-                              method="coordinated", wall_seconds=time.perf_counter() - t0,
-                              convergence=convergence, trade_limit=x_bar, price_tolerance=PROCESS_PRICE_TOLERANCE,
-                              limit_tolerance=PROCESS_LIMIT_TOLERANCE)
+    return assemble_operation(
+        case,
+        dispatch,
+        state.price,
+        prices,
+        regularization=case.market.regularization,
+        solver=solver,
+        tie_break=tie_break,
+        method="coordinated",
+        wall_seconds=time.perf_counter() - t0,
+        convergence=convergence,
+        trade_limit=x_bar,
+        price_tolerance=PROCESS_PRICE_TOLERANCE,
+        limit_tolerance=PROCESS_LIMIT_TOLERANCE,
+    )

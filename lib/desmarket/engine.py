@@ -83,8 +83,16 @@ def _check_chunk(chunk_rows) -> int:
     return int(chunk_rows)
 
 
-def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | None, tie_break: bool,
-                n_jobs: int | None, chunk_rows: int, trade_limit) -> Operation:
+def _decomposed(
+    case: Case,
+    market: bool,
+    solver: str,
+    solver_options: dict | None,
+    tie_break: bool,
+    n_jobs: int | None,
+    chunk_rows: int,
+    trade_limit,
+) -> Operation:
     t0 = time.perf_counter()
     chunk_rows = _check_chunk(chunk_rows)
     x_bar = trade_limits(case, trade_limit) if market else None
@@ -94,11 +102,19 @@ def _decomposed(case: Case, market: bool, solver: str, solver_options: dict | No
     arrays, price = gather(case, pieces, results, market)
     fallbacks = sum(r["fallbacks"] for r in results)
     return assemble_operation(
-        case, arrays, price, Prices.of_case(case), regularization=case.market.regularization,
-        solver=solver_label(solver, fallbacks, len(results), "pieces"), tie_break=tie_break, method="decomposed",
+        case,
+        arrays,
+        price,
+        Prices.of_case(case),
+        regularization=case.market.regularization,
+        solver=solver_label(solver, fallbacks, len(results), "pieces"),
+        tie_break=tie_break,
+        method="decomposed",
         trade_limit=x_bar,
-        build_seconds=sum(r["build_seconds"] for r in results), solve_seconds=sum(r["solve_seconds"] for r in results),
-        wall_seconds=time.perf_counter() - t0)
+        build_seconds=sum(r["build_seconds"] for r in results),
+        solve_seconds=sum(r["solve_seconds"] for r in results),
+        wall_seconds=time.perf_counter() - t0,
+    )
 
 
 # ==================================================================================== entry points
@@ -106,8 +122,9 @@ def _check_case(case) -> Case:
     if not isinstance(case, Case):
         raise TypeError(f"expected a desmarket.Case, got {type(case).__name__}; use desmarket.load_case(path)")
     if case.n_homes == 0:
-        raise CaseError("homes.csv", "the case has no homes",
-                        "solve a case of at least one home (Case.select with at least one id)")
+        raise CaseError(
+            "homes.csv", "the case has no homes", "solve a case of at least one home (Case.select with at least one id)"
+        )
     return case
 
 
@@ -124,12 +141,20 @@ def _naming_culprits(case: Case):
         raise InfeasibleCaseError(
             f"{exc} Homes that cannot be served even alone (M1): {homes or 'none; the limits conflict only jointly'}"
             " (a combination of limits, e.g. a battery that cannot cover several hours and still end where it started)."
-            " Fix: check their grid_limit_kw, load_min_factor and battery limits.") from exc
+            " Fix: check their grid_limit_kw, load_min_factor and battery limits."
+        ) from exc
 
 
-def solve_independent(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None = None,
-                      solver_options: dict | None = None, tie_break: bool = True, n_jobs: int | None = -1,
-                      chunk_rows: int = CHUNK_ROWS) -> Operation:
+def solve_independent(
+    case: Case,
+    *,
+    method: str = DEFAULT_METHOD,
+    solver: str | None = None,
+    solver_options: dict | None = None,
+    tie_break: bool = True,
+    n_jobs: int | None = -1,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Operation:
     """Mode M1: each home alone at the retail TOU price (Eqs. 5-15); the disagreement point C^0, R_A^0.
 
     method: "central", "decomposed" (default) or "coordinated" (same as decomposed: M1 has no market).
@@ -148,11 +173,20 @@ def solve_independent(case: Case, *, method: str = DEFAULT_METHOD, solver: str |
     return op if method == "decomposed" else dataclasses.replace(op, method="coordinated")
 
 
-def clear_market(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None = None,
-                 solver_options: dict | None = None, tie_break: bool = True,
-                 trade_limit: float | np.ndarray | None = None, n_jobs: int | None = -1,
-                 chunk_rows: int = CHUNK_ROWS, coordination: Coordination | None = None, callback=None,
-                 coordinated_jobs: int | None = 1) -> Operation:
+def clear_market(
+    case: Case,
+    *,
+    method: str = DEFAULT_METHOD,
+    solver: str | None = None,
+    solver_options: dict | None = None,
+    tie_break: bool = True,
+    trade_limit: float | np.ndarray | None = None,
+    n_jobs: int | None = -1,
+    chunk_rows: int = CHUNK_ROWS,
+    coordination: Coordination | None = None,
+    callback=None,
+    coordinated_jobs: int | None = 1,
+) -> Operation:
     """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices.
 
     method: "central" (one problem), "decomposed" (default; exact, by scenario pieces in parallel) or
@@ -172,9 +206,18 @@ def clear_market(case: Case, *, method: str = DEFAULT_METHOD, solver: str | None
     check_feasible(case, market=True, trade_limit=trade_limits(case, trade_limit))
     with _naming_culprits(case):
         if method == "central":
-            return central_clearing(case, solver=solver, solver_options=solver_options, tie_break=tie_break,
-                                    trade_limit=trade_limit)
+            return central_clearing(
+                case, solver=solver, solver_options=solver_options, tie_break=tie_break, trade_limit=trade_limit
+            )
         if method == "decomposed":
             return _decomposed(case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit)
-        return coordinate(case, coordination, solver=solver, solver_options=solver_options, tie_break=tie_break,
-                          trade_limit=trade_limit, n_jobs=coordinated_jobs, callback=callback)
+        return coordinate(
+            case,
+            coordination,
+            solver=solver,
+            solver_options=solver_options,
+            tie_break=tie_break,
+            trade_limit=trade_limit,
+            n_jobs=coordinated_jobs,
+            callback=callback,
+        )

@@ -20,6 +20,9 @@ This module imports nothing from the package: every layer may import it.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 
 class DesmarketError(Exception):
     """Base of every error desmarket raises on purpose; its message says what is wrong and how to fix it."""
@@ -131,3 +134,16 @@ class RegularizationWarning(DesmarketWarning):
 
 #: Errors that a study (year, sizes, sensitivity) records as a row with its reason instead of stopping.
 CASE_FAILURES = (CaseError, SolverError, NoTradeError)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The full reason of a failed case, as every study keeps it in its tables: the error's type and message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def quiet_warnings():
+    """Many cases in a row: the tie-break's RoutingWarning and RegularizationWarning are not repeated per case."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DesmarketWarning)
+        yield

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -97,8 +98,15 @@ def _lp(members: np.ndarray, values: np.ndarray, grand: float, fixed: dict, free
     A_ub = np.hstack([-rows[free], np.ones((len(free), 1))])  # -x(S) + t <= -v(S)
     eq = [np.r_[np.ones(n), 0.0]] + [np.r_[rows[k], 0.0] for k in fixed]
     b_eq = [grand] + [values[k] + level for k, level in fixed.items()]
-    res = linprog(c, A_ub=A_ub, b_ub=-values[free], A_eq=np.array(eq), b_eq=np.array(b_eq),
-                  bounds=[(None, None)] * (n + 1), method="highs")
+    res = linprog(
+        c,
+        A_ub=A_ub,
+        b_ub=-values[free],
+        A_eq=np.array(eq),
+        b_eq=np.array(b_eq),
+        bounds=[(None, None)] * (n + 1),
+        method="highs",
+    )
     if res.status != 0:
         raise RuntimeError(f"the nucleolus LP did not solve: {res.message}")
     return float(res.x[-1]), res.x[:-1], -res.ineqlin.marginals
@@ -164,9 +172,11 @@ def _grand_m1(case: Case, independent: Operation | None) -> Operation:
         got = independent.mode if isinstance(independent, Operation) else type(independent).__name__
         raise TypeError(f"independent must be the M1 result of the case (solve_independent(case)), got {got}")
     if independent.home_ids != case.home_ids or independent.load.shape != case.load.shape:
-        raise MismatchError(f"the independent result is for other homes or scenarios ({len(independent.home_ids)} "
-                            f"homes, shape {independent.load.shape}) than the case ({case}); pass "
-                            "solve_independent(case), or the case it was solved on")
+        raise MismatchError(
+            f"the independent result is for other homes or scenarios ({len(independent.home_ids)} "
+            f"homes, shape {independent.load.shape}) than the case ({case}); pass "
+            "solve_independent(case), or the case it was solved on"
+        )
     independent.check_solved_on(case, "independent")
     return independent
 
@@ -211,12 +221,15 @@ def coalition_value(case: Case, homes: Sequence[str], independent: Operation | N
 
 def _check_size(case: Case) -> None:
     if case.n_homes > MAX_EXACT_HOMES:
-        raise ValueError(f"{case.n_homes} homes have 2^{case.n_homes} coalitions; the exact game is limited to "
-                         f"{MAX_EXACT_HOMES} homes. Use shapley_value(case, samples=...) (permutation sampling).")
+        raise ValueError(
+            f"{case.n_homes} homes have 2^{case.n_homes} coalitions; the exact game is limited to "
+            f"{MAX_EXACT_HOMES} homes. Use shapley_value(case, samples=...) (permutation sampling)."
+        )
 
 
-def coalition_values(case: Case, independent: Operation | None = None, n_jobs: int | None = -1,
-                     progress: bool | None = None, **solve_kw) -> pd.Series:
+def coalition_values(
+    case: Case, independent: Operation | None = None, n_jobs: int | None = -1, progress: bool | None = None, **solve_kw
+) -> pd.Series:
     """v(S) of every coalition of homes with the aggregator, $ per day, over all 2^N home sets.
 
     Indexed by the tuple of home ids (the empty tuple is worth 0). Each home's M1 is solved once (M1 separates
@@ -228,13 +241,20 @@ def coalition_values(case: Case, independent: Operation | None = None, n_jobs: i
     parts = _home_parts(case, independent)
     ids = case.home_ids
     subsets = [c for k in range(1, len(ids) + 1) for c in itertools.combinations(range(len(ids)), k)]
-    costs = map_chunks(_costs_task, [[ids[i] for i in c] for c in subsets], (case, solve_kw), n_jobs,
-                       COALITION_CHUNKS, progress="coalitions")
+    costs = map_chunks(
+        _costs_task,
+        [[ids[i] for i in c] for c in subsets],
+        (case, solve_kw),
+        n_jobs,
+        COALITION_CHUNKS,
+        progress="coalitions",
+    )
     values = {(): 0.0}
     for c, cost in zip(subsets, costs):
         values[tuple(ids[i] for i in c)] = float(parts[list(c)].sum() - cost)
-    return pd.Series(list(values.values()), index=pd.Index(list(values), tupleize_cols=False, name="homes"),
-                     name="value_usd_per_day")
+    return pd.Series(
+        list(values.values()), index=pd.Index(list(values), tupleize_cols=False, name="homes"), name="value_usd_per_day"
+    )
 
 
 #: Chunks of the coalitions of :func:`coalition_values` (one joblib task each).
@@ -261,9 +281,16 @@ def _players(case: Case) -> list[str]:
     return [AGGREGATOR, *case.home_ids]
 
 
-def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values: pd.Series | None = None,
-                  independent: Operation | None = None, n_jobs: int | None = -1, control: str | None = "standalone",
-                  **solve_kw) -> pd.DataFrame:
+def shapley_value(
+    case: Case,
+    samples: int | None = None,
+    seed: int = 0,
+    values: pd.Series | None = None,
+    independent: Operation | None = None,
+    n_jobs: int | None = -1,
+    control: str | None = "standalone",
+    **solve_kw,
+) -> pd.DataFrame:
     """Shapley value of the market game, $ per day, indexed ``["aggregator", *home_ids]``, summing to Delta C.
 
     Exact (``samples=None``, N <= 14) from :func:`coalition_values`. With ``samples``, permutation sampling
@@ -307,18 +334,25 @@ def shapley_value(case: Case, samples: int | None = None, seed: int = 0, values:
         draws = draws - _averaged_draws(stand_prefix, orders)
         exact = np.r_[standalone.sum(), standalone] / 2
     plain = _drawn_position_draws(prefix, orders, slots)
-    error = lambda x: x.std(axis=0, ddof=1) / np.sqrt(samples)  # noqa: E731
-    return pd.DataFrame({"shapley_usd": exact + draws.mean(axis=0), "std_error_usd": error(draws),
-                         "plain_shapley_usd": plain.mean(axis=0), "plain_std_error_usd": error(plain)},
-                        index=pd.Index(players, name="party"))
+    error = lambda x: x.std(axis=0, ddof=1) / np.sqrt(samples)
+    return pd.DataFrame(
+        {
+            "shapley_usd": exact + draws.mean(axis=0),
+            "std_error_usd": error(draws),
+            "plain_shapley_usd": plain.mean(axis=0),
+            "plain_std_error_usd": error(plain),
+        },
+        index=pd.Index(players, name="party"),
+    )
 
 
 #: Control variates of a sampled Shapley value (:func:`shapley_value`); None samples the game itself.
 CONTROLS = ("standalone", None)
 
 
-def standalone_values(case: Case, independent: Operation | None = None, n_jobs: int | None = -1,
-                      **solve_kw) -> pd.Series:
+def standalone_values(
+    case: Case, independent: Operation | None = None, n_jobs: int | None = -1, **solve_kw
+) -> pd.Series:
     """v({aggregator, i}) of every home i, $ per day (Eq. 20 of each home cleared alone with the aggregator)."""
     independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
@@ -331,12 +365,12 @@ def standalone_values(case: Case, independent: Operation | None = None, n_jobs: 
 CHUNKS = 16
 
 
-def _prefix_values(case: Case, parts: np.ndarray, orders: np.ndarray, n_jobs: int | None, solve_kw: dict
-                   ) -> np.ndarray:
+def _prefix_values(case: Case, parts: np.ndarray, orders: np.ndarray, n_jobs: int | None, solve_kw: dict) -> np.ndarray:
     """(samples, N + 1): v of the first k homes of each order with the aggregator, k = 0..N (v = 0 at k = 0);
     cleared in parallel chunks of orders (the same values for any n_jobs)."""
-    return np.array(map_chunks(_prefixes_task, orders, (case, parts, solve_kw), n_jobs, CHUNKS,
-                               progress="permutations")).reshape(len(orders), case.n_homes + 1)
+    return np.array(
+        map_chunks(_prefixes_task, orders, (case, parts, solve_kw), n_jobs, CHUNKS, progress="permutations")
+    ).reshape(len(orders), case.n_homes + 1)
 
 
 def _prefixes_task(orders: list, case: Case, parts: np.ndarray, solve_kw: dict) -> np.ndarray:
@@ -374,8 +408,14 @@ def _drawn_position_draws(prefix: np.ndarray, orders: np.ndarray, slots: np.ndar
     return out
 
 
-def nucleolus(case: Case, values: pd.Series | None = None, samples: int | None = None, seed: int = 0,
-              independent: Operation | None = None, **solve_kw) -> pd.Series:
+def nucleolus(
+    case: Case,
+    values: pd.Series | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    independent: Operation | None = None,
+    **solve_kw,
+) -> pd.Series:
     """The nucleolus of the market game, $ per day per party: exact (N <= 14, named ``nucleolus_usd``), or with
     ``samples`` the nucleolus of a sampled game (:func:`sampled_game`), an approximation named
     ``nucleolus_sampled_usd``."""
@@ -384,12 +424,16 @@ def nucleolus(case: Case, values: pd.Series | None = None, samples: int | None =
         _check_size(case)
         values = values if values is not None else coalition_values(case, independent, **solve_kw)
         return pd.Series(nucleolus_from_values(game_vector(case, values)), index=players, name="nucleolus_usd")
-    return pd.Series(nucleolus_from_coalitions(*sampled_game(case, samples, seed, independent, **solve_kw)),
-                     index=players, name="nucleolus_sampled_usd")
+    return pd.Series(
+        nucleolus_from_coalitions(*sampled_game(case, samples, seed, independent, **solve_kw)),
+        index=players,
+        name="nucleolus_sampled_usd",
+    )
 
 
-def sampled_game(case: Case, samples: int, seed: int = 0, independent: Operation | None = None, **solve_kw
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
+def sampled_game(
+    case: Case, samples: int, seed: int = 0, independent: Operation | None = None, **solve_kw
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(members, values, v(N)) of a sample of the market game's coalitions, for communities too large to enumerate.
 
     ``samples`` random coalitions of homes with the aggregator (sizes uniform in 1..N-1, seeded), plus every
@@ -403,7 +447,7 @@ def sampled_game(case: Case, samples: int, seed: int = 0, independent: Operation
     n = case.n_homes
     rng = np.random.default_rng(seed)
     chosen = {frozenset([i]) for i in range(n)}
-    while len(chosen) < n + samples and len(chosen) < 2 ** n - 2:
+    while len(chosen) < n + samples and len(chosen) < 2**n - 2:
         size = int(rng.integers(1, n)) if n > 1 else 1
         chosen.add(frozenset(rng.choice(n, size=size, replace=False).tolist()))
     coalitions = sorted(chosen, key=lambda c: (len(c), sorted(c)))
@@ -442,15 +486,28 @@ def least_core_from_coalitions(members: np.ndarray, values: np.ndarray, grand: f
     m, n = members.shape
     c = np.r_[np.zeros(n), 1.0]  # minimise e
     A_ub = np.hstack([-members.astype(float), -np.ones((m, 1))])  # -x(S) - e <= -v(S)
-    res = linprog(c, A_ub=A_ub, b_ub=-np.asarray(values, dtype=float), A_eq=np.r_[np.ones(n), 0.0][None, :],
-                  b_eq=[grand], bounds=[(None, None)] * (n + 1), method="highs")
+    res = linprog(
+        c,
+        A_ub=A_ub,
+        b_ub=-np.asarray(values, dtype=float),
+        A_eq=np.r_[np.ones(n), 0.0][None, :],
+        b_eq=[grand],
+        bounds=[(None, None)] * (n + 1),
+        method="highs",
+    )
     if res.status != 0:
         raise RuntimeError(f"the least-core LP did not solve: {res.message}")
     return float(res.x[-1]), res.x[:-1]
 
 
-def least_core(case: Case, values: pd.Series | None = None, samples: int | None = None, seed: int = 0,
-               independent: Operation | None = None, **solve_kw) -> LeastCore:
+def least_core(
+    case: Case,
+    values: pd.Series | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    independent: Operation | None = None,
+    **solve_kw,
+) -> LeastCore:
     """The least core of the market game (a :class:`LeastCore`).
 
     Exact for N <= 14 (every coalition; the allocation is the nucleolus, which lies in the least core). With
@@ -487,27 +544,34 @@ def _party_gains(case: Case, gains) -> np.ndarray:
     anything else is one ValueError that says what is expected (checked before any coalition is cleared)."""
     players = _players(case)
     shown = players if len(players) <= 4 else [*players[:3], "..."]
-    expected = (f"one gain per party: N + 1 = {len(players)} values, the aggregator's first, then the "
-                f"{case.n_homes} homes' in the case's order ({', '.join(map(repr, shown))})")
+    expected = (
+        f"one gain per party: N + 1 = {len(players)} values, the aggregator's first, then the "
+        f"{case.n_homes} homes' in the case's order ({', '.join(map(repr, shown))})"
+    )
     if isinstance(gains, pd.Series):
         missing = [p for p in players if p not in gains.index]
         extra = [p for p in gains.index if p not in players]
         if missing or extra or gains.index.has_duplicates:
-            raise ValueError(f"core_excess: gains must hold {expected}; missing {missing[:5]}, unknown {extra[:5]}"
-                             + (", duplicate labels" if gains.index.has_duplicates else "")
-                             + ". Add the aggregator's gain (Settlement.aggregator_gain) as 'aggregator'")
+            raise ValueError(
+                f"core_excess: gains must hold {expected}; missing {missing[:5]}, unknown {extra[:5]}"
+                + (", duplicate labels" if gains.index.has_duplicates else "")
+                + ". Add the aggregator's gain (Settlement.aggregator_gain) as 'aggregator'"
+            )
         gains = gains.reindex(players).to_numpy()
     g = np.asarray(gains, dtype=float)
     if g.shape != (len(players),):
-        raise ValueError(f"core_excess: gains must hold {expected}; got shape {g.shape}. Put the aggregator's gain "
-                         "first, e.g. numpy.r_[settlement.aggregator_gain, settlement.home_gain]")
+        raise ValueError(
+            f"core_excess: gains must hold {expected}; got shape {g.shape}. Put the aggregator's gain "
+            "first, e.g. numpy.r_[settlement.aggregator_gain, settlement.home_gain]"
+        )
     if not np.all(np.isfinite(g)):
         raise ValueError(f"core_excess: every gain must be a finite number of $ per day, got {g.tolist()}")
     return g
 
 
-def allocation_table(case: Case, independent: Operation, market: Operation, profit_rate: float,
-                     values: pd.Series | None = None) -> pd.DataFrame:
+def allocation_table(
+    case: Case, independent: Operation, market: Operation, profit_rate: float, values: pd.Series | None = None
+) -> pd.DataFrame:
     """Each party's gain against M1 ($ per day) under M2, M3, Shapley, the nucleolus and a split proportional to
     stand-alone value, and per rule its core excess, individual rationality and L1 distance to Shapley.
 
@@ -528,14 +592,23 @@ def allocation_table(case: Case, independent: Operation, market: Operation, prof
         "M3": np.r_[m3.aggregator_gain, m3.home_gain],
         "shapley": shapley_from_values(game_vector(case, values)),
         "nucleolus": nucleolus_from_values(game_vector(case, values)),
-        "proportional_standalone": np.r_[profit_rate * surplus,
-                                         (1 - profit_rate) * surplus * standalone / standalone.sum()],
+        "proportional_standalone": np.r_[
+            profit_rate * surplus, (1 - profit_rate) * surplus * standalone / standalone.sum()
+        ],
     }
     table = pd.DataFrame(rules, index=pd.Index(players, name="party"))
     vector = game_vector(case, values)
-    summary = pd.DataFrame({name: [max_excess(vector, x)[0], float(np.all(x >= -LP_TOLERANCE)),
-                                   float(np.abs(x - rules["shapley"]).sum())] for name, x in rules.items()},
-                           index=["core_excess_usd", "individually_rational", "l1_distance_to_shapley_usd"])
+    summary = pd.DataFrame(
+        {
+            name: [
+                max_excess(vector, x)[0],
+                float(np.all(x >= -LP_TOLERANCE)),
+                float(np.abs(x - rules["shapley"]).sum()),
+            ]
+            for name, x in rules.items()
+        },
+        index=["core_excess_usd", "individually_rational", "l1_distance_to_shapley_usd"],
+    )
     out = pd.concat([table, summary])
     out.index.name = "party"
     return out

@@ -95,8 +95,7 @@ class Block(NamedTuple):
         return weight
 
 
-def case_block(case: Case, rows: np.ndarray, trade_limit: np.ndarray | None = None, *,
-               weighted: bool = False) -> Block:
+def case_block(case: Case, rows: np.ndarray, trade_limit: np.ndarray | None = None, *, weighted: bool = False) -> Block:
     """The :class:`Block` of some flat rows (home * S + scenario) of a case.
 
     trade_limit: x_bar per home (N,), default grid_limit_kw. weighted: each row weighs its scenario's
@@ -105,19 +104,29 @@ def case_block(case: Case, rows: np.ndarray, trade_limit: np.ndarray | None = No
     rows = np.asarray(rows)
     s_count, t = case.n_scenarios, case.load.shape[-1]
     home, scen = np.divmod(rows, s_count)
-    col = lambda name: case.column(name)[home]  # noqa: E731
+    col = lambda name: case.column(name)[home]
     load = case.load.reshape(-1, t)[rows]
     cap = col("battery_kwh")
     x_bar = case.column("grid_limit_kw") if trade_limit is None else trade_limit
     return Block(
-        rows=rows, scenario=np.unique(scen, return_inverse=True)[1],
+        rows=rows,
+        scenario=np.unique(scen, return_inverse=True)[1],
         weight=case.probability[scen] if weighted else np.ones(len(rows)),
-        load=load, pv=case.pv.reshape(-1, t)[rows],
-        load_min=col("load_min_factor")[:, None] * load, load_max=col("load_max_factor")[:, None] * load,
-        battery_kw=col("battery_kw"), e_min=cap * col("soc_min"), e_max=cap * col("soc_max"),
-        e0=cap * col("soc_initial"), eta_c=col("eta_charge"), eta_d=col("eta_discharge"),
-        grid=col("grid_limit_kw"), trade_limit=np.asarray(x_bar, dtype=float)[home],
-        a=col("utility_a"), b=col("utility_b"), prices=Prices.of_case(case),
+        load=load,
+        pv=case.pv.reshape(-1, t)[rows],
+        load_min=col("load_min_factor")[:, None] * load,
+        load_max=col("load_max_factor")[:, None] * load,
+        battery_kw=col("battery_kw"),
+        e_min=cap * col("soc_min"),
+        e_max=cap * col("soc_max"),
+        e0=cap * col("soc_initial"),
+        eta_c=col("eta_charge"),
+        eta_d=col("eta_discharge"),
+        grid=col("grid_limit_kw"),
+        trade_limit=np.asarray(x_bar, dtype=float)[home],
+        a=col("utility_a"),
+        b=col("utility_b"),
+        prices=Prices.of_case(case),
         regularization=float(case.market.regularization),
     )
 
@@ -158,7 +167,7 @@ class Parameters:
         check_battery_scale(battery_scale)
         self.retail.value, self.net_metering.value = prices.retail, prices.net_metering
         self.buy.value, self.sell.value = prices.buy, prices.sell
-        self.regularization_per_unit.value = regularization * battery_scale ** 2
+        self.regularization_per_unit.value = regularization * battery_scale**2
         self.battery_scale.value = battery_scale
         self._regularization = float(regularization)
 
@@ -169,7 +178,7 @@ class Parameters:
 
     def prices(self) -> Prices:
         """The current price values, as the :class:`Prices` an operation is costed with."""
-        value = lambda p: np.asarray(p.value, dtype=float)  # noqa: E731
+        value = lambda p: np.asarray(p.value, dtype=float)
         return Prices(value(self.retail), float(self.net_metering.value), value(self.buy), value(self.sell))
 
 
@@ -207,8 +216,14 @@ class Handles(NamedTuple):
 
 
 # ================================================================================== the model
-def formulate(block: Block, market: bool, parameters: Parameters | None = None, *,
-              trade_balance: bool = True, cyclic_storage: bool = False) -> tuple[cp.Problem, Handles]:
+def formulate(
+    block: Block,
+    market: bool,
+    parameters: Parameters | None = None,
+    *,
+    trade_balance: bool = True,
+    cyclic_storage: bool = False,
+) -> tuple[cp.Problem, Handles]:
     """M1 (Eqs. 5-15) or the market clearing (Eqs. 16-19) over the block's rows: the one builder of the model.
 
     Objective, $ per day, each row r weighted by w_r (``block.weight``):
@@ -223,7 +238,7 @@ def formulate(block: Block, market: bool, parameters: Parameters | None = None, 
     :class:`Handles`.
     """
     R, T = block.load.shape
-    per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))  # noqa: E731
+    per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))
     zero = np.zeros((R, T))
     p = parameters if parameters is not None else Parameters(block.prices, block.regularization)
     w = np.asarray(block.weight, dtype=float)
@@ -248,8 +263,7 @@ def formulate(block: Block, market: bool, parameters: Parameters | None = None, 
     ]
     net = d + p.battery_scale * (c - e) - g  # net consumption d + c - e - g
     # - E[U] = sum_r w_r sum_t (|a| d^2 - b d), U = a d^2 + b d (Eq. 5); tie-break sum_r w_r sum_t (c^2 + e^2)
-    disutility = (cp.sum(cp.multiply(per_row(-block.a * w), cp.square(d)))
-                  - cp.sum(cp.multiply(per_row(block.b * w), d)))
+    disutility = cp.sum(cp.multiply(per_row(-block.a * w), cp.square(d))) - cp.sum(cp.multiply(per_row(block.b * w), d))
     spread = cp.sum(cp.multiply(per_row(w), cp.square(c))) + cp.sum(cp.multiply(per_row(w), cp.square(e)))
 
     # ------------------------------------------------------------ M1 (Eqs. 5-6) or the clearing (Eqs. 16-19)
@@ -300,8 +314,9 @@ def _group_sums(scenario: np.ndarray, group: int) -> tuple[sp.csr_matrix, sp.csr
     groups, gid = np.unique(key, axis=0, return_inverse=True)
     gid = gid.reshape(-1)
     rows_to_groups = sp.csr_matrix((np.ones(r), (gid, np.arange(r))), shape=(len(groups), r))
-    groups_to_scen = sp.csr_matrix((np.ones(len(groups)), (groups[:, 0], np.arange(len(groups)))),
-                                   shape=(scenario.max() + 1, len(groups)))
+    groups_to_scen = sp.csr_matrix(
+        (np.ones(len(groups)), (groups[:, 0], np.arange(len(groups)))), shape=(scenario.max() + 1, len(groups))
+    )
     return rows_to_groups, groups_to_scen
 
 
@@ -323,8 +338,15 @@ def clearing_price(handles: Handles, case: Case | None = None) -> np.ndarray:
     return -dual / weight[:, None]
 
 
-def operation_objective(probability: np.ndarray, arrays: dict, prices: Prices, regularization: float,
-                        utility_a: np.ndarray, utility_b: np.ndarray, market: bool) -> float:
+def operation_objective(
+    probability: np.ndarray,
+    arrays: dict,
+    prices: Prices,
+    regularization: float,
+    utility_a: np.ndarray,
+    utility_b: np.ndarray,
+    market: bool,
+) -> float:
     """The objective of :func:`formulate` over all rows weighted by pi_s (M1, Eq. 5 summed over homes; the
     clearing, Eq. 16), evaluated at a dispatch of (N, S, T) arrays (the solver's own flows).
 
@@ -337,5 +359,5 @@ def operation_objective(probability: np.ndarray, arrays: dict, prices: Prices, r
     else:
         per_hour = prices.retail * arrays["Pl"] - prices.net_metering * arrays["Ps"]
     d, c, e = arrays["d"], arrays["c"], arrays["e"]
-    per_hour = per_hour - (a * d ** 2 + b * d) + regularization * (c ** 2 + e ** 2)
+    per_hour = per_hour - (a * d**2 + b * d) + regularization * (c**2 + e**2)
     return float(np.einsum("s,nst->", probability, per_hour))

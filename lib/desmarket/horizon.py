@@ -47,14 +47,18 @@ def storage_end_comparison(case: Case, solver: str = DEFAULT_SOLVER) -> pd.DataF
         m1 = _solved(case, build_independent, cyclic, solver)
         market = _solved(case, build_clearing, cyclic, solver)
         before, after = expected_import(case, m1), expected_import(case, market)
-        rows.append({
-            "rule": rule,
-            "surplus_usd": cooperative_surplus(m1, market, case=case),
-            "market_peak_import_kw": float(after.max()), "market_peak_hour": int(after.argmax()),
-            "m1_peak_import_kw": float(before.max()), "m1_peak_hour": int(before.argmax()),
-            "peak_import_change_pct": 100.0 * (after.max() / before.max() - 1.0),
-            "market_import_last_hour_kw": float(after[-1]),
-            "storage_throughput_kwh": throughput(case, market),
-            "storage_change_pct": 100.0 * (throughput(case, market) / throughput(case, m1) - 1.0),
-        })
+        rows.append(
+            {
+                "rule": rule,
+                "surplus_usd": cooperative_surplus(m1, market, case=case),
+                "market_peak_import_kw": float(after.max()),
+                "market_peak_hour": int(after.argmax()),
+                "m1_peak_import_kw": float(before.max()),
+                "m1_peak_hour": int(before.argmax()),
+                "peak_import_change_pct": 100.0 * (after.max() / before.max() - 1.0),
+                "market_import_last_hour_kw": float(after[-1]),
+                "storage_throughput_kwh": throughput(case, market),
+                "storage_change_pct": 100.0 * (throughput(case, market) / throughput(case, m1) - 1.0),
+            }
+        )
     return pd.DataFrame(rows).set_index("rule")

@@ -55,16 +55,24 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     directory.mkdir(parents=True, exist_ok=True)
     dispatch = long_table(case.home_ids, case.scenarios, **{k: getattr(op, k) for k in DISPATCH})
     homes = pd.DataFrame({k: getattr(op, k) for k in HOME_COSTS}, index=pd.Index(case.home_ids, name="home"))
-    meta = {"mode": op.mode, "aggregator_revenue": _exact(op.aggregator_revenue), "regularization_cost":
-            _exact(op.regularization_cost), "over_limit_kw": _exact(op.over_limit_kw), "objective": _exact(op.objective),
-            "solver": op.solver, "method": op.method, "case_fingerprint": op.fingerprint}
+    meta = {
+        "mode": op.mode,
+        "aggregator_revenue": _exact(op.aggregator_revenue),
+        "regularization_cost": _exact(op.regularization_cost),
+        "over_limit_kw": _exact(op.over_limit_kw),
+        "objective": _exact(op.objective),
+        "solver": op.solver,
+        "method": op.method,
+        "case_fingerprint": op.fingerprint,
+    }
     paths = [directory / f"{name}_dispatch.csv", directory / f"{name}_homes.csv", directory / f"{name}_summary.json"]
     dispatch.to_csv(paths[0], index=False, float_format=EXACT, lineterminator="\n")
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
     paths[2].write_text(json.dumps(meta, indent=2) + "\n")
     if op.price is not None:
-        prices = scenario_table(case.scenarios, price_usd_per_kwh=op.price, balanced=op.balanced,
-                                congested=op.congested)
+        prices = scenario_table(
+            case.scenarios, price_usd_per_kwh=op.price, balanced=op.balanced, congested=op.congested
+        )
         paths.append(directory / f"{name}_prices.csv")
         prices.to_csv(paths[-1], index=False, float_format=EXACT, lineterminator="\n")
     return paths
@@ -82,26 +90,45 @@ def load_operation(case: Case, directory, name: str) -> Operation:
     _check_fingerprint(case, directory / f"{name}_summary.json", meta.get("case_fingerprint"))
     dispatch = pd.read_csv(directory / f"{name}_dispatch.csv", dtype={"home": str, "scenario": str}, **READ_IDS)
     if len(dispatch) != n * s * t or tuple(dispatch["home"].iloc[:: s * t]) != case.home_ids:
-        raise MismatchError(f"{directory / (name + '_dispatch.csv')} does not belong to this case "
-                            f"({n} homes x {s} scenarios); rerun the notebook that writes it")
+        raise MismatchError(
+            f"{directory / (name + '_dispatch.csv')} does not belong to this case "
+            f"({n} homes x {s} scenarios); rerun the notebook that writes it"
+        )
     homes = pd.read_csv(directory / f"{name}_homes.csv", dtype={"home": str}, **READ_IDS).set_index("home")
     price = balanced = congested = None
     if meta["mode"] == "market":
         prices = pd.read_csv(directory / f"{name}_prices.csv", dtype={"scenario": str}, **READ_IDS)
         if "congested" not in prices:
-            raise DataError(str(directory / f"{name}_prices.csv"), "the file predates the 'congested' column",
-                            "rerun the notebook that writes it (03)", column="congested")
+            raise DataError(
+                str(directory / f"{name}_prices.csv"),
+                "the file predates the 'congested' column",
+                "rerun the notebook that writes it (03)",
+                column="congested",
+            )
         price = prices["price_usd_per_kwh"].to_numpy().reshape(s, t)
         balanced = prices["balanced"].to_numpy(dtype=bool).reshape(s, t)
         congested = prices["congested"].to_numpy(dtype=bool).reshape(s, t)
     cube = {k: dispatch[k].to_numpy(dtype=float).reshape(n, s, t) for k in DISPATCH}
     return Operation(
-        mode=meta["mode"], home_ids=case.home_ids, probability=case.probability.copy(), **cube,
-        price=price, balanced=balanced, congested=congested, **{k: homes[k].to_numpy(dtype=float) for k in HOME_COSTS},
-        aggregator_revenue=meta["aggregator_revenue"], regularization_cost=meta["regularization_cost"],
-        over_limit_kw=meta["over_limit_kw"], objective=meta["objective"], solver=meta["solver"], solve_seconds=float("nan"),
-        build_seconds=float("nan"), solver_seconds=float("nan"), problem=None,
-        method=meta.get("method", "central"), fingerprint=meta["case_fingerprint"],
+        mode=meta["mode"],
+        home_ids=case.home_ids,
+        probability=case.probability.copy(),
+        **cube,
+        price=price,
+        balanced=balanced,
+        congested=congested,
+        **{k: homes[k].to_numpy(dtype=float) for k in HOME_COSTS},
+        aggregator_revenue=meta["aggregator_revenue"],
+        regularization_cost=meta["regularization_cost"],
+        over_limit_kw=meta["over_limit_kw"],
+        objective=meta["objective"],
+        solver=meta["solver"],
+        solve_seconds=float("nan"),
+        build_seconds=float("nan"),
+        solver_seconds=float("nan"),
+        problem=None,
+        method=meta.get("method", "central"),
+        fingerprint=meta["case_fingerprint"],
     )
 
 
@@ -115,13 +142,17 @@ def _check_fingerprint(case: Case, path: Path, recorded: str | None) -> None:
     writer = f"the notebook {WRITERS[name]}" if name in WRITERS else "what wrote it"
     writer += " (or `python -m desmarket run`, which writes the same files)"
     if recorded is None:
-        raise MismatchError(f"{path} has no case_fingerprint (written before results recorded the case they were "
-                            f"solved on), so it cannot be checked against this case; rerun {writer}")
+        raise MismatchError(
+            f"{path} has no case_fingerprint (written before results recorded the case they were "
+            f"solved on), so it cannot be checked against this case; rerun {writer}"
+        )
     expected = case_fingerprint(case)
     if recorded != expected:
-        raise MismatchError(f"{path} was solved on another case (case fingerprint {recorded}) than the one given "
-                            f"({case!r}, fingerprint {expected}): homes, profiles, scenarios, prices or market "
-                            f"parameters differ. Rerun {writer} on this case, or pass the case it was solved on")
+        raise MismatchError(
+            f"{path} was solved on another case (case fingerprint {recorded}) than the one given "
+            f"({case!r}, fingerprint {expected}): homes, profiles, scenarios, prices or market "
+            f"parameters differ. Rerun {writer} on this case, or pass the case it was solved on"
+        )
 
 
 class RunPaths(NamedTuple):

@@ -122,7 +122,8 @@ class Operation:
             raise MismatchError(
                 f"the {name} result was solved on another case than the one given ({case!r}): its "
                 f"case fingerprint is {self.fingerprint}, this case's is {expected} (homes, profiles, scenarios, "
-                "prices or market parameters differ). Solve it on this case, or pass the case it was solved on")
+                "prices or market parameters differ). Solve it on this case, or pass the case it was solved on"
+            )
 
     @property
     def net_consumption(self) -> np.ndarray:
@@ -148,8 +149,9 @@ def trade_limits(case: Case, trade_limit: float | np.ndarray | None = None) -> n
     try:
         x_bar = np.broadcast_to(np.asarray(trade_limit, dtype=float), (case.n_homes,)).copy()
     except (TypeError, ValueError):
-        raise ValueError(f"trade_limit must be a number or one per home ({case.n_homes}), "
-                         f"got {trade_limit!r}") from None
+        raise ValueError(
+            f"trade_limit must be a number or one per home ({case.n_homes}), got {trade_limit!r}"
+        ) from None
     if np.any(~np.isfinite(x_bar)) or np.any(x_bar < 0):
         raise ValueError(f"trade_limit must be finite and >= 0 kW, got {trade_limit!r}")
     return x_bar
@@ -170,8 +172,9 @@ def build_independent(case: Case, *, cyclic_storage: bool = False) -> tuple[cp.P
     return formulate(case_block(case, _all_rows(case), weighted=True), market=False, cyclic_storage=cyclic_storage)
 
 
-def build_clearing(case: Case, trade_limit: float | np.ndarray | None = None, *, cyclic_storage: bool = False
-                   ) -> tuple[cp.Problem, Handles]:
+def build_clearing(
+    case: Case, trade_limit: float | np.ndarray | None = None, *, cyclic_storage: bool = False
+) -> tuple[cp.Problem, Handles]:
     """Market clearing (Eqs. 16-19): all homes and the aggregator minimise sum_i C_i - R_A together.
 
     The retail and net-metering terms cancel, so the coalition faces the wholesale prices:
@@ -204,22 +207,25 @@ def solve(problem: cp.Problem, solver: str = DEFAULT_SOLVER, **options) -> float
             warnings.filterwarnings("ignore", message="Solution may be inaccurate")
             problem.solve(solver=solver, **options)
     except cp.error.SolverError as exc:
-        raise SolverError(f"{solver} failed ({exc}). Try another solver (solver='SCS' or 'OSQP') or check the "
-                          "case for extreme values.", status=None) from exc
+        raise SolverError(
+            f"{solver} failed ({exc}). Try another solver (solver='SCS' or 'OSQP') or check the "
+            "case for extreme values.",
+            status=None,
+        ) from exc
     if problem.status != cp.OPTIMAL:
         hint = {
             cp.INFEASIBLE: "the case is infeasible: check that each home's minimum load (load_min_factor x load) "
-                           "minus PV and battery power fits under grid_limit_kw, and the battery limits",
+            "minus PV and battery power fits under grid_limit_kw, and the battery limits",
             cp.UNBOUNDED: "the problem is unbounded: check the prices and utility coefficients",
         }.get(problem.status, "tighten or loosen the solver tolerances, or try another solver")
-        raise SolverError(f"{solver} returned status '{problem.status}', not 'optimal': {hint}.",
-                          status=problem.status)
+        raise SolverError(f"{solver} returned status '{problem.status}', not 'optimal': {hint}.", status=problem.status)
     return float(problem.value)
 
 
 # ========================================================================================= read
-def pro_rata_flows(net: np.ndarray, *, match: bool = True, tol: float = NET_TOLERANCE,
-                   matched: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pro_rata_flows(
+    net: np.ndarray, *, match: bool = True, tol: float = NET_TOLERANCE, matched: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tie-break step 2 of MODEL.md: trades and grid flows from net consumption by pro-rata matching.
 
     net: (N, S, T) n = d + c - e - g in kW; |n| < tol counts as 0 (solver noise).
@@ -284,8 +290,16 @@ def case_fingerprint(case: Case, prices: Prices | None = None, regularization: f
     return h.hexdigest()[:FINGERPRINT_DIGITS]
 
 
-def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver: str, solve_seconds: float = np.nan,
-                   build_seconds: float = np.nan, tie_break: bool = True) -> Operation:
+def read_operation(
+    case: Case,
+    problem: cp.Problem,
+    handles: Handles,
+    *,
+    solver: str,
+    solve_seconds: float = np.nan,
+    build_seconds: float = np.nan,
+    tie_break: bool = True,
+) -> Operation:
     """Arrays, costs and prices of a solved problem (Eqs. 1-5), after the tie-break of MODEL.md.
 
     tie_break=True [choice]: trades and per-home grid flows are recomputed by :func:`pro_rata_flows`;
@@ -301,20 +315,45 @@ def read_operation(case: Case, problem: cp.Problem, handles: Handles, *, solver:
         x_bar = np.empty(n)
         x_bar[handles.block.rows // s] = handles.block.trade_limit
     parameters = handles.parameters
-    return assemble_operation(case, arrays, price, parameters.prices(), regularization=parameters.regularization,
-                              solver=solver, tie_break=tie_break, method="central", problem=problem, trade_limit=x_bar,
-                              objective=float(problem.value), solve_seconds=solve_seconds,
-                              build_seconds=build_seconds,
-                              solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan))
+    return assemble_operation(
+        case,
+        arrays,
+        price,
+        parameters.prices(),
+        regularization=parameters.regularization,
+        solver=solver,
+        tie_break=tie_break,
+        method="central",
+        problem=problem,
+        trade_limit=x_bar,
+        objective=float(problem.value),
+        solve_seconds=solve_seconds,
+        build_seconds=build_seconds,
+        solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan),
+    )
 
 
-def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, prices: Prices, *, solver: str,
-                       regularization: float | None = None, tie_break: bool = True, method: str = "central",
-                       problem: cp.Problem | None = None,
-                       objective: float | None = None, solve_seconds: float = np.nan,
-                       build_seconds: float = np.nan, solver_seconds: float = np.nan, wall_seconds: float = np.nan,
-                       convergence=None, trade_limit: np.ndarray | None = None, price_tolerance: float = PRICE_TOLERANCE,
-                       limit_tolerance: float = LIMIT_TOLERANCE) -> Operation:
+def assemble_operation(
+    case: Case,
+    arrays: dict,
+    price: np.ndarray | None,
+    prices: Prices,
+    *,
+    solver: str,
+    regularization: float | None = None,
+    tie_break: bool = True,
+    method: str = "central",
+    problem: cp.Problem | None = None,
+    objective: float | None = None,
+    solve_seconds: float = np.nan,
+    build_seconds: float = np.nan,
+    solver_seconds: float = np.nan,
+    wall_seconds: float = np.nan,
+    convergence=None,
+    trade_limit: np.ndarray | None = None,
+    price_tolerance: float = PRICE_TOLERANCE,
+    limit_tolerance: float = LIMIT_TOLERANCE,
+) -> Operation:
     """One :class:`Operation` from solved (N, S, T) arrays: the tie-break, then the costs of Eqs. 1-5.
 
     Every method (central, decomposed, coordinated) ends here, so they share one contract.
@@ -344,10 +383,10 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
     if objective is None:
         objective = operation_objective(pi, arrays, prices, regularization, a, b, is_market)
     q = prices.net_metering
-    expect = lambda v: np.einsum("s,nst->n", pi, v)  # noqa: E731  (N, S, T) -> (N,) expected daily sum
+    expect = lambda v: np.einsum("s,nst->n", pi, v)
     retail_bill = expect(Pl * prices.retail)
     credit = expect(Ps * q)
-    utility = expect(a[:, None, None] * d ** 2 + b[:, None, None] * d)
+    utility = expect(a[:, None, None] * d**2 + b[:, None, None] * d)
     Pl_tot, Ps_tot = Pl.sum(axis=0), Ps.sum(axis=0)  # (S, T), Eqs. 2-3
     # Eq. 1; einsum, not BLAS (pi @ ...): BLAS kernels differ by CPU, and so would the last digits of R_A
     revenue = np.einsum("s,st->", pi, (prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot)
@@ -359,23 +398,46 @@ def assemble_operation(case: Case, arrays: dict, price: np.ndarray | None, price
         mode="market" if is_market else "independent",
         home_ids=case.home_ids,
         probability=pi.copy(),
-        load=d, pv_used=arrays["g"], charge=arrays["c"], discharge=arrays["e"], energy=arrays["E"],
-        net_load=Pl, net_surplus=Ps, trade=x, price=price, balanced=balanced,
-        retail_bill=retail_bill, net_metering_credit=credit, utility=utility,
+        load=d,
+        pv_used=arrays["g"],
+        charge=arrays["c"],
+        discharge=arrays["e"],
+        energy=arrays["E"],
+        net_load=Pl,
+        net_surplus=Ps,
+        trade=x,
+        price=price,
+        balanced=balanced,
+        retail_bill=retail_bill,
+        net_metering_credit=credit,
+        utility=utility,
         home_cost=retail_bill - credit - utility,
         aggregator_revenue=float(revenue),
         regularization_cost=spread,
         over_limit_kw=over,
         objective=float(objective),
-        solver=solver, solve_seconds=solve_seconds, build_seconds=build_seconds, solver_seconds=solver_seconds,
-        problem=problem, method=method, wall_seconds=wall_seconds, convergence=convergence, congested=congested,
+        solver=solver,
+        solve_seconds=solve_seconds,
+        build_seconds=build_seconds,
+        solver_seconds=solver_seconds,
+        problem=problem,
+        method=method,
+        wall_seconds=wall_seconds,
+        convergence=convergence,
+        congested=congested,
         fingerprint=case_fingerprint(case, prices, regularization),
     )
 
 
-def price_states(case: Case, arrays: dict, price: np.ndarray, prices: Prices, trade_limit: np.ndarray | None = None,
-                 price_tolerance: float = PRICE_TOLERANCE, limit_tolerance: float = LIMIT_TOLERANCE
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def price_states(
+    case: Case,
+    arrays: dict,
+    price: np.ndarray,
+    prices: Prices,
+    trade_limit: np.ndarray | None = None,
+    price_tolerance: float = PRICE_TOLERANCE,
+    limit_tolerance: float = LIMIT_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray]:
     """(balanced, congested), each (S, T): what the clearing price of each scenario and hour means (Eq. 18).
 
     pinned:    the price equals k^b LMP (the community imports) or k^s LMP (it exports), within price_tolerance.
@@ -390,12 +452,14 @@ def price_states(case: Case, arrays: dict, price: np.ndarray, prices: Prices, tr
     return _price_states(case, net, price, prices, binds, price_tolerance)
 
 
-def _price_states(case: Case, net: np.ndarray, price: np.ndarray, prices: Prices, binds: np.ndarray,
-                  price_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+def _price_states(
+    case: Case, net: np.ndarray, price: np.ndarray, prices: Prices, binds: np.ndarray, price_tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`price_states` from the net consumption (N, S, T) and where a limit binds (S, T)."""
     pinned = (np.abs(price - prices.buy) <= price_tolerance) | (np.abs(price - prices.sell) <= price_tolerance)
     quiet = (np.maximum(net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes) & (
-        np.maximum(-net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes)
+        np.maximum(-net, 0).sum(axis=0) < NET_TOLERANCE * case.n_homes
+    )
     congested = binds & ~pinned
     return ~congested & (quiet | ~pinned), congested
 
@@ -403,8 +467,11 @@ def _price_states(case: Case, net: np.ndarray, price: np.ndarray, prices: Prices
 def _binding(case: Case, arrays: dict, x_bar: np.ndarray, tol: float) -> np.ndarray:
     """(S, T) True where a home's grid flow or trade sits at its limit in the solver's own flows (Eqs. 7, 19)."""
     grid = case.column("grid_limit_kw")[:, None, None]
-    return ((arrays["Pl"] >= grid - tol) | (arrays["Ps"] >= grid - tol)
-            | (np.abs(arrays["x"]) >= x_bar[:, None, None] - tol)).any(axis=0)
+    return (
+        (arrays["Pl"] >= grid - tol)
+        | (arrays["Ps"] >= grid - tol)
+        | (np.abs(arrays["x"]) >= x_bar[:, None, None] - tol)
+    ).any(axis=0)
 
 
 def _optimal_match(net: np.ndarray, arrays: dict, prices: Prices, binds: np.ndarray) -> np.ndarray:
@@ -425,18 +492,24 @@ def _check_limits(case: Case, x, Pl, Ps, x_bar: np.ndarray) -> float:
     """Largest excess (kW) of a tie-broken flow over its limit (grid_limit_kw, or x_bar for trades); warns."""
     grid = case.column("grid_limit_kw")[:, None, None]
     worst = 0.0
-    for name, flow, limit in (("trade", np.abs(x), np.asarray(x_bar)[:, None, None]), ("net load", Pl, grid),
-                              ("net surplus", Ps, grid)):
+    for name, flow, limit in (
+        ("trade", np.abs(x), np.asarray(x_bar)[:, None, None]),
+        ("net load", Pl, grid),
+        ("net surplus", Ps, grid),
+    ):
         over = flow - limit
         if np.any(over > LIMIT_TOLERANCE):
             i, s, t = np.unravel_index(np.argmax(over), over.shape)
+            kind = "trade limit" if name == "trade" else "grid_limit_kw"
             warnings.warn(
                 f"pro-rata accounting books home '{case.home_ids[i]}' a {name} of {flow[i, s, t]:.4f} kW in "
-                f"scenario '{case.scenarios[s]}', hour {t}, above its {'trade limit' if name == 'trade' else 'grid_limit_kw'} "
+                f"scenario '{case.scenarios[s]}', hour {t}, above its {kind} "
                 f"{limit[i, 0, 0]:g} ({int((over > LIMIT_TOLERANCE).sum())} such flows): the optimum routes energy "
                 "through other homes there. Totals and the operation are unaffected; raise the limit to avoid it, "
                 "or pass tie_break=False for the solver's own (non-unique) routing.",
-                RoutingWarning, stacklevel=4)
+                RoutingWarning,
+                stacklevel=4,
+            )
             worst = max(worst, float(over.max()))
     return worst
 
@@ -448,18 +521,26 @@ def _run(case: Case, build, solver: str, solver_options: dict | None, tie_break:
     t1 = time.perf_counter()
     solve(problem, solver, **(solver_options or {}))
     t2 = time.perf_counter()
-    op = read_operation(case, problem, handles, solver=solver, solve_seconds=t2 - t1, build_seconds=t1 - t0,
-                        tie_break=tie_break)
+    op = read_operation(
+        case, problem, handles, solver=solver, solve_seconds=t2 - t1, build_seconds=t1 - t0, tie_break=tie_break
+    )
     return dataclasses.replace(op, wall_seconds=time.perf_counter() - t0)
 
 
-def central_independent(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
-                        tie_break: bool = True) -> Operation:
+def central_independent(
+    case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None, tie_break: bool = True
+) -> Operation:
     """M1 as one problem over all homes and scenarios (method "central", the reference)."""
     return _run(case, build_independent, solver, solver_options, tie_break)
 
 
-def central_clearing(case: Case, *, solver: str = DEFAULT_SOLVER, solver_options: dict | None = None,
-                     tie_break: bool = True, trade_limit: float | np.ndarray | None = None) -> Operation:
+def central_clearing(
+    case: Case,
+    *,
+    solver: str = DEFAULT_SOLVER,
+    solver_options: dict | None = None,
+    tie_break: bool = True,
+    trade_limit: float | np.ndarray | None = None,
+) -> Operation:
     """The clearing as one problem over all homes and scenarios (method "central", the reference)."""
     return _run(case, build_clearing, solver, solver_options, tie_break, trade_limit=trade_limit)

@@ -63,15 +63,26 @@ def solve_with_fallback(problem: cp.Problem, solver: str, solver_options: dict |
         try:
             solve(problem, FALLBACK_SOLVER)
         except SolverError as second:
-            raise solver_error(second, f"{second} ({solver} before it: status "
-                                       f"'{getattr(first, 'status', None)}')") from second
-        logger.info("%s returned status '%s' on a problem that %s solved", solver, getattr(first, "status", None),
-                    FALLBACK_SOLVER)
+            raise solver_error(
+                second, f"{second} ({solver} before it: status '{getattr(first, 'status', None)}')"
+            ) from second
+        logger.info(
+            "%s returned status '%s' on a problem that %s solved",
+            solver,
+            getattr(first, "status", None),
+            FALLBACK_SOLVER,
+        )
         return 1
 
 
-def solve_built(problem: cp.Problem, handles: Handles, rows: np.ndarray, market: bool, solver: str,
-                solver_options: dict | None = None) -> dict:
+def solve_built(
+    problem: cp.Problem,
+    handles: Handles,
+    rows: np.ndarray,
+    market: bool,
+    solver: str,
+    solver_options: dict | None = None,
+) -> dict:
     """Solve a formulated piece at its Parameters' current values and read its (R, T) arrays, prices and time.
 
     The price (K, T) is :func:`~desmarket.formulation.clearing_price` (per scenario of the piece, un-weighted).
@@ -81,8 +92,9 @@ def solve_built(problem: cp.Problem, handles: Handles, rows: np.ndarray, market:
     try:
         fallbacks = solve_with_fallback(problem, solver, solver_options)
     except SolverError as exc:
-        raise solver_error(exc, f"{exc} (piece of {len(rows)} home-scenario rows, case rows "
-                                f"{rows.min()}-{rows.max()})") from exc
+        raise solver_error(
+            exc, f"{exc} (piece of {len(rows)} home-scenario rows, case rows {rows.min()}-{rows.max()})"
+        ) from exc
     out = handles.values(SOLVED + (("x",) if market else ()))
     out["fallbacks"] = fallbacks
     if market:
@@ -100,8 +112,7 @@ def solve_block(block: Block, market: bool, solver: str, solver_options: dict | 
     return out
 
 
-def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: bool
-           ) -> tuple[dict, np.ndarray | None]:
+def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: bool) -> tuple[dict, np.ndarray | None]:
     """The pieces' arrays put back in place: (N, S, T) arrays by :data:`~desmarket.model.SOLVED` name (and
     ``"x"``), and the (S, T) clearing price for the market (None for M1)."""
     n, s, t = case.load.shape
@@ -137,8 +148,10 @@ def check_n_jobs(n_jobs, name: str = "n_jobs") -> int | None:
         return None
     cores = cpu_count()
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0 or n_jobs < -cores:
-        raise ValueError(f"{name} must be None, a positive integer, or -1 (all {cores} cores) down to -{cores} "
-                         f"(one worker), got {n_jobs!r}")
+        raise ValueError(
+            f"{name} must be None, a positive integer, or -1 (all {cores} cores) down to -{cores} "
+            f"(one worker), got {n_jobs!r}"
+        )
     return int(n_jobs)
 
 
@@ -174,8 +187,9 @@ def run_tasks(func, tasks: list[tuple], n_jobs: int | None = -1, progress: str |
         return out
 
 
-def map_chunks(func, items, args: tuple = (), n_jobs: int | None = -1, chunks: int = 16,
-               progress: str | None = None) -> list:
+def map_chunks(
+    func, items, args: tuple = (), n_jobs: int | None = -1, chunks: int = 16, progress: str | None = None
+) -> list:
     """``func(chunk, *args)`` over ``chunks`` strided chunks of ``items`` (item k goes to chunk k mod chunks), one
     :func:`run_tasks` task each; the results (one per item) come back flattened in the order of ``items``.
 
@@ -206,5 +220,3 @@ def clearing_pieces(case: Case, chunk_rows: int = CHUNK_ROWS) -> list[np.ndarray
         scen = np.arange(k, min(k + per_piece, s))
         pieces.append((np.arange(n)[:, None] * s + scen[None, :]).reshape(-1))  # home-major
     return pieces
-
-

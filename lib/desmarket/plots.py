@@ -31,11 +31,16 @@ DPI = 110
 
 def styled(draw):
     """Draw the figure inside the study's seaborn style and context, leaving global rcParams as they were."""
+
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
-        with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]), \
-                sns.color_palette(STYLE["palette"]):
+        with (
+            sns.axes_style(STYLE["style"]),
+            sns.plotting_context(STYLE["context"]),
+            sns.color_palette(STYLE["palette"]),
+        ):
             return draw(*args, **kwargs)
+
     return wrapper
 
 
@@ -46,8 +51,13 @@ NAMED_EXTREMES = 3
 #: Font size of legends and point labels, pt.
 SMALL = 9
 
-CURVES = {"load": "load", "pv_used": "PV used", "charge": "charge", "discharge": "discharge",
-          "net_load": "net load (load + charge − discharge − PV)"}
+CURVES = {
+    "load": "load",
+    "pv_used": "PV used",
+    "charge": "charge",
+    "discharge": "discharge",
+    "net_load": "net load (load + charge − discharge − PV)",
+}
 MODE_COLORS = {"without market": "tab:gray", "with market": "tab:blue"}
 HOURS_LABEL = "hour of the day, h"
 
@@ -86,10 +96,29 @@ def _freeze_layout(fig: plt.Figure) -> None:
 
 
 #: Candidate label offsets (points), nearest first: sixteen directions on growing rings.
-_DIRECTIONS = ((1, 1), (-1, 1), (1, -1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1),
-               (1, 2), (-1, 2), (1, -2), (-1, -2), (2, 1), (-2, 1), (2, -1), (-2, -1))
-_OFFSETS = [(r * ux / np.hypot(ux, uy), r * uy / np.hypot(ux, uy)) for r in (5, 12, 20, 30, 44, 60, 80, 100)
-            for ux, uy in _DIRECTIONS]
+_DIRECTIONS = (
+    (1, 1),
+    (-1, 1),
+    (1, -1),
+    (-1, -1),
+    (1, 0),
+    (-1, 0),
+    (0, 1),
+    (0, -1),
+    (1, 2),
+    (-1, 2),
+    (1, -2),
+    (-1, -2),
+    (2, 1),
+    (-2, 1),
+    (2, -1),
+    (-2, -1),
+)
+_OFFSETS = [
+    (r * ux / np.hypot(ux, uy), r * uy / np.hypot(ux, uy))
+    for r in (5, 12, 20, 30, 44, 60, 80, 100)
+    for ux, uy in _DIRECTIONS
+]
 
 
 def _label_points(ax, x, y, labels, obstacles=None, fontsize: float = SMALL, pad: float = 3.0) -> list:
@@ -109,8 +138,17 @@ def _label_points(ax, x, y, labels, obstacles=None, fontsize: float = SMALL, pad
         ha = "left" if dx > 0.1 else "right" if dx < -0.1 else "center"
         va = "bottom" if dy > 0.1 else "top" if dy < -0.1 else "center"
         leader = dict(arrowstyle="-", color="0.4", lw=0.6, shrinkA=1, shrinkB=2) if np.hypot(dx, dy) > 8 else None
-        note = ax.annotate(text, (xi, yi), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                           fontsize=fontsize, arrowprops=leader, zorder=5)
+        note = ax.annotate(
+            text,
+            (xi, yi),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha=ha,
+            va=va,
+            fontsize=fontsize,
+            arrowprops=leader,
+            zorder=5,
+        )
         note.update_positions(renderer)  # the text's own box, without its leader line
         return note, Text.get_window_extent(note, renderer)
 
@@ -176,8 +214,13 @@ def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
         _hour_axis(ax)
     axes[0].set_ylabel("power, kW (expected over scenarios)")
     fig.get_layout_engine().set(wspace=0.04)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=len(CURVES), fontsize=SMALL,
-               frameon=False)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=len(CURVES),
+        fontsize=SMALL,
+        frameon=False,
+    )
     return fig
 
 
@@ -204,12 +247,17 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
     the batteries charge from the grid in the cheapest (night) hours.
     """
     fig, ax = plt.subplots(figsize=(10, 5.2), layout="constrained")
-    ax.axvspan(8, 20, color="tab:orange", alpha=0.08, lw=0,
-               label=f"8:00–20:00 (the paper's window): {reduction_kwh:.1f} kWh less with the market")
+    ax.axvspan(
+        8,
+        20,
+        color="tab:orange",
+        alpha=0.08,
+        lw=0,
+        label=f"8:00–20:00 (the paper's window): {reduction_kwh:.1f} kWh less with the market",
+    )
     curves = []
     for mode, frame in profile.groupby("mode", sort=False):
-        curves += _step(ax, frame["hour"], frame["net_load"], color=MODE_COLORS[mode], lw=2,
-                        label=f"net load {mode}")
+        curves += _step(ax, frame["hour"], frame["net_load"], color=MODE_COLORS[mode], lw=2, label=f"net load {mode}")
     ax.axhline(0, color="black", lw=0.6)
     _hour_axis(ax)
     ax.set_ylabel("aggregated net load (import − export), kW")
@@ -217,18 +265,27 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
     low, high = profile["net_load"].min(), profile["net_load"].max()
     ax.set_ylim(min(low, 0) - 0.08 * (high - low), high + 0.35 * (high - low))
     for mode, peak in peaks.iterrows():
-        curves += ax.plot(peak["hour"] + 0.5, peak["net_load_kw"], "o", ms=8, color=MODE_COLORS[mode], mec="white",
-                          mew=1.5, zorder=4)
+        curves += ax.plot(
+            peak["hour"] + 0.5, peak["net_load_kw"], "o", ms=8, color=MODE_COLORS[mode], mec="white", mew=1.5, zorder=4
+        )
     twin = ax.twinx()
     one = profile.drop_duplicates("hour")
     prices = _step(twin, one["hour"], 1000 * one["lmp"], color="tab:red", ls="--", lw=1.4, label="LMP")
     if "price" in profile and profile["price"].notna().any():
         market = profile[profile["price"].notna()]
-        prices += _step(twin, market["hour"], 1000 * market["price"], color="tab:purple", ls=":", lw=1.8,
-                        label="local clearing price (expected)")
+        prices += _step(
+            twin,
+            market["hour"],
+            1000 * market["price"],
+            color="tab:purple",
+            ls=":",
+            lw=1.8,
+            label="local clearing price (expected)",
+        )
     twin.set_ylabel("price, $/MWh")
-    shown = 1000 * (profile[["lmp", "price"]].to_numpy(dtype=float) if "price" in profile
-                    else profile["lmp"].to_numpy(dtype=float))
+    shown = 1000 * (
+        profile[["lmp", "price"]].to_numpy(dtype=float) if "price" in profile else profile["lmp"].to_numpy(dtype=float)
+    )
     low, high = min(0.0, 1.35 * np.nanmin(shown)), 1.35 * max(np.nanmax(shown), 0.0)  # negative LMPs shown too
     twin.set_ylim(low, high if high > low else low + 1.0)
     twin.grid(False)
@@ -236,9 +293,13 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=SMALL, frameon=False)
     _freeze_layout(fig)
-    _label_points(ax, peaks["hour"] + 0.5, peaks["net_load_kw"],
-                  [_peak_text(m, p["hour"], p["net_load_kw"]) for m, p in peaks.iterrows()],
-                  obstacles=_line_pixels(curves + prices))
+    _label_points(
+        ax,
+        peaks["hour"] + 0.5,
+        peaks["net_load_kw"],
+        [_peak_text(m, p["hour"], p["net_load_kw"]) for m, p in peaks.iterrows()],
+        obstacles=_line_pixels(curves + prices),
+    )
     return fig
 
 
@@ -292,8 +353,7 @@ def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
         _freeze_layout(fig)
         named = _extremes(ranked["reduction_m3_usd"])
         position = pd.Series(rank, index=ranked.index)
-        _label_points(ax, position[named.index], named, [str(h) for h in named.index],
-                      obstacles=_line_pixels(lines))
+        _label_points(ax, position[named.index], named, [str(h) for h in named.index], obstacles=_line_pixels(lines))
     return fig
 
 
@@ -301,8 +361,9 @@ def _home_spread(homes: pd.DataFrame) -> pd.DataFrame:
     """Per profit rate, the spread of the homes' net benefits (Figure 5 above MAX_LABELLED_HOMES): min, 10 %,
     median, 90 %, max. homes: profit rate x home."""
     q = homes.quantile([0.1, 0.5, 0.9], axis=1).T
-    return pd.DataFrame({"min": homes.min(axis=1), "p10": q[0.1], "median": q[0.5], "p90": q[0.9],
-                         "max": homes.max(axis=1)})
+    return pd.DataFrame(
+        {"min": homes.min(axis=1), "p10": q[0.1], "median": q[0.5], "p90": q[0.9], "max": homes.max(axis=1)}
+    )
 
 
 @styled
@@ -328,13 +389,20 @@ def figure5_profit_rate(sweep: pd.DataFrame) -> plt.Figure:
         colors = sns.color_palette(STYLE["palette"] if len(order) <= 10 else "husl", len(order))
         for home, color in zip(order, colors):
             bx.plot(homes.index, homes[home], color=color, lw=1.4, label=str(home))
-        bx.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(order) <= 15 else 2,
-                  fontsize=SMALL - 1 if len(order) > 15 else SMALL, frameon=False, title="home")
+        bx.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            ncol=1 if len(order) <= 15 else 2,
+            fontsize=SMALL - 1 if len(order) > 15 else SMALL,
+            frameon=False,
+            title="home",
+        )
         bx.set_title("(B) each home")
     else:
         spread = _home_spread(homes)
-        bx.fill_between(spread.index, spread["p10"], spread["p90"], color="tab:blue", alpha=0.25, lw=0,
-                        label="10–90 % of the homes")
+        bx.fill_between(
+            spread.index, spread["p10"], spread["p90"], color="tab:blue", alpha=0.25, lw=0, label="10–90 % of the homes"
+        )
         bx.plot(spread.index, spread["median"], color="tab:blue", lw=2.2, label="median home")
         bx.plot(spread.index, spread["max"], color="tab:blue", ls=":", lw=1.2, label="min and max")
         bx.plot(spread.index, spread["min"], color="tab:blue", ls=":", lw=1.2)
@@ -354,21 +422,36 @@ def figure_alpha_vs_traded(table: pd.DataFrame, correlation: float) -> plt.Figur
     fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
     alpha = "alpha" if "alpha" in table else "alpha_m3"
     many = len(table) > MAX_LABELLED_HOMES
-    points = ax.scatter(table["traded_kwh"], table[alpha], color="tab:blue", s=12 if many else 36,
-                        alpha=0.55 if many else 1.0, lw=0)
-    ax.set(xlabel="traded energy, kWh/day", ylabel="contribution rate α (M3), share of ΔC",
-           title=f"{len(table)} homes, Pearson r = {correlation:.3f}")
+    points = ax.scatter(
+        table["traded_kwh"], table[alpha], color="tab:blue", s=12 if many else 36, alpha=0.55 if many else 1.0, lw=0
+    )
+    ax.set(
+        xlabel="traded energy, kWh/day",
+        ylabel="contribution rate α (M3), share of ΔC",
+        title=f"{len(table)} homes, Pearson r = {correlation:.3f}",
+    )
     ax.margins(0.12)
     _freeze_layout(fig)
     named = _extremes(table[alpha]) if many else table[alpha]
-    _label_points(ax, table.loc[named.index, "traded_kwh"], named, [str(h) for h in named.index],
-                  obstacles=ax.transData.transform(points.get_offsets()), pad=4)
+    _label_points(
+        ax,
+        table.loc[named.index, "traded_kwh"],
+        named,
+        [str(h) for h in named.index],
+        obstacles=ax.transData.transform(points.get_offsets()),
+        pad=4,
+    )
     return fig
 
 
 #: Colours of the settlement rules of notebook 08.
-RULE_COLORS = {"M2": "tab:gray", "M3": "tab:blue", "shapley": "tab:red", "nucleolus": "tab:purple",
-               "proportional_standalone": "tab:olive"}
+RULE_COLORS = {
+    "M2": "tab:gray",
+    "M3": "tab:blue",
+    "shapley": "tab:red",
+    "nucleolus": "tab:purple",
+    "proportional_standalone": "tab:olive",
+}
 
 
 @styled
@@ -394,24 +477,45 @@ def figure_allocations(table: pd.DataFrame) -> plt.Figure:
         order = homes.sort_values("shapley").index
         for rule in rules:
             ax.plot(np.arange(len(order)), homes.loc[order, rule], color=RULE_COLORS[rule], lw=1.5, label=rule)
-        ax.set(xticks=[], xlabel=f"{len(homes)} homes, sorted by their Shapley value",
-               title="aggregator: " + ", ".join(f"{r} {table.loc['aggregator', r]:.2f}" for r in rules) + " $/day")
+        ax.set(
+            xticks=[],
+            xlabel=f"{len(homes)} homes, sorted by their Shapley value",
+            title="aggregator: " + ", ".join(f"{r} {table.loc['aggregator', r]:.2f}" for r in rules) + " $/day",
+        )
     ax.set_ylabel("gain against M1, $/day")
     ax.axhline(0, color="black", lw=0.6)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(homes) <= 12 else -0.2), ncol=len(rules),
-              fontsize=SMALL, frameon=False)
-    points = bx.scatter(homes["shapley"], homes["M3"], color="tab:blue", s=14 if len(homes) > MAX_LABELLED_HOMES
-                        else 36)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14 if len(homes) <= 12 else -0.2),
+        ncol=len(rules),
+        fontsize=SMALL,
+        frameon=False,
+    )
+    points = bx.scatter(
+        homes["shapley"], homes["M3"], color="tab:blue", s=14 if len(homes) > MAX_LABELLED_HOMES else 36
+    )
     top = max(homes["shapley"].max(), homes["M3"].max()) * 1.1
     bx.plot([0, top], [0, top], color="black", lw=0.8, ls="--", label="M3 = Shapley")
-    bx.set(xlim=(0, top), ylim=(0, top), xlabel="Shapley value of the home, $/day", ylabel="M3 gain of the home, $/day",
-           title="(B) M3 against Shapley, per home")
-    bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(homes) <= 12 else -0.2), fontsize=SMALL,
-              frameon=False)
+    bx.set(
+        xlim=(0, top),
+        ylim=(0, top),
+        xlabel="Shapley value of the home, $/day",
+        ylabel="M3 gain of the home, $/day",
+        title="(B) M3 against Shapley, per home",
+    )
+    bx.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(homes) <= 12 else -0.2), fontsize=SMALL, frameon=False
+    )
     _freeze_layout(fig)
     far = (homes["M3"] - homes["shapley"]).abs().nlargest(min(NAMED_EXTREMES, len(homes)))
-    _label_points(bx, homes.loc[far.index, "shapley"], homes.loc[far.index, "M3"], [str(h) for h in far.index],
-                  obstacles=bx.transData.transform(points.get_offsets()), pad=4)
+    _label_points(
+        bx,
+        homes.loc[far.index, "shapley"],
+        homes.loc[far.index, "M3"],
+        [str(h) for h in far.index],
+        obstacles=bx.transData.transform(points.get_offsets()),
+        pad=4,
+    )
     ax.set_title(ax.get_title() or "(A) each party's gain under each rule")
     return fig
 
@@ -428,11 +532,24 @@ def figure_year(by_day: pd.DataFrame, run_date: str) -> plt.Figure:
     ax.plot(dates[ok], surplus[ok], ".", color="tab:blue", ms=4, label="ΔC of the day")
     weekly = pd.Series(surplus, index=dates).where(ok).rolling("28D", min_periods=7).median()
     ax.plot(weekly.index, weekly.to_numpy(), color="tab:blue", lw=2, label="28-day median")
-    ax.plot(dates[~ok], np.zeros((~ok).sum()), "|", color="tab:gray", ms=10, transform=ax.get_xaxis_transform(),
-            label=f"no case that day ({int((~ok).sum())} days: data gaps, see the table)")  # on the x-axis
+    ax.plot(
+        dates[~ok],
+        np.zeros((~ok).sum()),
+        "|",
+        color="tab:gray",
+        ms=10,
+        transform=ax.get_xaxis_transform(),
+        label=f"no case that day ({int((~ok).sum())} days: data gaps, see the table)",
+    )  # on the x-axis
     if run_date in by_day.index and by_day.loc[run_date, "status"] == "ok":
-        ax.plot(pd.Timestamp(run_date), by_day.loc[run_date, "surplus_usd"], "o", color="tab:red", ms=8,
-                label=f"the run's day, {run_date}")
+        ax.plot(
+            pd.Timestamp(run_date),
+            by_day.loc[run_date, "surplus_usd"],
+            "o",
+            color="tab:red",
+            ms=8,
+            label=f"the run's day, {run_date}",
+        )
     spiky = ok.any() and np.nanmax(surplus[ok]) > 20 * np.nanmedian(surplus[ok]) > 0  # price spikes (ERCOT)
     if spiky:  # a log axis keeps the ordinary days readable beside days of scarcity prices
         ax.set_yscale("log")
@@ -448,9 +565,12 @@ def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> p
     """One panel per claim of the paper: its distribution over the days of the year (histogram), with the
     paper's value (red) and the median over the days (blue, dashed); claims that are the same on every day
     are named in the title instead of drawn."""
-    keys = [k for k in summary.index if pd.notna(pd.to_numeric(pd.Series([summary.loc[k, "paper"]]),
-                                                                errors="coerce").iloc[0])
-            or k == "peak_import_change_pct"]
+    keys = [
+        k
+        for k in summary.index
+        if pd.notna(pd.to_numeric(pd.Series([summary.loc[k, "paper"]]), errors="coerce").iloc[0])
+        or k == "peak_import_change_pct"
+    ]
     ok = by_day[by_day["status"] == "ok"]
     spread = {k: pd.to_numeric(ok[k], errors="coerce").dropna() for k in keys}
     constant = [k for k in keys if np.ptp(spread[k]) <= 1e-6 * max(1.0, spread[k].abs().max())]
@@ -459,8 +579,9 @@ def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> p
     rows = int(np.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(13, 2.7 * rows), layout="constrained", squeeze=False)
     if constant:
-        fig.suptitle("the same on every day: " + ", ".join(f"{k} = {spread[k].iloc[0]:.3g}" for k in constant),
-                     fontsize=SMALL)
+        fig.suptitle(
+            "the same on every day: " + ", ".join(f"{k} = {spread[k].iloc[0]:.3g}" for k in constant), fontsize=SMALL
+        )
     for ax, key in zip(axes.flat, keys):
         x = pd.to_numeric(ok[key], errors="coerce").dropna()
         ax.hist(x, bins=30, color="tab:blue", alpha=0.7)
@@ -471,11 +592,17 @@ def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> p
         ax.set_title(f"{key} ({summary.loc[key, 'unit']})", fontsize=SMALL)
         ax.tick_params(labelsize=SMALL)
         ax.ticklabel_format(axis="x", useOffset=False)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color="tab:red", lw=2), plt.Line2D([], [], color="tab:blue", lw=1.5, ls="--")]
-    fig.legend(handles, ["the paper's value", "median over the days"], loc="outside lower center", ncol=2,
-               fontsize=SMALL, frameon=False)
+    fig.legend(
+        handles,
+        ["the paper's value", "median over the days"],
+        loc="outside lower center",
+        ncol=2,
+        fontsize=SMALL,
+        frameon=False,
+    )
     fig.supylabel("days")
     return fig
 
@@ -502,8 +629,13 @@ def figure_inputs(hourly: pd.DataFrame) -> plt.Figure:
 
 
 @styled
-def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, reference: np.ndarray,
-                          balanced: np.ndarray, congested: np.ndarray | None = None) -> plt.Figure:
+def figure_market_process(
+    convergence: pd.DataFrame,
+    prices: np.ndarray,
+    reference: np.ndarray,
+    balanced: np.ndarray,
+    congested: np.ndarray | None = None,
+) -> plt.Figure:
     """The coordinated market process: (A) distance of the announced prices from the exact clearing price per
     iteration, in pinned and in balanced (scenario, hour) pairs; (B) the residuals per iteration (log scales).
 
@@ -514,13 +646,19 @@ def figure_market_process(convergence: pd.DataFrame, prices: np.ndarray, referen
     it = np.arange(1, len(prices) + 1)
     error = np.abs(prices - reference)
     congested = np.zeros_like(balanced) if congested is None else congested
-    groups = ((~balanced & ~congested, "pinned to kᵇ·LMP or kˢ·LMP"), (balanced, "balanced (any price in the band)"),
-              (congested, "congested (a limit binds)"))
+    groups = (
+        (~balanced & ~congested, "pinned to kᵇ·LMP or kˢ·LMP"),
+        (balanced, "balanced (any price in the band)"),
+        (congested, "congested (a limit binds)"),
+    )
     for mask, label in groups:
         if mask.any():
             ax.semilogy(it, np.maximum(1000 * error[:, mask].max(axis=1), 1e-12), label=label)
-    ax.set(xlabel="iteration", ylabel="max |price - exact clearing price|, $/MWh",
-           title="(A) prices approach the exact clearing price")
+    ax.set(
+        xlabel="iteration",
+        ylabel="max |price - exact clearing price|, $/MWh",
+        title="(A) prices approach the exact clearing price",
+    )
     ax.legend(fontsize=8, loc="upper right")
     bx.semilogy(convergence.index, convergence["residual_kw"], label="trade imbalance max |sum x|, kW")
     bx.semilogy(convergence.index, convergence["dual_residual"].clip(lower=1e-16), label="dual residual, $/kWh")
@@ -545,12 +683,14 @@ def save_figure(fig: plt.Figure, path, close: bool = False) -> Path:
 
 
 #: Panels of :func:`figure_sizes`: column of the size-study table, y label, scale of the value.
-SIZE_PANELS = (("surplus_per_home_usd", "ΔC per home, $/day", 1.0),
-               ("trading_share", "share of ΔC that needs trading, %", 100.0),
-               ("alpha_gini", "Gini of α (M3)", 1.0),
-               ("balanced_share", "balanced (scenario, hour) cells, %", 100.0),
-               ("matched_kwh_per_home", "energy traded between homes,\nkWh per home per day", 1.0),
-               ("congested_share", "congested (scenario, hour) cells, %", 100.0))
+SIZE_PANELS = (
+    ("surplus_per_home_usd", "ΔC per home, $/day", 1.0),
+    ("trading_share", "share of ΔC that needs trading, %", 100.0),
+    ("alpha_gini", "Gini of α (M3)", 1.0),
+    ("balanced_share", "balanced (scenario, hour) cells, %", 100.0),
+    ("matched_kwh_per_home", "energy traded between homes,\nkWh per home per day", 1.0),
+    ("congested_share", "congested (scenario, hour) cells, %", 100.0),
+)
 SEASON_COLORS = {"summer": "tab:orange", "winter": "tab:blue"}
 
 
@@ -579,14 +719,23 @@ def figure_sizes(rows: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
     for ax, (col, label, scale) in zip(axes.flat, SIZE_PANELS):
         for season, part in rows.groupby("season"):
-            _dots_and_median(ax, part, col, scale, SEASON_COLORS.get(season, "tab:gray"),
-                             f"{season}, {part['date'].iloc[0]}")
+            _dots_and_median(
+                ax, part, col, scale, SEASON_COLORS.get(season, "tab:gray"), f"{season}, {part['date'].iloc[0]}"
+            )
         _homes_axis(ax, rows)
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 10.0) if col == "congested_share" else None)
         ax.set(ylabel=label)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=SMALL, frameon=False,
-               title="day (dots: seeds; line: their median)", title_fontsize=SMALL)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=max(1, len(labels)),
+        fontsize=SMALL,
+        frameon=False,
+        title="day (dots: seeds; line: their median)",
+        title_fontsize=SMALL,
+    )
     return fig
 
 

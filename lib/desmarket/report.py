@@ -1,6 +1,6 @@
 """Tables of the study (Section 3): the paper's Tables 1-4, the headline numbers, the scorecard.
 
-Pure functions from a case and its results (:class:`~desmarket.study.Study`, operations, settlements) to
+Pure functions from a case and its results (:class:`~desmarket.results.Study`, operations, settlements) to
 DataFrames: nothing here solves or reads a result file. Solving and what-if questions live in
 :mod:`desmarket.study`, figures in :mod:`desmarket.plots`; :func:`save_table` writes CSV with a fixed float
 format so that reruns give identical files. The paper's claims, their kinds, units and our reasons where we
@@ -24,8 +24,8 @@ from .claims import parse_claims as parse_claims
 from .model import Operation
 from .settlement import contribution_rates, market_contribution
 
-if TYPE_CHECKING:  # the study layer imports this module, not the other way round
-    from .study import Study
+if TYPE_CHECKING:
+    from .results import Study
 
 PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
 FLOAT_FORMAT = "%.10g"
@@ -35,8 +35,11 @@ def note_fields(study: Study) -> dict:
     """The values a claim's reason may name (:data:`NOTE_FIELDS`), from the run: the profit rate rho it was
     settled at and the case's k^b, k^s (Eq. 4), each written with ``:g`` (0.2, not 0.20000)."""
     market = study.case.market
-    return {"rho": f"{study.profit_rate:g}", "buy_ratio": f"{market.buy_ratio:g}",
-            "sell_ratio": f"{market.sell_ratio:g}"}
+    return {
+        "rho": f"{study.profit_rate:g}",
+        "buy_ratio": f"{market.buy_ratio:g}",
+        "sell_ratio": f"{market.sell_ratio:g}",
+    }
 
 
 def _expected(case: Case, values: np.ndarray) -> np.ndarray:
@@ -46,11 +49,17 @@ def _expected(case: Case, values: np.ndarray) -> np.ndarray:
 
 def daily_energy(case: Case, op: Operation) -> pd.DataFrame:
     """Expected daily load, charge, discharge, PV used and PV available per home, kWh (Table 3 columns)."""
-    e = lambda v: _expected(case, v).sum(axis=1)  # noqa: E731
-    return pd.DataFrame({
-        "load_kwh": e(op.load), "charge_kwh": e(op.charge), "discharge_kwh": e(op.discharge),
-        "pv_used_kwh": e(op.pv_used), "pv_available_kwh": e(case.pv),
-    }, index=pd.Index(case.home_ids, name="home"))
+    e = lambda v: _expected(case, v).sum(axis=1)
+    return pd.DataFrame(
+        {
+            "load_kwh": e(op.load),
+            "charge_kwh": e(op.charge),
+            "discharge_kwh": e(op.discharge),
+            "pv_used_kwh": e(op.pv_used),
+            "pv_available_kwh": e(case.pv),
+        },
+        index=pd.Index(case.home_ids, name="home"),
+    )
 
 
 def table1_storage(case: Case) -> pd.DataFrame:
@@ -61,12 +70,17 @@ def table1_storage(case: Case) -> pd.DataFrame:
 
 def table2_modes() -> pd.DataFrame:
     """Table 2: the three operation modes."""
-    return pd.DataFrame({
-        "mode": ["M1", "M2", "M3"],
-        "local_market": ["no", "yes", "yes"],
-        "settlement": ["retail / net metering only", "symmetric Nash bargaining, alpha = (1 - rho)/N (Eq. 29)",
-                       "market value contribution rate + Nash bargaining (Eq. 30)"],
-    }).set_index("mode")
+    return pd.DataFrame(
+        {
+            "mode": ["M1", "M2", "M3"],
+            "local_market": ["no", "yes", "yes"],
+            "settlement": [
+                "retail / net metering only",
+                "symmetric Nash bargaining, alpha = (1 - rho)/N (Eq. 29)",
+                "market value contribution rate + Nash bargaining (Eq. 30)",
+            ],
+        }
+    ).set_index("mode")
 
 
 def table3_energy(study: Study) -> pd.DataFrame:
@@ -85,14 +99,24 @@ def table4_costs(study: Study) -> pd.DataFrame:
     Costs are negative benefits: the aggregator's cost is minus its revenue R_A.
     """
     s = study
-    homes = pd.DataFrame({
-        "M1": s.independent.home_cost, "market_before_payment": s.market.home_cost,
-        "M2": s.m2.home_cost, "M3": s.m3.home_cost,
-    }, index=list(s.case.home_ids))
-    agg = pd.DataFrame({
-        "M1": [-s.independent.aggregator_revenue], "market_before_payment": [-s.market.aggregator_revenue],
-        "M2": [-s.m2.aggregator_revenue], "M3": [-s.m3.aggregator_revenue],
-    }, index=["aggregator"])
+    homes = pd.DataFrame(
+        {
+            "M1": s.independent.home_cost,
+            "market_before_payment": s.market.home_cost,
+            "M2": s.m2.home_cost,
+            "M3": s.m3.home_cost,
+        },
+        index=list(s.case.home_ids),
+    )
+    agg = pd.DataFrame(
+        {
+            "M1": [-s.independent.aggregator_revenue],
+            "market_before_payment": [-s.market.aggregator_revenue],
+            "M2": [-s.m2.aggregator_revenue],
+            "M3": [-s.m3.aggregator_revenue],
+        },
+        index=["aggregator"],
+    )
     table = pd.concat([agg, homes])
     table.loc["total"] = table.sum()
     table.index.name = "party"
@@ -102,12 +126,18 @@ def table4_costs(study: Study) -> pd.DataFrame:
 def settlement_table(study: Study) -> pd.DataFrame:
     """Figure 4's data: per home alpha, payment and cost reduction under M2 and M3, and traded energy."""
     s = study
-    return pd.DataFrame({
-        "traded_kwh": s.market.traded_energy,
-        "alpha_m2": s.m2.alpha, "alpha_m3": s.m3.alpha,
-        "payment_m2_usd": s.m2.payment, "payment_m3_usd": s.m3.payment,
-        "reduction_m2_usd": s.m2.home_gain, "reduction_m3_usd": s.m3.home_gain,
-    }, index=pd.Index(s.case.home_ids, name="home"))
+    return pd.DataFrame(
+        {
+            "traded_kwh": s.market.traded_energy,
+            "alpha_m2": s.m2.alpha,
+            "alpha_m3": s.m3.alpha,
+            "payment_m2_usd": s.m2.payment,
+            "payment_m3_usd": s.m3.payment,
+            "reduction_m2_usd": s.m2.home_gain,
+            "reduction_m3_usd": s.m3.home_gain,
+        },
+        index=pd.Index(s.case.home_ids, name="home"),
+    )
 
 
 def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
@@ -124,7 +154,9 @@ def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
     for mode, op in (("without market", study.independent), ("with market", study.market)):
         curves = {k: pick(_expected(case, getattr(op, k))) for k in ("load", "pv_used", "charge", "discharge")}
         curves["net_load"] = pick(_expected(case, op.net_consumption))  # d + c - e - g; summed = grid import
-        price = np.einsum("s,st->t", case.probability, op.price) if op.price is not None else np.full(len(hours), np.nan)
+        price = (
+            np.einsum("s,st->t", case.probability, op.price) if op.price is not None else np.full(len(hours), np.nan)
+        )
         frames.append(pd.DataFrame({"hour": hours, "mode": mode, **curves, "lmp": case.lmp, "price": price}))
     return pd.concat(frames, ignore_index=True)
 
@@ -141,8 +173,8 @@ def headline(study: Study) -> dict:
     """The numbers the paper reports (Section 3), computed from our results. Keys as in :func:`paper_claims`."""
     s = study
     before, after = daily_energy(s.case, s.independent).sum(), daily_energy(s.case, s.market).sum()
-    throughput = lambda d: d.charge_kwh + d.discharge_kwh  # noqa: E731
-    net = lambda op: _expected(s.case, op.net_load - op.net_surplus).sum(axis=0)  # noqa: E731
+    throughput = lambda d: d.charge_kwh + d.discharge_kwh
+    net = lambda op: _expected(s.case, op.net_load - op.net_surplus).sum(axis=0)
     peak = peak_import(hourly_profile(s))["net_load_kw"]
     return {
         "surplus_usd": s.m3.surplus,
@@ -152,19 +184,20 @@ def headline(study: Study) -> dict:
         "m3_reduction_max_usd": float(s.m3.home_gain.max()),
         "aggregator_change_m3_pct": 100 * s.m3.aggregator_gain / abs(s.independent.aggregator_revenue),
         "load_change_pct": 100 * (after.load_kwh / before.load_kwh - 1),
-        "storage_change_pct": (100 * (throughput(after) / throughput(before) - 1)) if throughput(before) > 0
+        "storage_change_pct": (100 * (throughput(after) / throughput(before) - 1))
+        if throughput(before) > 0
         else np.nan,
         "peak_net_load_reduction_kwh": float((net(s.independent) - net(s.market))[PEAK_HOURS].sum()),
         "peak_import_change_pct": float(100 * (peak["with market"] / peak["without market"] - 1))
-        if peak["without market"] > 0 else np.nan,
+        if peak["without market"] > 0
+        else np.nan,
         "pv_used_m1_pct": 100 * before.pv_used_kwh / before.pv_available_kwh,
         "pv_used_market_pct": 100 * after.pv_used_kwh / after.pv_available_kwh,
         "alpha_traded_correlation": correlation(s.m3.alpha, s.market.traded_energy),
     }
 
 
-def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None, source: str = "measured"
-              ) -> pd.DataFrame:
+def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None, source: str = "measured") -> pd.DataFrame:
     """Every claim of the paper beside ours, with agreement in direction and order of magnitude.
 
     claims: :func:`parse_claims` of the claims file (:func:`desmarket.io.paper_claims` reads the package's).
@@ -176,23 +209,35 @@ def scorecard(study: Study, claims: pd.DataFrame, values: dict | None = None, so
     profit rate actually used, the case's k^b / k^s).
     """
     if source not in DATA_SOURCES:
-        raise ValueError(f"source must be one of {DATA_SOURCES} (where the case comes from: the measured homes "
-                         f"of desmarket.data.build_case, or a user's case directory), got {source!r}")
+        raise ValueError(
+            f"source must be one of {DATA_SOURCES} (where the case comes from: the measured homes "
+            f"of desmarket.data.build_case, or a user's case directory), got {source!r}"
+        )
     values = headline(study) if values is None else values
     fields = note_fields(study)
     missing = sorted(set(claims.index) - set(values))
     if missing:
-        raise KeyError(f"no value for the claims {missing}; pass them in `values` (claims of source "
-                       f"'fairness' come from notebook 08)")
+        raise KeyError(
+            f"no value for the claims {missing}; pass them in `values` (claims of source "
+            f"'fairness' come from notebook 08)"
+        )
     rows = []
     for key, c in claims.iterrows():
         ours = values[key]
         direction, magnitude = agreement(c.kind, c.paper, c.sign, ours)
         explain = c.kind == "unreported" or "no" in (direction, magnitude)
-        rows.append({"key": key, "claim": c.claim, "unit": c.unit,
-                     "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper), "ours": ours,
-                     "same_direction": direction, "same_order_of_magnitude": magnitude,
-                     "note": claim_note(c, fields, source) if explain else ""})
+        rows.append(
+            {
+                "key": key,
+                "claim": c.claim,
+                "unit": c.unit,
+                "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper),
+                "ours": ours,
+                "same_direction": direction,
+                "same_order_of_magnitude": magnitude,
+                "note": claim_note(c, fields, source) if explain else "",
+            }
+        )
     return pd.DataFrame(rows).set_index("key")
 
 
@@ -226,28 +271,42 @@ def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True)
 # ================================================================================ notebook tables
 def inputs_table(case: Case) -> pd.DataFrame:
     """Per home: expected daily baseline load and available PV (kWh), utility coefficients, battery."""
-    return pd.DataFrame({
-        "load_kwh": _expected(case, case.load).sum(axis=1),
-        "pv_kwh": _expected(case, case.pv).sum(axis=1),
-        "utility_a_usd_per_kwh2": case.column("utility_a"),
-        "utility_b_usd_per_kwh": case.column("utility_b"),
-        "battery_kwh": case.column("battery_kwh"),
-    }, index=pd.Index(case.home_ids, name="home"))
+    return pd.DataFrame(
+        {
+            "load_kwh": _expected(case, case.load).sum(axis=1),
+            "pv_kwh": _expected(case, case.pv).sum(axis=1),
+            "utility_a_usd_per_kwh2": case.column("utility_a"),
+            "utility_b_usd_per_kwh": case.column("utility_b"),
+            "battery_kwh": case.column("battery_kwh"),
+        },
+        index=pd.Index(case.home_ids, name="home"),
+    )
 
 
 def inputs_hourly(case: Case) -> pd.DataFrame:
     """Community load and PV per scenario and hour (kW), with retail price and LMP ($/kWh), long format."""
     s = case.n_scenarios
-    return scenario_table(case.scenarios, load_kw=case.load.sum(axis=0), pv_kw=case.pv.sum(axis=0),
-                          retail=np.tile(case.retail, (s, 1)), lmp=np.tile(case.lmp, (s, 1)))
+    return scenario_table(
+        case.scenarios,
+        load_kw=case.load.sum(axis=0),
+        pv_kw=case.pv.sum(axis=0),
+        retail=np.tile(case.retail, (s, 1)),
+        lmp=np.tile(case.lmp, (s, 1)),
+    )
 
 
 def cost_breakdown(op: Operation, case: Case) -> pd.DataFrame:
     """Per home, $ per day: retail bill, net-metering credit, utility and cost C_i (Eq. 5), plus traded kWh."""
-    return pd.DataFrame({
-        "retail_bill_usd": op.retail_bill, "net_metering_credit_usd": op.net_metering_credit,
-        "utility_usd": op.utility, "cost_usd": op.home_cost, "traded_kwh": op.traded_energy,
-    }, index=pd.Index(case.home_ids, name="home"))
+    return pd.DataFrame(
+        {
+            "retail_bill_usd": op.retail_bill,
+            "net_metering_credit_usd": op.net_metering_credit,
+            "utility_usd": op.utility,
+            "cost_usd": op.home_cost,
+            "traded_kwh": op.traded_energy,
+        },
+        index=pd.Index(case.home_ids, name="home"),
+    )
 
 
 def price_table(case: Case, market: Operation) -> pd.DataFrame:
@@ -255,19 +314,31 @@ def price_table(case: Case, market: Operation) -> pd.DataFrame:
     balanced (any price in the band clears) or congested (a limit binds; the price may leave the band)."""
     s = case.n_scenarios
     net = market.community_net_load
-    state = np.where(market.congested, "congested", np.where(market.balanced, "balanced",
-                                                             np.where(net > 0, "importing", "exporting")))
-    return scenario_table(case.scenarios, price_usd_per_kwh=market.price, buy_usd_per_kwh=np.tile(case.buy_price, (s, 1)),
-                          sell_usd_per_kwh=np.tile(case.sell_price, (s, 1)), community_net_load_kw=net, state=state)
+    state = np.where(
+        market.congested,
+        "congested",
+        np.where(market.balanced, "balanced", np.where(net > 0, "importing", "exporting")),
+    )
+    return scenario_table(
+        case.scenarios,
+        price_usd_per_kwh=market.price,
+        buy_usd_per_kwh=np.tile(case.buy_price, (s, 1)),
+        sell_usd_per_kwh=np.tile(case.sell_price, (s, 1)),
+        community_net_load_kw=net,
+        state=state,
+    )
 
 
 def contribution_table(case: Case, market: Operation, profit_rate: float) -> pd.DataFrame:
     """Per home: traded energy (kWh/day), its market value (Eq. 21, $/day) and the contribution rate alpha."""
-    return pd.DataFrame({
-        "traded_kwh": market.traded_energy,
-        "contribution_usd": market_contribution(case, market),
-        "alpha": contribution_rates(case, market, profit_rate),
-    }, index=pd.Index(case.home_ids, name="home"))
+    return pd.DataFrame(
+        {
+            "traded_kwh": market.traded_energy,
+            "contribution_usd": market_contribution(case, market),
+            "alpha": contribution_rates(case, market, profit_rate),
+        },
+        index=pd.Index(case.home_ids, name="home"),
+    )
 
 
 def correlation(x, y) -> float:
@@ -298,14 +369,19 @@ def message_table(case: Case, convergence: pd.DataFrame) -> pd.DataFrame:
     to_home, from_home = int(convergence.bytes_to_each_home.iloc[0]), int(convergence.bytes_from_each_home.iloc[0])
     k = len(convergence)
     private = (2 * s * t + len(case.homes.columns)) * 8  # load, PV per scenario and hour + homes.csv row
-    return pd.DataFrame({
-        "sender": ["aggregator", "each home", "each home (central clearing, once)"],
-        "content": ["coordinated price per (scenario, hour) and rho", "its trade schedule per (scenario, hour)",
-                    "load and PV per (scenario, hour), battery, utility, limits"],
-        "bytes_per_home_per_iteration": [to_home, from_home, np.nan],
-        "bytes_per_iteration_all_homes": [n * to_home, n * from_home, np.nan],
-        "bytes_over_the_run_all_homes": [k * n * to_home, k * n * from_home, n * private],
-    }).set_index("sender")
+    return pd.DataFrame(
+        {
+            "sender": ["aggregator", "each home", "each home (central clearing, once)"],
+            "content": [
+                "coordinated price per (scenario, hour) and rho",
+                "its trade schedule per (scenario, hour)",
+                "load and PV per (scenario, hour), battery, utility, limits",
+            ],
+            "bytes_per_home_per_iteration": [to_home, from_home, np.nan],
+            "bytes_per_iteration_all_homes": [n * to_home, n * from_home, np.nan],
+            "bytes_over_the_run_all_homes": [k * n * to_home, k * n * from_home, n * private],
+        }
+    ).set_index("sender")
 
 
 def showcase_home(study: Study) -> str:

@@ -58,30 +58,36 @@ def _check_pair(independent: Operation, market: Operation, case: Case | None = N
     case fingerprint of :func:`desmarket.model.case_fingerprint`); with ``case``, both were solved on it."""
     for name, op in (("independent", independent), ("market", market)):
         if not isinstance(op, Operation):
-            raise TypeError(f"{name} must be an Operation (from solve_independent / clear_market), "
-                            f"got {type(op).__name__}")
+            raise TypeError(
+                f"{name} must be an Operation (from solve_independent / clear_market), got {type(op).__name__}"
+            )
     if independent.mode != "independent" or market.mode != "market":
-        raise ValueError(f"expected (independent, market) results, got ({independent.mode}, {market.mode}); "
-                         "pass solve_independent(case) then clear_market(case)")
+        raise ValueError(
+            f"expected (independent, market) results, got ({independent.mode}, {market.mode}); "
+            "pass solve_independent(case) then clear_market(case)"
+        )
     if independent.home_ids != market.home_ids:
         raise MismatchError("the two results are for different homes; solve both on the same case")
-    if independent.load.shape != market.load.shape or not np.array_equal(independent.probability,
-                                                                         market.probability):
-        raise MismatchError("the two results are for different scenarios (count, hours or probabilities); solve "
-                            "both on the same case")
+    if independent.load.shape != market.load.shape or not np.array_equal(independent.probability, market.probability):
+        raise MismatchError(
+            "the two results are for different scenarios (count, hours or probabilities); solve both on the same case"
+        )
     if case is not None:
         _check_case(case, independent, "independent")
         _check_case(case, market)
     elif None not in (independent.fingerprint, market.fingerprint) and independent.fingerprint != market.fingerprint:
-        raise MismatchError(f"the independent result (case fingerprint {independent.fingerprint}) and the market "
-                            f"result ({market.fingerprint}) were solved on different cases (same homes and "
-                            "scenarios, but other profiles, prices or market parameters); solve both on the same case")
+        raise MismatchError(
+            f"the independent result (case fingerprint {independent.fingerprint}) and the market "
+            f"result ({market.fingerprint}) were solved on different cases (same homes and "
+            "scenarios, but other profiles, prices or market parameters); solve both on the same case"
+        )
 
 
 def _check_rate(profit_rate) -> float:
     if isinstance(profit_rate, bool) or not isinstance(profit_rate, numbers.Real):
-        raise TypeError(f"profit_rate rho must be a number in [0, 1], got {profit_rate!r} "
-                        f"({type(profit_rate).__name__})")
+        raise TypeError(
+            f"profit_rate rho must be a number in [0, 1], got {profit_rate!r} ({type(profit_rate).__name__})"
+        )
     rho = float(profit_rate)
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"profit_rate rho = {profit_rate!r} must lie in [0, 1]")
@@ -126,9 +132,11 @@ def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.
     value = market_contribution(case, market)
     total = value.sum()
     if total <= 0:
-        raise NoTradeError(f"no home's trades have a market value above {CONTRIBUTION_TOLERANCE:g} $/day (nobody "
-                           "trades in the local market, or every clearing price is zero), so the contribution "
-                           "rates (Eq. 22) are undefined; settle with rule='equal' (M2) instead")
+        raise NoTradeError(
+            f"no home's trades have a market value above {CONTRIBUTION_TOLERANCE:g} $/day (nobody "
+            "trades in the local market, or every clearing price is zero), so the contribution "
+            "rates (Eq. 22) are undefined; settle with rule='equal' (M2) instead"
+        )
     return (1.0 - rho) * value / total
 
 
@@ -139,10 +147,15 @@ def _check_case(case: Case, op: Operation, name: str = "market") -> None:
     if not isinstance(op, Operation):
         source = "solve_independent" if name == "independent" else "clear_market"
         raise TypeError(f"{name} must be an Operation from {source}, got {type(op).__name__}")
-    if case.home_ids != op.home_ids or case.load.shape != op.load.shape or not np.array_equal(
-            case.probability, op.probability):
-        raise MismatchError(f"the {name} result is not for this case ({case}): homes, scenarios or probabilities "
-                            "differ; pass the case it was solved on")
+    if (
+        case.home_ids != op.home_ids
+        or case.load.shape != op.load.shape
+        or not np.array_equal(case.probability, op.probability)
+    ):
+        raise MismatchError(
+            f"the {name} result is not for this case ({case}): homes, scenarios or probabilities "
+            "differ; pass the case it was solved on"
+        )
     op.check_solved_on(case, name)
 
 
@@ -151,8 +164,9 @@ def equal_rates(n_homes: int, profit_rate: float) -> np.ndarray:
     return np.full(n_homes, (1.0 - _check_rate(profit_rate)) / n_homes)
 
 
-def settle(case: Case, independent: Operation, market: Operation, profit_rate: float,
-           rule: str = "contribution") -> Settlement:
+def settle(
+    case: Case, independent: Operation, market: Operation, profit_rate: float, rule: str = "contribution"
+) -> Settlement:
     """Closed-form Nash-bargaining settlement Gamma_i = (C_i* - C_i^0) + alpha_i Delta C (Eqs. 20, 26-30).
 
     rule: "contribution" (M3, alpha from Eq. 22) or "equal" (M2, Eq. 29).
@@ -184,30 +198,45 @@ def settle(case: Case, independent: Operation, market: Operation, profit_rate: f
 def _warn_regularization(independent: Operation, market: Operation, surplus: float) -> None:
     cost = max(independent.regularization_cost, market.regularization_cost)
     if surplus > MIN_SURPLUS and cost > REGULARIZATION_SHARE * surplus:
-        warnings.warn(f"the tie-break term costs {cost:.4g} $/day, more than {REGULARIZATION_SHARE:.0%} of Delta C "
-                      f"({surplus:.4g} $/day): epsilon may have moved the operation, not only broken ties. Lower "
-                      "market.json's regularization (MODEL.md default 1e-5 $/kW^2).", RegularizationWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"the tie-break term costs {cost:.4g} $/day, more than {REGULARIZATION_SHARE:.0%} of Delta C "
+            f"({surplus:.4g} $/day): epsilon may have moved the operation, not only broken ties. Lower "
+            "market.json's regularization (MODEL.md default 1e-5 $/kW^2).",
+            RegularizationWarning,
+            stacklevel=3,
+        )
 
 
-def profit_rate_sweep(case: Case, independent: Operation, market: Operation, profit_rates,
-                      rule: str = "contribution") -> pd.DataFrame:
+def profit_rate_sweep(
+    case: Case, independent: Operation, market: Operation, profit_rates, rule: str = "contribution"
+) -> pd.DataFrame:
     """Net benefits of the aggregator and each home for several rho (Section 3.4, Figure 5), from one clearing.
 
     Returns a long table: profit_rate, party ("aggregator" or a home id), alpha, net_benefit_usd.
     profit_rates: one rho or a non-empty sequence of them, each a number in [0, 1].
     """
-    rates = [_check_rate(rho.item() if isinstance(rho, np.generic) else rho)
-             for rho in np.atleast_1d(np.asarray(profit_rates, dtype=object))]
+    rates = [
+        _check_rate(rho.item() if isinstance(rho, np.generic) else rho)
+        for rho in np.atleast_1d(np.asarray(profit_rates, dtype=object))
+    ]
     if not rates:
-        raise ValueError("profit_rates is empty; pass one profit rate rho in [0, 1] or a non-empty list of them, "
-                         "e.g. numpy.linspace(0, 1, 21)")
+        raise ValueError(
+            "profit_rates is empty; pass one profit rate rho in [0, 1] or a non-empty list of them, "
+            "e.g. numpy.linspace(0, 1, 21)"
+        )
     rows = []
     for rho in rates:
         st = settle(case, independent, market, rho, rule)
-        rows.append(pd.DataFrame({"profit_rate": float(rho), "party": ["aggregator", *market.home_ids],
-                                  "alpha": [float(rho), *st.alpha],
-                                  "net_benefit_usd": [st.aggregator_gain, *st.home_gain]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "profit_rate": float(rho),
+                    "party": ["aggregator", *market.home_ids],
+                    "alpha": [float(rho), *st.alpha],
+                    "net_benefit_usd": [st.aggregator_gain, *st.home_gain],
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -218,8 +247,15 @@ def profit_rate_sweep(case: Case, independent: Operation, market: Operation, pro
 NASH_TOLERANCES = (1e-12, 3e-12, 1e-11, 3e-11, 1e-10, 1e-9)
 
 
-def nash_bargaining(independent: Operation, market: Operation, alpha: np.ndarray, profit_rate: float, *,
-                    solver: str = DEFAULT_SOLVER, solver_options: dict | None = None) -> np.ndarray:
+def nash_bargaining(
+    independent: Operation,
+    market: Operation,
+    alpha: np.ndarray,
+    profit_rate: float,
+    *,
+    solver: str = DEFAULT_SOLVER,
+    solver_options: dict | None = None,
+) -> np.ndarray:
     """Payments Gamma (N,) maximising the weighted Nash product of Eqs. 23-25, solved numerically.
 
     maximise rho log(R_A* - sum Gamma - R_A^0) + sum_{alpha_i > 0} alpha_i log(C_i^0 - C_i* + Gamma_i)
@@ -232,8 +268,10 @@ def nash_bargaining(independent: Operation, market: Operation, alpha: np.ndarray
     alpha = np.asarray(alpha, dtype=float)
     surplus = cooperative_surplus(independent, market)
     if surplus <= MIN_SURPLUS:
-        raise ValueError(f"the cooperative surplus is {surplus:.3g} $; Nash bargaining needs a surplus above "
-                         f"{MIN_SURPLUS:g} $ (smaller values are solver noise: nobody gains from the market)")
+        raise ValueError(
+            f"the cooperative surplus is {surplus:.3g} $; Nash bargaining needs a surplus above "
+            f"{MIN_SURPLUS:g} $ (smaller values are solver noise: nobody gains from the market)"
+        )
     gamma = cp.Variable(len(alpha))
     # Both gains are measured in units of Delta C, which keeps the problem well scaled.
     home = (independent.home_cost - market.home_cost + gamma) / surplus

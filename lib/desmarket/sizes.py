@@ -19,12 +19,11 @@ import pandas as pd
 
 from .data import DEFAULT_PRICES, build_case, load_measured_homes, price_source
 from .engine import clear_market, solve_independent
+from .errors import CASE_FAILURES, failure_reason, quiet_warnings
 from .pieces import run_tasks
 from .report import gini
+from .results import settled_study
 from .settlement import cooperative_surplus
-from .study import settled_study
-from .errors import CASE_FAILURES
-from .year import failure_reason, quiet_warnings
 
 #: The two days of the size study: the paper's summer day and a winter weekday of the same kind (a Tuesday).
 SIZE_DAYS = {"summer": "2017-06-13", "winter": "2017-01-17"}
@@ -32,8 +31,15 @@ SIZE_DAYS = {"summer": "2017-06-13", "winter": "2017-01-17"}
 SIZES = (10, 30, 100, 300, 1000)
 
 
-def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios: int = 10,
-             profit_rate: float = 0.2, prices=DEFAULT_PRICES) -> dict:
+def size_row(
+    n_homes: int,
+    seed: int,
+    date,
+    measured: pd.DataFrame,
+    n_scenarios: int = 10,
+    profit_rate: float = 0.2,
+    prices=DEFAULT_PRICES,
+) -> dict:
     """The size-study quantities of one community (see the module docstring); times in seconds, one worker.
 
     surplus_per_home_usd:  Delta C / N, $ per home per day (Eq. 20).
@@ -52,12 +58,18 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     """
     source = price_source(prices)
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    head = {"n_homes": n_homes, "seed": seed, "date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d"),
-            "scenarios": n_scenarios}
+    head = {
+        "n_homes": n_homes,
+        "seed": seed,
+        "date": day,
+        "price_day": source.price_day(day).strftime("%Y-%m-%d"),
+        "scenarios": n_scenarios,
+    }
     try:
         with quiet_warnings():
-            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured,
-                              prices=source)
+            case = build_case(
+                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
+            )
             t0 = time.perf_counter()
             independent = solve_independent(case, n_jobs=1)
             t1 = time.perf_counter()
@@ -70,14 +82,21 @@ def size_row(n_homes: int, seed: int, date, measured: pd.DataFrame, n_scenarios:
     surplus = study.m3.surplus
     balanced, congested = float(market.balanced.mean()), float(market.congested.mean())
     return {
-        **head, "status": "ok", "reason": "",
-        "surplus_usd": surplus, "surplus_per_home_usd": surplus / n_homes,
+        **head,
+        "status": "ok",
+        "reason": "",
+        "surplus_usd": surplus,
+        "surplus_per_home_usd": surplus / n_homes,
         "trading_share": 1 - cooperative_surplus(independent, alone) / surplus,
         "matched_kwh_per_home": float(np.einsum("s,nst->", case.probability, np.abs(market.trade)) / 2 / n_homes),
-        "alpha_gini": gini(study.m3.alpha), "trading_homes_share": float(np.mean(study.m3.alpha > 0)),
-        "pinned_share": 1 - balanced - congested, "balanced_share": balanced, "congested_share": congested,
+        "alpha_gini": gini(study.m3.alpha),
+        "trading_homes_share": float(np.mean(study.m3.alpha > 0)),
+        "pinned_share": 1 - balanced - congested,
+        "balanced_share": balanced,
+        "congested_share": congested,
         "lmp_spread_usd_per_mwh": float(1000 * np.ptp(case.lmp)),
-        "m1_seconds": t1 - t0, "clearing_seconds": t2 - t1,
+        "m1_seconds": t1 - t0,
+        "clearing_seconds": t2 - t1,
     }
 
 
@@ -86,8 +105,15 @@ def _size_task(job: tuple, measured: pd.DataFrame, kw: dict) -> dict:
     return size_row(n_homes, seed, date, measured, **kw)
 
 
-def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured: pd.DataFrame | None = None,
-               n_jobs: int | None = -1, prices=DEFAULT_PRICES, **kw) -> pd.DataFrame:
+def size_study(
+    sizes=SIZES,
+    seeds=(0, 1, 2),
+    days: dict | None = None,
+    measured: pd.DataFrame | None = None,
+    n_jobs: int | None = -1,
+    prices=DEFAULT_PRICES,
+    **kw,
+) -> pd.DataFrame:
     """One row per (day, size, seed) (:func:`size_row`), with a ``season`` column naming the day.
 
     ``days``: {label: date} (default :data:`SIZE_DAYS`); ``prices``: the price source of every community
@@ -113,8 +139,16 @@ def size_study(sizes=SIZES, seeds=(0, 1, 2), days: dict | None = None, measured:
 
 
 #: Columns of :func:`size_summary` (median, min and max over seeds).
-SUMMARY_COLUMNS = ("surplus_per_home_usd", "trading_share", "matched_kwh_per_home", "alpha_gini",
-                   "trading_homes_share", "pinned_share", "balanced_share", "congested_share")
+SUMMARY_COLUMNS = (
+    "surplus_per_home_usd",
+    "trading_share",
+    "matched_kwh_per_home",
+    "alpha_gini",
+    "trading_homes_share",
+    "pinned_share",
+    "balanced_share",
+    "congested_share",
+)
 #: Columns of a size-study row that are measured times (they differ on every run; kept out of the summary).
 TIME_COLUMNS = ("m1_seconds", "clearing_seconds")
 

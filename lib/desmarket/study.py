@@ -21,8 +21,7 @@ import sys
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from .case import Case
 from .engine import DEFAULT_SOLVERS, clear_market, solve_independent
-from .errors import CASE_FAILURES, CaseError
+from .errors import CASE_FAILURES, CaseError, failure_reason
 from .formulation import Prices, case_block, check_battery_scale, formulate
 from .model import Operation, RoutingWarning, assemble_operation, trade_limits
 from .pieces import (
@@ -41,28 +40,9 @@ from .pieces import (
     solve_built,
 )
 from .report import headline
-from .settlement import Settlement, settle
-
-
-@dataclass(frozen=True)
-class Study:
-    """Everything one run computes: the case, M1, the clearing and the two settlements (M2, M3)."""
-
-    case: Case
-    independent: Operation
-    market: Operation
-    m2: Settlement
-    m3: Settlement
-
-    @property
-    def profit_rate(self) -> float:
-        return self.m3.profit_rate
-
-
-def settled_study(case: Case, independent: Operation, market: Operation, profit_rate: float) -> Study:
-    """A :class:`Study` of two solved operations, settled under M2 (equal, Eq. 29) and M3 (contribution, Eq. 30)."""
-    return Study(case, independent, market, settle(case, independent, market, profit_rate, "equal"),
-                 settle(case, independent, market, profit_rate, "contribution"))
+from .results import Study as Study  # re-exported: the study layer's record of one run
+from .results import settled_study as settled_study
+from .settlement import settle
 
 
 def run_study(case: Case, profit_rate: float = 0.2, **solve_kw) -> Study:
@@ -72,10 +52,11 @@ def run_study(case: Case, profit_rate: float = 0.2, **solve_kw) -> Study:
 
 def load_study(case: Case, operation_dir, profit_rate: float) -> Study:
     """A :class:`Study` from the operation CSVs of notebooks 02-03 (nothing re-solved), settled at ``profit_rate``."""
-    from .io import load_operation  # noqa: PLC0415  (io imports model; keep the import graph one-way)
+    from .io import load_operation
 
-    return settled_study(case, load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market"),
-                         profit_rate)
+    return settled_study(
+        case, load_operation(case, operation_dir, "m1"), load_operation(case, operation_dir, "market"), profit_rate
+    )
 
 
 def _quiet(progress: bool | None) -> bool:
@@ -92,8 +73,15 @@ def routing_quiet():
 
 
 # ================================================================================ variants of a case
-def variant_case(case: Case, *, market: dict | None = None, retail=None, lmp=None, battery_scale: float = 1.0,
-                 scenarios: Sequence[str] | None = None) -> Case:
+def variant_case(
+    case: Case,
+    *,
+    market: dict | None = None,
+    retail=None,
+    lmp=None,
+    battery_scale: float = 1.0,
+    scenarios: Sequence[str] | None = None,
+) -> Case:
     """The case with other market parameters, prices, battery sizes or a subset of its scenarios (validated).
 
     battery_scale multiplies battery_kwh and battery_kw of every home. scenarios: ids to keep, in the case's
@@ -112,8 +100,12 @@ def variant_case(case: Case, *, market: dict | None = None, retail=None, lmp=Non
     if scenarios is not None:
         unknown = sorted(set(scenarios) - set(case.scenarios))
         if unknown or not len(scenarios):
-            raise CaseError("scenarios", f"the scenarios to keep must be a non-empty subset of the case's "
-                            f"{list(case.scenarios)}; unknown: {unknown}", "pass ids of scenarios.csv")
+            raise CaseError(
+                "scenarios",
+                f"the scenarios to keep must be a non-empty subset of the case's "
+                f"{list(case.scenarios)}; unknown: {unknown}",
+                "pass ids of scenarios.csv",
+            )
         sc = frames["scenarios"][frames["scenarios"]["scenario"].isin(list(scenarios))].copy()
         sc["probability"] = sc["probability"] / sc["probability"].sum()
         frames["scenarios"] = sc
@@ -139,8 +131,15 @@ class Workbench:
     #: Solutions kept (per problem: M1 or clearing); the oldest is dropped first.
     CACHE_SIZE = 32
 
-    def __init__(self, case: Case, *, solver: str | None = None, solver_options: dict | None = None,
-                 trade_limit: float | np.ndarray | None = None, chunk_rows: int = CHUNK_ROWS):
+    def __init__(
+        self,
+        case: Case,
+        *,
+        solver: str | None = None,
+        solver_options: dict | None = None,
+        trade_limit: float | np.ndarray | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+    ):
         if not isinstance(case, Case):
             raise TypeError(f"expected a desmarket.Case, got {type(case).__name__}; use desmarket.load_case(path)")
         self.case = case
@@ -164,12 +163,25 @@ class Workbench:
             self.build_seconds += time.perf_counter() - t0
         return self._built[market]
 
-    def _solved(self, market: bool, prices: Prices, regularization: float, battery_scale: float, solver: str,
-                options: dict | None):
+    def _solved(
+        self,
+        market: bool,
+        prices: Prices,
+        regularization: float,
+        battery_scale: float,
+        solver: str,
+        options: dict | None,
+    ):
         """(arrays, price, seconds) of one problem at these values, from the cache or re-solved in place."""
         relevant = (prices.buy, prices.sell) if market else (prices.retail, prices.net_metering)
-        key = (market, *(np.asarray(v, dtype=float).tobytes() for v in relevant), float(regularization),
-               float(battery_scale), solver, repr(sorted((options or {}).items())))
+        key = (
+            market,
+            *(np.asarray(v, dtype=float).tobytes() for v in relevant),
+            float(regularization),
+            float(battery_scale),
+            solver,
+            repr(sorted((options or {}).items())),
+        )
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -186,10 +198,21 @@ class Workbench:
             self._cache.popitem(last=False)
         return self._cache[key]
 
-    def operations(self, *, buy_ratio: float | None = None, sell_ratio: float | None = None,
-                   regularization: float | None = None, net_metering: float | None = None, retail=None, lmp=None,
-                   battery_scale: float = 1.0, scenarios: Sequence[str] | None = None, solver: str | None = None,
-                   solver_options: dict | None = None, tie_break: bool = True) -> tuple[Case, Operation, Operation]:
+    def operations(
+        self,
+        *,
+        buy_ratio: float | None = None,
+        sell_ratio: float | None = None,
+        regularization: float | None = None,
+        net_metering: float | None = None,
+        retail=None,
+        lmp=None,
+        battery_scale: float = 1.0,
+        scenarios: Sequence[str] | None = None,
+        solver: str | None = None,
+        solver_options: dict | None = None,
+        tie_break: bool = True,
+    ) -> tuple[Case, Operation, Operation]:
         """(variant case, M1, clearing) with some inputs changed; None keeps the case's value.
 
         buy_ratio, sell_ratio: k^b, k^s (Eq. 4); regularization: epsilon; net_metering: q, $/kWh; retail, lmp:
@@ -199,23 +222,43 @@ class Workbench:
         its whole part of the objective, so each scenario's optimum does not depend on the others'.
         """
         check_battery_scale(battery_scale)  # before the variant case, whose own error would name battery_kwh
-        market = {k: v for k, v in (("buy_ratio", buy_ratio), ("sell_ratio", sell_ratio),
-                                    ("regularization", regularization),
-                                    ("net_metering_usd_per_kwh", net_metering)) if v is not None}
+        market = {
+            k: v
+            for k, v in (
+                ("buy_ratio", buy_ratio),
+                ("sell_ratio", sell_ratio),
+                ("regularization", regularization),
+                ("net_metering_usd_per_kwh", net_metering),
+            )
+            if v is not None
+        }
         full = variant_case(self.case, market=market, retail=retail, lmp=lmp, battery_scale=battery_scale)
         variant = full if scenarios is None else variant_case(full, scenarios=scenarios)
         prices, regularization = Prices.of_case(full), full.market.regularization
         solver = solver or self.solver
         options = solver_options if solver_options is not None else self.solver_options
-        keep = np.arange(self.case.n_scenarios) if scenarios is None else np.flatnonzero(
-            np.isin(self.case.scenarios, list(scenarios)))
+        keep = (
+            np.arange(self.case.n_scenarios)
+            if scenarios is None
+            else np.flatnonzero(np.isin(self.case.scenarios, list(scenarios)))
+        )
         ops = []
         for is_market in (False, True):
             arrays, price, seconds = self._solved(is_market, prices, regularization, battery_scale, solver, options)
-            ops.append(assemble_operation(
-                variant, {k: v[:, keep] for k, v in arrays.items()}, None if price is None else price[keep],
-                prices, regularization=regularization, solver=solver, tie_break=tie_break, method="decomposed",
-                wall_seconds=seconds, trade_limit=trade_limits(self.case, self.trade_limit)))
+            ops.append(
+                assemble_operation(
+                    variant,
+                    {k: v[:, keep] for k, v in arrays.items()},
+                    None if price is None else price[keep],
+                    prices,
+                    regularization=regularization,
+                    solver=solver,
+                    tie_break=tie_break,
+                    method="decomposed",
+                    wall_seconds=seconds,
+                    trade_limit=trade_limits(self.case, self.trade_limit),
+                )
+            )
         return variant, ops[0], ops[1]
 
     def study(self, profit_rate: float = 0.2, **changes) -> Study:
@@ -226,19 +269,31 @@ class Workbench:
 
 # ===================================================================================== the checks
 #: Headline numbers shown in the sensitivity table (keys of :func:`desmarket.report.headline`).
-SENSITIVITY_COLUMNS = ("surplus_usd", "m3_reduction_min_usd", "m3_reduction_max_usd", "aggregator_change_m3_pct",
-                       "load_change_pct", "storage_change_pct", "peak_net_load_reduction_kwh")
+SENSITIVITY_COLUMNS = (
+    "surplus_usd",
+    "m3_reduction_min_usd",
+    "m3_reduction_max_usd",
+    "aggregator_change_m3_pct",
+    "load_change_pct",
+    "storage_change_pct",
+    "peak_net_load_reduction_kwh",
+)
 
 
 def sensitivity_variants(case: Case, n_scenarios_options=(1, 5)) -> list[tuple[str, str, dict]]:
     """The rows of the sensitivity table: (choice, value, keywords of :meth:`Workbench.operations`)."""
     eps = case.market.regularization
     variants = [("baseline", "MODEL.md default", {})]
-    variants += [("k^b / k^s", f"{kb} / {ks}", {"buy_ratio": kb, "sell_ratio": ks})
-                 for kb, ks in ((1.05, 0.95), (1.2, 0.8), (1.0, 1.0))]
+    variants += [
+        ("k^b / k^s", f"{kb} / {ks}", {"buy_ratio": kb, "sell_ratio": ks})
+        for kb, ks in ((1.05, 0.95), (1.2, 0.8), (1.0, 1.0))
+    ]
     variants += [("battery kWh and kW", f"x{f}", {"battery_scale": f}) for f in (0.0, 0.5, 2.0)]
-    variants += [("scenarios", f"first {k}", {"scenarios": case.scenarios[:k]})
-                 for k in n_scenarios_options if k < case.n_scenarios]
+    variants += [
+        ("scenarios", f"first {k}", {"scenarios": case.scenarios[:k]})
+        for k in n_scenarios_options
+        if k < case.n_scenarios
+    ]
     variants += [("epsilon", f"{e:g}", {"regularization": e}) for e in (eps / 10, eps * 10)]
     return variants
 
@@ -247,21 +302,31 @@ def sensitivity_row(choice: str, value: str, study: Study) -> dict:
     """One row of the sensitivity table: the changed choice, its value, the headline numbers and epsilon's cost
     (``reason`` empty: the row was computed)."""
     h = headline(study)
-    return {"choice": choice, "value": value, **{k: h[k] for k in SENSITIVITY_COLUMNS},
-            "regularization_cost_usd": study.market.regularization_cost, "reason": ""}
+    return {
+        "choice": choice,
+        "value": value,
+        **{k: h[k] for k in SENSITIVITY_COLUMNS},
+        "regularization_cost_usd": study.market.regularization_cost,
+        "reason": "",
+    }
 
 
 def failed_sensitivity_row(choice: str, value: str, exc: Exception) -> dict:
     """The row of a variant that cannot be computed (one of :data:`~desmarket.errors.CASE_FAILURES`: nobody trades,
     the solve fails, the variant is not a valid case): NaN numbers and the reason, "<error type>: <message>"."""
-    from .year import failure_reason  # noqa: PLC0415  (year imports this module; one reason format for all studies)
 
-    return {"choice": choice, "value": value, **dict.fromkeys(SENSITIVITY_COLUMNS, np.nan),
-            "regularization_cost_usd": np.nan, "reason": failure_reason(exc)}
+    return {
+        "choice": choice,
+        "value": value,
+        **dict.fromkeys(SENSITIVITY_COLUMNS, np.nan),
+        "regularization_cost_usd": np.nan,
+        "reason": failure_reason(exc),
+    }
 
 
-def sensitivity(bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5),
-                progress: bool | None = None) -> pd.DataFrame:
+def sensitivity(
+    bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5), progress: bool | None = None
+) -> pd.DataFrame:
     """Headline numbers when each [choice] of MODEL.md changes, one at a time, on one :class:`Workbench`.
 
     No problem is rebuilt: k^b/k^s re-solve the clearing only, battery size and epsilon both problems, and a
@@ -290,8 +355,13 @@ SECOND_SOLVER = ("SCS", {"eps": 1e-9, "max_iters": 200_000})
 AGREEMENT_MAX_ROWS = 200
 
 
-def solver_agreement(bench: Workbench, study: Study, solver: tuple[str, dict] = SECOND_SOLVER,
-                     tolerance: float = 1e-3, max_rows: int = AGREEMENT_MAX_ROWS) -> pd.DataFrame | None:
+def solver_agreement(
+    bench: Workbench,
+    study: Study,
+    solver: tuple[str, dict] = SECOND_SOLVER,
+    tolerance: float = 1e-3,
+    max_rows: int = AGREEMENT_MAX_ROWS,
+) -> pd.DataFrame | None:
     """Re-solve the workbench's problems with a second solver and compare the per-home answers with ``study``.
 
     With the tie-break of MODEL.md the home costs, alpha and Delta C must agree within ``tolerance``
@@ -311,6 +381,12 @@ def solver_agreement(bench: Workbench, study: Study, solver: tuple[str, dict] = 
         "alpha (M3)": np.abs(m3.alpha - study.m3.alpha).max(),
         "Delta C ($)": abs(m3.surplus - study.m3.surplus),
     }
-    return pd.DataFrame({"quantity": list(diffs), "second_solver": name, "tolerance": tolerance,
-                         "max_abs_difference": list(diffs.values()),
-                         "agree": [d <= tolerance for d in diffs.values()]}).set_index("quantity")
+    return pd.DataFrame(
+        {
+            "quantity": list(diffs),
+            "second_solver": name,
+            "tolerance": tolerance,
+            "max_abs_difference": list(diffs.values()),
+            "agree": [d <= tolerance for d in diffs.values()],
+        }
+    ).set_index("quantity")

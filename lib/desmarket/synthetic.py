@@ -16,8 +16,15 @@ LOAD_SHAPE = 1 + 0.45 * np.cos((_HOURS - 19) / HOURS * 2 * np.pi)  # evening pea
 LMP_SHAPE = 1 + 0.5 * np.clip(np.sin((_HOURS - 6) / 16 * np.pi), 0, None)  # day peak
 
 
-def random_case(seed: int, n_homes: int = 4, n_scenarios: int = 2, *, idle_home: bool = False,
-                equal_batteries: bool = False, mean_lmp: float = 0.035) -> Case:
+def random_case(
+    seed: int,
+    n_homes: int = 4,
+    n_scenarios: int = 2,
+    *,
+    idle_home: bool = False,
+    equal_batteries: bool = False,
+    mean_lmp: float = 0.035,
+) -> Case:
     """A random community of ``n_homes`` x ``n_scenarios``, reproducible from ``seed``.
 
     Loads 0.3-1.5 kW on average, PV 0-5 kWp, batteries of 0, 6.4 or 13.5 kWh (all 13.5 kWh if
@@ -34,7 +41,8 @@ def random_case(seed: int, n_homes: int = 4, n_scenarios: int = 2, *, idle_home:
         load[-1], pv[-1], battery[-1] = 0.0, 0.0, 0.0
     lmp = mean_lmp * LMP_SHAPE * rng.uniform(0.8, 1.2, HOURS)
     return create_case(
-        load, pv,
+        load,
+        pv,
         utility_a=-rng.uniform(0.1, 0.5, n) / 100,  # cents/kWh^2 -> $/kWh^2 (MODEL.md [choice])
         utility_b=rng.uniform(20.0, 50.0, n) / 100,  # cents/kWh -> $/kWh
         lmp=lmp,

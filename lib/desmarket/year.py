@@ -3,24 +3,22 @@
 One day is one row (:func:`day_claims`): the paper case of that day (the best-ranked measured homes clean on
 it, S similar-day scenarios, the prices of the run's price source for that day -- ``prices``, default
 :data:`desmarket.data.DEFAULT_PRICES`, the day mapped onto the price year as :mod:`desmarket.data.sources`
-says; :func:`desmarket.data.build_case`), M1 and the clearing, M2 and M3, and the headline numbers of :func:`desmarket.report.headline` plus the shares of
-balanced and congested hours. A day that cannot be built or solved (a data gap, a daylight-saving day of the
-homes or of the mapped price day, ...) is a row with status "failed" and its reason, never dropped; a day of
-spiking or negative prices is a studied row like any other. :func:`claims_by_day` fans the days out through joblib (so a Dask backend works too);
+says; :func:`desmarket.data.build_case`), M1 and the clearing, M2 and M3, and the headline numbers of
+:func:`desmarket.report.headline` plus the shares of balanced and congested hours. A day that cannot be built
+or solved (a data gap, a daylight-saving day of the homes or of the mapped price day, ...) is a row with
+status "failed" and its reason, never dropped; a day of spiking or negative prices is a studied row like any
+other. :func:`claims_by_day` fans the days out through joblib (so a Dask backend works too);
 :func:`claims_summary` turns the rows into one distribution per claim beside the paper's value.
 """
 
 from __future__ import annotations
-
-import contextlib
-import warnings
 
 import numpy as np
 import pandas as pd
 
 from .data import DEFAULT_PRICES, build_case, day_flags, load_measured_homes, price_source
 from .data.sources import DST_PRICE_DAY, MISSING_PRICE_DAY
-from .errors import CASE_FAILURES, DesmarketWarning
+from .errors import CASE_FAILURES, failure_reason, quiet_warnings
 from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
 from .study import run_study
@@ -35,8 +33,15 @@ def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(sorted(set(day_flags(measured).index.get_level_values("date"))))
 
 
-def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int = 10, seed: int = 0,
-               profit_rate: float = 0.2, prices=DEFAULT_PRICES) -> dict:
+def day_claims(
+    date,
+    measured: pd.DataFrame,
+    n_homes: int = 10,
+    n_scenarios: int = 10,
+    seed: int = 0,
+    profit_rate: float = 0.2,
+    prices=DEFAULT_PRICES,
+) -> dict:
     """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, a
     daylight-saving price day, ...). ``prices``: a price source (:func:`desmarket.data.price_source`); a bad one
     raises its error (it is not a property of the day). ``price_day``: the day whose prices the case takes."""
@@ -45,8 +50,9 @@ def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int
     head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
     try:
         with quiet_warnings():
-            case = build_case(n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured,
-                              prices=source)
+            case = build_case(
+                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
+            )
             study = run_study(case, profit_rate, n_jobs=1)
     except CASE_FAILURES as exc:
         return {**head, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
@@ -59,24 +65,17 @@ def day_claims(date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int
 #: What a day's (or a community's) case may fail with; anything else is a bug and propagates.
 
 
-@contextlib.contextmanager
-def quiet_warnings():
-    """Many cases in a row: the tie-break's RoutingWarning and RegularizationWarning are not repeated per case."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DesmarketWarning)
-        yield
-
-
-def failure_reason(exc: Exception) -> str:
-    """The full reason of a failed case, as kept in the tables: the error's type and message."""
-    return f"{type(exc).__name__}: {exc}"
-
-
 #: Short kinds of a failed day, by a phrase of its error message (the full message stays in ``reason``).
-FAILURE_KINDS = {DST_PRICE_DAY: "daylight-saving price day", MISSING_PRICE_DAY: "price day outside the data",
-                 "daylight-saving": "daylight-saving day", "clean weekday days": "too few clean similar days",
-                 "clean weekend days": "too few clean similar days", "complete and clean": "no home clean that day",
-                 "infeasible": "infeasible", "not in the data": "outside the data"}
+FAILURE_KINDS = {
+    DST_PRICE_DAY: "daylight-saving price day",
+    MISSING_PRICE_DAY: "price day outside the data",
+    "daylight-saving": "daylight-saving day",
+    "clean weekday days": "too few clean similar days",
+    "clean weekend days": "too few clean similar days",
+    "complete and clean": "no home clean that day",
+    "infeasible": "infeasible",
+    "not in the data": "outside the data",
+}
 
 
 def failure_kind(message: str) -> str:
@@ -88,8 +87,9 @@ def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
     return [day_claims(d, measured, **kw) for d in dates]
 
 
-def claims_by_day(dates=None, measured: pd.DataFrame | None = None, n_jobs: int | None = -1,
-                  prices=DEFAULT_PRICES, **kw) -> pd.DataFrame:
+def claims_by_day(
+    dates=None, measured: pd.DataFrame | None = None, n_jobs: int | None = -1, prices=DEFAULT_PRICES, **kw
+) -> pd.DataFrame:
     """One row per day (:func:`day_claims`), in calendar order; ``kw``: n_homes, n_scenarios, seed, profit_rate.
 
     ``prices``: the price source of every day (:func:`desmarket.data.price_source`), resolved once here: an
@@ -113,20 +113,41 @@ def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
     for key, c in claims[claims["source"] == "headline"].iterrows():
         x = pd.to_numeric(ok[key], errors="coerce").dropna()
         verdicts = [agreement(c.kind, c.paper, c.sign, v) for v in x]
-        share = lambda k: (np.mean([v[k] == "yes" for v in verdicts])  # noqa: E731
-                           if verdicts and verdicts[0][k] != "n/a" else np.nan)
+        share = lambda k: np.mean([v[k] == "yes" for v in verdicts]) if verdicts and verdicts[0][k] != "n/a" else np.nan
         agree = [v[0] == "yes" and v[1] != "no" for v in verdicts]  # direction, and magnitude where it applies
-        rows.append({"key": key, "claim": c.claim, "unit": c.unit, "days": len(x),
-                     "median": x.median(), "p05": x.quantile(0.05), "p95": x.quantile(0.95),
-                     "share_same_direction": share(0), "share_same_order_of_magnitude": share(1),
-                     "share_agree": float(np.mean(agree)) if verdicts and verdicts[0][0] != "n/a" else np.nan,
-                     "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper)})
+        rows.append(
+            {
+                "key": key,
+                "claim": c.claim,
+                "unit": c.unit,
+                "days": len(x),
+                "median": x.median(),
+                "p05": x.quantile(0.05),
+                "p95": x.quantile(0.95),
+                "share_same_direction": share(0),
+                "share_same_order_of_magnitude": share(1),
+                "share_agree": float(np.mean(agree)) if verdicts and verdicts[0][0] != "n/a" else np.nan,
+                "paper": {"sign": c.paper_text, "unreported": NOT_REPORTED}.get(c.kind, c.paper),
+            }
+        )
     return pd.DataFrame(rows).set_index("key")
 
 
 #: Meteorological seasons of the (northern) measured data, by month.
-SEASONS = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
-           6: "summer", 7: "summer", 8: "summer", 9: "autumn", 10: "autumn", 11: "autumn"}
+SEASONS = {
+    12: "winter",
+    1: "winter",
+    2: "winter",
+    3: "spring",
+    4: "spring",
+    5: "spring",
+    6: "summer",
+    7: "summer",
+    8: "summer",
+    9: "autumn",
+    10: "autumn",
+    11: "autumn",
+}
 
 
 def claims_by_season(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:

@@ -58,8 +58,12 @@ def paper_homes(measured: pd.DataFrame | None = None, n_homes: int = PAPER_HOMES
     return ranked_homes(measured)[:n_homes]
 
 
-def usable_homes(date=PAPER_DATE, measured: pd.DataFrame | None = None, flags: pd.DataFrame | None = None,
-                 quality: pd.DataFrame | None = None) -> list[str]:
+def usable_homes(
+    date=PAPER_DATE,
+    measured: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
+    quality: pd.DataFrame | None = None,
+) -> list[str]:
     """Valid homes in rank order (:func:`paper_homes`) whose data are clean (no day flag) on ``date``.
 
     These are the measured homes :func:`build_case` takes, best first; a valid home with a bad target day
@@ -72,17 +76,28 @@ def usable_homes(date=PAPER_DATE, measured: pd.DataFrame | None = None, flags: p
     on_date = flags.xs(date, level="date") if date in flags.index.get_level_values("date") else None
     if on_date is None:
         dates = flags.index.get_level_values("date")
-        raise DataError("measured frame", f"the date {date.date()} is not in the data ({dates.min().date()} to "
-                        f"{dates.max().date()})", "choose a date inside the measured period", time=date.date())
+        raise DataError(
+            "measured frame",
+            f"the date {date.date()} is not in the data ({dates.min().date()} to {dates.max().date()})",
+            "choose a date inside the measured period",
+            time=date.date(),
+        )
     clean = set(on_date.index[~on_date["flagged"]])
     if not clean:
         if on_date["dst_change"].any():
-            problem = (f"{date.date()} is a daylight-saving day: it has 23 or 25 local hours in the data, and the "
-                       "model's day has 24 (Eqs. 5-19 run over hours 0-23)")
+            problem = (
+                f"{date.date()} is a daylight-saving day: it has 23 or 25 local hours in the data, and the "
+                "model's day has 24 (Eqs. 5-19 run over hours 0-23)"
+            )
         else:
             problem = f"no measured home is complete and clean on {date.date()} ({on_date['reason'].iloc[0]})"
-        raise DataError("date", problem, "choose another target day (any other day of the same month works as "
-                        "well; the scenario days are drawn from it)", time=date.date())
+        raise DataError(
+            "date",
+            problem,
+            "choose another target day (any other day of the same month works as "
+            "well; the scenario days are drawn from it)",
+            time=date.date(),
+        )
     return [h for h in ranked_homes(measured, quality) if h in clean]
 
 
@@ -98,8 +113,12 @@ def _lmp_usd_per_kwh(prices, date, seed: int, price_date=None) -> np.ndarray:
             return source.lmp(date, seed)
         day = pd.Timestamp(price_date).normalize()
         if source.year is not None and day.year != source.year:
-            raise DataError("price_date", f"{day.date()} is not in the price year {source.year} of {source.name}",
-                            f"choose a day of {source.year}, or another price source: {CHOICES}", time=day.date())
+            raise DataError(
+                "price_date",
+                f"{day.date()} is not in the price year {source.year} of {source.name}",
+                f"choose a day of {source.year}, or another price source: {CHOICES}",
+                time=day.date(),
+            )
         return source.day_lmp(day, seed)
     date = pd.Timestamp(date if price_date is None else price_date)
     if isinstance(prices, pd.DataFrame):
@@ -108,8 +127,11 @@ def _lmp_usd_per_kwh(prices, date, seed: int, price_date=None) -> np.ndarray:
         prices = prices.iloc[:, 0]
     if isinstance(prices, pd.Series) and isinstance(prices.index, pd.DatetimeIndex):
         if prices.name == "price_usd_per_kwh":
-            raise DataError("prices", "a Series in $/kWh (load_ercot's)", "pass prices='ercot-2021' or 'ercot-2022' "
-                            "(the price source), or the Series times 1000 ($/MWh)")
+            raise DataError(
+                "prices",
+                "a Series in $/kWh (load_ercot's)",
+                "pass prices='ercot-2021' or 'ercot-2022' (the price source), or the Series times 1000 ($/MWh)",
+            )
         tz = prices.attrs.get("tz") or (str(prices.index.tz) if prices.index.tz is not None else None)
         values = lmp_for_date(prices, date, PJM_TZ if tz in (None, "UTC") else tz)
     else:
@@ -117,8 +139,11 @@ def _lmp_usd_per_kwh(prices, date, seed: int, price_date=None) -> np.ndarray:
         if values.shape != (24,):
             raise DataError("prices", f"{values.size} values", "pass 24 hourly LMPs in $/MWh, or an hourly Series")
     if np.all(np.abs(values) < 1.0):
-        raise DataError("prices", f"all LMPs are below 1 in size (max {np.abs(values).max():.4f}); they look "
-                        "like $/kWh", "pass LMPs in $/MWh (the data layer's unit); the case stores $/kWh")
+        raise DataError(
+            "prices",
+            f"all LMPs are below 1 in size (max {np.abs(values).max():.4f}); they look like $/kWh",
+            "pass LMPs in $/MWh (the data layer's unit); the case stores $/kWh",
+        )
     return values / 1000.0
 
 
@@ -139,14 +164,27 @@ def _check_feasible(scen: Scenarios, grid_limit_kw, battery_kw, load_min_factor)
     if bad.size:
         i, s, t = bad[0]
         limit = float(np.broadcast_to(grid_limit_kw, need.shape)[i, s, t])
-        raise DataError("profiles", f"load {scen.load[i, s, t]:.2f} kW at hour {t} cannot be met within the "
-                        f"{limit} kW connection", "raise grid_limit_kw or use smaller scale factors",
-                        home=scen.homes[i], time=f"{scen.ids[s]} hour {t}")
+        raise DataError(
+            "profiles",
+            f"load {scen.load[i, s, t]:.2f} kW at hour {t} cannot be met within the {limit} kW connection",
+            "raise grid_limit_kw or use smaller scale factors",
+            home=scen.homes[i],
+            time=f"{scen.ids[s]} hour {t}",
+        )
 
 
-def build_case(n_homes: int = PAPER_HOMES, n_scenarios: int = 10, date=PAPER_DATE, seed: int = 0,
-               homes: Sequence[str] | None = None, prices=DEFAULT_PRICES, market: Market | None = None,
-               measured: pd.DataFrame | None = None, price_date=None, **home_params) -> Case:
+def build_case(
+    n_homes: int = PAPER_HOMES,
+    n_scenarios: int = 10,
+    date=PAPER_DATE,
+    seed: int = 0,
+    homes: Sequence[str] | None = None,
+    prices=DEFAULT_PRICES,
+    market: Market | None = None,
+    measured: pd.DataFrame | None = None,
+    price_date=None,
+    **home_params,
+) -> Case:
     """A validated :class:`desmarket.Case` from measured homes, similar-day scenarios and prices.
 
     n_homes:     community size. Up to the number of usable measured homes (:func:`usable_homes`: valid
@@ -185,8 +223,12 @@ def build_case(n_homes: int = PAPER_HOMES, n_scenarios: int = 10, date=PAPER_DAT
         invalid = [h for h in chosen if not quality.loc[h, "valid"]]
         if invalid:
             h = invalid[0]
-            raise DataError("homes", f"fails the bad-data rules ({quality.loc[h, 'reason']})",
-                            "choose valid homes (home_quality(...)['valid'])", home=h)
+            raise DataError(
+                "homes",
+                f"fails the bad-data rules ({quality.loc[h, 'reason']})",
+                "choose valid homes (home_quality(...)['valid'])",
+                home=h,
+            )
         n_extra = 0
     else:
         if n_homes < 1:
@@ -198,13 +240,33 @@ def build_case(n_homes: int = PAPER_HOMES, n_scenarios: int = 10, date=PAPER_DAT
     scen = build_scenarios(date, n_scenarios, int(seeds[0]), chosen, measured, flags)
     if n_extra:
         extra = resample_homes(scen, n_extra, int(seeds[1]), measured, flags)
-        scen = Scenarios(scen.homes + extra.homes, scen.days, scen.probability,
-                         np.concatenate([scen.load, extra.load]), np.concatenate([scen.pv, extra.pv]))
+        scen = Scenarios(
+            scen.homes + extra.homes,
+            scen.days,
+            scen.probability,
+            np.concatenate([scen.load, extra.load]),
+            np.concatenate([scen.pv, extra.pv]),
+        )
     params = {**DEFAULT_HOME, **home_params}
-    _check_feasible(scen, *(np.broadcast_to(np.asarray(params[k], dtype=float), (len(scen.homes),))[:, None, None]
-                            for k in ("grid_limit_kw", "battery_kw", "load_min_factor")))
+    _check_feasible(
+        scen,
+        *(
+            np.broadcast_to(np.asarray(params[k], dtype=float), (len(scen.homes),))[:, None, None]
+            for k in ("grid_limit_kw", "battery_kw", "load_min_factor")
+        ),
+    )
     utility_a, utility_b = utility_coefficients(len(scen.homes), seed)
     lmp = _lmp_usd_per_kwh(prices, date, seed, price_date)
-    return create_case(scen.load, scen.pv, utility_a=utility_a, utility_b=utility_b, retail=paper_retail_tariff(),
-                       lmp=lmp, probability=scen.probability, home_ids=scen.homes, scenario_ids=scen.ids,
-                       market=market if market is not None else Market(), **params)
+    return create_case(
+        scen.load,
+        scen.pv,
+        utility_a=utility_a,
+        utility_b=utility_b,
+        retail=paper_retail_tariff(),
+        lmp=lmp,
+        probability=scen.probability,
+        home_ids=scen.homes,
+        scenario_ids=scen.ids,
+        market=market if market is not None else Market(),
+        **params,
+    )

@@ -62,9 +62,14 @@ def citylearn_times(calendar: pd.DataFrame, file: str = "calendar.csv") -> pd.Da
         bad = np.flatnonzero(calendar[column].to_numpy() != np.asarray(values))
         if bad.size:
             i = bad[0]
-            raise DataError(file, f"row {i + 1} has {column} = {calendar[column].iloc[i]}, expected {values[i]} for "
-                            f"{t[i]} (the extract's calendar is not consecutive hours from {CITYLEARN_FIRST_HOUR})",
-                            REBUILD, time=t[i], column=column)
+            raise DataError(
+                file,
+                f"row {i + 1} has {column} = {calendar[column].iloc[i]}, expected {values[i]} for "
+                f"{t[i]} (the extract's calendar is not consecutive hours from {CITYLEARN_FIRST_HOUR})",
+                REBUILD,
+                time=t[i],
+                column=column,
+            )
     return t
 
 
@@ -89,17 +94,23 @@ def load_measured_homes(raw_dir=None) -> pd.DataFrame:
     names = list(buildings["building"])
     for name, frame in (("load_kwh.csv.gz", load), ("solar_w_per_kw.csv.gz", solar)):
         if list(frame.columns) != names or len(frame) != len(times):
-            raise DataError(folder / name, f"has columns {list(frame.columns)[:3]}... and {len(frame)} rows, "
-                            f"expected the {len(names)} buildings of buildings.csv and {len(times)} rows", REBUILD)
+            raise DataError(
+                folder / name,
+                f"has columns {list(frame.columns)[:3]}... and {len(frame)} rows, "
+                f"expected the {len(names)} buildings of buildings.csv and {len(times)} rows",
+                REBUILD,
+            )
     kwp = buildings["pv_nominal_power_kw"].to_numpy(dtype=float)
     n, t = len(names), len(times)
-    frame = pd.DataFrame({
-        "home": np.repeat([citylearn_home_id(b) for b in names], t),
-        "time": np.tile(times.to_numpy(), n),
-        "load_kw": load.to_numpy(dtype=float).T.reshape(-1),
-        "pv_kw": (solar.to_numpy(dtype=float) * kwp / 1000.0).T.reshape(-1),
-        "pv_kwp": np.repeat(kwp, t),
-    })[list(MEASURED_COLUMNS)]
+    frame = pd.DataFrame(
+        {
+            "home": np.repeat([citylearn_home_id(b) for b in names], t),
+            "time": np.tile(times.to_numpy(), n),
+            "load_kw": load.to_numpy(dtype=float).T.reshape(-1),
+            "pv_kw": (solar.to_numpy(dtype=float) * kwp / 1000.0).T.reshape(-1),
+            "pv_kwp": np.repeat(kwp, t),
+        }
+    )[list(MEASURED_COLUMNS)]
     frame.attrs.update(tz=CITYLEARN_TZ, source=f"CityLearn 2022 extract in {folder}")
     check_measured(frame, str(folder / "load_kwh.csv.gz / solar_w_per_kw.csv.gz"))
     return frame

@@ -43,7 +43,7 @@ def ercot_clock(year: int) -> list[tuple[str, str, str]]:
     source against it: 8,760 or 8,784 labels; the spring-forward day has no hour ending 03:00, the fall-back day
     has hour ending 02:00 twice, the second flagged ``Y``.
     """
-    tz, utc = ZoneInfo(ERCOT_TZ), dt.timezone.utc
+    tz, utc = ZoneInfo(ERCOT_TZ), dt.UTC
     t = dt.datetime(year, 1, 1, tzinfo=tz).astimezone(utc)
     end = dt.datetime(year + 1, 1, 1, tzinfo=tz).astimezone(utc)
     labels, seen = [], set()
@@ -71,8 +71,12 @@ def _read_extract(path: str, mtime_ns: int) -> pd.DataFrame:
 
 def _check_choice(value, choices, what: str, path) -> None:
     if value not in choices:
-        raise DataError(path, f"no {what} {value!r} in the ERCOT extract",
-                        f"choose one of {', '.join(map(str, choices))}", column=what.replace(" ", "_"))
+        raise DataError(
+            path,
+            f"no {what} {value!r} in the ERCOT extract",
+            f"choose one of {', '.join(map(str, choices))}",
+            column=what.replace(" ", "_"),
+        )
 
 
 def _load_usd_per_mwh(year: int, settlement_point: str, raw_dir=None) -> pd.Series:
@@ -91,25 +95,31 @@ def _load_usd_per_mwh(year: int, settlement_point: str, raw_dir=None) -> pd.Seri
 @lru_cache(maxsize=8)
 def _series(path: str, mtime_ns: int, year: int, settlement_point: str) -> pd.Series:
     frame = _read_extract(path, mtime_ns)
-    rows = frame[(frame["settlement_point"] == settlement_point)
-                 & frame["delivery_date"].str.startswith(f"{year}-")]
+    rows = frame[(frame["settlement_point"] == settlement_point) & frame["delivery_date"].str.startswith(f"{year}-")]
     labels = list(zip(rows["delivery_date"], rows["hour_ending"], rows["repeated_hour_flag"]))
     expected = ercot_clock(year)
     if labels != expected:
         first = next((i for i, (a, b) in enumerate(zip(labels, expected)) if a != b), min(len(labels), len(expected)))
         got = labels[first] if first < len(labels) else "end of data"
         want = expected[first] if first < len(expected) else "end of year"
-        raise DataError(path, f"{settlement_point} {year} has {len(labels)} hours, expected {len(expected)}; "
-                        f"hour {first + 1} is {got}, expected {want}", REBUILD, time=got)
+        raise DataError(
+            path,
+            f"{settlement_point} {year} has {len(labels)} hours, expected {len(expected)}; "
+            f"hour {first + 1} is {got}, expected {want}",
+            REBUILD,
+            time=got,
+        )
     try:
         prices = rows["price_usd_per_mwh"].astype(float).to_numpy()
     except ValueError as exc:
-        raise DataError(path, f"{settlement_point} {year}: a price is not a number ({exc})", REBUILD,
-                        column="price_usd_per_mwh") from None
+        raise DataError(
+            path, f"{settlement_point} {year}: a price is not a number ({exc})", REBUILD, column="price_usd_per_mwh"
+        ) from None
     if not np.isfinite(prices).all():
         raise DataError(path, f"{settlement_point} {year} has a non-finite price", REBUILD, column="price_usd_per_mwh")
-    hour_beginning = (pd.to_datetime(rows["delivery_date"], format="%Y-%m-%d")
-                      + pd.to_timedelta(rows["hour_ending"].str[:2].astype(int) - 1, unit="h"))
+    hour_beginning = pd.to_datetime(rows["delivery_date"], format="%Y-%m-%d") + pd.to_timedelta(
+        rows["hour_ending"].str[:2].astype(int) - 1, unit="h"
+    )
     dst = (rows["repeated_hour_flag"] == "N").to_numpy()  # of an ambiguous (repeated) hour, N is the CDT one
     index = pd.DatetimeIndex(hour_beginning).tz_localize(ERCOT_TZ, ambiguous=dst, nonexistent="raise")
     series = pd.Series(prices, index=index.rename("hour_beginning"), name="price_usd_per_mwh")
@@ -147,11 +157,17 @@ def ercot_day(date, settlement_point: str = "LZ_AEN", raw_dir=None) -> np.ndarra
     local = series.index.tz_localize(None)
     values = series.to_numpy()[local.normalize() == date]
     if len(values) != 24:
-        detail = ("hour ending 03:00 does not exist (Central prevailing time springs forward)" if len(values) == 23
-                  else "hour ending 02:00 occurs twice, the second flagged repeated (Central time falls back)")
-        raise DataError(series.attrs["file"], f"{date.date()} is a daylight-saving day: {len(values)} hours; {detail}",
-                        "exclude this day (a case needs 24 hourly prices) or take the prices of another day",
-                        time=date.date())
+        detail = (
+            "hour ending 03:00 does not exist (Central prevailing time springs forward)"
+            if len(values) == 23
+            else "hour ending 02:00 occurs twice, the second flagged repeated (Central time falls back)"
+        )
+        raise DataError(
+            series.attrs["file"],
+            f"{date.date()} is a daylight-saving day: {len(values)} hours; {detail}",
+            "exclude this day (a case needs 24 hourly prices) or take the prices of another day",
+            time=date.date(),
+        )
     return values
 
 
@@ -175,9 +191,17 @@ def price_statistics(usd_per_mwh) -> dict:
     """Summary of hourly prices in $/MWh: mean, median, 5 % and 95 % quantiles, min, max, negative hours and
     hours above 1,000 $/MWh (the table of data/README.md)."""
     v = np.asarray(usd_per_mwh, dtype=float)
-    return {"hours": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)),
-            "p05": float(np.quantile(v, 0.05)), "p95": float(np.quantile(v, 0.95)), "min": float(v.min()),
-            "max": float(v.max()), "negative_hours": int((v < 0).sum()), "hours_above_1000": int((v > 1000).sum())}
+    return {
+        "hours": int(v.size),
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "p05": float(np.quantile(v, 0.05)),
+        "p95": float(np.quantile(v, 0.95)),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "negative_hours": int((v < 0).sum()),
+        "hours_above_1000": int((v > 1000).sum()),
+    }
 
 
 def ercot_statistics(raw_dir=None) -> pd.DataFrame:
@@ -188,6 +212,13 @@ def ercot_statistics(raw_dir=None) -> pd.DataFrame:
         for point in ERCOT_POINTS:
             series = _load_usd_per_mwh(year, point, raw_dir)
             per_day = pd.Series(series.index.date).value_counts()
-            rows.append({"year": year, "settlement_point": point, "days": int(per_day.size),
-                         "dst_days": int((per_day != 24).sum()), **price_statistics(series.to_numpy())})
+            rows.append(
+                {
+                    "year": year,
+                    "settlement_point": point,
+                    "days": int(per_day.size),
+                    "dst_days": int((per_day != 24).sum()),
+                    **price_statistics(series.to_numpy()),
+                }
+            )
     return pd.DataFrame(rows)

@@ -59,8 +59,12 @@ def frame_tz(measured: pd.DataFrame, tz: str | None = None) -> str:
     dtype_tz = getattr(measured["time"].dtype, "tz", None)
     tz = tz or (str(dtype_tz) if dtype_tz is not None else measured.attrs.get("tz"))
     if tz is None:
-        raise DataError("measured frame", "has naive times and no time zone", "pass tz= (e.g. 'America/Chicago') "
-                        "or set frame.attrs['tz']", column="time")
+        raise DataError(
+            "measured frame",
+            "has naive times and no time zone",
+            "pass tz= (e.g. 'America/Chicago') or set frame.attrs['tz']",
+            column="time",
+        )
     return tz
 
 
@@ -83,14 +87,25 @@ def check_measured(measured: pd.DataFrame, file: str = "measured frame") -> None
             idx = np.flatnonzero(bad)
             if idx.size:
                 i = idx[0]
-                raise DataError(file, f"{column} = {values[i]!r} {what} ({idx.size} rows)",
-                                "repair or remove the home's bad rows at the source; nothing is filled or clipped",
-                                home=measured["home"].iloc[i], time=measured["time"].iloc[i], column=column)
+                raise DataError(
+                    file,
+                    f"{column} = {values[i]!r} {what} ({idx.size} rows)",
+                    "repair or remove the home's bad rows at the source; nothing is filled or clipped",
+                    home=measured["home"].iloc[i],
+                    time=measured["time"].iloc[i],
+                    column=column,
+                )
     dup = measured.duplicated(["home", "time"]).to_numpy()
     if dup.any():
         i = np.argmax(dup)
-        raise DataError(file, f"duplicated timestamp ({dup.sum()} rows)", "give each home one row per hour",
-                        home=measured["home"].iloc[i], time=measured["time"].iloc[i], column="time")
+        raise DataError(
+            file,
+            f"duplicated timestamp ({dup.sum()} rows)",
+            "give each home one row per hour",
+            home=measured["home"].iloc[i],
+            time=measured["time"].iloc[i],
+            column="time",
+        )
 
 
 # ================================================================================ day flags
@@ -112,22 +127,26 @@ def day_flags(measured: pd.DataFrame, tz: str | None = None, rules: QualityRules
     ``bad`` (load_dropout or pv_outage: the home's own fault), ``flagged`` (any flag), ``reason``.
     """
     clock = local_clock(measured, tz)
-    df = pd.DataFrame({
-        "home": measured["home"].astype(str).to_numpy(),
-        "date": clock.dt.normalize().to_numpy(),
-        "hour": clock.dt.hour.to_numpy(),
-        "load_kw": measured["load_kw"].to_numpy(dtype=float),
-        "pv_kw": measured["pv_kw"].to_numpy(dtype=float),
-        "low": measured["load_kw"].to_numpy(dtype=float) < rules.load_dropout_kw,
-    })
+    df = pd.DataFrame(
+        {
+            "home": measured["home"].astype(str).to_numpy(),
+            "date": clock.dt.normalize().to_numpy(),
+            "hour": clock.dt.hour.to_numpy(),
+            "load_kw": measured["load_kw"].to_numpy(dtype=float),
+            "pv_kw": measured["pv_kw"].to_numpy(dtype=float),
+            "low": measured["load_kw"].to_numpy(dtype=float) < rules.load_dropout_kw,
+        }
+    )
     g = df.groupby(["home", "date"], sort=True)
-    out = pd.DataFrame({
-        "hours": g["hour"].nunique(),
-        "rows": g.size(),
-        "load_kwh": g["load_kw"].sum(),
-        "pv_kwh": g["pv_kw"].sum(),
-        "low_load_hours": g["low"].sum(),
-    })
+    out = pd.DataFrame(
+        {
+            "hours": g["hour"].nunique(),
+            "rows": g.size(),
+            "load_kwh": g["load_kw"].sum(),
+            "pv_kwh": g["pv_kw"].sum(),
+            "low_load_hours": g["low"].sum(),
+        }
+    )
     has_pv = df.groupby("home")["pv_kw"].sum() > 0
     home_has_pv = has_pv.reindex(out.index.get_level_values("home")).to_numpy()
     out["incomplete"] = (out["hours"] != HOURS) | (out["rows"] != HOURS)
@@ -143,8 +162,9 @@ def day_flags(measured: pd.DataFrame, tz: str | None = None, rules: QualityRules
     return out.drop(columns="rows")
 
 
-def home_quality(measured: pd.DataFrame, flags: pd.DataFrame | None = None, tz: str | None = None,
-                 rules: QualityRules = QUALITY) -> pd.DataFrame:
+def home_quality(
+    measured: pd.DataFrame, flags: pd.DataFrame | None = None, tz: str | None = None, rules: QualityRules = QUALITY
+) -> pd.DataFrame:
     """One row per home: energy, PV yield, bad days, validity and the default ranking.
 
     Columns: ``pv_kwp``; ``load_kwh_per_day``, ``pv_kwh_per_day`` and ``pv_yield`` (kWh/kWp/day) over
@@ -155,15 +175,17 @@ def home_quality(measured: pd.DataFrame, flags: pd.DataFrame | None = None, tz: 
     flags = day_flags(measured, tz, rules) if flags is None else flags
     complete = flags[~flags["incomplete"]]
     g = complete.groupby(level="home")
-    q = pd.DataFrame({
-        "pv_kwp": measured.groupby("home")["pv_kwp"].first().astype(float),
-        "complete_days": g.size(),
-        "load_kwh_per_day": g["load_kwh"].mean(),
-        "pv_kwh_per_day": g["pv_kwh"].mean(),
-        "load_dropout_days": g["load_dropout"].sum(),
-        "pv_outage_days": g["pv_outage"].sum(),
-        "bad_days": g["bad"].sum(),
-    })
+    q = pd.DataFrame(
+        {
+            "pv_kwp": measured.groupby("home")["pv_kwp"].first().astype(float),
+            "complete_days": g.size(),
+            "load_kwh_per_day": g["load_kwh"].mean(),
+            "pv_kwh_per_day": g["pv_kwh"].mean(),
+            "load_dropout_days": g["load_dropout"].sum(),
+            "pv_outage_days": g["pv_outage"].sum(),
+            "bad_days": g["bad"].sum(),
+        }
+    )
     q.index.name = "home"
     q["bad_day_share"] = q["bad_days"] / q["complete_days"]
     q["has_pv"] = q["pv_kwh_per_day"] > 0
@@ -206,21 +228,27 @@ def daily_profiles(measured: pd.DataFrame, homes, days, tz: str | None = None) -
     days = pd.DatetimeIndex(days).normalize()
     clock = local_clock(measured, tz)
     sel = measured["home"].astype(str).isin(homes).to_numpy() & clock.dt.normalize().isin(days).to_numpy()
-    sub = pd.DataFrame({
-        "home": measured["home"].astype(str).to_numpy()[sel],
-        "date": clock.dt.normalize().to_numpy()[sel],
-        "hour": clock.dt.hour.to_numpy()[sel],
-        "load_kw": measured["load_kw"].to_numpy(dtype=float)[sel],
-        "pv_kw": measured["pv_kw"].to_numpy(dtype=float)[sel],
-    })
+    sub = pd.DataFrame(
+        {
+            "home": measured["home"].astype(str).to_numpy()[sel],
+            "date": clock.dt.normalize().to_numpy()[sel],
+            "hour": clock.dt.hour.to_numpy()[sel],
+            "load_kw": measured["load_kw"].to_numpy(dtype=float)[sel],
+            "pv_kw": measured["pv_kw"].to_numpy(dtype=float)[sel],
+        }
+    )
     hours = sub.groupby(["home", "date"])["hour"].agg(["size", "nunique"])
     hours = hours.reindex(pd.MultiIndex.from_product([homes, days]), fill_value=0)
     bad = ((hours["size"] != HOURS) | (hours["nunique"] != HOURS)).to_numpy()
     if bad.any():
         home, day = hours.index[np.argmax(bad)]
-        raise DataError("measured frame", f"day {pd.Timestamp(day).date()} does not have the 24 clock hours 0-23",
-                        "use a complete day (see day_flags: incomplete / dst_change)", home=home, time=day)
-    full = sub.set_index(["home", "date", "hour"]).reindex(
-        pd.MultiIndex.from_product([homes, days, range(HOURS)]))
+        raise DataError(
+            "measured frame",
+            f"day {pd.Timestamp(day).date()} does not have the 24 clock hours 0-23",
+            "use a complete day (see day_flags: incomplete / dst_change)",
+            home=home,
+            time=day,
+        )
+    full = sub.set_index(["home", "date", "hour"]).reindex(pd.MultiIndex.from_product([homes, days, range(HOURS)]))
     shape = (len(homes), len(days), HOURS)
     return full["load_kw"].to_numpy().reshape(shape), full["pv_kw"].to_numpy().reshape(shape)

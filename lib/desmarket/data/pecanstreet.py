@@ -43,8 +43,11 @@ PECANSTREET_TZ = "America/Chicago"  # Austin, Texas
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float) if column in frame.columns \
+    return (
+        pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        if column in frame.columns
         else np.full(len(frame), np.nan)
+    )
 
 
 def _pv_columns(raw: pd.DataFrame, home: np.ndarray, columns) -> np.ndarray:
@@ -82,8 +85,11 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
             raise DataError(file, f"cannot be read as CSV ({exc})", "pass Dataport CSV exports") from exc
     time_cols = [c for c in TIME_COLUMNS if c in raw.columns]
     if "dataid" not in raw.columns or len(time_cols) != 1:
-        raise DataError(file, f"needs 'dataid' and one of {list(TIME_COLUMNS)} (found {time_cols})",
-                        "export from Dataport with the id and exactly one time column")
+        raise DataError(
+            file,
+            f"needs 'dataid' and one of {list(TIME_COLUMNS)} (found {time_cols})",
+            "export from Dataport with the id and exactly one time column",
+        )
     tcol = time_cols[0]
     per_hour = TIME_COLUMNS[tcol]
     if "grid" in raw.columns:
@@ -94,15 +100,23 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
         raise DataError(file, "has neither 'grid' nor 'use'", "export the grid (or use) and solar columns")
     missing = np.flatnonzero(raw["dataid"].isna().to_numpy())
     if missing.size:
-        raise DataError(file, f"row {missing[0] + 2} has no dataid ({missing.size} rows; an empty cell or a "
-                        "missing-value marker such as 'NA')", "export every row with its Dataport dataid")
+        raise DataError(
+            file,
+            f"row {missing[0] + 2} has no dataid ({missing.size} rows; an empty cell or a "
+            "missing-value marker such as 'NA')",
+            "export every row with its Dataport dataid",
+        )
     home = raw["dataid"].astype(str).str.strip().to_numpy()
     utc = pd.to_datetime(raw[tcol], utc=True, format="ISO8601", errors="coerce")
     bad = np.flatnonzero(utc.isna().to_numpy())
     if bad.size:
-        raise DataError(file, f"cannot read the time {raw[tcol].iloc[bad[0]]!r} ({bad.size} rows)",
-                        "keep Dataport's local time with UTC offset, e.g. '2018-07-01 00:15:00-05'",
-                        home=home[bad[0]], column=tcol)
+        raise DataError(
+            file,
+            f"cannot read the time {raw[tcol].iloc[bad[0]]!r} ({bad.size} rows)",
+            "keep Dataport's local time with UTC offset, e.g. '2018-07-01 00:15:00-05'",
+            home=home[bad[0]],
+            column=tcol,
+        )
     # duplicated timestamps: identical rows are kept once, conflicting ones raise
     keyed = raw.assign(_home=home, _utc=utc.to_numpy())
     dup_key = keyed.duplicated(["_home", "_utc"], keep=False).to_numpy()
@@ -112,9 +126,14 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
         conflict = keyed[dup_key].drop_duplicates(cols).duplicated(["_home", "_utc"], keep=False)
         if conflict.any():
             row = keyed[dup_key].drop_duplicates(cols)[conflict.to_numpy()].iloc[0]
-            raise DataError(file, "the same timestamp appears with different readings",
-                            "remove the wrong rows from the export", home=row["_home"],
-                            time=row["_utc"].tz_convert(tz), column=tcol)
+            raise DataError(
+                file,
+                "the same timestamp appears with different readings",
+                "remove the wrong rows from the export",
+                home=row["_home"],
+                time=row["_utc"].tz_convert(tz),
+                column=tcol,
+            )
         warnings.warn(f"{file}: {same.sum()} exactly duplicated rows kept once", stacklevel=2)
         keyed = keyed[~same]
         home, utc = keyed["_home"].to_numpy(), pd.DatetimeIndex(keyed["_utc"])
@@ -126,15 +145,23 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
     pv_pos = np.maximum(pv, 0.0)
     # grid: load = grid + max(pv, 0).  use = grid + pv: load = use + max(-pv, 0) (the same thing)
     load = main + pv_pos if source[0] == "grid" else main + standby
-    samples = pd.DataFrame({"home": home, "hour": utc.floor("h"), "load_kw": load, "pv_kw": pv_pos,
-                            "ok": np.isfinite(load) & np.isfinite(pv_pos)})
+    samples = pd.DataFrame(
+        {
+            "home": home,
+            "hour": utc.floor("h"),
+            "load_kw": load,
+            "pv_kw": pv_pos,
+            "ok": np.isfinite(load) & np.isfinite(pv_pos),
+        }
+    )
     # hourly means over complete hours; every hour from each home's first to last must be complete
     g = samples[samples["ok"]].groupby(["home", "hour"])
     hourly = g[["load_kw", "pv_kw"]].mean()
     count = g.size()
     span = samples.groupby("home")["hour"].agg(["min", "max"])
-    full = pd.MultiIndex.from_frame(pd.concat(
-        [pd.DataFrame({"home": h, "hour": pd.date_range(a, b, freq="h")}) for h, (a, b) in span.iterrows()]))
+    full = pd.MultiIndex.from_frame(
+        pd.concat([pd.DataFrame({"home": h, "hour": pd.date_range(a, b, freq="h")}) for h, (a, b) in span.iterrows()])
+    )
     count = count.reindex(full, fill_value=0)
     hourly = hourly.reindex(full)
     short = (count < per_hour).to_numpy()
@@ -144,25 +171,37 @@ def load_pecanstreet(path_or_frame, tz: str = PECANSTREET_TZ, incomplete: str = 
     if short.any():
         first = out[short].iloc[0]
         if incomplete == "raise":
-            raise DataError(file, f"{short.sum()} hours have fewer than {per_hour} valid samples or none (first: "
-                            f"{int(count.to_numpy()[short][0])})",
-                            "export a complete period, or pass incomplete='drop-day' to leave out those days",
-                            home=first["home"], time=first["time"])
+            raise DataError(
+                file,
+                f"{short.sum()} hours have fewer than {per_hour} valid samples or none (first: "
+                f"{int(count.to_numpy()[short][0])})",
+                "export a complete period, or pass incomplete='drop-day' to leave out those days",
+                home=first["home"],
+                time=first["time"],
+            )
         day = out["time"].dt.tz_localize(None).dt.normalize()
         bad_days = pd.DataFrame({"home": out["home"][short], "date": day[short]}).drop_duplicates()
         bad_days["reason"] = "incomplete hour"
         drop = pd.MultiIndex.from_frame(out[["home"]].assign(date=day)).isin(
-            pd.MultiIndex.from_frame(bad_days[["home", "date"]]))
+            pd.MultiIndex.from_frame(bad_days[["home", "date"]])
+        )
         out = out[~drop]
         dropped = bad_days.reset_index(drop=True)
-        warnings.warn(f"{file}: {len(dropped)} home-days with incomplete hours left out "
-                      "(listed in frame.attrs['dropped_days'])", stacklevel=2)
+        warnings.warn(
+            f"{file}: {len(dropped)} home-days with incomplete hours left out (listed in frame.attrs['dropped_days'])",
+            stacklevel=2,
+        )
     neg = np.flatnonzero(out["load_kw"].to_numpy() < 0)
     if neg.size:
         row = out.iloc[neg[0]]
-        raise DataError(file, f"load = {row['load_kw']:.4f} kW is negative ({neg.size} hours): "
-                        f"{source[0]} + PV < 0", "check the meter columns of this home (grid, solar, solar2)",
-                        home=row["home"], time=row["time"], column=source[0])
+        raise DataError(
+            file,
+            f"load = {row['load_kw']:.4f} kW is negative ({neg.size} hours): {source[0]} + PV < 0",
+            "check the meter columns of this home (grid, solar, solar2)",
+            home=row["home"],
+            time=row["time"],
+            column=source[0],
+        )
     frame = out.assign(pv_kwp=np.nan)[list(MEASURED_COLUMNS)]
     frame = frame.sort_values(["home", "time"], kind="stable").reset_index(drop=True)
     frame.attrs.update(tz=tz, source=f"Pecan Street Dataport export: {file}", dropped_days=dropped)

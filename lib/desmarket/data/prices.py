@@ -57,12 +57,84 @@ class LmpModel:
     annual_mean_usd_per_mwh: float = PJM_ANNUAL_MEAN_LMP[2024]
     month_factor: tuple = (1.30, 1.10, 0.90, 0.85, 0.85, 0.95, 1.20, 1.05, 0.90, 0.85, 0.90, 1.15)
     weekend_factor: float = 0.80
-    shape_winter: tuple = (0.85, 0.82, 0.80, 0.80, 0.85, 0.95, 1.20, 1.45, 1.20, 1.00, 0.92, 0.88,
-                           0.85, 0.82, 0.80, 0.85, 1.00, 1.25, 1.30, 1.20, 1.10, 1.05, 0.95, 0.90)
-    shape_summer: tuple = (0.65, 0.58, 0.52, 0.50, 0.50, 0.55, 0.62, 0.68, 0.75, 0.82, 0.90, 1.00,
-                           1.10, 1.22, 1.35, 1.50, 1.70, 1.85, 1.80, 1.65, 1.40, 1.15, 0.92, 0.75)
-    shape_shoulder: tuple = (0.78, 0.72, 0.68, 0.68, 0.72, 0.82, 1.15, 1.35, 1.05, 0.90, 0.88, 0.88,
-                             0.88, 0.88, 0.90, 0.95, 1.05, 1.30, 1.55, 1.50, 1.20, 1.02, 0.92, 0.82)
+    shape_winter: tuple = (
+        0.85,
+        0.82,
+        0.80,
+        0.80,
+        0.85,
+        0.95,
+        1.20,
+        1.45,
+        1.20,
+        1.00,
+        0.92,
+        0.88,
+        0.85,
+        0.82,
+        0.80,
+        0.85,
+        1.00,
+        1.25,
+        1.30,
+        1.20,
+        1.10,
+        1.05,
+        0.95,
+        0.90,
+    )
+    shape_summer: tuple = (
+        0.65,
+        0.58,
+        0.52,
+        0.50,
+        0.50,
+        0.55,
+        0.62,
+        0.68,
+        0.75,
+        0.82,
+        0.90,
+        1.00,
+        1.10,
+        1.22,
+        1.35,
+        1.50,
+        1.70,
+        1.85,
+        1.80,
+        1.65,
+        1.40,
+        1.15,
+        0.92,
+        0.75,
+    )
+    shape_shoulder: tuple = (
+        0.78,
+        0.72,
+        0.68,
+        0.68,
+        0.72,
+        0.82,
+        1.15,
+        1.35,
+        1.05,
+        0.90,
+        0.88,
+        0.88,
+        0.88,
+        0.88,
+        0.90,
+        0.95,
+        1.05,
+        1.30,
+        1.55,
+        1.50,
+        1.20,
+        1.02,
+        0.92,
+        0.82,
+    )
     day_phi: float = 0.8
     day_sigma: float = 0.3
     hour_phi: float = 0.8
@@ -98,8 +170,9 @@ def eastern_year_index(year: int) -> pd.DatetimeIndex:
     return pd.date_range(start, end, freq="h", inclusive="left", name="datetime_beginning_utc")
 
 
-def synthetic_lmp(year: int, seed: int = 0, annual_mean_usd_per_mwh: float | None = None,
-                  model: LmpModel = LMP_MODEL) -> pd.Series:
+def synthetic_lmp(
+    year: int, seed: int = 0, annual_mean_usd_per_mwh: float | None = None, model: LmpModel = LMP_MODEL
+) -> pd.Series:
     """A seeded year of PJM-like hourly LMP, $/MWh, indexed by hour-beginning UTC time (see :class:`LmpModel`).
 
     year:   the Eastern calendar year (sets weekdays, holidays and daylight saving)
@@ -121,8 +194,13 @@ def synthetic_lmp(year: int, seed: int = 0, annual_mean_usd_per_mwh: float | Non
     hourly = _ar1(rng, len(utc), model.hour_phi, model.hour_sigma)
     month_factor = np.asarray(model.month_factor) / np.mean(model.month_factor)
     weekend = weekday_class(days) == "weekend"
-    log_p = (np.log(month_factor[months - 1]) + np.log(model.shape(months)[np.arange(len(utc)), hours])
-             + np.where(weekend, np.log(model.weekend_factor), 0.0)[day_idx] + daily[day_idx] + hourly)
+    log_p = (
+        np.log(month_factor[months - 1])
+        + np.log(model.shape(months)[np.arange(len(utc)), hours])
+        + np.where(weekend, np.log(model.weekend_factor), 0.0)[day_idx]
+        + daily[day_idx]
+        + hourly
+    )
     # scarcity events: start days, geometric lengths, one size per event; lifted most around the peak hour
     start = np.flatnonzero(rng.random(n_days) < model.spike_prob)
     length = rng.geometric(1.0 / model.spike_mean_days, size=start.size)
@@ -156,8 +234,12 @@ def _parse_pjm_times(values: pd.Series, file: str, column: str) -> pd.DatetimeIn
         times = times.fillna(iso) if not iso.isna().all() else times
     bad = np.flatnonzero(times.isna().to_numpy())
     if bad.size:
-        raise DataError(file, f"cannot read the time {values.iloc[bad[0]]!r} (line {bad[0] + 2})",
-                        "use Data Miner 2's format, e.g. '1/1/2025 5:00:00 AM'", column=column)
+        raise DataError(
+            file,
+            f"cannot read the time {values.iloc[bad[0]]!r} (line {bad[0] + 2})",
+            "use Data Miner 2's format, e.g. '1/1/2025 5:00:00 AM'",
+            column=column,
+        )
     return pd.DatetimeIndex(times)
 
 
@@ -187,9 +269,12 @@ def load_pjm_lmps(path, pnode=None, component: str = "total_lmp") -> pd.Series:
     missing = [c for c in PJM_REQUIRED if c not in raw.columns]
     markets = [m for m in ("da", "rt") if f"{component}_{m}" in raw.columns]
     if missing or len(markets) != 1:
-        raise DataError(file, f"is not a da_hrl_lmps / rt_hrl_lmps export (missing {missing or []}, "
-                        f"price columns found {[f'{component}_{m}' for m in markets]})",
-                        "export 'Day-Ahead Hourly LMPs' or 'Real-Time Hourly LMPs' from Data Miner 2 as CSV")
+        raise DataError(
+            file,
+            f"is not a da_hrl_lmps / rt_hrl_lmps export (missing {missing or []}, "
+            f"price columns found {[f'{component}_{m}' for m in markets]})",
+            "export 'Day-Ahead Hourly LMPs' or 'Real-Time Hourly LMPs' from Data Miner 2 as CSV",
+        )
     market = markets[0]
     column = f"{component}_{market}"
     current = raw[_as_bool(raw["row_is_current"])]
@@ -197,50 +282,79 @@ def load_pjm_lmps(path, pnode=None, component: str = "total_lmp") -> pd.Series:
     if pnode is None:
         if len(ids) != 1:
             listing = ", ".join(f"{i} ({n})" for i, n in ids.head(10).itertuples(index=False))
-            raise DataError(file, f"holds {len(ids)} pnodes: {listing}", "pass pnode= one of these ids or names",
-                            column="pnode_id")
+            raise DataError(
+                file, f"holds {len(ids)} pnodes: {listing}", "pass pnode= one of these ids or names", column="pnode_id"
+            )
         chosen = current
     else:
         by_id = current["pnode_id"].astype(str) == str(pnode)
         by_name = current["pnode_name"].astype(str).str.strip().str.lower() == str(pnode).strip().lower()
         chosen = current[by_id | by_name]
         if chosen.empty:
-            raise DataError(file, f"no current rows for pnode {pnode!r}",
-                            f"use one of {list(ids['pnode_id'])[:10]} / {list(ids['pnode_name'])[:10]}",
-                            column="pnode_id")
+            raise DataError(
+                file,
+                f"no current rows for pnode {pnode!r}",
+                f"use one of {list(ids['pnode_id'])[:10]} / {list(ids['pnode_name'])[:10]}",
+                column="pnode_id",
+            )
         if chosen["pnode_id"].nunique() > 1:
-            raise DataError(file, f"pnode {pnode!r} matches several pnode ids {sorted(chosen['pnode_id'].unique())}",
-                            "pass the numeric pnode_id", column="pnode_id")
+            raise DataError(
+                file,
+                f"pnode {pnode!r} matches several pnode ids {sorted(chosen['pnode_id'].unique())}",
+                "pass the numeric pnode_id",
+                column="pnode_id",
+            )
     utc = _parse_pjm_times(chosen["datetime_beginning_utc"], file, "datetime_beginning_utc").tz_localize("UTC")
     node = f"{chosen['pnode_id'].iloc[0]} ({chosen['pnode_name'].iloc[0]})"
     if "datetime_beginning_ept" in chosen.columns:
         ept = _parse_pjm_times(chosen["datetime_beginning_ept"], file, "datetime_beginning_ept")
         bad = np.flatnonzero(utc.tz_convert(PJM_TZ).tz_localize(None) != ept)
         if bad.size:
-            raise DataError(file, f"datetime_beginning_ept {ept[bad[0]]} is not datetime_beginning_utc in Eastern "
-                            f"time ({bad.size} rows)", "export both columns from Data Miner 2 unchanged",
-                            home=f"pnode {node}", time=utc[bad[0]], column="datetime_beginning_ept")
+            raise DataError(
+                file,
+                f"datetime_beginning_ept {ept[bad[0]]} is not datetime_beginning_utc in Eastern time ({bad.size} rows)",
+                "export both columns from Data Miner 2 unchanged",
+                home=f"pnode {node}",
+                time=utc[bad[0]],
+                column="datetime_beginning_ept",
+            )
     price = pd.to_numeric(chosen[column], errors="coerce").to_numpy(dtype=float)
     series = pd.Series(price, index=pd.DatetimeIndex(utc, name="datetime_beginning_utc"), name="lmp_usd_per_mwh")
     series = series.sort_index()
     nan = np.flatnonzero(~np.isfinite(series.to_numpy()))
     if nan.size:
-        raise DataError(file, f"{column} is empty or not a number ({nan.size} hours)",
-                        "re-export the period, or pass a file without gaps", home=f"pnode {node}",
-                        time=series.index[nan[0]], column=column)
+        raise DataError(
+            file,
+            f"{column} is empty or not a number ({nan.size} hours)",
+            "re-export the period, or pass a file without gaps",
+            home=f"pnode {node}",
+            time=series.index[nan[0]],
+            column=column,
+        )
     dup = series.index.duplicated()
     if dup.any():
-        raise DataError(file, f"{dup.sum()} hours appear twice among the current rows",
-                        "keep one current row per hour (check row_is_current / version_nbr)",
-                        home=f"pnode {node}", time=series.index[np.argmax(dup)], column="datetime_beginning_utc")
+        raise DataError(
+            file,
+            f"{dup.sum()} hours appear twice among the current rows",
+            "keep one current row per hour (check row_is_current / version_nbr)",
+            home=f"pnode {node}",
+            time=series.index[np.argmax(dup)],
+            column="datetime_beginning_utc",
+        )
     full = pd.date_range(series.index[0], series.index[-1], freq="h")
     if len(full) != len(series):
         gap = full.difference(series.index)
-        raise DataError(file, f"{len(gap)} hours are missing between {series.index[0]} and {series.index[-1]}",
-                        "export a continuous period (PJM publishes every hour)", home=f"pnode {node}",
-                        time=gap[0], column="datetime_beginning_utc")
-    series.attrs.update(pnode_id=int(chosen["pnode_id"].iloc[0]), pnode_name=str(chosen["pnode_name"].iloc[0]),
-                        market=market, file=file)
+        raise DataError(
+            file,
+            f"{len(gap)} hours are missing between {series.index[0]} and {series.index[-1]}",
+            "export a continuous period (PJM publishes every hour)",
+            home=f"pnode {node}",
+            time=gap[0],
+            column="datetime_beginning_utc",
+        )
+    series.attrs.update(
+        pnode_id=int(chosen["pnode_id"].iloc[0]), pnode_name=str(chosen["pnode_name"].iloc[0]), market=market, file=file
+    )
     return series
 
 
@@ -260,9 +374,12 @@ def lmp_for_date(series: pd.Series, date, tz: str = PJM_TZ) -> np.ndarray:
     hours = local[sel].hour
     if sel.sum() != HOURS or len(set(hours)) != HOURS:
         span = f"{local.min()} to {local.max()}" if len(local) else "empty"
-        raise DataError(series.attrs.get("file", "LMP series"), f"{date.date()} has {int(sel.sum())} hours in {tz} "
-                        f"(series covers {span})",
-                        "choose a date inside the series and not a daylight-saving change day", time=date.date())
+        raise DataError(
+            series.attrs.get("file", "LMP series"),
+            f"{date.date()} has {int(sel.sum())} hours in {tz} (series covers {span})",
+            "choose a date inside the series and not a daylight-saving change day",
+            time=date.date(),
+        )
     values = series.to_numpy(dtype=float)[sel]
     return values[np.argsort(hours)]
 
@@ -285,28 +402,30 @@ def lmp_statistics(series: pd.Series, tz: str = PJM_TZ) -> pd.Series:
     weekend = weekday_class(local.tz_localize(None).normalize()) == "weekend"
     summer, winter = _profile(p, tz, [6, 7, 8]), _profile(p, tz, [12, 1, 2])
     overall = _profile(p, tz, range(1, 13))
-    return pd.Series({
-        "hours": float(len(p)),
-        "mean ($/MWh)": mean,
-        "std / mean": p.std() / mean,
-        "p05 / mean": p.quantile(0.05) / mean,
-        "median / mean": p.median() / mean,
-        "p95 / mean": p.quantile(0.95) / mean,
-        "p99 / mean": p.quantile(0.99) / mean,
-        "max / mean": p.max() / mean,
-        "share of hours > 2 x mean": float((p > 2 * mean).mean()),
-        "share of hours < 0": float((p < 0).mean()),
-        "daily profile peak / trough": np.nanmax(overall) / np.nanmin(overall),
-        "peak hour, summer (EPT)": float(np.nanargmax(summer)),
-        "peak hour, winter (EPT)": float(np.nanargmax(winter)),
-        "weekend / weekday mean": p[weekend].mean() / p[~weekend].mean(),
-        "daily mean: std / mean": daily.std() / daily.mean(),
-        "monthly mean: max / min": (lambda m: m.max() / m.min())(p.groupby(local.month).mean()),
-        "autocorrelation log LMP, lag 1 h": logp.autocorr(1),
-        "autocorrelation log LMP, lag 24 h": logp.autocorr(24),
-        "autocorrelation log LMP, lag 168 h": logp.autocorr(168),
-        "autocorrelation daily mean, lag 1 day": daily.autocorr(1),
-    })
+    return pd.Series(
+        {
+            "hours": float(len(p)),
+            "mean ($/MWh)": mean,
+            "std / mean": p.std() / mean,
+            "p05 / mean": p.quantile(0.05) / mean,
+            "median / mean": p.median() / mean,
+            "p95 / mean": p.quantile(0.95) / mean,
+            "p99 / mean": p.quantile(0.99) / mean,
+            "max / mean": p.max() / mean,
+            "share of hours > 2 x mean": float((p > 2 * mean).mean()),
+            "share of hours < 0": float((p < 0).mean()),
+            "daily profile peak / trough": np.nanmax(overall) / np.nanmin(overall),
+            "peak hour, summer (EPT)": float(np.nanargmax(summer)),
+            "peak hour, winter (EPT)": float(np.nanargmax(winter)),
+            "weekend / weekday mean": p[weekend].mean() / p[~weekend].mean(),
+            "daily mean: std / mean": daily.std() / daily.mean(),
+            "monthly mean: max / min": (lambda m: m.max() / m.min())(p.groupby(local.month).mean()),
+            "autocorrelation log LMP, lag 1 h": logp.autocorr(1),
+            "autocorrelation log LMP, lag 24 h": logp.autocorr(24),
+            "autocorrelation log LMP, lag 168 h": logp.autocorr(168),
+            "autocorrelation daily mean, lag 1 day": daily.autocorr(1),
+        }
+    )
 
 
 def compare_lmp(synthetic: pd.Series, real: pd.Series, tz: str = PJM_TZ) -> pd.DataFrame:
@@ -319,5 +438,3 @@ def compare_lmp(synthetic: pd.Series, real: pd.Series, tz: str = PJM_TZ) -> pd.D
         table.loc[f"daily profile correlation, {label}"] = [r, 1.0]
     table.index.name = "statistic"
     return table
-
-

@@ -57,20 +57,29 @@ def scenario_pool(date, homes, measured: pd.DataFrame, flags: pd.DataFrame | Non
     present = set(flags.index.get_level_values("home"))
     unknown = [h for h in homes if h not in present]
     if unknown:
-        raise DataError("measured frame", f"unknown homes {unknown}", f"use homes of the data, e.g. {sorted(present)[:5]}")
+        raise DataError(
+            "measured frame", f"unknown homes {unknown}", f"use homes of the data, e.g. {sorted(present)[:5]}"
+        )
     sub = flags.loc[flags.index.get_level_values("home").isin(homes)]
     dates = sub.index.get_level_values("date")
     if date not in set(dates):
-        raise DataError("measured frame", f"the date {date.date()} is not in the data "
-                        f"({dates.min().date()} to {dates.max().date()})", "choose a date inside the measured period",
-                        time=date.date())
+        raise DataError(
+            "measured frame",
+            f"the date {date.date()} is not in the data ({dates.min().date()} to {dates.max().date()})",
+            "choose a date inside the measured period",
+            time=date.date(),
+        )
     target = sub[dates == date]
     if target["flagged"].any():
         row = target[target["flagged"]].iloc[0]
         home = target[target["flagged"]].index[0][0]
-        raise DataError("measured frame", f"the target date is flagged '{row['reason']}'",
-                        "choose another date or other homes (see day_flags / home_quality)", home=home,
-                        time=date.date())
+        raise DataError(
+            "measured frame",
+            f"the target date is flagged '{row['reason']}'",
+            "choose another date or other homes (see day_flags / home_quality)",
+            home=home,
+            time=date.date(),
+        )
     per_day = sub.groupby(level="date")["flagged"].agg(["any", "size"])
     ok = per_day[~per_day["any"] & (per_day["size"] == len(homes))].index
     ok = pd.DatetimeIndex(ok)
@@ -78,8 +87,14 @@ def scenario_pool(date, homes, measured: pd.DataFrame, flags: pd.DataFrame | Non
     return ok[same]
 
 
-def similar_days(date, n_scenarios: int = 10, seed: int = 0, homes=None, measured: pd.DataFrame | None = None,
-                 flags: pd.DataFrame | None = None) -> pd.DatetimeIndex:
+def similar_days(
+    date,
+    n_scenarios: int = 10,
+    seed: int = 0,
+    homes=None,
+    measured: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
+) -> pd.DatetimeIndex:
     """The S scenario days of ``date`` (module docstring): the target plus S - 1 seeded draws from the pool.
 
     ``homes`` defaults to every home of ``measured``; ``measured`` to the CityLearn homes. Returned in
@@ -92,17 +107,27 @@ def similar_days(date, n_scenarios: int = 10, seed: int = 0, homes=None, measure
     date = pd.Timestamp(date).normalize()
     pool = scenario_pool(date, homes, measured, flags)
     if len(pool) < n_scenarios:
-        raise DataError("measured frame", f"only {len(pool)} clean {weekday_class([date])[0]} days in "
-                        f"{date.strftime('%B %Y')} for these {len(homes)} homes, {n_scenarios} scenarios asked",
-                        "ask for fewer scenarios, fewer homes, or another date", time=date.date())
+        raise DataError(
+            "measured frame",
+            f"only {len(pool)} clean {weekday_class([date])[0]} days in "
+            f"{date.strftime('%B %Y')} for these {len(homes)} homes, {n_scenarios} scenarios asked",
+            "ask for fewer scenarios, fewer homes, or another date",
+            time=date.date(),
+        )
     others = pool[pool != date]
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(others), size=n_scenarios - 1, replace=False)
     return pd.DatetimeIndex(sorted([date, *others[pick]]))
 
 
-def build_scenarios(date, n_scenarios: int = 10, seed: int = 0, homes=None, measured: pd.DataFrame | None = None,
-                    flags: pd.DataFrame | None = None) -> Scenarios:
+def build_scenarios(
+    date,
+    n_scenarios: int = 10,
+    seed: int = 0,
+    homes=None,
+    measured: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
+) -> Scenarios:
     """Load and PV of ``homes`` on the S similar days of ``date``: a :class:`Scenarios` (N, S, 24) in kW."""
     measured = load_measured_homes() if measured is None else measured
     flags = _flags(measured, flags)
@@ -121,8 +146,14 @@ def resampled_homes(home_ids) -> list[str]:
     return [h for h in home_ids if RESAMPLED_ID.fullmatch(str(h))]
 
 
-def resample_homes(scenarios: Scenarios, n_new: int, seed: int = 0, measured: pd.DataFrame | None = None,
-                   flags: pd.DataFrame | None = None, start: int = 1) -> Scenarios:
+def resample_homes(
+    scenarios: Scenarios,
+    n_new: int,
+    seed: int = 0,
+    measured: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
+    start: int = 1,
+) -> Scenarios:
     """``n_new`` resampled homes for larger communities, on the same scenario days as ``scenarios``.
 
     Home k copies a source home drawn uniformly from ``scenarios.homes``, with its own scale factors

@@ -78,7 +78,7 @@ class PriceSource:
     def file(self) -> str:
         """What an error names as the file: the price data read, or the generator."""
         if self.kind == "ercot":
-            from .ercot import _extract_path  # noqa: PLC0415
+            from .ercot import _extract_path
 
             return str(_extract_path())
         return self.name if self.kind == "pjm-file" else "synthetic_lmp (pjm-like)"
@@ -101,15 +101,16 @@ class PriceSource:
             return lmp_for_date(synthetic_lmp(day.year, seed=seed), day) / 1000.0
         if self.kind == "ercot":
             if day.year not in ERCOT_YEARS:
-                raise self._missing(where, f"the ERCOT extract holds {ERCOT_YEARS[0]}-01-01 to "
-                                    f"{ERCOT_YEARS[-1]}-12-31", day)
+                raise self._missing(
+                    where, f"the ERCOT extract holds {ERCOT_YEARS[0]}-01-01 to {ERCOT_YEARS[-1]}-12-31", day
+                )
             series = load_ercot(day.year, ERCOT_POINT)
         else:
             series = self.series
         local = series.index.tz_convert(self.tz).tz_localize(None)
         hours = int((local.normalize() == day).sum())
         if hours != 24:
-            midnight = lambda d: d.tz_localize(self.tz).utcoffset()  # noqa: E731
+            midnight = lambda d: d.tz_localize(self.tz).utcoffset()
             if hours in (23, 25) and midnight(day) != midnight(day + pd.Timedelta(days=1)):
                 raise self._dst(where, hours, day)
             held = f"only {hours} of its 24 hours are there; " if hours else ""
@@ -131,18 +132,28 @@ class PriceSource:
             return f"prices {self.name}: {self.label}, {home:%a %Y-%m-%d}{drawn} (Eastern clock hours)"
         day = self.price_day(home)
         clock = "Central" if self.tz == ERCOT_TZ else "Eastern"
-        return (f"prices {self.tag}: {self.label}, the day {day:%a %Y-%m-%d} for the home day {home:%a %Y-%m-%d} "
-                f"(same weekday nearest to its month and day; hour by {clock} clock hour)")
+        return (
+            f"prices {self.tag}: {self.label}, the day {day:%a %Y-%m-%d} for the home day {home:%a %Y-%m-%d} "
+            f"(same weekday nearest to its month and day; hour by {clock} clock hour)"
+        )
 
     def _dst(self, where: str, hours: int, day) -> DataError:
         change = "springs forward" if hours == 23 else "falls back"
-        return DataError(self.file, f"{where}: {DST_PRICE_DAY}, {hours} hours ({self.tz} {change}), and a case "
-                         "needs 24", "exclude this home day (a study records it as failed with this reason) or "
-                         "choose another date or price source", time=day.date())
+        return DataError(
+            self.file,
+            f"{where}: {DST_PRICE_DAY}, {hours} hours ({self.tz} {change}), and a case needs 24",
+            "exclude this home day (a study records it as failed with this reason) or "
+            "choose another date or price source",
+            time=day.date(),
+        )
 
     def _missing(self, where: str, span: str, day) -> DataError:
-        return DataError(self.file, f"{where}: the day is {MISSING_PRICE_DAY} ({span})",
-                         f"choose another date, or a price source that covers it: {CHOICES}", time=day.date())
+        return DataError(
+            self.file,
+            f"{where}: the day is {MISSING_PRICE_DAY} ({span})",
+            f"choose another date, or a price source that covers it: {CHOICES}",
+            time=day.date(),
+        )
 
     def __reduce__(self):  # joblib / Dask workers get the source as made (a file is not read again)
         return (PriceSource, (self.name, self.label, self.tag, self.kind, self.tz, self.year, self.series))
@@ -157,24 +168,31 @@ def file_tag(path) -> str:
 
 
 def _unknown(value) -> DataError:
-    return DataError("prices", f"{value!r} is not a price source (no such name, and no such file)",
-                     f"choose {CHOICES}")
+    return DataError("prices", f"{value!r} is not a price source (no such name, and no such file)", f"choose {CHOICES}")
 
 
 def _pjm_file(path: Path) -> PriceSource:
     try:
         series = load_pjm_lmps(path)
     except DataError as exc:
-        raise DataError(exc.file, " ".join(exc.problem.split()), f"{exc.fix}; or choose another price source: "
-                        f"{CHOICES}", home=exc.home, time=exc.time, column=exc.column) from None
+        raise DataError(
+            exc.file,
+            " ".join(exc.problem.split()),
+            f"{exc.fix}; or choose another price source: {CHOICES}",
+            home=exc.home,
+            time=exc.time,
+            column=exc.column,
+        ) from None
     if series.attrs["market"] != "da":
-        raise DataError(str(path), "is a real-time export (rt_hrl_lmps); the aggregator buys at the day-ahead LMP",
-                        f"export 'Day-Ahead Hourly LMPs' (da_hrl_lmps) from Data Miner 2; the price sources: {CHOICES}",
-                        column="total_lmp_rt")
+        raise DataError(
+            str(path),
+            "is a real-time export (rt_hrl_lmps); the aggregator buys at the day-ahead LMP",
+            f"export 'Day-Ahead Hourly LMPs' (da_hrl_lmps) from Data Miner 2; the price sources: {CHOICES}",
+            column="total_lmp_rt",
+        )
     years = pd.Series(series.index.tz_convert(PJM_TZ).year).value_counts()
     year = int(years[years == years.max()].index.min())  # [choice] the year holding most of its hours
-    label = (f"PJM day-ahead {series.attrs['pnode_name']} (pnode {series.attrs['pnode_id']}) {year}, "
-             f"file {path.name}")
+    label = f"PJM day-ahead {series.attrs['pnode_name']} (pnode {series.attrs['pnode_id']}) {year}, file {path.name}"
     return PriceSource(str(path), label, file_tag(path), "pjm-file", PJM_TZ, year, series)
 
 
