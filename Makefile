@@ -22,7 +22,7 @@ SAVE        ?=
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13, or CASE=dir;"
+	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13 PRICES=ercot-2022, or CASE=dir;"
 	@echo "  SHAPLEY_SAMPLES=16 samples the Shapley value of notebook 08 above 14 homes (each order: one clearing per home)"
 	@echo "  parameter of report: RUN=results/runs/<tag> (default: the reference run)"
 
