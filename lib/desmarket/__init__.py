@@ -66,6 +66,7 @@ from .model import (
     read_operation,
     solve,
 )
+from .paper import PAPER_PROFIT_RATE
 from .settlement import (
     Settlement,
     contribution_rates,
@@ -125,6 +126,7 @@ __all__ = [
     "Study",
     "Workbench",
     "run_study",
+    "PAPER_PROFIT_RATE",
     # fairness: the cooperative game of the market
     "coalition_value",
     "coalition_values",

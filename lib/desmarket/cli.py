@@ -27,6 +27,7 @@ from pathlib import Path
 
 from desmarket.case import count_of as _count
 from desmarket.errors import OutputError
+from desmarket.paper import PAPER_PROFIT_RATE
 
 #: The fix that an OSError's errno calls for, in the one line of an :class:`OutputError`.
 OUTPUT_FIXES = {
@@ -457,7 +458,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profit-rate",
         type=unit_rate,
-        default=0.2,
+        default=PAPER_PROFIT_RATE,
         help="ρ in [0, 1], the aggregator's profit rate (default: %(default)s)",
     )
     p.add_argument(

@@ -20,6 +20,7 @@ import pandas as pd
 from .data import DEFAULT_PRICES, build_case, load_measured_homes, price_source
 from .engine import clear_market, solve_independent
 from .errors import CASE_FAILURES, failure_reason, quiet_warnings
+from .paper import PAPER_PROFIT_RATE
 from .pieces import run_tasks
 from .report import gini
 from .results import settled_study
@@ -37,7 +38,7 @@ def size_row(
     date,
     measured: pd.DataFrame,
     n_scenarios: int = 10,
-    profit_rate: float = 0.2,
+    profit_rate: float = PAPER_PROFIT_RATE,
     prices=DEFAULT_PRICES,
 ) -> dict:
     """The size-study quantities of one community (see the module docstring); times in seconds, one worker.

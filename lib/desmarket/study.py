@@ -32,6 +32,7 @@ from .engine import DEFAULT_SOLVERS, clear_market, solve_independent
 from .errors import CASE_FAILURES, CaseError, failure_reason
 from .formulation import Prices, case_block, check_battery_scale, formulate
 from .model import Operation, RoutingWarning, assemble_operation, trade_limits
+from .paper import PAPER_PROFIT_RATE
 from .pieces import (
     CHUNK_ROWS,
     clearing_pieces,
@@ -45,7 +46,7 @@ from .results import settled_study as settled_study
 from .settlement import settle
 
 
-def run_study(case: Case, profit_rate: float = 0.2, **solve_kw) -> Study:
+def run_study(case: Case, profit_rate: float = PAPER_PROFIT_RATE, **solve_kw) -> Study:
     """Solve M1 and the clearing once (:mod:`desmarket.engine`, ``solve_kw`` passed on), settle under M2 and M3."""
     return settled_study(case, solve_independent(case, **solve_kw), clear_market(case, **solve_kw), profit_rate)
 
@@ -261,7 +262,7 @@ class Workbench:
             )
         return variant, ops[0], ops[1]
 
-    def study(self, profit_rate: float = 0.2, **changes) -> Study:
+    def study(self, profit_rate: float = PAPER_PROFIT_RATE, **changes) -> Study:
         """A settled :class:`Study` with some inputs changed (keywords of :meth:`operations`)."""
         variant, m1, market = self.operations(**changes)
         return settled_study(variant, m1, market, profit_rate)
@@ -325,7 +326,7 @@ def failed_sensitivity_row(choice: str, value: str, exc: Exception) -> dict:
 
 
 def sensitivity(
-    bench: Workbench, profit_rate: float = 0.2, n_scenarios_options=(1, 5), progress: bool | None = None
+    bench: Workbench, profit_rate: float = PAPER_PROFIT_RATE, n_scenarios_options=(1, 5), progress: bool | None = None
 ) -> pd.DataFrame:
     """Headline numbers when each [choice] of MODEL.md changes, one at a time, on one :class:`Workbench`.
 

@@ -19,6 +19,7 @@ import pandas as pd
 from .data import DEFAULT_PRICES, build_case, day_flags, load_measured_homes, price_source
 from .data.sources import DST_PRICE_DAY, MISSING_PRICE_DAY
 from .errors import CASE_FAILURES, failure_reason, quiet_warnings
+from .paper import PAPER_PROFIT_RATE
 from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
 from .study import run_study
@@ -39,7 +40,7 @@ def day_claims(
     n_homes: int = 10,
     n_scenarios: int = 10,
     seed: int = 0,
-    profit_rate: float = 0.2,
+    profit_rate: float = PAPER_PROFIT_RATE,
     prices=DEFAULT_PRICES,
 ) -> dict:
     """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, a
