@@ -6,7 +6,7 @@ from joblib import parallel_config
 
 import desmarket as dm
 from desmarket import coordinated, engine, formulation, pieces
-from desmarket.synthetic import random_case
+from desmarket.synthetic import infeasible_case, random_case
 
 T = dm.HOURS
 # congested cases book some flows pro rata above a limit (MODEL.md tie-break); that is tested in test_model.py
@@ -182,16 +182,7 @@ def test_bad_coordination_settings(bad):
 
 
 def test_infeasible_home_is_an_error_for_every_method(method):
-    case = dm.create_case(
-        np.full((2, 1, T), 5.0),
-        np.zeros((2, 1, T)),
-        utility_a=0.0,
-        utility_b=0.3,
-        lmp=np.full(T, 0.04),
-        battery_kwh=0.0,
-        battery_kw=0.0,
-        grid_limit_kw=1.0,
-    )
+    case = infeasible_case(2)
     with pytest.raises(dm.SolverError, match="infeasible"):
         dm.clear_market(case, method=method)
 

@@ -7,7 +7,7 @@ import pytest
 
 import desmarket as dm
 from desmarket import model
-from desmarket.synthetic import random_case
+from desmarket.synthetic import infeasible_case, random_case
 
 T = dm.HOURS
 
@@ -155,16 +155,7 @@ def test_parameters_resolve_without_rebuild():
 
 
 def test_infeasible_case_raises_solver_error(method, tol):
-    case = dm.create_case(
-        np.full((1, 1, T), 5.0),
-        np.zeros((1, 1, T)),
-        utility_a=0.0,
-        utility_b=0.3,
-        lmp=np.full(T, 0.04),
-        battery_kwh=0.0,
-        battery_kw=0.0,
-        grid_limit_kw=1.0,
-    )
+    case = infeasible_case(1)
     with pytest.raises(
         dm.InfeasibleCaseError,
         match=r"home '1' cannot be served without a market \(M1\) in "

@@ -16,6 +16,7 @@ import pytest
 import desmarket as dm
 from desmarket import limits
 from desmarket.io import project_root
+from desmarket.synthetic import infeasible_case
 
 spec = importlib.util.spec_from_file_location("reproduce", project_root() / "scripts" / "reproduce.py")
 reproduce = importlib.util.module_from_spec(spec)
@@ -121,16 +122,7 @@ def _identical_homes(path):
 
 
 def _infeasible(path):
-    dm.create_case(
-        np.full((1, 1, T), 5.0),
-        np.zeros((1, 1, T)),
-        utility_a=0.0,
-        utility_b=0.3,
-        lmp=np.full(T, 0.04),
-        battery_kwh=0.0,
-        battery_kw=0.0,
-        grid_limit_kw=1.0,
-    ).save(path)
+    infeasible_case(1).save(path)
 
 
 @pytest.mark.parametrize(

@@ -799,10 +799,8 @@ def _validate_scenarios(frame) -> tuple[tuple[str, ...], np.ndarray]:
     return tuple(ids), p
 
 
-def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
-    file = "prices.csv"
-    frame = _require_columns(frame, file, PRICE_COLUMNS)
-    hour = _numeric(frame, file, "hour")
+def _check_hours(hour: np.ndarray, frame, file: str) -> None:
+    """Every value of the ``hour`` column is an hour-beginning 0..23 (prices.csv and profiles.csv)."""
     _check(
         np.isin(hour, np.arange(HOURS)),
         frame,
@@ -811,6 +809,13 @@ def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
         f"hour must be an integer 0..{HOURS - 1}",
         "use hour-beginning 0..23",
     )
+
+
+def _validate_prices(frame, market: Market) -> tuple[np.ndarray, np.ndarray]:
+    file = "prices.csv"
+    frame = _require_columns(frame, file, PRICE_COLUMNS)
+    hour = _numeric(frame, file, "hour")
+    _check_hours(hour, frame, file)
     _unique(hour.astype(int).astype(str), frame, file, "hour")
     if len(frame) != HOURS:
         missing = sorted(set(range(HOURS)) - set(hour.astype(int)))
@@ -911,14 +916,7 @@ def _validate_profiles(frame, home_ids: tuple[str, ...], scen_ids: tuple[str, ..
         f"unknown scenario '{scens[np.argmin(s_idx)]}'" if (s_idx < 0).any() else "",
         "every scenario must have a row in scenarios.csv",
     )
-    _check(
-        np.isin(hour, np.arange(HOURS)),
-        frame,
-        file,
-        "hour",
-        f"hour must be an integer 0..{HOURS - 1}",
-        "use hour-beginning 0..23",
-    )
+    _check_hours(hour, frame, file)
     _check(load >= 0, frame, file, "load_kw", "negative load", "loads are consumption in kW, >= 0")
     _check(pv >= 0, frame, file, "pv_kw", "negative PV output", "PV output is generation in kW, >= 0")
     _check_range(load, frame, file, "load_kw")

@@ -49,3 +49,18 @@ def random_case(
         probability=rng.dirichlet(np.full(s, 2.0)),
         battery_kwh=battery,
     )
+
+
+def infeasible_case(n_homes: int = 1) -> Case:
+    """The smallest infeasible community: ``n_homes`` homes of 5 kW fixed-shape load, no PV, no battery, behind a
+    1 kW connection (Eq. 7 cannot meet Eq. 9). For the tests of every method's and the runner's infeasible path."""
+    return create_case(
+        np.full((n_homes, 1, HOURS), 5.0),
+        np.zeros((n_homes, 1, HOURS)),
+        utility_a=0.0,
+        utility_b=0.3,
+        lmp=np.full(HOURS, 0.04),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+        grid_limit_kw=1.0,
+    )
