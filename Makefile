@@ -14,6 +14,8 @@ DATE        ?=
 PRICES      ?=
 CASE        ?=
 SHAPLEY_SAMPLES ?=
+# FRESH=1 recomputes every row of the per-day tables instead of reusing rows whose inputs are unchanged
+FRESH       ?=
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
 
@@ -23,6 +25,7 @@ SAVE        ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  parameters of reproduce: HOMES=10 SCENARIOS=10 PROFIT_RATE=0.2 SEED=0 DATE=2017-06-13 PRICES=ercot-2022, or CASE=dir;"
+	@echo "  FRESH=1 recomputes every row of the per-day tables (by default rows whose inputs are unchanged are reused)"
 	@echo "  SHAPLEY_SAMPLES=16 samples the Shapley value of notebook 08 above 14 homes (each order: one clearing per home)"
 	@echo "  parameter of report: RUN=results/runs/<tag> (default: the reference run)"
 
@@ -66,7 +69,7 @@ unit: $(STAMP)  ## unit tests only
 # shell: CASE="site (2023)" is one path and a value with ; or backquotes is one (invalid) value, not a command.
 # $(value ...) hands over the text as given, without expanding make references in it; unexport keeps make
 # from exporting (and so expanding) the variables themselves.
-unexport HOMES SCENARIOS PROFIT_RATE SEED DATE PRICES CASE SHAPLEY_SAMPLES
+unexport HOMES SCENARIOS PROFIT_RATE SEED DATE PRICES CASE SHAPLEY_SAMPLES FRESH
 reproduce: export REPRODUCE_HOMES = $(value HOMES)
 reproduce: export REPRODUCE_SCENARIOS = $(value SCENARIOS)
 reproduce: export REPRODUCE_PROFIT_RATE = $(value PROFIT_RATE)
@@ -75,6 +78,7 @@ reproduce: export REPRODUCE_DATE = $(value DATE)
 reproduce: export REPRODUCE_PRICES = $(value PRICES)
 reproduce: export REPRODUCE_CASE = $(value CASE)
 reproduce: export REPRODUCE_SHAPLEY_SAMPLES = $(value SHAPLEY_SAMPLES)
+reproduce: export REPRODUCE_FRESH = $(value FRESH)
 
 reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every table and figure
 	$(PY) scripts/reproduce.py

@@ -56,6 +56,7 @@ MAKE_VARIABLES = {
     "PRICES": "--prices",
     "CASE": "--case",
     "SHAPLEY_SAMPLES": "--shapley-samples",
+    "FRESH": "--fresh",
 }
 ENV_PREFIX = "REPRODUCE_"
 #: Exit status after SIGINT / SIGTERM (the shell's 128 + signal number).
@@ -135,6 +136,12 @@ def parse(argv=None) -> dict:
         help="above 14 homes, notebook 08 samples the Shapley value from this many orders",
     )
     parser.add_argument(
+        "--fresh",
+        type=switch,
+        help="1: recompute every row of the per-day tables instead of reusing the rows whose inputs are unchanged "
+        "(desmarket.daycache); it changes no result, so not the run folder",
+    )
+    parser.add_argument(
         "--case",
         dest="case_dir",
         help="a case directory (README, 'Case format'): run the study "
@@ -147,6 +154,13 @@ def parse(argv=None) -> dict:
         if clash:
             parser.error(f"--case fixes the homes, scenarios and prices; {', '.join(clash)} do not apply to it")
     return args
+
+
+def switch(text: str) -> bool:
+    """argparse type of an on/off make variable: 1 or 0."""
+    if text.strip() not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"must be 1 or 0, got {text!r}")
+    return text.strip() == "1"
 
 
 def price_name(text: str) -> str:
@@ -528,13 +542,14 @@ def run_chain(chain: Chain) -> int:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    fresh = args.pop("fresh", False)  # how the tables are computed, not what they hold: not part of the run tag
     check_data(args)
     case = check_case(args)
     run_dir = run_folder(args) if args else "results"
     check_location(args, run_dir)
     if args:  # the reference run is known to run; a parameterised one is tried once first
         preflight(args, case)
-    params = {**args, "run_dir": run_dir}
+    params = {**args, "run_dir": run_dir, **({"fresh": True} if fresh else {})}
     print(f"parameters: {params}")
     start = time.perf_counter()
     status = run_chain(Chain(params, reference=not args))

@@ -11,7 +11,7 @@ PACKAGE = project_root() / "lib" / "desmarket"
 #: Bottom to top; a module may import only modules of its own layer or below (the package ``__init__`` and the
 #: command line sit on top of everything).
 LAYERS = [
-    {"errors", "paper"},
+    {"errors", "paper", "daycache"},
     {"case", "limits", "synthetic"},
     {"formulation"},
     {"model"},

@@ -170,6 +170,15 @@ class RunPaths(NamedTuple):
 OUTPUT_ROOT_ENV = "DESMARKET_OUTPUT_ROOT"
 
 
+def cache_tables(run_dir, name: str) -> list[Path]:
+    """Earlier tables ``name`` whose rows a per-day study may reuse (:mod:`desmarket.daycache`): the published
+    table of run ``run_dir`` under the project root, then the committed reference table ``results/tables/name``
+    -- those that exist. A run executes into a staging folder, so its own output folder is never among them."""
+    root = project_root()
+    candidates = [resolve(run_dir) / "tables" / name, root / "results" / "tables" / name]
+    return [p for p in dict.fromkeys(candidates) if p.is_file()]
+
+
 def run_paths(run_dir="results") -> RunPaths:
     """The folders of a run under ``run_dir`` (relative to the project root, or to $DESMARKET_OUTPUT_ROOT)."""
     base = os.environ.get(OUTPUT_ROOT_ENV)

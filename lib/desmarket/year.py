@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .data import DEFAULT_PRICES, build_case, day_flags, load_measured_homes, price_source
-from .data.sources import DST_PRICE_DAY, MISSING_PRICE_DAY
-from .errors import CASE_FAILURES, failure_reason, quiet_warnings
+from .data.sources import DST_PRICE_DAY, MISSING_PRICE_DAY, PriceSource
+from .daycache import cached_rows, data_digest, row_key
+from .errors import CASE_FAILURES, DataError, failure_reason, quiet_warnings
 from .paper import PAPER_PROFIT_RATE
 from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
@@ -26,6 +27,9 @@ from .study import run_study
 
 #: Chunks of days per joblib task (each task receives the measured frame once).
 DAY_CHUNKS = 16
+#: Version of :func:`day_claims`: bump it when what a row holds or how it is computed changes, so that the
+#: rows kept in a committed ``claims_by_day.csv`` are recomputed (:mod:`desmarket.daycache`).
+CLAIMS_VERSION = 1
 
 
 def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
@@ -88,20 +92,58 @@ def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
     return [day_claims(d, measured, **kw) for d in dates]
 
 
+def day_key(
+    date,
+    measured_digest: str,
+    source: PriceSource,
+    study: str = "claims_by_day",
+    version: int = CLAIMS_VERSION,
+    **parameters,
+) -> str:
+    """The :func:`~desmarket.daycache.row_key` of one day of a per-day study: the study and its version, the
+    day, the digest of the measured homes (:func:`~desmarket.daycache.data_digest`), the day's 24 LMPs of
+    ``source`` (or, for a day without prices, the reason) and ``parameters`` (n_homes, seed, ...)."""
+    day = pd.Timestamp(date).strftime("%Y-%m-%d")
+    seed = parameters.get("seed", 0)
+    try:
+        lmp = data_digest(source.lmp(day, seed=seed))
+    except DataError as exc:
+        lmp = failure_reason(exc)
+    return row_key(study, version, date=day, homes=measured_digest, prices=source.tag, lmp=lmp, **parameters)
+
+
 def claims_by_day(
-    dates=None, measured: pd.DataFrame | None = None, n_jobs: int | None = -1, prices=DEFAULT_PRICES, **kw
+    dates=None,
+    measured: pd.DataFrame | None = None,
+    n_jobs: int | None = -1,
+    prices=DEFAULT_PRICES,
+    *,
+    tables=(),
+    fresh: bool = False,
+    **kw,
 ) -> pd.DataFrame:
     """One row per day (:func:`day_claims`), in calendar order; ``kw``: n_homes, n_scenarios, seed, profit_rate.
 
     ``prices``: the price source of every day (:func:`desmarket.data.price_source`), resolved once here: an
     unknown name or a malformed file raises its one :class:`~desmarket.errors.DataError` before any day is
     studied. Every day is seeded the same way, so a rerun gives the same table; failed days keep their reason.
+
+    ``tables``: earlier ``claims_by_day.csv`` files whose rows are reused where their ``key`` (:func:`day_key`:
+    the day, its data, its prices and every parameter) matches (:func:`desmarket.daycache.cached_rows`);
+    ``fresh=True`` recomputes every day. The frame's ``attrs["reused"]`` counts the reused rows.
     """
-    kw = {**kw, "prices": price_source(prices)}
+    source = price_source(prices)
+    kw = {"n_homes": 10, "n_scenarios": 10, "seed": 0, "profit_rate": PAPER_PROFIT_RATE, **kw}
     measured = load_measured_homes() if measured is None else measured
     dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
-    rows = map_chunks(_days_task, dates, (measured, kw), n_jobs, DAY_CHUNKS, progress="days")
-    return pd.DataFrame(rows).sort_values("date").set_index("date")
+    digest = data_digest(measured)
+    keys = [day_key(d, digest, source, **kw) for d in dates]
+    task_kw = {**kw, "prices": source}
+    compute = lambda missing: map_chunks(
+        _days_task, pd.DatetimeIndex(missing), (measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
+    )
+    frame = cached_rows(compute, list(dates), keys, tables, fresh=fresh)
+    return frame.sort_index()
 
 
 def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,113 @@
+"""Rows of the per-day studies kept between runs, keyed by everything they were computed from.
+
+A study over every day of the measured year (the claims of :mod:`desmarket.year`, the fairness verdicts, the
+two-stage values, the robustness of the claims to the price source) costs minutes to hours, and
+``make reproduce`` must stay within its budget. So every row such a study writes carries a ``key``
+(:func:`row_key`): a digest of the study's name and version, the day, every parameter of the row and a digest of
+the input data (:func:`data_digest`). :func:`cached_rows` computes only the rows whose key it finds in none of
+the tables it is given (the run's own last table, then the committed reference table) and reuses the others as
+they were written -- so a rerun writes the same bytes, and a row is recomputed as soon as anything it was
+computed from changes.
+
+What the key cannot see is the code: a study whose computation changes must bump its ``version`` (its module's
+``*_VERSION`` constant; CONTRIBUTING.md, "Cached per-day tables"). Two guards: ``fresh=True``
+(``make reproduce FRESH=1``) recomputes every row, and the test suite recomputes sampled rows of each committed
+table and compares them with what is written (tests/test_daycache.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Hex digits of a row key (sha256 prefix): 64 bits, far from a collision over a few thousand rows.
+KEY_DIGITS = 16
+
+
+def data_digest(*frames) -> str:
+    """A stable digest (16 hex digits) of input data: pandas frames or series (values, index and column names,
+    hashed by :func:`pandas.util.hash_pandas_object`), numpy arrays (their float64 bytes), or strings."""
+    h = hashlib.sha256()
+    for frame in frames:
+        if isinstance(frame, pd.DataFrame | pd.Series):
+            h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+            names = frame.columns if isinstance(frame, pd.DataFrame) else [frame.name]
+            h.update(repr([str(c) for c in names]).encode())
+        elif isinstance(frame, np.ndarray):
+            h.update(np.ascontiguousarray(frame, dtype="<f8").tobytes())
+        else:
+            h.update(str(frame).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:KEY_DIGITS]
+
+
+def row_key(study: str, version: int, **inputs) -> str:
+    """The key of one row: a digest (16 hex digits) of the study's name, its version and its ``inputs`` (the
+    day, every parameter, the data digests), each a JSON value; the order of ``inputs`` does not matter."""
+    text = json.dumps({"study": study, "version": int(version), **inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_DIGITS]
+
+
+def _known_rows(tables: Iterable[Path | str], index: str) -> dict[str, pd.Series]:
+    """Rows of the tables that exist, by key; the first table that holds a key wins."""
+    known: dict[str, pd.Series] = {}
+    for path in tables:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+        if "key" not in frame.columns or index not in frame.columns:
+            continue  # a table of an older layout: nothing in it can be reused
+        for _, row in frame.iterrows():
+            known.setdefault(row["key"], row)
+    return known
+
+
+def cached_rows(
+    compute: Callable[[list], list[dict]],
+    items: Sequence,
+    keys: Sequence[str],
+    tables: Iterable[Path | str] = (),
+    *,
+    index: str = "date",
+    fresh: bool = False,
+) -> pd.DataFrame:
+    """The rows of ``items`` (one per item, in order), each reused from ``tables`` where one holds its key.
+
+    ``compute(missing)`` is called once with the items whose key no table holds (all of them with ``fresh``)
+    and returns one dict per item, in order. ``keys``: :func:`row_key` of each item. A reused row is taken
+    as written (its text, so a table rewritten with the same rounding gives the same bytes); the frame comes
+    back with ``index`` as its index and a ``key`` column, its other columns parsed as a CSV of them would be.
+    """
+    if len(items) != len(keys):
+        raise ValueError(f"cached_rows: {len(items)} items but {len(keys)} keys")
+    known = {} if fresh else _known_rows(tables, index)
+    missing = [item for item, key in zip(items, keys, strict=True) if key not in known]
+    computed = iter(compute(missing) if missing else [])
+    rows = []
+    for key in keys:
+        if key in known:
+            rows.append({"reused": True, **known[key].to_dict(), "key": key})
+        else:
+            rows.append({"reused": False, **next(computed), "key": key})
+    frame = _reparse(pd.DataFrame(rows))
+    return frame.set_index(index)
+
+
+def _reparse(frame: pd.DataFrame) -> pd.DataFrame:
+    """Reused rows are text, computed rows are numbers: write the frame out and read it back, so that every
+    column has the one type a CSV of it has, whichever rows were reused."""
+    import io as _io
+
+    reused = frame.pop("reused").to_numpy(dtype=bool)
+    buffer = _io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.12g", lineterminator="\n")
+    buffer.seek(0)
+    out = pd.read_csv(buffer, keep_default_na=False, na_values=[""], dtype={"key": str})
+    out.attrs["reused"] = int(reused.sum())
+    return out
