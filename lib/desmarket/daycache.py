@@ -95,7 +95,8 @@ def cached_rows(
             rows.append({"reused": True, **known[key].to_dict(), "key": key})
         else:
             rows.append({"reused": False, **next(computed), "key": key})
-    frame = _reparse(pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
+    frame = _reparse(frame[[c for c in frame.columns if c != "key"] + ["key"]])  # the key last, whatever row is first
     return frame.set_index(index)
 
 
