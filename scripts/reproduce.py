@@ -144,7 +144,7 @@ def parse(argv=None) -> dict:
     parser.add_argument(
         "--case",
         dest="case_dir",
-        help="a case directory (README, 'Case format'): run the study "
+        help="a case directory (docs/usage/case-format.md): run the study "
         "on it instead of building one from the measured data",
     )
     argv = env_argv() + sys.argv[1:] if argv is None else argv

@@ -66,6 +66,45 @@ def _size_table(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _robustness_table(robust: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: per price source the paper day's value and the year's median with the share of days
+    agreeing in brackets; the paper's value and the verdict."""
+    sources = [c.removesuffix(" day") for c in robust.columns if c.endswith(" day")]
+    out = robust[["claim"]].copy()
+    for tag in sources:
+        out[f"{tag}: paper day / year median (days agreeing)"] = [
+            ("" if pd.isna(d) else f"{d:.3g}")
+            + " / "
+            + (y.split(" (")[0] if isinstance(y, str) else "")
+            + ("" if pd.isna(a) else f" ({100 * a:.0f} %)")
+            for d, y, a in robust[[f"{tag} day", f"{tag} year", f"{tag} agreeing"]].itertuples(index=False)
+        ]
+    out["paper"] = robust["paper"]
+    out["holds over the year for"] = robust["holds over the year"]
+    out["paper day agrees for"] = robust["paper day agrees"]
+    return out
+
+
+#: Rows of the README's horizon table: (column of horizon_summary.csv, heading, factor, format).
+HORIZON_ROWS = (
+    ("days", "days studied", 1, ".0f"),
+    ("surplus_usd_median", "ΔC, $/day (median)", 1, ".2f"),
+    ("market_peak_import_kw_median", "market's peak import, kW (median)", 1, ".1f"),
+    ("peak_import_change_pct_median", "peak import change vs M1, % (median)", 1, "+.0f"),
+    ("share_of_days_peak_raised", "days on which the market raises the peak import, %", 100, ".0f"),
+    ("share_of_days_peak_in_last_hour", "days with the peak in the last hour (23:00), %", 100, ".0f"),
+    ("market_import_last_hour_kw_median", "import in the last hour, kW (median)", 1, ".1f"),
+    ("share_of_days_peak_in_6_cheapest_hours", "days with the peak in one of the 6 cheapest hours, %", 100, ".0f"),
+)
+
+
+def _horizon_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per quantity of the horizon comparison over the year, one column per end-of-day rule."""
+    summary = summary.set_index("rule")
+    rows = {head: [format(k * summary.loc[r, col], fmt) for r in summary.index] for col, head, k, fmt in HORIZON_ROWS}
+    return pd.DataFrame(rows, index=summary.index).T.rename_axis("over the year").reset_index()
+
+
 def blocks() -> dict:
     read = lambda name: pd.read_csv(TABLES / name, keep_default_na=False, na_values=[""])
     if (TABLES / "scorecard_days.csv").exists():  # notebook 09: every row, with the share of days that agree
@@ -100,6 +139,21 @@ def blocks() -> dict:
         out["claims_by_season"] = _markdown(
             _season_table(pd.read_csv(TABLES / "claims_by_season.csv", keep_default_na=False, na_values=[""]))
         )
+    if (TABLES / "robustness.csv").exists():
+        out["robustness"] = _markdown(_robustness_table(read("robustness.csv")))
+    if (TABLES / "robustness_fairness.csv").exists():
+        fair = read("robustness_fairness.csv").drop(columns="key")
+        fair.columns = [
+            "prices",
+            "price day",
+            "ΔC, $/day",
+            "stand-alone share of ΔC",
+            "M3 core excess, $/day",
+            "aggregator Shapley share",
+        ]
+        out["robustness_fairness"] = _markdown(fair)
+    if (TABLES / "horizon_summary.csv").exists():
+        out["horizon_summary"] = _markdown(_horizon_table(read("horizon_summary.csv")))
     if (TABLES / "size_summary.csv").exists():
         out["size_summary"] = _markdown(_size_table(pd.read_csv(TABLES / "size_summary.csv")))
     bench = ROOT / "results" / "bench" / "bench.csv"

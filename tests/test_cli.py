@@ -320,3 +320,23 @@ def test_a_reader_that_leaves_early_is_not_an_error():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_run_writes_what_the_notebooks_write(capsys, tmp_path):
+    """One way to run a case: `desmarket run` on the reference run's case writes every table of notebooks 02-06
+    byte for byte as the committed results hold them (report.study_tables and report.STUDY_TABLE_FORMATS)."""
+    import filecmp
+
+    from desmarket import report
+
+    results = project_root() / "results"
+    code, err = _main(capsys, "run", results / "case", "--out", tmp_path / "run")
+    assert code == 0, err
+    differ = [
+        name
+        for name in report.STUDY_TABLE_FORMATS
+        if not filecmp.cmp(
+            tmp_path / "run" / "tables" / f"{name}.csv", results / "tables" / f"{name}.csv", shallow=False
+        )
+    ]
+    assert differ == []

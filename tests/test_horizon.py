@@ -56,3 +56,33 @@ def test_the_comparison_with_eq_15_is_the_central_method():
     imports = np.einsum("s,nst->t", case.probability, market.net_load)
     assert fixed.market_peak_import_kw == pytest.approx(imports.max()) and fixed.market_peak_hour == imports.argmax()
     assert fixed.market_import_last_hour_kw == pytest.approx(imports[-1])
+
+
+def test_a_day_of_the_year_is_the_comparison_of_its_case():
+    from desmarket import data, year
+
+    measured = data.load_measured_homes()
+    row = year.day_horizon("2017-06-14", measured, n_homes=3, n_scenarios=2)
+    case = data.build_case(n_homes=3, n_scenarios=2, date="2017-06-14", measured=measured)
+    table = horizon.storage_end_comparison(case)
+    for rule, prefix in year.HORIZON_PREFIX.items():
+        for column in year.HORIZON_COLUMNS:
+            assert row[prefix + column] == pytest.approx(table.loc[rule, column])
+    assert 0 <= row["cycle_market_peak_lmp_rank"] <= 23
+
+
+def test_the_year_summary_counts_days_by_hand():
+    import pandas as pd
+
+    from desmarket import year
+
+    cols = {p + c: [0.0, 0.0, 0.0] for p in year.HORIZON_PREFIX.values() for c in year.HORIZON_COLUMNS}
+    frame = pd.DataFrame({"status": ["ok", "ok", "failed"], **cols})
+    frame["fixed_market_peak_hour"] = [23, 5, 23]  # the failed day does not count
+    frame["fixed_peak_import_change_pct"] = [10.0, -5.0, 99.0]
+    frame["cycle_market_peak_lmp_rank"] = [0, 12, 0]
+    summary = year.horizon_summary(frame)
+    fixed, cycle = summary.iloc[0], summary.iloc[1]
+    assert fixed["days"] == 2 and fixed["share_of_days_peak_in_last_hour"] == 0.5
+    assert fixed["share_of_days_peak_raised"] == 0.5
+    assert cycle["share_of_days_peak_in_6_cheapest_hours"] == 0.5

@@ -22,6 +22,7 @@ LAYERS = [
     {"report", "plots", "horizon", "fairness"},
     {"study"},
     {"year", "sizes"},
+    {"robustness"},
     {"cli", "__init__", "__main__"},
 ]
 

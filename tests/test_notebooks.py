@@ -1,4 +1,4 @@
-"""The house structure of every notebook (notebooks are their own single source; see README, "Which notebook
+"""The house structure of every notebook (notebooks are their own single source; see docs/notebooks.md, "Which notebook
 writes which file"): a markdown opening naming what it reproduces, reads and writes; exactly one `parameters`
 cell of scalars, every one used and seen by papermill; no def / class / import *; a markdown cell after
 each result."""

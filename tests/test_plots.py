@@ -68,6 +68,7 @@ def _figures(study, process) -> dict:
         "figure_allocations": lambda: plots.figure_allocations(_allocations(study)),
         "figure_year": lambda: plots.figure_year(_year()[0], "2017-06-13"),
         "figure_claim_distributions": lambda: plots.figure_claim_distributions(*_year()),
+        "figure_year_by_source": lambda: plots.figure_year_by_source(_by_source()),
         "figure_sizes": lambda: plots.figure_sizes(_sizes()),
         "figure_size_timings": lambda: plots.figure_size_timings(_sizes()),
     }
@@ -82,6 +83,15 @@ def _year():
     days = ["2017-03-10", "2017-03-11", "2017-03-12", "2017-06-13", "2017-06-14"]
     by_day = year.claims_by_day(days, n_jobs=1, n_homes=4, n_scenarios=3)
     return by_day, year.claims_summary(by_day, dio.paper_claims())
+
+
+@functools.lru_cache(maxsize=1)
+def _by_source():
+    """The same days under two price sources (desmarket.robustness), February days among them."""
+    from desmarket import robustness
+
+    days = ["2017-02-13", "2017-02-14", "2017-06-13"]
+    return robustness.claims_by_source(("ercot-2021", "pjm-like"), days, n_jobs=1, n_homes=3, n_scenarios=2)
 
 
 @functools.lru_cache(maxsize=1)

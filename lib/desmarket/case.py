@@ -1,6 +1,6 @@
 """The case: a community of homes, its scenarios and its prices, and the directory format that stores it.
 
-A case directory holds five files (see the README, "Case format"):
+A case directory holds five files (docs/usage/case-format.md):
 
 ``homes.csv``      one row per home: utility coefficients, battery, load flexibility, grid limit
 ``profiles.csv``   ``home, scenario, hour, load_kw, pv_kw`` for every (home, scenario, hour 0-23)
@@ -405,7 +405,7 @@ def _undecodable(exc: UnicodeDecodeError) -> str:
 def _read_csv(path: Path, name: str, ids: Sequence[str]) -> pd.DataFrame:
     """One CSV file of the case; id columns are kept exactly as written (no NA parsing of 'NA', 'null', ...)."""
     name = f"{name}.csv"
-    file = _case_file(path, name, f"add {name} (see the README, 'Case format')")
+    file = _case_file(path, name, f"add {name} (see docs/usage/case-format.md)")
     try:
         with open(file, "rb") as f:
             problem = _encoding_problem(f.read(1 << 16))

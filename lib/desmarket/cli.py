@@ -274,12 +274,11 @@ def _settle(case, independent, market, profit_rate: float, where: Path):
         ) from exc
 
 
-def _write_study(out: Path, case, study, profit_rate: float) -> tuple[int, int]:
+def _write_study(out: Path, case, study) -> tuple[int, int]:
     """The case, the operations, the tables and the figures of notebooks 02-06 under ``out`` (absolute);
     returns (tables, figures) written."""
     import matplotlib.pyplot as plt
 
-    import desmarket as dm
     from desmarket import io, plots, report
 
     paths = io.RunPaths(out, out / "case", out / "operation", out / "tables", out / "figures")
@@ -288,24 +287,12 @@ def _write_study(out: Path, case, study, profit_rate: float) -> tuple[int, int]:
     case.save(paths.case)
     io.save_operation(study.independent, case, paths.operation, "m1")
     io.save_operation(study.market, case, paths.operation, "market")
-    tables = {
-        "m1_costs": report.cost_breakdown(study.independent, case),
-        "market_costs": report.cost_breakdown(study.market, case),
-        "clearing_prices": report.price_table(case, study.market),
-        "contribution_rates": report.contribution_table(case, study.market, profit_rate),
-        "table3_energy": report.table3_energy(study),
-        "table4_costs": report.table4_costs(study),
-        "settlement": report.settlement_table(study),
-    }
+    tables = report.study_tables(study)
     for name, table in tables.items():
-        report.save_table(table, paths.tables / f"{name}.csv")
-    sweep = dm.profit_rate_sweep(case, study.independent, study.market, [i / 20 for i in range(21)])
-    report.save_table(sweep, paths.tables / "figure5_profit_rate.csv", index=False)
-    community = report.hourly_profile(study)
-    report.save_table(community, paths.tables / "figure3_net_load.csv", index=False)
+        report.save_study_table(table, paths.tables, name)
+    community, sweep, rates = tables["figure3_net_load"], tables["figure5_profit_rate"], tables["contribution_rates"]
     home = report.showcase_home(study)
     reduction = report.headline(study)["peak_net_load_reduction_kwh"]
-    rates = tables["contribution_rates"]
     figures = {
         "inputs": plots.figure_inputs(report.inputs_hourly(case)),
         "figure2_home": plots.figure2_home_curves(report.hourly_profile(study, home), home),
@@ -320,7 +307,7 @@ def _write_study(out: Path, case, study, profit_rate: float) -> tuple[int, int]:
     finally:  # also when a write fails: no figure is left open
         for fig in figures.values():
             plt.close(fig)
-    return len(tables) + 2, len(figures)
+    return len(tables), len(figures)
 
 
 def run(args) -> int:
@@ -332,7 +319,7 @@ def run(args) -> int:
         independent, market = _solve(case, args.method)
         study = _settle(case, independent, market, args.profit_rate, absolute(args.case))
         with folder.writing() as out:
-            n_tables, n_figures = _write_study(out, case, study, args.profit_rate)
+            n_tables, n_figures = _write_study(out, case, study)
         target = folder.commit()
     print(
         f"ΔC = {study.m3.surplus:.4f} $/day; ρ = {args.profit_rate}; aggregator gain {study.m3.aggregator_gain:.4f} "
@@ -401,7 +388,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="{validate,build-case,run}")
     p = sub.add_parser(
         "validate",
-        help="check a case directory (README, 'Case format')",
+        help="check a case directory (docs/usage/case-format.md)",
         description="Load and validate a case directory; exit 1 with the first problem found.",
     )
     p.add_argument("case", help="a case directory: homes.csv, profiles.csv, scenarios.csv, prices.csv, market.json")

@@ -20,11 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+#: How the tables write floats (:func:`desmarket.report.save_table` uses this one).
+FLOAT_FORMAT = "%.10g"
 #: Hex digits of a row key (sha256 prefix): 64 bits, far from a collision over a few thousand rows.
 KEY_DIGITS = 16
 
@@ -76,39 +79,40 @@ def cached_rows(
     *,
     index: str = "date",
     fresh: bool = False,
+    decimals: int = 4,
 ) -> pd.DataFrame:
     """The rows of ``items`` (one per item, in order), each reused from ``tables`` where one holds its key.
 
     ``compute(missing)`` is called once with the items whose key no table holds (all of them with ``fresh``)
-    and returns one dict per item, in order. ``keys``: :func:`row_key` of each item. A reused row is taken
-    as written (its text, so a table rewritten with the same rounding gives the same bytes); the frame comes
-    back with ``index`` as its index and a ``key`` column, its other columns parsed as a CSV of them would be.
+    and returns one dict per item, in order. ``keys``: :func:`row_key` of each item. A reused row is taken as
+    written; a computed row is rounded to ``decimals`` as :func:`desmarket.report.save_table` writes it, so what
+    a study derives from the frame (medians, shares) is the same whether its rows were reused or computed. The
+    frame comes back with ``index`` as its index and a ``key`` column last, every column parsed as a CSV of it
+    would be; ``attrs["reused"]`` counts the reused rows.
     """
     if len(items) != len(keys):
         raise ValueError(f"cached_rows: {len(items)} items but {len(keys)} keys")
     known = {} if fresh else _known_rows(tables, index)
     missing = [item for item, key in zip(items, keys, strict=True) if key not in known]
-    computed = iter(compute(missing) if missing else [])
-    rows = []
-    for key in keys:
-        if key in known:
-            rows.append({"reused": True, **known[key].to_dict(), "key": key})
-        else:
-            rows.append({"reused": False, **next(computed), "key": key})
-    frame = pd.DataFrame(rows)
-    frame = _reparse(frame[[c for c in frame.columns if c != "key"] + ["key"]])  # the key last, whatever row is first
-    return frame.set_index(index)
-
-
-def _reparse(frame: pd.DataFrame) -> pd.DataFrame:
-    """Reused rows are text, computed rows are numbers: write the frame out and read it back, so that every
-    column has the one type a CSV of it has, whichever rows were reused."""
-    import io as _io
-
-    reused = frame.pop("reused").to_numpy(dtype=bool)
-    buffer = _io.StringIO()
-    frame.to_csv(buffer, index=False, float_format="%.12g", lineterminator="\n")
+    computed = iter(_as_text(pd.DataFrame(compute(missing)), decimals) if missing else [])
+    rows = [known[key].to_dict() if key in known else next(computed) for key in keys]
+    frame = pd.DataFrame(rows, dtype=object).assign(key=list(keys))
+    frame = frame[[c for c in frame.columns if c != "key"] + ["key"]]  # the key last, whatever row comes first
+    buffer = StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
     buffer.seek(0)
     out = pd.read_csv(buffer, keep_default_na=False, na_values=[""], dtype={"key": str})
-    out.attrs["reused"] = int(reused.sum())
-    return out
+    out.attrs["reused"] = len(keys) - len(missing)
+    return out.set_index(index)
+
+
+def _as_text(frame: pd.DataFrame, decimals: int) -> list[dict]:
+    """Computed rows as the text a table of them holds (rounded to ``decimals``, as save_table writes)."""
+    numeric = frame.select_dtypes("number").columns
+    frame = frame.copy()
+    frame[numeric] = frame[numeric].round(decimals) + 0.0
+    buffer = StringIO()
+    frame.to_csv(buffer, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    buffer.seek(0)
+    text = pd.read_csv(buffer, dtype=str, keep_default_na=False)
+    return [row.to_dict() for _, row in text.iterrows()]

@@ -46,17 +46,37 @@ class DataError(CaseError):
     A subclass of :class:`CaseError`, so ``except CaseError`` catches every input problem.
     """
 
-    def __init__(self, file: str, problem: str, fix: str, *, home=None, time=None, column: str | None = None):
-        self.home, self.time = home, time
+    def __init__(
+        self,
+        file: str,
+        problem: str,
+        fix: str,
+        *,
+        home=None,
+        time=None,
+        column: str | None = None,
+        kind: str | None = None,
+    ):
+        self.home, self.time, self.kind = home, time, kind
         parts = ([f"home '{home}'"] if home is not None else []) + ([f"time {time}"] if time is not None else [])
         super().__init__(str(file), problem, fix, column=column, row=", ".join(parts) or None)
 
     def __reduce__(self):
-        return (_data_error, (self.file, self.problem, self.fix, self.home, self.time, self.column))
+        return (_data_error, (self.file, self.problem, self.fix, self.home, self.time, self.column, self.kind))
 
 
-def _data_error(file, problem, fix, home, time, column):
-    return DataError(file, problem, fix, home=home, time=time, column=column)
+def _data_error(file, problem, fix, home, time, column, kind=None):
+    return DataError(file, problem, fix, home=home, time=time, column=column, kind=kind)
+
+
+#: Machine-readable kinds of a day without a case (``DataError.kind``; :func:`failure_kind`), as the per-day
+#: tables' ``failure`` column names them.
+DAY_OUTSIDE_DATA = "outside the data"
+DAYLIGHT_SAVING_DAY = "daylight-saving day"
+NO_CLEAN_HOME = "no home clean that day"
+FEW_SIMILAR_DAYS = "too few clean similar days"
+DAYLIGHT_SAVING_PRICE_DAY = "daylight-saving price day"
+PRICE_DAY_OUTSIDE_DATA = "price day outside the data"
 
 
 class SolverError(DesmarketError, RuntimeError):
@@ -134,6 +154,22 @@ class RegularizationWarning(DesmarketWarning):
 
 #: Errors that a study (year, sizes, sensitivity) records as a row with its reason instead of stopping.
 CASE_FAILURES = (CaseError, SolverError, NoTradeError)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The short kind of a failed case, by the error's class and its ``kind`` field, never its message: a
+    :class:`DataError`'s ``kind`` (the constants above) where it has one, ``infeasible``, ``not converged``,
+    ``no trade``, or ``other``."""
+    if getattr(exc, "kind", None):
+        return exc.kind
+    for cls, kind in (
+        (InfeasibleCaseError, "infeasible"),
+        (NotConvergedError, "not converged"),
+        (NoTradeError, "no trade"),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return "other"
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -40,7 +40,8 @@ def throughput(case: Case, op: Operation) -> float:
 
 def storage_end_comparison(case: Case, solver: str = DEFAULT_SOLVER) -> pd.DataFrame:
     """One row per end-of-day rule (:data:`STORAGE_END_RULES`): ΔC ($/day, Eq. 20), the market's and M1's peak
-    expected import (kW) and its hour (hour beginning), the market's import in the last hour (kW), and the
+    expected import (kW) and its hour (hour beginning), the rank of the LMP in the market's peak hour among the
+    day's hours (0: the cheapest hour, 23: the dearest), the market's import in the last hour (kW), and the
     storage throughput with the market and its change against M1 (%)."""
     rows = []
     for rule, cyclic in STORAGE_END_RULES.items():
@@ -53,6 +54,9 @@ def storage_end_comparison(case: Case, solver: str = DEFAULT_SOLVER) -> pd.DataF
                 "surplus_usd": cooperative_surplus(m1, market, case=case),
                 "market_peak_import_kw": float(after.max()),
                 "market_peak_hour": int(after.argmax()),
+                "market_peak_lmp_rank": int(
+                    np.argsort(np.argsort(case.lmp, kind="stable"), kind="stable")[after.argmax()]
+                ),
                 "m1_peak_import_kw": float(before.max()),
                 "m1_peak_hour": int(before.argmax()),
                 "peak_import_change_pct": 100.0 * (after.max() / before.max() - 1.0),

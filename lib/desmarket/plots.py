@@ -13,6 +13,7 @@ has its unit, and symbols are Unicode (ΔC, ρ, α), never LaTeX.
 from __future__ import annotations
 
 import functools
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -253,7 +254,9 @@ def figure3_net_load(profile: pd.DataFrame, reduction_kwh: float) -> plt.Figure:
         color="tab:orange",
         alpha=0.08,
         lw=0,
-        label=f"8:00–20:00 (the paper's window): {reduction_kwh:.1f} kWh less with the market",
+        label=f"8:00–20:00 (the paper's window): {abs(reduction_kwh):.1f} kWh "
+        + ("less" if reduction_kwh >= 0 else "more")
+        + " net load with the market",
     )
     curves = []
     for mode, frame in profile.groupby("mode", sort=False):
@@ -561,6 +564,59 @@ def figure_year(by_day: pd.DataFrame, run_date: str) -> plt.Figure:
 
 
 @styled
+def figure_year_by_source(by_source: pd.DataFrame, labels: dict | None = None, month: int = 2) -> plt.Figure:
+    """ΔC (Eq. 20) on each day of the measured year, one panel per price source (rows of
+    :func:`desmarket.robustness.claims_by_source`, column ``prices``), on one logarithmic axis so that storm days
+    and ordinary days both read; the home days of ``month`` (February: their ERCOT 2021 prices are those of
+    Winter Storm Uri) are shaded. ``labels``: a title per source tag (default the tag)."""
+    tags = list(dict.fromkeys(by_source["prices"]))
+    fig, axes = plt.subplots(
+        len(tags), 1, figsize=(12, 2.4 * len(tags) + 0.6), sharex=True, sharey=True, layout="constrained", squeeze=False
+    )
+    for ax, tag in zip(axes[:, 0], tags, strict=True):
+        rows = by_source[by_source["prices"] == tag]
+        ok = rows[rows["status"] == "ok"]
+        dates = pd.to_datetime(ok.index)
+        surplus = pd.to_numeric(ok["surplus_usd"], errors="coerce")
+        ax.plot(dates, surplus.to_numpy(), ".", ms=4, color="tab:blue", label="ΔC of the day")
+        inside = dates.month == month
+        ax.plot(
+            dates[inside],
+            surplus.to_numpy()[inside],
+            ".",
+            ms=6,
+            color="tab:red",
+            label=f"home days in {pd.Timestamp(2000, month, 1):%B}",
+        )
+        if inside.any():
+            ax.axvspan(dates[inside].min(), dates[inside].max() + pd.Timedelta(days=1), color="tab:red", alpha=0.08)
+        top = surplus.idxmax()
+        ax.annotate(
+            f"{surplus.max():,.0f} $/day on {top} (prices of {ok.loc[top, 'price_day']})",
+            (pd.Timestamp(top), surplus.max()),
+            xytext=(8, -4),
+            textcoords="offset points",
+            fontsize=SMALL,
+            va="top",
+        )
+        ax.set_yscale("log")
+        ax.set_title(
+            f"{(labels or {}).get(tag, tag)}: median {surplus.median():.2f} $/day over {len(ok)} days",
+            fontsize=SMALL + 1,
+            loc="left",
+        )
+        ax.set_ylabel("ΔC, $/day (log)")
+    axes[0, 0].legend(loc="upper right", fontsize=SMALL, frameon=False)
+    axes[-1, 0].set_xlabel("home day of the measured year (each takes the prices of its source's mapped day)")
+    return fig
+
+
+def _unit(unit: str) -> str:
+    """A unit after a number: ' %', ' $/day'; nothing for a pure number ('-')."""
+    return "" if unit in ("-", "") else f" {unit}"
+
+
+@styled
 def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
     """One panel per claim of the paper: its distribution over the days of the year (histogram), with the
     paper's value (red) and the median over the days (blue, dashed); claims that are the same on every day
@@ -580,7 +636,11 @@ def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> p
     fig, axes = plt.subplots(rows, cols, figsize=(13, 2.7 * rows), layout="constrained", squeeze=False)
     if constant:
         fig.suptitle(
-            "the same on every day: " + ", ".join(f"{k} = {spread[k].iloc[0]:.3g}" for k in constant), fontsize=SMALL
+            "the same on every day: "
+            + "; ".join(
+                f"{summary.loc[k, 'claim']} = {spread[k].iloc[0]:.3g}{_unit(summary.loc[k, 'unit'])}" for k in constant
+            ),
+            fontsize=SMALL,
         )
     for ax, key in zip(axes.flat, keys):
         x = pd.to_numeric(ok[key], errors="coerce").dropna()
@@ -589,7 +649,7 @@ def figure_claim_distributions(by_day: pd.DataFrame, summary: pd.DataFrame) -> p
         if pd.notna(paper):
             ax.axvline(paper, color="tab:red", lw=2)
         ax.axvline(x.median(), color="tab:blue", lw=1.5, ls="--")
-        ax.set_title(f"{key} ({summary.loc[key, 'unit']})", fontsize=SMALL)
+        ax.set_title(textwrap.fill(f"{summary.loc[key, 'claim']} ({summary.loc[key, 'unit']})", 48), fontsize=SMALL)
         ax.tick_params(labelsize=SMALL)
         ax.ticklabel_format(axis="x", useOffset=False)
     for ax in list(axes.flat)[len(keys) :]:

@@ -21,14 +21,14 @@ from .claims import CLAIM_SOURCES as CLAIM_SOURCES
 from .claims import DATA_SOURCES, NOT_REPORTED, agreement, claim_note
 from .claims import NOTE_FIELDS as NOTE_FIELDS
 from .claims import parse_claims as parse_claims
+from .daycache import FLOAT_FORMAT as FLOAT_FORMAT
 from .model import Operation
-from .settlement import contribution_rates, market_contribution
+from .settlement import contribution_rates, market_contribution, profit_rate_sweep
 
 if TYPE_CHECKING:
     from .results import Study
 
 PEAK_HOURS = slice(8, 20)  # 8:00-20:00, the paper's peak period of Figure 3
-FLOAT_FORMAT = "%.10g"
 
 
 def note_fields(study: Study) -> dict:
@@ -389,3 +389,45 @@ def showcase_home(study: Study) -> str:
     before, after = daily_energy(study.case, study.independent), daily_energy(study.case, study.market)
     growth = (after.charge_kwh + after.discharge_kwh) - (before.charge_kwh + before.discharge_kwh)
     return str(growth.idxmax())
+
+
+# ================================================================================ the tables of one study
+#: How each table of one settled study is written, by notebooks 02-06 and ``desmarket run`` alike: the digits
+#: kept (:func:`save_table`) and whether the index is written.
+STUDY_TABLE_FORMATS = {
+    "m1_costs": (4, True),
+    "market_costs": (4, True),
+    "clearing_prices": (5, True),
+    "contribution_rates": (5, True),
+    "table3_energy": (2, True),
+    "table4_costs": (3, True),
+    "settlement": (4, True),
+    "figure3_net_load": (3, False),
+    "figure5_profit_rate": (4, False),
+}
+#: The profit rates of Figure 5's sweep (Eq. 30 at rho = 0, 0.05, ..., 1).
+SWEEP_RATES = np.linspace(0.0, 1.0, 21)
+
+
+def study_tables(study: Study) -> dict[str, pd.DataFrame]:
+    """Every table of :data:`STUDY_TABLE_FORMATS` of one settled study, by name (what notebooks 02-06 write)."""
+    case = study.case
+    return {
+        "m1_costs": cost_breakdown(study.independent, case),
+        "market_costs": cost_breakdown(study.market, case),
+        "clearing_prices": price_table(case, study.market),
+        "contribution_rates": contribution_table(case, study.market, study.profit_rate),
+        "table3_energy": table3_energy(study),
+        "table4_costs": table4_costs(study),
+        "settlement": settlement_table(study),
+        "figure3_net_load": hourly_profile(study),
+        "figure5_profit_rate": profit_rate_sweep(case, study.independent, study.market, SWEEP_RATES),
+    }
+
+
+def save_study_table(frame: pd.DataFrame, folder, name: str) -> Path:
+    """Write table ``name`` of a study as ``<folder>/<name>.csv`` in its format (:data:`STUDY_TABLE_FORMATS`)."""
+    if name not in STUDY_TABLE_FORMATS:
+        raise ValueError(f"{name!r} is not a table of a study; the tables: {', '.join(STUDY_TABLE_FORMATS)}")
+    decimals, index = STUDY_TABLE_FORMATS[name]
+    return save_table(frame, Path(folder) / f"{name}.csv", decimals=decimals, index=index)

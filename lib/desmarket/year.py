@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .data import DEFAULT_PRICES, build_case, day_flags, load_measured_homes, price_source
-from .data.sources import DST_PRICE_DAY, MISSING_PRICE_DAY, PriceSource
+from .data.sources import PriceSource
 from .daycache import cached_rows, data_digest, row_key
-from .errors import CASE_FAILURES, DataError, failure_reason, quiet_warnings
+from .errors import CASE_FAILURES, DataError, failure_kind, failure_reason, quiet_warnings
+from .horizon import STORAGE_END_RULES, storage_end_comparison
 from .paper import PAPER_PROFIT_RATE
 from .pieces import map_chunks
 from .report import NOT_REPORTED, agreement, headline
@@ -30,6 +31,8 @@ DAY_CHUNKS = 16
 #: Version of :func:`day_claims`: bump it when what a row holds or how it is computed changes, so that the
 #: rows kept in a committed ``claims_by_day.csv`` are recomputed (:mod:`desmarket.daycache`).
 CLAIMS_VERSION = 1
+#: Version of :func:`day_horizon` (as :data:`CLAIMS_VERSION`; 2: rows kept at 4 decimals, as every per-day table).
+HORIZON_VERSION = 2
 
 
 def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
@@ -60,32 +63,11 @@ def day_claims(
             )
             study = run_study(case, profit_rate, n_jobs=1)
     except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
+        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
     row = {**head, "status": "ok", "failure": "", "reason": "", **headline(study)}
     row["balanced_share"] = float(study.market.balanced.mean())
     row["congested_share"] = float(study.market.congested.mean())
     return row
-
-
-#: What a day's (or a community's) case may fail with; anything else is a bug and propagates.
-
-
-#: Short kinds of a failed day, by a phrase of its error message (the full message stays in ``reason``).
-FAILURE_KINDS = {
-    DST_PRICE_DAY: "daylight-saving price day",
-    MISSING_PRICE_DAY: "price day outside the data",
-    "daylight-saving": "daylight-saving day",
-    "clean weekday days": "too few clean similar days",
-    "clean weekend days": "too few clean similar days",
-    "complete and clean": "no home clean that day",
-    "infeasible": "infeasible",
-    "not in the data": "outside the data",
-}
-
-
-def failure_kind(message: str) -> str:
-    """The kind of a failed day (:data:`FAILURE_KINDS`), or "other"."""
-    return next((kind for phrase, kind in FAILURE_KINDS.items() if phrase in message), "other")
 
 
 def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
@@ -207,4 +189,97 @@ def claims_by_season(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame
     out = pd.DataFrame(parts)
     out.insert(0, "claim", summary["claim"])
     out["paper"] = summary["paper"]
+    return out
+
+
+#: The columns of a :func:`day_horizon` row per end-of-day rule (prefixed ``fixed_`` or ``cycle_``).
+HORIZON_COLUMNS = (
+    "surplus_usd",
+    "market_peak_import_kw",
+    "market_peak_hour",
+    "market_peak_lmp_rank",
+    "m1_peak_import_kw",
+    "peak_import_change_pct",
+    "market_import_last_hour_kw",
+    "storage_change_pct",
+)
+#: The prefix of each end-of-day rule's columns (:data:`desmarket.horizon.STORAGE_END_RULES`).
+HORIZON_PREFIX = dict(zip(STORAGE_END_RULES, ("fixed_", "cycle_"), strict=True))
+
+
+def day_horizon(
+    date, measured: pd.DataFrame, n_homes: int = 10, n_scenarios: int = 10, seed: int = 0, prices=DEFAULT_PRICES
+) -> dict:
+    """One day's :func:`desmarket.horizon.storage_end_comparison` as one row: per end-of-day rule (the paper's
+    fixed end state, Eq. 15, columns ``fixed_*``; a daily storage cycle, ``cycle_*``) ΔC, the market's and M1's
+    peak expected import and its hour, what the market imports in the last hour, the storage change; or status
+    "failed" with the reason."""
+    source = price_source(prices)
+    day = pd.Timestamp(date).strftime("%Y-%m-%d")
+    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
+    try:
+        with quiet_warnings():
+            case = build_case(
+                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
+            )
+            table = storage_end_comparison(case)
+    except CASE_FAILURES as exc:
+        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
+    row = {**head, "status": "ok", "failure": "", "reason": ""}
+    for rule, prefix in HORIZON_PREFIX.items():
+        row.update({prefix + c: table.loc[rule, c] for c in HORIZON_COLUMNS})
+    return row
+
+
+def _horizon_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
+    return [day_horizon(d, measured, **kw) for d in dates]
+
+
+def horizon_by_day(
+    dates=None,
+    measured: pd.DataFrame | None = None,
+    n_jobs: int | None = -1,
+    prices=DEFAULT_PRICES,
+    *,
+    tables=(),
+    fresh: bool = False,
+    **kw,
+) -> pd.DataFrame:
+    """One row per day (:func:`day_horizon`), in calendar order, reused from ``tables`` as
+    :func:`claims_by_day`; ``kw``: n_homes, n_scenarios, seed."""
+    source = price_source(prices)
+    kw = {"n_homes": 10, "n_scenarios": 10, "seed": 0, **kw}
+    measured = load_measured_homes() if measured is None else measured
+    dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
+    digest = data_digest(measured)
+    keys = [day_key(d, digest, source, study="horizon_by_day", version=HORIZON_VERSION, **kw) for d in dates]
+    task_kw = {**kw, "prices": source}
+    compute = lambda missing: map_chunks(
+        _horizon_task, pd.DatetimeIndex(missing), (measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
+    )
+    return cached_rows(compute, list(dates), keys, tables, fresh=fresh).sort_index()
+
+
+def horizon_summary(by_day: pd.DataFrame) -> pd.DataFrame:
+    """Per end-of-day rule, over the studied days: the days, the median ΔC ($/day), the median of the market's
+    peak import (kW) and of its change against M1 (%), the share of days on which the market raises the peak
+    import, the share on which the market's peak falls in the last hour (23:00), and the median import in the
+    last hour (kW), and the share of days on which the market's peak import falls in one of the day's six
+    cheapest wholesale hours."""
+    ok = by_day[by_day["status"] == "ok"]
+    last = 23
+    rows = {}
+    for rule, p in HORIZON_PREFIX.items():
+        rows[rule] = {
+            "days": len(ok),
+            "surplus_usd_median": ok[p + "surplus_usd"].median(),
+            "market_peak_import_kw_median": ok[p + "market_peak_import_kw"].median(),
+            "peak_import_change_pct_median": ok[p + "peak_import_change_pct"].median(),
+            "share_of_days_peak_raised": float((ok[p + "peak_import_change_pct"] > 0).mean()),
+            "share_of_days_peak_in_last_hour": float((ok[p + "market_peak_hour"] == last).mean()),
+            "market_import_last_hour_kw_median": ok[p + "market_import_last_hour_kw"].median(),
+            "share_of_days_peak_in_6_cheapest_hours": float((ok[p + "market_peak_lmp_rank"] < 6).mean()),
+        }
+    out = pd.DataFrame(rows).T
+    out.index.name = "rule"
     return out

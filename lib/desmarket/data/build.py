@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..case import DEFAULT_HOME, Case, Market, create_case, paper_retail_tariff
 from .citylearn import load_measured_homes
-from .errors import DataError
+from .errors import DAY_OUTSIDE_DATA, DAYLIGHT_SAVING_DAY, NO_CLEAN_HOME, DataError
 from .measured import day_flags, home_quality, ranked_homes
 from .prices import PJM_TZ, lmp_for_date
 from .scenarios import Scenarios, build_scenarios, resample_homes
@@ -81,6 +81,7 @@ def usable_homes(
             f"the date {date.date()} is not in the data ({dates.min().date()} to {dates.max().date()})",
             "choose a date inside the measured period",
             time=date.date(),
+            kind=DAY_OUTSIDE_DATA,
         )
     clean = set(on_date.index[~on_date["flagged"]])
     if not clean:
@@ -97,6 +98,7 @@ def usable_homes(
             "choose another target day (any other day of the same month works as "
             "well; the scenario days are drawn from it)",
             time=date.date(),
+            kind=DAYLIGHT_SAVING_DAY if on_date["dst_change"].any() else NO_CLEAN_HOME,
         )
     return [h for h in ranked_homes(measured, quality) if h in clean]
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..case import HOURS
 from .citylearn import load_measured_homes
-from .errors import DataError
+from .errors import DAY_OUTSIDE_DATA, FEW_SIMILAR_DAYS, DataError
 from .measured import daily_profiles, day_flags, weekday_class
 
 #: Scale factors of resampled homes (:func:`resample_homes`): uniform ranges, dimensionless.
@@ -68,6 +68,7 @@ def scenario_pool(date, homes, measured: pd.DataFrame, flags: pd.DataFrame | Non
             f"the date {date.date()} is not in the data ({dates.min().date()} to {dates.max().date()})",
             "choose a date inside the measured period",
             time=date.date(),
+            kind=DAY_OUTSIDE_DATA,
         )
     target = sub[dates == date]
     if target["flagged"].any():
@@ -113,6 +114,7 @@ def similar_days(
             f"{date.strftime('%B %Y')} for these {len(homes)} homes, {n_scenarios} scenarios asked",
             "ask for fewer scenarios, fewer homes, or another date",
             time=date.date(),
+            kind=FEW_SIMILAR_DAYS,
         )
     others = pool[pool != date]
     rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .ercot import ERCOT_TZ, ERCOT_YEARS, ercot_day, ercot_day_for, load_ercot
-from .errors import DataError
+from .errors import DAYLIGHT_SAVING_PRICE_DAY, PRICE_DAY_OUTSIDE_DATA, DataError
 from .prices import PJM_TZ, lmp_for_date, load_pjm_lmps, synthetic_lmp
 
 #: The price source of a case when none is given (the CLI, ``make reproduce``, the notebooks, the studies).
@@ -48,7 +48,7 @@ CHOICES = "ercot-2022 (the default), ercot-2021, pjm-like, or the path of a PJM 
 #: The ERCOT settlement point of the named sources: Austin Energy's load zone (the city of the paper's homes).
 ERCOT_POINT = "LZ_AEN"
 
-#: Phrases of the errors of a mapped price day (``desmarket.year.FAILURE_KINDS`` names their kinds).
+#: Phrases of the errors of a mapped price day (their ``DataError.kind`` is what the studies' tables record).
 DST_PRICE_DAY = "a daylight-saving price day"
 MISSING_PRICE_DAY = "not in the price data"
 
@@ -145,6 +145,7 @@ class PriceSource:
             "exclude this home day (a study records it as failed with this reason) or "
             "choose another date or price source",
             time=day.date(),
+            kind=DAYLIGHT_SAVING_PRICE_DAY,
         )
 
     def _missing(self, where: str, span: str, day) -> DataError:
@@ -153,6 +154,7 @@ class PriceSource:
             f"{where}: the day is {MISSING_PRICE_DAY} ({span})",
             f"choose another date, or a price source that covers it: {CHOICES}",
             time=day.date(),
+            kind=PRICE_DAY_OUTSIDE_DATA,
         )
 
     def __reduce__(self):  # joblib / Dask workers get the source as made (a file is not read again)
