@@ -69,7 +69,7 @@ def output_error(target: Path, exc: OSError, staging: Path | None = None) -> Out
         except ValueError:
             pass
     reason = exc.strerror or str(exc)
-    fix = OUTPUT_FIXES.get(exc.errno, "check the path, or choose another folder")
+    fix = OUTPUT_FIXES.get(exc.errno or 0, "check the path, or choose another folder")
     error = OutputError(f"cannot write {where}: {reason}. Fix: {fix}")
     error.errno = exc.errno
     return error
@@ -117,9 +117,8 @@ class OutputFolder:
     def __enter__(self) -> OutputFolder:
         return self
 
-    def __exit__(self, kind, exc, tb) -> bool:
-        self.discard()  # nothing to do after commit
-        return False
+    def __exit__(self, kind, exc, tb) -> None:
+        self.discard()  # nothing to do after commit; an exception propagates
 
     def _check_target(self, force: bool, keep: dict) -> None:
         target = self.target
@@ -171,6 +170,8 @@ class OutputFolder:
     def commit(self) -> Path:
         """Move the written folder into place: an existing ``target`` is moved aside first, restored if the swap
         fails, and removed after it (a note on stderr if it cannot be). Returns ``target``."""
+        if self.staging is None:
+            raise RuntimeError("OutputFolder.commit() outside its with-block: nothing was written")
         old = None
         with self._converting():
             if self.target.exists():

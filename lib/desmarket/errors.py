@@ -160,8 +160,9 @@ def failure_kind(exc: BaseException) -> str:
     """The short kind of a failed case, by the error's class and its ``kind`` field, never its message: a
     :class:`DataError`'s ``kind`` (the constants above) where it has one, ``infeasible``, ``not converged``,
     ``no trade``, or ``other``."""
-    if getattr(exc, "kind", None):
-        return exc.kind
+    kind = getattr(exc, "kind", None)
+    if kind:
+        return str(kind)
     for cls, kind in (
         (InfeasibleCaseError, "infeasible"),
         (NotConvergedError, "not converged"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -133,7 +134,8 @@ def _label_points(ax, x, y, labels, obstacles=None, fontsize: float = SMALL, pad
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     obstacles = np.zeros((0, 2)) if obstacles is None else np.asarray(obstacles, dtype=float).reshape(-1, 2)
-    placed, notes = [], []
+    placed: list = []
+    notes: list = []
 
     def attempt(xi, yi, text, dx, dy):
         ha = "left" if dx > 0.1 else "right" if dx < -0.1 else "center"
@@ -164,7 +166,7 @@ def _label_points(ax, x, y, labels, obstacles=None, fontsize: float = SMALL, pad
 
     for xi, yi, text in zip(x, y, labels):
         anchor = ax.transData.transform((xi, yi))
-        best = (np.inf, None)
+        best: tuple[float, tuple[float, float] | None] = (np.inf, None)
         for offset in _OFFSETS:
             note, box = attempt(xi, yi, text, *offset)
             cost = conflicts(box, anchor)
@@ -172,7 +174,7 @@ def _label_points(ax, x, y, labels, obstacles=None, fontsize: float = SMALL, pad
             best = min(best, (cost, offset), key=lambda c: c[0])
             if cost == 0:
                 break
-        note, box = attempt(xi, yi, text, *best[1])
+        note, box = attempt(xi, yi, text, *(best[1] or _OFFSETS[0]))
         placed.append(box)
         notes.append(note)
         obstacles = np.vstack([obstacles, _leader(anchor, box)])  # later labels keep off this leader line
@@ -214,7 +216,7 @@ def figure2_home_curves(profile: pd.DataFrame, home: str) -> plt.Figure:
         ax.set_title(f"({'AB'[list(MODE_COLORS).index(mode)]}) home {home}, {mode}")
         _hour_axis(ax)
     axes[0].set_ylabel("power, kW (expected over scenarios)")
-    fig.get_layout_engine().set(wspace=0.04)
+    fig.get_layout_engine().set(wspace=0.04)  # type: ignore[union-attr, call-arg]  # constrained layout
     fig.legend(
         *axes[0].get_legend_handles_labels(),
         loc="outside lower center",
@@ -331,8 +333,8 @@ def figure4_cost_reduction(table: pd.DataFrame) -> plt.Figure:
     """
     fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
     n = len(table)
-    m2 = dict(label="M2 (equal split)", color="tab:gray")
-    m3 = dict(label="M3 (contribution rate)", color="tab:blue")
+    m2: dict[str, Any] = {"label": "M2 (equal split)", "color": "tab:gray"}
+    m3: dict[str, Any] = {"label": "M3 (contribution rate)", "color": "tab:blue"}
     if n <= MAX_LABELLED_HOMES:
         x = np.arange(n)
         ax.bar(x - 0.2, table["reduction_m2_usd"], 0.4, **m2)

@@ -284,7 +284,7 @@ SENSITIVITY_COLUMNS = (
 def sensitivity_variants(case: Case, n_scenarios_options=(1, 5)) -> list[tuple[str, str, dict]]:
     """The rows of the sensitivity table: (choice, value, keywords of :meth:`Workbench.operations`)."""
     eps = case.market.regularization
-    variants = [("baseline", "MODEL.md default", {})]
+    variants: list[tuple[str, str, dict]] = [("baseline", "MODEL.md default", {})]
     variants += [
         ("k^b / k^s", f"{kb} / {ks}", {"buy_ratio": kb, "sell_ratio": ks})
         for kb, ks in ((1.05, 0.95), (1.2, 0.8), (1.0, 1.0))

@@ -45,7 +45,7 @@ def citylearn_home_id(building: str) -> str:
 def _read(folder: Path, name: str, **kwargs) -> pd.DataFrame:
     path = folder / name
     if not path.is_file():
-        raise DataError(path, "is missing", REBUILD)
+        raise DataError(str(path), "is missing", REBUILD)
     return pd.read_csv(path, **kwargs)
 
 
@@ -95,7 +95,7 @@ def load_measured_homes(raw_dir=None) -> pd.DataFrame:
     for name, frame in (("load_kwh.csv.gz", load), ("solar_w_per_kw.csv.gz", solar)):
         if list(frame.columns) != names or len(frame) != len(times):
             raise DataError(
-                folder / name,
+                str(folder / name),
                 f"has columns {list(frame.columns)[:3]}... and {len(frame)} rows, "
                 f"expected the {len(names)} buildings of buildings.csv and {len(times)} rows",
                 REBUILD,

@@ -83,7 +83,7 @@ def _load_usd_per_mwh(year: int, settlement_point: str, raw_dir=None) -> pd.Seri
     """:func:`load_ercot` in the extract's $/MWh."""
     path = _extract_path(raw_dir)
     if not path.is_file():
-        raise DataError(path, "is missing", REBUILD)
+        raise DataError(str(path), "is missing", REBUILD)
     _check_choice(year, ERCOT_YEARS, "year", path)
     _check_choice(settlement_point, ERCOT_POINTS, "settlement point", path)
     series = _series(str(path), path.stat().st_mtime_ns, year, settlement_point)

@@ -204,7 +204,8 @@ def synthetic_lmp(
     # scarcity events: start days, geometric lengths, one size per event; lifted most around the peak hour
     start = np.flatnonzero(rng.random(n_days) < model.spike_prob)
     length = rng.geometric(1.0 / model.spike_mean_days, size=start.size)
-    z = rng.uniform(*model.spike_log_range, size=start.size)
+    low, high = model.spike_log_range
+    z = rng.uniform(low, high, size=start.size)
     size = np.zeros(n_days)
     event_days = np.repeat(start, length) + (np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length))
     keep = event_days < n_days
