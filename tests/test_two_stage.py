@@ -267,3 +267,9 @@ def test_hold_out_and_the_realised_settlement():
         twostage.hold_out(case, "x")
     with pytest.raises(dm.CaseError, match="one scenario"):
         twostage.hold_out(real, held)
+
+
+def test_the_year_default_prices_are_the_data_layers():
+    from desmarket.data import DEFAULT_PRICES
+
+    assert twostage.DEFAULT_PRICES == DEFAULT_PRICES

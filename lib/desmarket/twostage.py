@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from .case import Case, check_imbalance_ratios
-from .data import DEFAULT_PRICES, build_case, load_measured_homes, price_source
 from .daycache import cached_rows, data_digest
 from .engine import clear_market, solve_independent
 from .errors import CASE_FAILURES, CaseError, NoTradeError, failure_reason, quiet_warnings
@@ -40,7 +39,10 @@ from .model import Operation
 from .paper import PAPER_PROFIT_RATE
 from .pieces import map_chunks
 from .settlement import Settlement, settle
-from .year import DAY_CHUNKS, day_key, failure_kind, measured_dates
+
+#: The price source of the year study (:data:`desmarket.data.DEFAULT_PRICES`; the data layer is imported only
+#: when a day is built, so that ``import desmarket`` stays light).
+DEFAULT_PRICES = "ercot-2022"
 
 #: Version of :func:`two_stage_day`: bump it when what a row holds or how it is computed changes.
 TWO_STAGE_VERSION = 1
@@ -254,6 +256,9 @@ def two_stage_day(
     similar days including the day itself), the day held out (so ``n_scenarios - 1`` similar days ex ante), the
     stochastic values of the market and M1 over those, and the realised day (:func:`realised_day`). Status
     "failed" with the reason where the case cannot be built or solved (as :func:`desmarket.year.day_claims`)."""
+    from .data import build_case, price_source
+    from .year import failure_kind
+
     source = price_source(prices)
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
     head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
@@ -308,6 +313,9 @@ def two_stage_by_day(
     prices, every parameter and :data:`TWO_STAGE_VERSION`) matches; ``fresh=True`` recomputes every day
     (as :func:`desmarket.year.claims_by_day`). Seeded, so a rerun gives the same table whatever ``n_jobs``.
     """
+    from .data import load_measured_homes, price_source
+    from .year import DAY_CHUNKS, day_key, measured_dates
+
     source = price_source(prices)
     kw = {"n_homes": 10, "n_scenarios": 10, "seed": 0, "profit_rate": PAPER_PROFIT_RATE, **kw}
     measured = load_measured_homes() if measured is None else measured
