@@ -273,3 +273,18 @@ def test_the_year_default_prices_are_the_data_layers():
     from desmarket.data import DEFAULT_PRICES
 
     assert twostage.DEFAULT_PRICES == DEFAULT_PRICES
+
+
+def test_a_given_wait_and_see_result_is_checked_and_reused():
+    case = random_case(12, 3, 3)
+    ws = {"market": dm.clear_market(case), "independent": dm.solve_independent(case)}
+    variant = case.replace(market={"imbalance_buy_ratio": 2.0})  # WS does not depend on the imbalance ratios
+    pd.testing.assert_frame_equal(twostage.stochastic_values(variant, ws=ws), twostage.stochastic_values(variant))
+    m1_solved = dm.solve_independent(
+        variant, stages=2, day_ahead=dm.solve_independent(twostage.mean_scenario_case(variant), stages=2).day_ahead
+    )
+    assert twostage.stochastic_value(variant, "independent")["eev_usd"] == pytest.approx(cost(m1_solved), abs=1e-9)
+    with pytest.raises(ValueError, match="ws must be the one-stage market"):
+        twostage.stochastic_value(case, "market", ws=ws["independent"])
+    with pytest.raises(dm.MismatchError):
+        twostage.stochastic_value(random_case(13, 3, 3), "market", ws=ws["market"])

@@ -35,7 +35,8 @@ from .case import Case, check_imbalance_ratios
 from .daycache import cached_rows, data_digest
 from .engine import clear_market, solve_independent
 from .errors import CASE_FAILURES, CaseError, NoTradeError, failure_reason, quiet_warnings
-from .model import Operation
+from .formulation import FirstStage
+from .model import Operation, m1_day_ahead, with_day_ahead
 from .paper import PAPER_PROFIT_RATE
 from .pieces import map_chunks
 from .settlement import Settlement, settle
@@ -67,13 +68,27 @@ def mean_scenario_case(case: Case) -> Case:
     )
 
 
-def _solver(mode: str):
+def _check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} ('market': the clearing, 'independent': M1), got {mode!r}")
-    return clear_market if mode == "market" else solve_independent
+    return mode
 
 
-def stochastic_value(case: Case, mode: str = "market", **solve_kw) -> pd.Series:
+def one_stage_case(case: Case) -> Case:
+    """The case without its imbalance ratios: what a one-stage result depends on (its fingerprint)."""
+    market = dataclasses.replace(case.market, imbalance_buy_ratio=None, imbalance_sell_ratio=None)
+    return dataclasses.replace(case, market=market)
+
+
+def _check_ws(ws: Operation, case: Case, mode: str) -> Operation:
+    """A given wait-and-see result must be the one-stage ``mode`` result of this case (any imbalance ratios)."""
+    if not isinstance(ws, Operation) or ws.stages != 1 or ws.mode != mode:
+        raise ValueError(f"ws must be the one-stage {mode} Operation of this case (stages=1), got {ws!r:.80}")
+    ws.check_solved_on(one_stage_case(case), "wait-and-see")
+    return ws
+
+
+def stochastic_value(case: Case, mode: str = "market", *, ws: Operation | None = None, **solve_kw) -> pd.Series:
     """RP, WS, EV, EEV, VSS and EVPI of the two-stage clearing (``mode="market"``) or of M1 (``"independent"``).
 
     $ per day, each the objective without tie-break terms (:func:`community_cost`), lower is better:
@@ -83,26 +98,38 @@ def stochastic_value(case: Case, mode: str = "market", **solve_kw) -> pd.Series:
       eev_usd   the two-stage objective with the day-ahead position fixed at EV's (homes re-optimise per scenario)
       vss_usd   value of the stochastic solution, EEV - RP >= 0
       evpi_usd  expected value of perfect information, RP - WS >= 0
+    ws: the one-stage result of ``mode`` if already solved (it does not depend on the imbalance ratios), else
+    solved here. In M1 the homes do not depend on the position, so RP and EEV are the aggregator's accounts of
+    the WS operation at the two positions (:func:`desmarket.model.with_day_ahead`): no further solve.
     solve_kw: passed to every solve (method, solver, n_jobs, ...). Raises :class:`CaseError` unless
     k^up >= k^b >= k^s >= k^dn. Both differences hold to within the tie-breaks' cost
     (``Operation.regularization_cost``).
     """
-    solve = _solver(mode)
+    _check_mode(mode)
     check_imbalance_ratios(case.market)
-    rp = solve(case, stages=2, **solve_kw)
-    ws = solve(case, stages=1, **solve_kw)
+    solve = clear_market if mode == "market" else solve_independent
+    ws = solve(case, **solve_kw) if ws is None else _check_ws(ws, case, mode)
     ev = solve(mean_scenario_case(case), stages=2, **solve_kw)
-    eev = solve(case, stages=2, day_ahead=ev.day_ahead, **solve_kw)
+    if mode == "market":
+        rp = solve(case, stages=2, **solve_kw)
+        eev = solve(case, stages=2, day_ahead=ev.day_ahead, **solve_kw)
+    else:
+        stage = FirstStage.of_case(case)
+        rp = with_day_ahead(case, ws, *m1_day_ahead(case, ws, stage), stage)
+        eev = with_day_ahead(case, ws, ev.day_ahead["buy_kw"], ev.day_ahead["sell_kw"], stage)
     values = {k: community_cost(op) for k, op in (("rp_usd", rp), ("ws_usd", ws), ("ev_usd", ev), ("eev_usd", eev))}
     values["vss_usd"] = values["eev_usd"] - values["rp_usd"]
     values["evpi_usd"] = values["rp_usd"] - values["ws_usd"]
     return pd.Series(values, name=mode)[list(VALUE_COLUMNS)]
 
 
-def stochastic_values(case: Case, **solve_kw) -> pd.DataFrame:
+def stochastic_values(case: Case, *, ws: dict | None = None, **solve_kw) -> pd.DataFrame:
     """:func:`stochastic_value` of the market and of M1, one row each ("market", "M1"), and Delta C of each
-    problem (M1's value minus the market's: ``delta_c`` of RP is the two-stage surplus, of WS today's)."""
-    table = pd.DataFrame([stochastic_value(case, m, **solve_kw) for m in MODES], index=["market", "M1"])
+    problem (M1's value minus the market's: ``delta_c`` of RP is the two-stage surplus, of WS today's).
+    ws: {"market": ..., "independent": ...} one-stage results already solved (either may be left out)."""
+    ws = ws or {}
+    rows = [stochastic_value(case, m, ws=ws.get(m), **solve_kw) for m in MODES]
+    table = pd.DataFrame(rows, index=["market", "M1"])
     table.loc["delta_c"] = table.loc["M1"] - table.loc["market"]
     table.index.name = "problem"
     return table
