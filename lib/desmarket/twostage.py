@@ -420,8 +420,8 @@ def plot_position(case: Case, market: Operation, m1: Operation | None = None, ax
 
 
 def plot_year(by_day: pd.DataFrame, axes=None):
-    """Over the year: Delta C one stage, two stages expected and realised (top); the share of homes losing on the
-    day under ex-ante payments (bottom)."""
+    """Over the year: Delta C one stage, two stages expected and realised (top, symmetric log scale); the share of
+    homes losing on the day under ex-ante payments (bottom)."""
     import matplotlib.pyplot as plt
 
     ok = by_day[by_day["status"] == "ok"]
@@ -433,6 +433,7 @@ def plot_year(by_day: pd.DataFrame, axes=None):
     top.plot(dates, ok["delta_c_rp_usd"], lw=1.2, color="C0", label="two stages, expected")
     top.plot(dates, ok["delta_c_realised_usd"], lw=0, marker=".", ms=3, color="C3", label="two stages, realised day")
     top.axhline(0, color="k", lw=0.6)
+    top.set_yscale("symlog", linthresh=1.0)  # a few price-spike days reach hundreds of dollars
     top.set_ylabel("cooperative surplus, $/day")
     top.set_title("Cooperative surplus of the market over the year")
     top.legend(fontsize=8)
