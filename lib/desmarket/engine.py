@@ -34,15 +34,17 @@ The library itself never imports dask.
 ``stages=2`` (issue 20, :mod:`desmarket.twostage`) solves the two-stage clearing: a day-ahead purchase and sale
 per hour shared by the scenarios, the real-time imbalances per scenario (:func:`desmarket.formulation.formulate`
 with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as one Clarabel problem. The default
-``"decomposed"`` [choice] solves the same deterministic equivalent as one PIQP problem: the first stage (2 x 24
-variables) enters only the 2 x S x 24 balance rows of the community totals, so the KKT system is block-angular
-(one block per scenario, bordered by the first stage) and a sparse interior-point factorisation works scenario by
-scenario with a small Schur complement for the border, the structure interior-point methods for stochastic
-programs exploit (Birge & Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Sec. 5.6; Gondzio &
-Grothey 2009, OOPS): exact like every other method (one solve, no iteration), where Benders / L-shaped cuts or
-progressive hedging converge only in the limit for these quadratic second stages. With the position given
-(``day_ahead``: the EEV problem, the realised day) the scenarios separate and "decomposed" solves them in pieces in
-parallel as in one stage. "coordinated" has no two-stage version (a ValueError). In M1 the homes are as in one
+``"decomposed"`` [choice] solves the same deterministic equivalent as one PIQP problem (:data:`TWO_STAGE_OPTIONS`):
+exact like every other method (one solve, no iteration; Birge & Louveaux, *Introduction to Stochastic
+Programming*, 2nd ed. 2011, Ch. 3 and 5). The first stage (2 x 24 variables) enters only the 2 x S x 24 balance
+rows of the community totals, so the KKT system is block-angular, but PIQP's general sparse factorisation does not
+exploit that as a scenario decomposition would: the problem is S times a one-stage piece and its time grows
+faster than linearly (``scripts/bench_two_stage.py`` measures it beside the one-stage pieces). The scalable exact
+route is an L-shaped (Benders) decomposition over the 48 first-stage variables whose every iteration is the
+fixed-position solve below, or an interior point that factorises per scenario with a Schur complement for the
+border (Gondzio & Grothey's OOPS); neither is implemented. With the position given (``day_ahead``: the EEV problem,
+the realised day) the scenarios separate and "decomposed" solves them in pieces in parallel as in one stage.
+"coordinated" has no two-stage version (a ValueError). In M1 the homes are as in one
 stage and the aggregator's position is the closed-form newsvendor quantile (:func:`desmarket.model.m1_day_ahead`).
 """
 
@@ -162,7 +164,8 @@ def _deterministic_equivalent(
     t0 = time.perf_counter()
     problem, handles = build_clearing(case, trade_limit, first_stage=stage)
     t1 = time.perf_counter()
-    fallbacks = solve_with_fallback(problem, solver, solver_options)
+    options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
+    fallbacks = solve_with_fallback(problem, solver, options)
     t2 = time.perf_counter()
     op = read_operation(
         case,
@@ -177,6 +180,10 @@ def _deterministic_equivalent(
 
 
 STAGES = (1, 2)
+#: Tolerances of the two-stage deterministic equivalent when no ``solver_options`` are given: PIQP 0.7 calls the
+#: problem infeasible at the 1e-12 of :data:`desmarket.model.DEFAULT_SOLVER_OPTIONS` (100 homes x 10 scenarios),
+#: and solves it at 1e-10 (the objective at 1e-10 and 1e-9 agreed to 2e-9 $ on that case).
+TWO_STAGE_OPTIONS = {"PIQP": {"eps_abs": 1e-10, "eps_rel": 1e-10}}
 
 
 def check_stages(stages, case: Case, day_ahead) -> FirstStage | None:
