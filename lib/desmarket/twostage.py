@@ -45,9 +45,9 @@ from .settlement import Settlement, settle
 #: when a day is built, so that ``import desmarket`` stays light).
 DEFAULT_PRICES = "ercot-2022"
 
-#: Version of :func:`two_stage_day`: bump it when what a row holds or how it is computed changes (2: PIQP at the
-#: tolerances of :data:`desmarket.engine.TWO_STAGE_OPTIONS` for the two-stage deterministic equivalent).
-TWO_STAGE_VERSION = 2
+#: Version of :func:`two_stage_day`: bump it when what a row holds or how it is computed changes (3: PIQP at the
+#: tolerances of :data:`desmarket.engine.TWO_STAGE_OPTIONS` for every two-stage solve).
+TWO_STAGE_VERSION = 3
 #: The study name of the per-day rows (:func:`desmarket.year.day_key`).
 TWO_STAGE_STUDY = "two_stage_by_day"
 VALUE_COLUMNS = ("rp_usd", "ws_usd", "ev_usd", "eev_usd", "vss_usd", "evpi_usd")
