@@ -20,7 +20,7 @@ FRESH       ?=
 SAVE        ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint unit nbval docs reproduce bench bench-fairness bench-study lab report data clean clean-runs
+.PHONY: help setup test lint unit nbval docs reproduce bench bench-fairness bench-two-stage bench-study lab report data clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes
 
 bench-fairness: $(STAMP)  ## all 1,024 coalition values of the paper case, and a sampled Shapley value for 100 homes (prints only)
 	$(PY) scripts/bench_fairness.py
+
+bench-two-stage: $(STAMP)  ## two-stage clearing beside one stage, 100 and 1,000 homes x 10 scenarios, decomposed (prints only)
+	$(PY) scripts/bench_two_stage.py
 
 bench-study: $(STAMP)  ## sensitivity table: a rebuilt case per row against one Workbench (10 and 200 homes; prints only)
 	$(PY) scripts/bench_study.py

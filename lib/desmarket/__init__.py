@@ -18,7 +18,8 @@ Layers, from the bottom, each importing only its own and those below (``tests/te
 * :mod:`~desmarket.study` -- a case's built problems for what-if questions
   (``Workbench``: sensitivity, solver agreement);
 * :mod:`~desmarket.fairness` -- the cooperative game of the market: Shapley, nucleolus, core;
-* :mod:`~desmarket.io` (result files and run folders) and :mod:`desmarket.data` (building cases from data).
+* :mod:`~desmarket.io` (result files and run folders) and :mod:`desmarket.data` (building cases from data);
+* :mod:`~desmarket.twostage` -- the day-ahead market: two stages, VSS and EVPI, the held-out day, the year.
 """
 
 from .case import (
@@ -77,6 +78,7 @@ from .settlement import (
     settle,
 )
 from .study import Study, Workbench, run_study
+from .twostage import realised_day, stochastic_value, stochastic_values
 
 __all__ = [
     # the error family (desmarket.errors)
@@ -136,6 +138,10 @@ __all__ = [
     "least_core",
     "core_excess",
     "allocation_table",
+    # two stages: the day-ahead market (issue 20)
+    "stochastic_value",
+    "stochastic_values",
+    "realised_day",
 ]
 
 __version__ = "0.1.0"

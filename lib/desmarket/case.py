@@ -6,7 +6,8 @@ A case directory holds five files (docs/usage/case-format.md):
 ``profiles.csv``   ``home, scenario, hour, load_kw, pv_kw`` for every (home, scenario, hour 0-23)
 ``scenarios.csv``  ``scenario, probability``
 ``prices.csv``     ``hour, retail_usd_per_kwh, lmp_usd_per_kwh`` (24 rows)
-``market.json``    ``net_metering_usd_per_kwh, buy_ratio, sell_ratio, regularization``
+``market.json``    ``net_metering_usd_per_kwh, buy_ratio, sell_ratio, regularization`` and, optionally, the
+                   imbalance ratios of the two-stage clearing ``imbalance_buy_ratio, imbalance_sell_ratio``
 
 :func:`load_case` reads and validates a directory; :meth:`Case.save` writes one. Every bad input raises a
 single :class:`CaseError` naming the file, the column and the row, and saying how to fix it.
@@ -53,6 +54,10 @@ PROFILE_COLUMNS = ("home", "scenario", "hour", "load_kw", "pv_kw")
 SCENARIO_COLUMNS = ("scenario", "probability")
 PRICE_COLUMNS = ("hour", "retail_usd_per_kwh", "lmp_usd_per_kwh")
 MARKET_KEYS = ("net_metering_usd_per_kwh", "buy_ratio", "sell_ratio", "regularization")
+#: Optional keys of ``market.json`` and their defaults: the real-time imbalance ratios k^up, k^dn of the two-stage
+#: clearing (:mod:`desmarket.twostage`) [choice: 1.5 / 0.5, see :class:`Market`]. A case that leaves them out
+#: saves without them, so every one-stage case and its files stay as they were.
+OPTIONAL_MARKET_KEYS = {"imbalance_buy_ratio": 1.5, "imbalance_sell_ratio": 0.5}
 
 #: Defaults of the home parameters that MODEL.md marks as choices (Table 1 of the paper was lost).
 DEFAULT_HOME = {
@@ -112,6 +117,8 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
     "net_metering_usd_per_kwh": (0.0, 100.0, _PRICE),
     "buy_ratio": (0.0, 1e3, _RATIO),
     "sell_ratio": (0.0, 1e3, _RATIO),
+    "imbalance_buy_ratio": (0.0, 1e3, _RATIO),
+    "imbalance_sell_ratio": (0.0, 1e3, _RATIO),
     "regularization": (
         0.0,
         100.0,
@@ -140,12 +147,60 @@ class Market:
                               [choice: 1.1 / 0.9; the paper's values were lost]; for a negative LMP see
                               :func:`wholesale_prices`.
     regularization:           epsilon of the tie-break, $/kW^2 (MODEL.md "Uniqueness") [choice: 1e-5].
+    imbalance_buy_ratio, imbalance_sell_ratio: k^up >= k^b and k^dn <= k^s of the two-stage clearing
+                              (:mod:`desmarket.twostage`): a shortfall against the day-ahead position is bought in
+                              real time at k^up LMP, an excess sold at k^dn LMP. Optional; None (left out of
+                              market.json) means the defaults of :data:`OPTIONAL_MARKET_KEYS` [choice: 1.5 / 0.5,
+                              a balancing spread of +-0.4 LMP around the day-ahead ratios 1.1 / 0.9, so that a
+                              day-ahead purchase is worth making (k^up > k^b) and a surplus is worth selling
+                              ahead (k^dn < k^s); :attr:`imbalance_ratios`].
     """
 
     net_metering_usd_per_kwh: float = 0.03
     buy_ratio: float = 1.1
     sell_ratio: float = 0.9
     regularization: float = 1e-5
+    imbalance_buy_ratio: float | None = None
+    imbalance_sell_ratio: float | None = None
+
+    @property
+    def imbalance_ratios(self) -> tuple[float, float]:
+        """(k^up, k^dn): the imbalance ratios given, or the defaults of :data:`OPTIONAL_MARKET_KEYS`."""
+        up, down = self.imbalance_buy_ratio, self.imbalance_sell_ratio
+        return (
+            OPTIONAL_MARKET_KEYS["imbalance_buy_ratio"] if up is None else float(up),
+            OPTIONAL_MARKET_KEYS["imbalance_sell_ratio"] if down is None else float(down),
+        )
+
+    def __repr__(self) -> str:  # the optional keys only when given, so one-stage output stays as it was
+        shown = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return f"Market({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def market_dict(market: Market) -> dict:
+    """The ``market.json`` object of a :class:`Market`: the optional keys only when given."""
+    return {k: v for k, v in dataclasses.asdict(market).items() if not (k in OPTIONAL_MARKET_KEYS and v is None)}
+
+
+def check_imbalance_ratios(market: Market) -> None:
+    """k^up >= k^b >= k^s >= k^dn (the two-stage clearing's prices), else one :class:`CaseError` on market.json.
+
+    A real-time price below the day-ahead one would make the day-ahead market pointless (buy it all in real time,
+    or sell it all ahead and buy it back), and the two-stage problem would not be the paper's.
+    """
+    up, down = market.imbalance_ratios
+    for key, ok, problem in (
+        ("imbalance_buy_ratio", up >= market.buy_ratio, f"{up} is below 'buy_ratio' = {market.buy_ratio}"),
+        ("imbalance_sell_ratio", down <= market.sell_ratio, f"{down} is above 'sell_ratio' = {market.sell_ratio}"),
+    ):
+        if not ok:
+            raise CaseError(
+                "market.json",
+                f"'{key}' = {problem} (the two-stage clearing needs k^up >= k^b >= k^s >= k^dn: real-time "
+                "imbalances cost at least the day-ahead price)",
+                "give imbalance_buy_ratio >= buy_ratio and imbalance_sell_ratio <= sell_ratio (defaults 1.5 / 0.5)",
+                key,
+            )
 
 
 def paper_retail_tariff() -> np.ndarray:
@@ -228,7 +283,7 @@ class Case:
             "prices": pd.DataFrame(
                 {"hour": np.arange(t), "retail_usd_per_kwh": self.retail, "lmp_usd_per_kwh": self.lmp}
             ),
-            "market": dataclasses.asdict(self.market),
+            "market": market_dict(self.market),
         }
 
     @classmethod
@@ -238,7 +293,7 @@ class Case:
         ``market`` is a :class:`Market` or a mapping with the keys of ``market.json``.
         Raises :class:`CaseError` on the first problem found.
         """
-        market = _validate_market(dataclasses.asdict(market) if isinstance(market, Market) else market)
+        market = _validate_market(market_dict(market) if isinstance(market, Market) else market)
         homes = _validate_homes(homes)
         scen_ids, probability = _validate_scenarios(scenarios)
         retail, lmp = _validate_prices(prices, market)
@@ -269,10 +324,14 @@ class Case:
                     f"expected a Market or a mapping, got {type(market).__name__}",
                     f"pass a dict with some of the keys {MARKET_KEYS}",
                 )
-            new = dataclasses.asdict(market) if isinstance(market, Market) else dict(market)
-            unknown = set(new) - set(MARKET_KEYS)
+            new = market_dict(market) if isinstance(market, Market) else dict(market)
+            unknown = set(new) - set(MARKET_KEYS) - set(OPTIONAL_MARKET_KEYS)
             if unknown:
-                raise CaseError("market.json", f"unknown keys {sorted(unknown)}", f"use only {MARKET_KEYS}")
+                raise CaseError(
+                    "market.json",
+                    f"unknown keys {sorted(unknown)}",
+                    f"use only {MARKET_KEYS} and the optional {tuple(OPTIONAL_MARKET_KEYS)}",
+                )
             frames["market"] = {**frames["market"], **new}
         for name, value in home_columns.items():
             if name not in HOME_COLUMNS[1:]:
@@ -845,10 +904,16 @@ def _validate_market(market: Mapping) -> Market:
             file, f"is not a JSON object (got {type(market).__name__})", f"write an object with the keys {MARKET_KEYS}"
         )
     missing = [k for k in MARKET_KEYS if k not in market]
-    extra = [k for k in market if k not in MARKET_KEYS]
+    extra = [k for k in market if k not in MARKET_KEYS and k not in OPTIONAL_MARKET_KEYS]
     if missing or extra:
-        raise CaseError(file, f"missing keys {missing}, unknown keys {extra}", f"use exactly the keys {MARKET_KEYS}")
-    values = {key: _market_number(file, key, market[key]) for key in MARKET_KEYS}
+        raise CaseError(
+            file,
+            f"missing keys {missing}, unknown keys {extra}",
+            f"use exactly the keys {MARKET_KEYS}"
+            + (f" (and optionally {tuple(OPTIONAL_MARKET_KEYS)})" if extra else ""),
+        )
+    given = [k for k in OPTIONAL_MARKET_KEYS if k in market]
+    values = {key: _market_number(file, key, market[key]) for key in (*MARKET_KEYS, *given)}
     m = Market(**values)
     for key, ok, problem in (
         ("net_metering_usd_per_kwh", m.net_metering_usd_per_kwh >= 0, "must be >= 0"),
@@ -858,7 +923,7 @@ def _validate_market(market: Mapping) -> Market:
     ):
         if not ok:
             raise CaseError(file, f"'{key}' = {values[key]} {problem}", "correct the value", key)
-    for key in MARKET_KEYS:
+    for key in values:
         _check_range(np.array([values[key]]), None, file, key)
     if m.sell_ratio > m.buy_ratio:
         raise CaseError(
@@ -868,6 +933,8 @@ def _validate_market(market: Mapping) -> Market:
             "give sell_ratio <= buy_ratio (the study uses 1.1 / 0.9)",
             "sell_ratio",
         )
+    if given:  # the two-stage prices are checked when given, and before any two-stage solve (twostage.py)
+        check_imbalance_ratios(m)
     return m
 
 

@@ -30,6 +30,22 @@ Parallelism goes through :class:`joblib.Parallel` without naming a backend: loky
         market = dm.clear_market(case)
 
 The library itself never imports dask.
+
+``stages=2`` (issue 20, :mod:`desmarket.twostage`) solves the two-stage clearing: a day-ahead purchase and sale
+per hour shared by the scenarios, the real-time imbalances per scenario (:func:`desmarket.formulation.formulate`
+with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as one Clarabel problem. The default
+``"decomposed"`` [choice] solves the same deterministic equivalent as one PIQP problem (:data:`TWO_STAGE_OPTIONS`):
+exact like every other method (one solve, no iteration; Birge & Louveaux, *Introduction to Stochastic
+Programming*, 2nd ed. 2011, Ch. 3 and 5). The first stage (2 x 24 variables) enters only the 2 x S x 24 balance
+rows of the community totals, so the KKT system is block-angular, but PIQP's general sparse factorisation does not
+exploit that as a scenario decomposition would: the problem is S times a one-stage piece and its time grows
+faster than linearly (``scripts/bench_two_stage.py`` measures it beside the one-stage pieces). The scalable exact
+route is an L-shaped (Benders) decomposition over the 48 first-stage variables whose every iteration is the
+fixed-position solve below, or an interior point that factorises per scenario with a Schur complement for the
+border (Gondzio & Grothey's OOPS); neither is implemented. With the position given (``day_ahead``: the EEV problem,
+the realised day) the scenarios separate and "decomposed" solves them in pieces in parallel as in one stage.
+"coordinated" has no two-stage version (a ValueError). In M1 the homes are as in one
+stage and the aggregator's position is the closed-form newsvendor quantile (:func:`desmarket.model.m1_day_ahead`).
 """
 
 from __future__ import annotations
@@ -39,19 +55,24 @@ import dataclasses
 import time
 
 import numpy as np
+import pandas as pd
 
-from .case import Case
+from .case import Case, check_imbalance_ratios
 from .coordinated import Coordination, coordinate
 from .errors import CaseError
 from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes, says_infeasible
-from .formulation import Prices, case_block
+from .formulation import FirstStage, Prices, case_block, formulate
 from .model import (
     Operation,
     SolverError,
     assemble_operation,
+    build_clearing,
     central_clearing,
     central_independent,
+    m1_day_ahead,
+    read_operation,
     trade_limits,
+    with_day_ahead,
 )
 from .pieces import (
     CHUNK_ROWS,
@@ -61,6 +82,8 @@ from .pieces import (
     independent_pieces,
     run_tasks,
     solve_block,
+    solve_built,
+    solve_with_fallback,
     solver_label,
 )
 
@@ -83,6 +106,15 @@ def _check_chunk(chunk_rows) -> int:
     return int(chunk_rows)
 
 
+def _solve_staged_block(block, stage: FirstStage, solver: str, solver_options: dict | None) -> dict:
+    """One piece of the two-stage clearing at a fixed day-ahead position (its scenarios are then independent)."""
+    t0 = time.perf_counter()
+    problem, handles = formulate(block, True, first_stage=stage)
+    out = solve_built(problem, handles, block.rows, True, solver, solver_options)
+    out["build_seconds"] = time.perf_counter() - t0 - out["solve_seconds"]
+    return out
+
+
 def _decomposed(
     case: Case,
     market: bool,
@@ -92,13 +124,19 @@ def _decomposed(
     n_jobs: int | None,
     chunk_rows: int,
     trade_limit,
+    stage: FirstStage | None = None,
 ) -> Operation:
     t0 = time.perf_counter()
     chunk_rows = _check_chunk(chunk_rows)
     x_bar = trade_limits(case, trade_limit) if market else None
     pieces = clearing_pieces(case, chunk_rows) if market else independent_pieces(case, chunk_rows)
-    tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
-    results = run_tasks(solve_block, tasks, n_jobs)
+    if stage is None:
+        tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
+        results = run_tasks(solve_block, tasks, n_jobs)
+    else:  # a fixed day-ahead position: the scenarios separate (two-stage tolerances, TWO_STAGE_OPTIONS)
+        options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
+        tasks = [(case_block(case, rows, x_bar), stage, solver, options) for rows in pieces]
+        results = run_tasks(_solve_staged_block, tasks, n_jobs)
     arrays, price = gather(case, pieces, results, market)
     fallbacks = sum(r["fallbacks"] for r in results)
     return assemble_operation(
@@ -114,7 +152,80 @@ def _decomposed(
         build_seconds=sum(r["build_seconds"] for r in results),
         solve_seconds=sum(r["solve_seconds"] for r in results),
         wall_seconds=time.perf_counter() - t0,
+        first_stage=stage,
+        day_ahead=None if stage is None else (stage.buy_kw, stage.sell_kw),
     )
+
+
+def _deterministic_equivalent(
+    case: Case, stage: FirstStage, solver: str, solver_options: dict | None, tie_break: bool, trade_limit
+) -> Operation:
+    """The two-stage clearing with a decided position as one problem solved by ``solver`` (default PIQP; Clarabel
+    if it fails, :func:`~desmarket.pieces.solve_with_fallback`): method "decomposed" of ``stages=2``."""
+    t0 = time.perf_counter()
+    problem, handles = build_clearing(case, trade_limit, first_stage=stage)
+    t1 = time.perf_counter()
+    options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
+    fallbacks = solve_with_fallback(problem, solver, options)
+    t2 = time.perf_counter()
+    op = read_operation(
+        case,
+        problem,
+        handles,
+        solver=solver_label(solver, fallbacks, 1, "problems"),
+        tie_break=tie_break,
+        solve_seconds=t2 - t1,
+        build_seconds=t1 - t0,
+    )
+    return dataclasses.replace(op, method="decomposed", problem=None, wall_seconds=time.perf_counter() - t0)
+
+
+STAGES = (1, 2)
+#: Tolerances of every two-stage PIQP solve (the deterministic equivalent and the pieces at a fixed position) when
+#: no ``solver_options`` are given: PIQP 0.7 calls such problems infeasible at the 1e-12 of
+#: :data:`desmarket.model.DEFAULT_SOLVER_OPTIONS` (100 homes x 10 scenarios; a fixed-position piece of the year
+#: study, 2017-07-11, where Clarabel's fallback then ended 'optimal_inaccurate'), and solves them at 1e-10 (the
+#: objective at 1e-10 and 1e-9 agreed to 2e-9 $ on the first).
+TWO_STAGE_OPTIONS = {"PIQP": {"eps_abs": 1e-10, "eps_rel": 1e-10}}
+
+
+def check_stages(stages, case: Case, day_ahead) -> FirstStage | None:
+    """The :class:`~desmarket.formulation.FirstStage` of a solve with ``stages`` (None for one stage).
+
+    stages: 1 or 2 (else ValueError); two stages need k^up >= k^b >= k^s >= k^dn (:class:`CaseError` on
+    market.json otherwise). day_ahead: a fixed position (two stages only), see :func:`day_ahead_position`.
+    """
+    if isinstance(stages, bool) or stages not in STAGES:
+        raise ValueError(f"stages must be 1 (the paper's program) or 2 (day-ahead and real time), got {stages!r}")
+    if stages == 1:
+        if day_ahead is not None:
+            raise ValueError("day_ahead fixes the first stage of the two-stage clearing: pass stages=2 with it")
+        return None
+    check_imbalance_ratios(case.market)
+    position = None if day_ahead is None else day_ahead_position(day_ahead, case.lmp.shape[-1])
+    return FirstStage.of_case(case, *(position or (None, None)))
+
+
+def day_ahead_position(day_ahead, hours: int) -> tuple[np.ndarray, np.ndarray]:
+    """(buy_kw, sell_kw), (T,) kW each, from ``Operation.day_ahead`` (a frame with those columns) or a pair of
+    arrays; ValueError unless both are finite, >= 0 and one value per hour."""
+    if isinstance(day_ahead, pd.DataFrame):
+        missing = {"buy_kw", "sell_kw"} - set(day_ahead.columns)
+        if missing:
+            raise ValueError(f"day_ahead needs the columns buy_kw and sell_kw (Operation.day_ahead), missing {missing}")
+        pair = (day_ahead["buy_kw"].to_numpy(dtype=float), day_ahead["sell_kw"].to_numpy(dtype=float))
+    else:
+        try:
+            buy, sell = day_ahead
+            pair = (np.asarray(buy, dtype=float).reshape(-1), np.asarray(sell, dtype=float).reshape(-1))
+        except (TypeError, ValueError):
+            raise ValueError(
+                "day_ahead must be Operation.day_ahead or a pair (buy_kw, sell_kw) of arrays, one value per hour"
+            ) from None
+    for name, values in zip(("buy_kw", "sell_kw"), pair):
+        if values.shape != (hours,) or not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError(f"day_ahead {name} must be {hours} finite values >= 0 kW, got {values!r}")
+    return pair
 
 
 # ==================================================================================== entry points
@@ -154,23 +265,31 @@ def solve_independent(
     tie_break: bool = True,
     n_jobs: int | None = -1,
     chunk_rows: int = CHUNK_ROWS,
+    stages: int = 1,
+    day_ahead=None,
 ) -> Operation:
     """Mode M1: each home alone at the retail TOU price (Eqs. 5-15); the disagreement point C^0, R_A^0.
 
     method: "central", "decomposed" (default) or "coordinated" (same as decomposed: M1 has no market).
     solver: default per method (:data:`DEFAULT_SOLVERS`). n_jobs: joblib workers (default all cores).
     chunk_rows: (home, scenario) rows per piece of the decomposed solve.
+    stages: 1 (default) or 2: the homes as in one stage, and the aggregator's best day-ahead position for their
+    flows (:func:`desmarket.model.m1_day_ahead`), its cost and the imbalances' in R_A^0 (:mod:`desmarket.twostage`).
+    day_ahead (stages 2): a fixed position instead, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW.
     """
     _check_case(case)
     method = check_method(method)
     n_jobs = check_n_jobs(n_jobs)
+    stage = check_stages(stages, case, day_ahead)
     solver = solver or DEFAULT_SOLVERS[method]
     check_feasible(case, market=False)
     with _naming_culprits(case):
         if method == "central":
-            return central_independent(case, solver=solver, solver_options=solver_options, tie_break=tie_break)
-        op = _decomposed(case, False, solver, solver_options, tie_break, n_jobs, chunk_rows, None)
-    return op if method == "decomposed" else dataclasses.replace(op, method="coordinated")
+            op = central_independent(case, solver=solver, solver_options=solver_options, tie_break=tie_break)
+        else:
+            op = _decomposed(case, False, solver, solver_options, tie_break, n_jobs, chunk_rows, None)
+    op = op if method != "coordinated" else dataclasses.replace(op, method="coordinated")
+    return op if stage is None else with_day_ahead(case, op, *m1_day_ahead(case, op, stage), stage)
 
 
 def clear_market(
@@ -186,6 +305,8 @@ def clear_market(
     coordination: Coordination | None = None,
     callback=None,
     coordinated_jobs: int | None = 1,
+    stages: int = 1,
+    day_ahead=None,
 ) -> Operation:
     """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices.
 
@@ -198,13 +319,37 @@ def clear_market(
     controllers live in this process and keep their built problems between iterations (about 2 ms per home
     and iteration with PIQP). With more workers each keeps its own copies, and loky restarts a worker whose
     memory grows by 300 MB, so beyond about 150 homes per worker the problems are rebuilt and it gets slower.
+    stages: 1 (default) or 2, the two-stage clearing (day-ahead position shared by the scenarios, real-time
+    imbalances at k^up LMP / k^dn LMP; :mod:`desmarket.twostage`), by "central" or "decomposed" (module docstring).
+    day_ahead (stages 2): a fixed position, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW: only the
+    second stage is solved (the EEV problem, the realised day).
     """
     _check_case(case)
     method = check_method(method)
     n_jobs, coordinated_jobs = check_n_jobs(n_jobs), check_n_jobs(coordinated_jobs, "coordinated_jobs")
+    stage = check_stages(stages, case, day_ahead)
+    if stage is not None and method == "coordinated":
+        raise ValueError(
+            "the coordinated market process has no two-stage version; use method='decomposed' or 'central'"
+        )
     solver = solver or DEFAULT_SOLVERS[method]
     check_feasible(case, market=True, trade_limit=trade_limits(case, trade_limit))
     with _naming_culprits(case):
+        if stage is not None:
+            if method == "central":
+                return central_clearing(
+                    case,
+                    solver=solver,
+                    solver_options=solver_options,
+                    tie_break=tie_break,
+                    trade_limit=trade_limit,
+                    first_stage=stage,
+                )
+            if stage.fixed:
+                return _decomposed(
+                    case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit, stage
+                )
+            return _deterministic_equivalent(case, stage, solver, solver_options, tie_break, trade_limit)
         if method == "central":
             return central_clearing(
                 case, solver=solver, solver_options=solver_options, tie_break=tie_break, trade_limit=trade_limit

@@ -24,6 +24,10 @@ What may change without rebuilding a problem is a :class:`Parameters`: the price
 every battery by f keeps the problem DPP: the home's flows are f c', f e', f E' (:data:`BATTERY`,
 :meth:`Handles.values`).
 
+The two-stage clearing (issue 20, :mod:`desmarket.twostage`) is the same formulation with a
+:class:`FirstStage`: a day-ahead purchase and sale per hour that every scenario of the block shares, and the
+real-time imbalances of each scenario against them (:func:`formulate`).
+
 The model is extended here and nowhere else: a new decision is a variable, its constraints and its objective
 term in :func:`formulate` (the homes' part per row, the market's part per scenario of the block through
 ``block.scenario`` and ``block.scenario_weight``), a new price is a :class:`Parameters` entry and new data a
@@ -38,7 +42,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from .case import Case
+from .case import Case, wholesale_price
 
 #: Homes per partial sum in the trade balance (Eq. 18), so that no constraint row is dense.
 TRADE_GROUP = 64
@@ -57,6 +61,46 @@ class Prices(NamedTuple):
     @classmethod
     def of_case(cls, case: Case) -> Prices:
         return cls(case.retail, case.market.net_metering_usd_per_kwh, case.buy_price, case.sell_price)
+
+
+class FirstStage(NamedTuple):
+    """The day-ahead stage of the two-stage clearing [choice, issue 20]: what the block's scenarios share.
+
+    The aggregator buys ``buy_kw`` b_t >= 0 day-ahead at lambda^b_t and sells ``sell_kw`` a_t >= 0 at
+    lambda^s_t (Eq. 4); in each scenario the community's import and export are settled against them in real time,
+    a shortfall bought at ``up`` = k^up LMP_t and an excess sold at ``down`` = k^dn LMP_t ($/kWh, (T,)).
+    buy_kw, sell_kw: (T,) kW, a fixed position (the EEV problem, the realised day); None: the problem decides it.
+    position_weight: the position's tie-break weight, $/kW^2 (epsilon / N homes, :meth:`of_case`; see
+    :func:`formulate`), out of every reported value like epsilon itself.
+    """
+
+    up: np.ndarray  # k^up LMP_t, (T,) $/kWh
+    down: np.ndarray  # k^dn LMP_t, (T,) $/kWh
+    buy_kw: np.ndarray | None = None  # fixed b_t, (T,) kW; None: decided
+    sell_kw: np.ndarray | None = None  # fixed a_t, (T,) kW; None: decided
+    position_weight: float = 0.0  # $/kW^2
+
+    @classmethod
+    def of_case(cls, case: Case, buy_kw=None, sell_kw=None) -> FirstStage:
+        """The case's imbalance prices (market.json ``imbalance_buy_ratio`` / ``imbalance_sell_ratio``, Eq. 4's
+        rule for a negative LMP) and a position (default: decided), tie-break weight epsilon / N."""
+        up, down = imbalance_prices(case)
+        fixed = lambda v: None if v is None else np.asarray(v, dtype=float)
+        weight = float(case.market.regularization) / max(case.n_homes, 1)
+        return cls(up, down, fixed(buy_kw), fixed(sell_kw), weight)
+
+    @property
+    def fixed(self) -> bool:
+        """True when the day-ahead position is given (not decided)."""
+        return self.buy_kw is not None
+
+
+def imbalance_prices(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """(k^up LMP_t, k^dn LMP_t), (T,) $/kWh each: the real-time prices of a shortfall and an excess against the
+    day-ahead position, by Eq. 4's rule (:func:`desmarket.case.wholesale_price`, so k^up LMP >= k^b LMP >= k^s
+    LMP >= k^dn LMP for negative LMPs too)."""
+    up, down = case.market.imbalance_ratios
+    return wholesale_price(case.lmp, up), wholesale_price(case.lmp, down)
 
 
 # ========================================================================================= data
@@ -201,6 +245,18 @@ class Handles(NamedTuple):
     trade_balance: cp.Constraint | None  # Eq. 18, (K, T)
     parameters: Parameters
     block: Block
+    first_stage: FirstStage | None = None  # the two-stage clearing's prices and fixed position (None: one stage)
+    buy_kw: cp.Variable | None = None  # day-ahead purchase b_t, (1, T) kW (two stages with a decided position)
+    sell_kw: cp.Variable | None = None  # day-ahead sale a_t, (1, T) kW
+
+    def day_ahead(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The day-ahead purchase and sale (b_t, a_t), (T,) kW each, of a solved two-stage block (None: one stage)."""
+        if self.first_stage is None:
+            return None
+        if self.first_stage.fixed:
+            return self.first_stage.buy_kw, self.first_stage.sell_kw
+        read = lambda v: np.maximum(np.asarray(v.value, dtype=float).reshape(-1), 0.0)  # solver noise below 0
+        return read(self.buy_kw), read(self.sell_kw)
 
     # the Parameters by name, as the central problem's handles have always offered them
     retail = property(lambda self: self.parameters.retail)
@@ -223,6 +279,7 @@ def formulate(
     *,
     trade_balance: bool = True,
     cyclic_storage: bool = False,
+    first_stage: FirstStage | None = None,
 ) -> tuple[cp.Problem, Handles]:
     """M1 (Eqs. 5-15) or the market clearing (Eqs. 16-19) over the block's rows: the one builder of the model.
 
@@ -234,7 +291,21 @@ def formulate(
     prices and epsilon, battery scale 1). trade_balance=False leaves Eq. 18 out (a home of the coordinated
     process). cyclic_storage=True replaces Eq. 15 (the day ends at the fixed start state E0) by a daily cycle
     [choice, for the horizon study: :mod:`desmarket.horizon`]: the day starts and ends at the same state, which
-    the optimum chooses within [E_min, E_max], so midnight forces no refill. Returns the problem and its
+    the optimum chooses within [E_min, E_max], so midnight forces no refill.
+
+    first_stage (market only): the two-stage clearing of issue 20 [choice], a :class:`FirstStage`. The
+    aggregator's day-ahead purchase b_t >= 0 and sale a_t >= 0 are shared by the block's scenarios k; in each the
+    community's import and export are settled against them,
+      sum_i Pl_{i,k,t} = b_t + u^l_{k,t} - v^l_{k,t},   sum_i Ps_{i,k,t} = a_t + v^s_{k,t} - u^s_{k,t},
+    a shortfall u = u^l + u^s >= 0 bought at k^up LMP, an excess v = v^l + v^s >= 0 sold at k^dn LMP, so that
+    sum_i (Pl - Ps) = b - a + u - v (the issue's balance) with import and export each settled against its own
+    schedule, as Eq. 16 prices them (netting happens in the local market, Eq. 18, not at the aggregator: with
+    k^up = k^b and k^dn = k^s the problem is the one-stage clearing exactly, congested hours included). The
+    wholesale term of Eq. 16 becomes
+      lambda^b . b - lambda^s . a + sum_k w_k [k^up LMP . u_k - k^dn LMP . v_k]
+    plus a tie-break of the position, ``position_weight`` (b.b + a.a) (epsilon / N: the day-ahead quantile may be
+    any point of an interval, and this picks the one nearest zero; out of every reported value). A fixed
+    position (``first_stage.buy_kw``) is data, and the scenarios separate. Returns the problem and its
     :class:`Handles`.
     """
     R, T = block.load.shape
@@ -281,8 +352,55 @@ def formulate(
         partial = cp.Variable((to_groups.shape[0], T), name="trade_partial_sums")
         balance = to_scen @ partial == 0  # Eq. 18, sum_i x = 0, one row per (scenario, hour)
         constraints += [partial == to_groups @ x, balance]
-    problem = cp.Problem(cp.Minimize(cost + disutility + p.regularization_per_unit * spread), constraints)
-    return problem, Handles(d, g, c, e, E, Pl, Ps, x, balance, p, block)
+    objective = cost + disutility + p.regularization_per_unit * spread
+    buy_kw = sell_kw = None
+    if first_stage is not None:
+        if not (market and trade_balance):
+            raise ValueError("a first stage needs the market clearing with its trade balance (market=True)")
+        objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, Pl, Ps, p, first_stage)
+        objective = objective + disutility + p.regularization_per_unit * spread
+        constraints += stage_constraints
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    return problem, Handles(d, g, c, e, E, Pl, Ps, x, balance, p, block, first_stage, buy_kw, sell_kw)
+
+
+def _two_stage(block: Block, Pl: cp.Variable, Ps: cp.Variable, p: Parameters, stage: FirstStage) -> tuple:
+    """The wholesale part of the two-stage clearing (see :func:`formulate`): objective, constraints, b and a.
+
+    The community totals are summed through partial sums of at most :data:`TRADE_GROUP` homes (no dense row).
+    """
+    T = Pl.shape[1]
+    to_groups, to_scen = _group_sums(block.scenario, TRADE_GROUP)
+    K = to_scen.shape[0]
+    every = np.ones((K, 1))  # the day-ahead position, the same in each of the block's K scenarios
+    if stage.fixed:
+        buy_kw = sell_kw = None
+        b = np.asarray(stage.buy_kw, dtype=float).reshape(1, T)
+        a = np.asarray(stage.sell_kw, dtype=float).reshape(1, T)
+        position_cost = 0.0
+    else:
+        buy_kw = cp.Variable((1, T), name="day_ahead_buy", nonneg=True)
+        sell_kw = cp.Variable((1, T), name="day_ahead_sell", nonneg=True)
+        b, a = buy_kw, sell_kw
+        position_cost = stage.position_weight * (cp.sum_squares(buy_kw) + cp.sum_squares(sell_kw))
+    imports = cp.Variable((to_groups.shape[0], T), name="import_partial_sums")
+    exports = cp.Variable((to_groups.shape[0], T), name="export_partial_sums")
+    short_import, excess_import, short_export, excess_export = (
+        cp.Variable((K, T), name=name, nonneg=True)
+        for name in ("short_import", "excess_import", "short_export", "excess_export")
+    )
+    constraints = [
+        imports == to_groups @ Pl,
+        exports == to_groups @ Ps,
+        to_scen @ imports == every @ b + short_import - excess_import,  # sum_i Pl = b + u^l - v^l
+        to_scen @ exports == every @ a + excess_export - short_export,  # sum_i Ps = a + v^s - u^s
+    ]
+    wk = block.scenario_weight[:, None]
+    real_time = cp.sum(cp.multiply(wk * stage.up[None, :], short_import + short_export)) - cp.sum(
+        cp.multiply(wk * stage.down[None, :], excess_import + excess_export)
+    )
+    day_ahead = cp.sum(b @ p.buy) - cp.sum(a @ p.sell)
+    return day_ahead + real_time + position_cost, constraints, buy_kw, sell_kw
 
 
 def daily_minimum(d: cp.Variable, block: Block) -> list:
@@ -361,3 +479,53 @@ def operation_objective(
     d, c, e = arrays["d"], arrays["c"], arrays["e"]
     per_hour = per_hour - (a * d**2 + b * d) + regularization * (c**2 + e**2)
     return float(np.einsum("s,nst->", probability, per_hour))
+
+
+# ================================================================ the two-stage wholesale account
+def imbalances(imports, exports, buy_kw, sell_kw) -> tuple[np.ndarray, np.ndarray]:
+    """(shortfall u, excess v), (S, T) kW each: the real-time imbalances of the two-stage clearing (formulate).
+
+    imports, exports: (S, T) the community's sum_i Pl and sum_i Ps, kW; buy_kw, sell_kw: (T,) the day-ahead
+    purchase b and sale a. u = (sum Pl - b)+ + (a - sum Ps)+ is bought at k^up LMP, v = (b - sum Pl)+ + (sum Ps - a)+
+    sold at k^dn LMP, so that sum (Pl - Ps) = b - a + u - v.
+    """
+    b, a = np.asarray(buy_kw, dtype=float), np.asarray(sell_kw, dtype=float)
+    short = np.maximum(imports - b, 0.0) + np.maximum(a - exports, 0.0)
+    excess = np.maximum(b - imports, 0.0) + np.maximum(exports - a, 0.0)
+    return short, excess
+
+
+def two_stage_wholesale(probability, imports, exports, buy_kw, sell_kw, prices: Prices, stage: FirstStage) -> float:
+    """The aggregator's expected wholesale cost under two stages, $ per day (the wholesale part of formulate):
+    lambda^b . b - lambda^s . a + sum_s pi_s sum_t [k^up LMP u - k^dn LMP v] (:func:`imbalances`)."""
+    short, excess = imbalances(imports, exports, buy_kw, sell_kw)
+    day_ahead = float(np.dot(prices.buy, buy_kw) - np.dot(prices.sell, sell_kw))
+    return day_ahead + float(np.einsum("s,st->", probability, stage.up * short - stage.down * excess))
+
+
+def newsvendor_position(flow: np.ndarray, probability: np.ndarray, price, up, down, side: str) -> np.ndarray:
+    """The aggregator's best day-ahead purchase (side "buy") or sale ("sell") for known flows per scenario, (T,) kW.
+
+    flow: (S, T) the community's import sum Pl (buy) or export sum Ps (sell) in each scenario, kW; price: (T,)
+    lambda^b (buy) or lambda^s (sell); up, down: (T,) k^up LMP, k^dn LMP, $/kWh. The expected cost of a position
+    y >= 0 (the wholesale part of :func:`formulate` without home variables) is convex and piecewise linear with
+    kinks at the flows; its minimisers are the y whose cumulative probability F(y) = P(flow <= y) reaches the
+    critical ratio (k^up - k^b)/(k^up - k^dn) for a purchase, (k^s - k^dn)/(k^up - k^dn) for a sale (the
+    newsvendor quantile). Returned: the smallest such y, the point of the optimal interval nearest zero that the
+    position's tie-break of :func:`formulate` picks; 0 where the ratio is 0 (no reason to commit ahead).
+    """
+    flow = np.asarray(flow, dtype=float)
+    spread = np.asarray(up, dtype=float) - np.asarray(down, dtype=float)
+    gain = (up - price) if side == "buy" else (price - down)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(spread > 0, gain / spread, 0.0)  # (T,)
+    order = np.argsort(flow, axis=0, kind="stable")
+    ranked = np.take_along_axis(flow, order, axis=0)  # (S, T) ascending
+    cumulative = np.cumsum(np.asarray(probability, dtype=float)[order], axis=0)
+    first = np.argmax(cumulative >= ratio[None, :] - QUANTILE_TOLERANCE, axis=0)  # first y with F(y) >= ratio
+    position = np.maximum(ranked[first, np.arange(flow.shape[1])], 0.0)
+    return np.where(ratio > QUANTILE_TOLERANCE, position, 0.0)
+
+
+#: Cumulative probabilities within this of the critical ratio count as reaching it (float sums of pi_s).
+QUANTILE_TOLERANCE = 1e-9

@@ -32,7 +32,18 @@ import pandas as pd
 
 from .case import Case
 from .errors import MismatchError, RoutingWarning, SolverError
-from .formulation import Handles, Prices, case_block, clearing_price, formulate, operation_objective
+from .formulation import (
+    FirstStage,
+    Handles,
+    Prices,
+    case_block,
+    clearing_price,
+    formulate,
+    imbalances,
+    newsvendor_position,
+    operation_objective,
+    two_stage_wholesale,
+)
 
 DEFAULT_SOLVER = "CLARABEL"
 #: Tolerances used when no ``solver_options`` are given. The epsilon tie-break makes the operation unique but
@@ -75,6 +86,12 @@ class Operation:
     fingerprint:        :func:`case_fingerprint` of the case (and prices) it was solved on; None: unknown (an
                         Operation built by hand). Settlement, fairness and the study check it
                         (:meth:`check_solved_on`), so a result is never used with another case's numbers.
+    stages:             1 (every scenario its own decisions, the paper's program) or 2 (the two-stage clearing of
+                        :mod:`desmarket.twostage`: a day-ahead position shared by the scenarios)
+    day_ahead:          (stages 2) per hour ``buy_kw`` b_t and ``sell_kw`` a_t, the aggregator's day-ahead purchase
+                        and sale, kW; aggregator_revenue then counts their cost and the imbalances' (None: one stage)
+    imbalance_buy, imbalance_sell: (stages 2) (S, T) kW bought in real time at k^up LMP (shortfall u) and sold at
+                        k^dn LMP (excess v) against the day-ahead position (:func:`~desmarket.formulation.imbalances`)
     """
 
     mode: str
@@ -108,6 +125,10 @@ class Operation:
     convergence: pd.DataFrame | None = field(default=None, repr=False)  # per iteration ("coordinated" only)
     congested: np.ndarray | None = None  # (S, T), see above
     fingerprint: str | None = None  # case_fingerprint of the case solved, see above
+    stages: int = 1  # see above
+    day_ahead: pd.DataFrame | None = field(default=None, repr=False)  # (T, 2) buy_kw, sell_kw (stages 2)
+    imbalance_buy: np.ndarray | None = field(default=None, repr=False)  # (S, T) kW at k^up LMP (stages 2)
+    imbalance_sell: np.ndarray | None = field(default=None, repr=False)  # (S, T) kW at k^dn LMP (stages 2)
 
     def check_solved_on(self, case: Case, name: str = "operation") -> None:
         """Raise :class:`MismatchError` unless this result was solved on ``case`` (same :func:`case_fingerprint`).
@@ -173,7 +194,11 @@ def build_independent(case: Case, *, cyclic_storage: bool = False) -> tuple[cp.P
 
 
 def build_clearing(
-    case: Case, trade_limit: float | np.ndarray | None = None, *, cyclic_storage: bool = False
+    case: Case,
+    trade_limit: float | np.ndarray | None = None,
+    *,
+    cyclic_storage: bool = False,
+    first_stage: FirstStage | None = None,
 ) -> tuple[cp.Problem, Handles]:
     """Market clearing (Eqs. 16-19): all homes and the aggregator minimise sum_i C_i - R_A together.
 
@@ -184,9 +209,10 @@ def build_clearing(
 
     trade_limit: x_bar in kW, scalar or (N,) [choice: default = each home's grid_limit_kw].
     cyclic_storage: a daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
+    first_stage: the two-stage clearing (:class:`~desmarket.formulation.FirstStage`; None: one stage).
     """
     block = case_block(case, _all_rows(case), trade_limits(case, trade_limit), weighted=True)
-    return formulate(block, market=True, cyclic_storage=cyclic_storage)
+    return formulate(block, market=True, cyclic_storage=cyclic_storage, first_stage=first_stage)
 
 
 # ======================================================================================== solve
@@ -287,6 +313,9 @@ def case_fingerprint(case: Case, prices: Prices | None = None, regularization: f
     h = hashlib.sha256(_case_digest(case))
     for values in (prices.retail, prices.net_metering, prices.buy, prices.sell, regularization):
         h.update(_float_bytes(values))
+    market = case.market
+    if market.imbalance_buy_ratio is not None or market.imbalance_sell_ratio is not None:  # two-stage prices
+        h.update(_float_bytes(market.imbalance_ratios))  # hashed only when given: one-stage prints stay the same
     return h.hexdigest()[:FINGERPRINT_DIGITS]
 
 
@@ -330,6 +359,8 @@ def read_operation(
         solve_seconds=solve_seconds,
         build_seconds=build_seconds,
         solver_seconds=float(getattr(problem.solver_stats, "solve_time", None) or np.nan),
+        first_stage=handles.first_stage,
+        day_ahead=handles.day_ahead(),
     )
 
 
@@ -353,6 +384,8 @@ def assemble_operation(
     trade_limit: np.ndarray | None = None,
     price_tolerance: float = PRICE_TOLERANCE,
     limit_tolerance: float = LIMIT_TOLERANCE,
+    first_stage: FirstStage | None = None,
+    day_ahead: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Operation:
     """One :class:`Operation` from solved (N, S, T) arrays: the tie-break, then the costs of Eqs. 1-5.
 
@@ -363,6 +396,9 @@ def assemble_operation(
     with (epsilon default: the case's); epsilon prices the tie-break term (``regularization_cost``).
     trade_limit: x_bar per home (default grid_limit_kw); price_tolerance, limit_tolerance: when a price is pinned
     and a flow binds (see :func:`price_states`).
+    first_stage, day_ahead: the two-stage clearing's prices and its solved (or fixed) day-ahead purchase and sale
+    (b, a), (T,) kW each; the tie-break then matches as much as the optimum allows (:func:`_two_stage_match`) and
+    the revenue counts the day-ahead and imbalance costs (:func:`with_day_ahead`).
     """
     is_market = price is not None
     regularization = case.market.regularization if regularization is None else float(regularization)
@@ -372,6 +408,8 @@ def assemble_operation(
     binds = _binding(case, arrays, x_bar, limit_tolerance) if is_market else None
     if tie_break:
         matched = _optimal_match(net, arrays, prices, binds) if is_market else None
+        if is_market and first_stage is not None:
+            matched = _two_stage_match(net, arrays, binds, day_ahead, first_stage)
         x, Pl, Ps = pro_rata_flows(net, match=is_market, matched=matched)
         over = _check_limits(case, x, Pl, Ps, x_bar)
     else:
@@ -392,9 +430,10 @@ def assemble_operation(
     revenue = np.einsum("s,st->", pi, (prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot)
     spread = regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = congested = None
-    if is_market:
-        balanced, congested = _price_states(case, net, price, prices, binds, price_tolerance)
-    return Operation(
+    if is_market:  # two stages: the real-time prices k^up LMP, k^dn LMP are the pins
+        pins = prices if first_stage is None else prices._replace(buy=first_stage.up, sell=first_stage.down)
+        balanced, congested = _price_states(case, net, price, pins, binds, price_tolerance)
+    op = Operation(
         mode="market" if is_market else "independent",
         home_ids=case.home_ids,
         probability=pi.copy(),
@@ -427,6 +466,77 @@ def assemble_operation(
         congested=congested,
         fingerprint=case_fingerprint(case, prices, regularization),
     )
+    if first_stage is None:
+        return op
+    op = with_day_ahead(case, op, *day_ahead, first_stage, prices)
+    if is_market and not first_stage.fixed:  # the position's tie-break, like epsilon out of every reported cost
+        spread = first_stage.position_weight * float(np.sum(np.square(day_ahead)))
+        op = dataclasses.replace(op, regularization_cost=op.regularization_cost + spread)
+    return op
+
+
+def with_day_ahead(
+    case: Case, op: Operation, buy_kw, sell_kw, first_stage: FirstStage, prices: Prices | None = None
+) -> Operation:
+    """``op`` settled in two stages: the day-ahead purchase b and sale a, (T,) kW, and the real-time imbalances of
+    its community flows against them (:func:`~desmarket.formulation.imbalances`).
+
+    R_A = sum_s pi_s sum_t [p Pl_tot - q Ps_tot] - [lambda^b . b - lambda^s . a] - sum_s pi_s sum_t [k^up LMP u -
+    k^dn LMP v] (Eq. 1 with the wholesale part of the two-stage clearing); the homes' costs do not change. For M1
+    this is the aggregator's account of the issue's M1: the homes as today, the aggregator's position its own.
+    """
+    prices = Prices.of_case(case) if prices is None else prices
+    b, a = (np.maximum(np.asarray(v, dtype=float).reshape(-1), 0.0) for v in (buy_kw, sell_kw))
+    imports, exports = op.net_load.sum(axis=0), op.net_surplus.sum(axis=0)
+    pi = op.probability
+    retail = np.einsum("s,st->", pi, prices.retail * imports - prices.net_metering * exports)
+    wholesale = two_stage_wholesale(pi, imports, exports, b, a, prices, first_stage)
+    short, excess = imbalances(imports, exports, b, a)
+    return dataclasses.replace(
+        op,
+        aggregator_revenue=float(retail - wholesale),
+        stages=2,
+        day_ahead=pd.DataFrame({"buy_kw": b, "sell_kw": a}, index=pd.RangeIndex(len(b), name="hour")),
+        imbalance_buy=short,
+        imbalance_sell=excess,
+    )
+
+
+def m1_day_ahead(case: Case, op: Operation, first_stage: FirstStage) -> tuple[np.ndarray, np.ndarray]:
+    """The aggregator's best day-ahead purchase and sale for the M1 community flows, (T,) kW each: the two-stage
+    wholesale problem without home variables, solved in closed form per hour (the newsvendor quantile,
+    :func:`~desmarket.formulation.newsvendor_position`). A fixed position in ``first_stage`` is returned as given."""
+    if first_stage.fixed:
+        return first_stage.buy_kw, first_stage.sell_kw
+    pi, up, down = op.probability, first_stage.up, first_stage.down
+    buy = newsvendor_position(op.net_load.sum(axis=0), pi, case.buy_price, up, down, "buy")
+    sell = newsvendor_position(op.net_surplus.sum(axis=0), pi, case.sell_price, up, down, "sell")
+    return buy, sell
+
+
+def _two_stage_match(net, arrays: dict, binds, day_ahead, stage: FirstStage) -> np.ndarray:
+    """(S, T) energy matched inside the community in the two-stage clearing: the most that is still optimal.
+
+    With a day-ahead position, netting a kWh lowers the import and the export by one each, which saves the
+    import's marginal real-time price and loses the export's: often a gain, sometimes neutral (both at k^dn LMP)
+    and, against a held sale, a loss. The cost is convex and piecewise linear in the matched energy m, with kinks
+    at m = demand - b and m = supply - a; the largest minimiser among those kinks and the ends is booked
+    [choice: full netting where neutral, the natural accounting of MODEL.md]. Where a limit binds, the solver's
+    own import total fixes m (as in one stage).
+    """
+    b, a = (np.asarray(v, dtype=float)[None, :] for v in day_ahead)
+    clean = np.where(np.abs(net) < NET_TOLERANCE, 0.0, net)
+    demand, supply = np.maximum(clean, 0).sum(axis=0), np.maximum(-clean, 0).sum(axis=0)
+    most = np.minimum(demand, supply)
+    candidates = np.clip(np.stack([np.zeros_like(most), most, demand - b, supply - a]), 0.0, most)
+    short, excess = imbalances(demand - candidates, supply - candidates, b, a)
+    cost = stage.up * short - stage.down * excess
+    best = cost.min(axis=0)
+    scale = np.abs(stage.up) + np.abs(stage.down) + 1e-12
+    optimal = cost <= best + 1e-9 * scale * (1.0 + most)
+    matched = np.where(optimal, candidates, -np.inf).max(axis=0)
+    own = np.maximum(demand - arrays["Pl"].sum(axis=0), 0.0)
+    return np.where(binds, own, matched)
 
 
 def price_states(
@@ -541,6 +651,13 @@ def central_clearing(
     solver_options: dict | None = None,
     tie_break: bool = True,
     trade_limit: float | np.ndarray | None = None,
+    first_stage: FirstStage | None = None,
 ) -> Operation:
-    """The clearing as one problem over all homes and scenarios (method "central", the reference)."""
-    return _run(case, build_clearing, solver, solver_options, tie_break, trade_limit=trade_limit)
+    """The clearing as one problem over all homes and scenarios (method "central", the reference); with a
+    ``first_stage`` the two-stage clearing (:mod:`desmarket.twostage`)."""
+    kw = (
+        {"trade_limit": trade_limit}
+        if first_stage is None
+        else {"trade_limit": trade_limit, "first_stage": first_stage}
+    )
+    return _run(case, build_clearing, solver, solver_options, tie_break, **kw)
