@@ -159,7 +159,7 @@ CASE_FAILURES = (CaseError, SolverError, NoTradeError)
 def failure_kind(exc: BaseException) -> str:
     """The short kind of a failed case, by the error's class and its ``kind`` field, never its message: a
     :class:`DataError`'s ``kind`` (the constants above) where it has one, ``infeasible``, ``not converged``,
-    ``no trade``, or ``other``."""
+    ``no trade``, ``solver failed`` (any other solver status), or ``other``."""
     kind = getattr(exc, "kind", None)
     if kind:
         return str(kind)
@@ -167,6 +167,7 @@ def failure_kind(exc: BaseException) -> str:
         (InfeasibleCaseError, "infeasible"),
         (NotConvergedError, "not converged"),
         (NoTradeError, "no trade"),
+        (SolverError, "solver failed"),
     ):
         if isinstance(exc, cls):
             return kind

@@ -34,7 +34,7 @@ import pandas as pd
 from .case import Case, check_imbalance_ratios
 from .daycache import cached_rows, data_digest
 from .engine import clear_market, solve_independent
-from .errors import CASE_FAILURES, CaseError, NoTradeError, failure_reason, quiet_warnings
+from .errors import CASE_FAILURES, CaseError, NoTradeError, failure_kind, failure_reason, quiet_warnings
 from .formulation import FirstStage
 from .model import Operation, m1_day_ahead, with_day_ahead
 from .paper import PAPER_PROFIT_RATE
@@ -46,8 +46,9 @@ from .settlement import Settlement, settle
 DEFAULT_PRICES = "ercot-2022"
 
 #: Version of :func:`two_stage_day`: bump it when what a row holds or how it is computed changes (3: PIQP at the
-#: tolerances of :data:`desmarket.engine.TWO_STAGE_OPTIONS` for every two-stage solve).
-TWO_STAGE_VERSION = 3
+#: tolerances of :data:`desmarket.engine.TWO_STAGE_OPTIONS` for every two-stage solve; 4: a failed day classified
+#: by its error, :func:`desmarket.errors.failure_kind`).
+TWO_STAGE_VERSION = 4
 #: The study name of the per-day rows (:func:`desmarket.year.day_key`).
 TWO_STAGE_STUDY = "two_stage_by_day"
 VALUE_COLUMNS = ("rp_usd", "ws_usd", "ev_usd", "eev_usd", "vss_usd", "evpi_usd")
@@ -285,7 +286,6 @@ def two_stage_day(
     stochastic values of the market and M1 over those, and the realised day (:func:`realised_day`). Status
     "failed" with the reason where the case cannot be built or solved (as :func:`desmarket.year.day_claims`)."""
     from .data import build_case, price_source
-    from .year import failure_kind
 
     source = price_source(prices)
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
@@ -297,7 +297,7 @@ def two_stage_day(
             )
             row = {**head, "status": "ok", "failure": "", "reason": "", **day_values(case, day, profit_rate)}
     except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
+        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
     return row
 
 
