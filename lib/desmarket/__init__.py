@@ -45,6 +45,7 @@ from .errors import (
     RegularizationWarning,
     RoutingWarning,
     SolverError,
+    UnansweredError,
 )
 from .fairness import (
     allocation_table,
@@ -86,6 +87,7 @@ __all__ = [
     "SolverError",
     "InfeasibleCaseError",
     "NotConvergedError",
+    "UnansweredError",
     "NoTradeError",
     "MismatchError",
     "OutputError",
