@@ -168,10 +168,11 @@ class Coordination:
         return cls(tol_residual=1e-3, tol_price=1e-5, tol_surplus=1e-5, tol_alpha=1e-4, tol_gain=1e-3, patience=1)
 
     @classmethod
-    def plain(cls) -> Coordination:
+    def plain(cls, **changes) -> Coordination:
         """Plain ADMM (Boyd et al. 2011, Section 7.3.2) at a fixed penalty, from the midpoint price, stopping on
-        the residuals only: the reference of the technique table of ``make bench``."""
-        return cls(adaptive=False, relaxation=1.0, warm_start=False, economic=False, patience=1, anderson=0)
+        the residuals only: the reference of the technique table of ``make bench``. ``changes``: other fields."""
+        settings = dict(adaptive=False, relaxation=1.0, warm_start=False, economic=False, patience=1, anderson=0)
+        return cls(**{**settings, **changes})
 
 
 # ====================================================================================== home side
@@ -531,7 +532,8 @@ class Anderson:
     beside the homes' targets z, both in kW). Safeguard: when the residual exceeds ``restart`` times its
     smallest value since the last restart (default 1: whenever it is not the smallest yet), the memory is
     cleared and the plain ADMM step taken (without it the extrapolation stalled on a 5-home case for 2,000
-    rounds; with a factor of 2 one case needed 303 rounds instead of 88).
+    rounds; with a factor of 2 one case needed 303 rounds instead of 88; going back to the best point instead
+    took 155 rounds instead of 100 on the paper case).
     Only the coefficients (``memory`` + 1 numbers per round) need to be announced: every home combines its own
     past targets with them, and the aggregator its past prices.
     """
@@ -755,7 +757,7 @@ def coordinate(
             state, info = aggregator_update(state, trades, settings)
             w_before = (state_price_before, targets)
             targets = next_targets(targets, trades, settings.relaxation)
-            if accelerator is not None:
+            if accelerator is not None and not lost.any():  # a round with lost answers: the plain step
                 scale = np.sqrt(n) / state.rho
                 pack = lambda price, z: np.concatenate([scale * price.ravel(), z.ravel()])
                 w = accelerator.step(pack(*w_before), pack(state.price, targets))
