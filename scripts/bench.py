@@ -233,8 +233,8 @@ def expected_duration(runs: list[tuple[int, str]], scenarios: int) -> str:
     known = [table[run] for run in runs if run in table.index]
     if not known:
         return (
-            "unknown: results/bench/bench.csv has no timing of these runs (the default run takes about "
-            "27 minutes on 2 cores)"
+            "unknown: results/bench/bench.csv has no timing of these runs (make bench takes about 10 minutes, "
+            "make bench FULL=1 several hours, on 2 cores)"
         )
     where = ROOT / "results" / "bench" / "machine.txt"
     total = sum(known)
@@ -323,6 +323,7 @@ def main() -> None:
     parser.add_argument("--coordinated-max", type=int, default=1000)
     parser.add_argument("--techniques", type=int, nargs="*", default=[], metavar="HOMES", help="technique table sizes")
     parser.add_argument("--all-techniques", action="store_true", help="every technique, not only the defaults")
+    parser.add_argument("--technique-names", nargs="+", choices=list(TECHNIQUES), help="these techniques only")
     parser.add_argument("--save", action="store_true", help="write results/bench/ (bench.csv, machine.txt, bench.png)")
     parser.add_argument("--one", nargs=2, metavar=("HOMES", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--technique", nargs=2, metavar=("HOMES", "TECHNIQUE"), help=argparse.SUPPRESS)
@@ -337,7 +338,7 @@ def main() -> None:
         (out / "machine.txt").write_text(machine() + "\n")
     limit = {"central": args.central_max, "coordinated": args.coordinated_max}
     runs = [(n, method) for n in args.homes for method in args.methods if n <= limit.get(method, n)]
-    names = list(TECHNIQUES) if args.all_techniques else list(DEFAULT_TECHNIQUES)
+    names = args.technique_names or (list(TECHNIQUES) if args.all_techniques else list(DEFAULT_TECHNIQUES))
     technique_runs = [(n, name) for n in args.techniques for name in names]
     print(f"{len(runs)} runs; expected: {expected_duration(runs, args.scenarios)}", flush=True)
     rows = []

@@ -14,20 +14,31 @@ a home is indifferent between the grid and the market and its best response jump
 oscillates and needs diminishing steps, while ADMM's proximal term makes each response unique and converges
 for any penalty rho > 0 (Boyd et al., Section 3.2).
 
-One iteration k, with clearing price lambda^k (S, T) and the community's mean imbalance xbar^k = mean_i x_i^k:
+One iteration (round) k, with clearing price lambda^k (S, T), home i's target schedule z_i^k (S, T) and the
+over-relaxation factor a (``Coordination.relaxation``; a = 1 is plain ADMM):
 
-* aggregator -> every home: the coordinated price  p^k = lambda^k - rho xbar^k  and the penalty rho;
+* aggregator -> every home: lambda^k, the penalty rho and the community's mean imbalance a xbar^k;
 * home i (:func:`home_response`, its own data only):
-  x_i^{k+1} = argmin F_i(z_i) - p^k . x_i + rho/2 ||x_i - x_i^k||^2;
+  x_i^{k+1} = argmin F_i(z_i) - lambda^k . x_i + rho/2 ||x_i - z_i^k||^2;
 * home i -> aggregator: its trade schedule x_i^{k+1} (S, T) and nothing else;
-* aggregator (:func:`aggregator_update`, schedules only): lambda^{k+1} = lambda^k - rho xbar^{k+1}.
+* aggregator (:func:`aggregator_update`, schedules only): lambda^{k+1} = lambda^k - rho a xbar^{k+1};
+  home i (:func:`next_targets`): z_i^{k+1} = a (x_i^{k+1} - xbar^{k+1}) + (1 - a) z_i^k.
 
-(The home update is Boyd's x_i-step (rho/2)||x_i - x_i^k + xbar^k + u^k||^2 with the scaled dual
-u = -lambda/rho, rewritten so that the home needs only a price and its own last schedule.) The clearing price
-lambda is the multiplier of Eq. 18 with the sign of :func:`desmarket.model.clearing_price`. The process stops
-when the largest trade imbalance |sum_i x_i| is at most ``tol_residual`` kW and both the largest price change
-and the dual residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| are at most ``tol_price`` $/kWh. The penalty
-adapts by residual balancing (Boyd et al., Section 3.4.1) unless ``adaptive=False``.
+(With a = 1 this is Boyd's x_i-step (rho/2)||x_i - x_i^k + xbar^k + u^k||^2 with the scaled dual u = -lambda/rho:
+the home's linear term lambda + rho z_i is the coordinated price lambda - rho xbar plus rho times its own last
+schedule.) The clearing price lambda is the multiplier of Eq. 18 with the sign of
+:func:`desmarket.model.clearing_price`. Acceleration (issue 21; ``make bench`` measures each technique):
+over-relaxation (a = 1.6, Boyd et al. Section 3.4.3, as OSQP), a warm start from the price forecast of M1
+(:func:`forecast_price`), and Anderson acceleration of (lambda, z) (:class:`Anderson`); residual balancing of
+rho (Boyd et al. Section 3.4.1, ``adaptive=True``) is the previous default. The process stops when for
+``patience`` rounds the largest trade imbalance |sum_i x_i| is at most ``tol_residual`` kW, the largest price
+change and the dual residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
+the settlement's quantities at the round's schedules (:func:`round_economics`: Delta C, every alpha_i, every
+home's gain and cost) have stopped moving by more than their tolerances. Lost answers
+(``Coordination.dropout``) are replaced by the home's last schedule; a home silent for ``max_unanswered``
+rounds raises :class:`~desmarket.errors.UnansweredError`. In a simulation every home's response to one price
+can be solved together (``batched=True``, :class:`Fleet`, :class:`BatchController`), each home still seeing
+only its own data and the price.
 
 The homes' final dispatch goes through :func:`desmarket.model.assemble_operation`, with the same tie-break as
 the other methods, so the reported trades balance exactly.
@@ -533,13 +544,15 @@ class Anderson:
     smallest value since the last restart (default 1: whenever it is not the smallest yet), the memory is
     cleared and the plain ADMM step taken (without it the extrapolation stalled on a 5-home case for 2,000
     rounds; with a factor of 2 one case needed 303 rounds instead of 88; going back to the best point instead
-    took 155 rounds instead of 100 on the paper case).
+    took 155 rounds instead of 100 on the paper case). An extrapolation longer than ``max_jump`` (100) times
+    the plain step is not taken either (memory cleared, plain step): on a price ramp, where G(w) - w hardly
+    changes between rounds, the least-squares coefficients are noise and the process diverged.
     Only the coefficients (``memory`` + 1 numbers per round) need to be announced: every home combines its own
     past targets with them, and the aggregator its past prices.
     """
 
-    def __init__(self, memory: int, restart: float = 1.0):
-        self.memory, self.restart = int(memory), float(restart)
+    def __init__(self, memory: int, restart: float = 1.0, max_jump: float = 100.0):
+        self.memory, self.restart, self.max_jump = int(memory), float(restart), float(max_jump)
         self._g: list[np.ndarray] = []  # G(w) of the last rounds, flat
         self._f: list[np.ndarray] = []  # G(w) - w of the last rounds, flat
         self._best = np.inf
@@ -562,11 +575,12 @@ class Anderson:
         dF = np.stack([b - a for a, b in zip(self._f[:-1], self._f[1:])], axis=1)
         dG = np.stack([b - a for a, b in zip(self._g[:-1], self._g[1:])], axis=1)
         gamma = np.linalg.lstsq(dF, f, rcond=1e-10)[0]
-        out = g - dG @ gamma
-        if not np.all(np.isfinite(out)):  # a degenerate history: start again from the plain step
-            self._g, self._f = [], []
+        shift = dG @ gamma
+        jump = float(np.linalg.norm(shift))
+        if not np.isfinite(jump) or jump > self.max_jump * size:  # a degenerate history (e.g. a price ramp,
+            self._g, self._f = [], []  # where G(w) - w hardly changes): start again from the plain step
             return g
-        return out
+        return g - shift
 
 
 def forecast_price(case: Case, independent: Operation) -> np.ndarray:
@@ -650,24 +664,31 @@ def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None, batched: bool
     return [b for b in np.array_split(np.arange(n_homes), count) if len(b)]
 
 
-def _independent(case: Case, solver: str, solver_options: dict | None, n_jobs: int | None) -> Operation:
-    """M1 by pieces (the decomposed solve): the disagreement point the economic stop and the warm start need."""
+def _independent(case: Case, solver: str, solver_options: dict | None, n_jobs: int | None) -> Operation | None:
+    """M1 by pieces (the decomposed solve): the disagreement point the economic stop and the warm start need.
+
+    None if M1 has no solution (a home that only the market can serve, :mod:`desmarket.feasibility`): the
+    process then starts from the midpoint price and stops on its residuals alone.
+    """
     rows = independent_pieces(case)
-    results = run_tasks(solve_block, [(case_block(case, r), False, solver, solver_options) for r in rows], n_jobs)
+    try:
+        results = run_tasks(solve_block, [(case_block(case, r), False, solver, solver_options) for r in rows], n_jobs)
+    except SolverError:
+        return None
     arrays, _ = gather(case, rows, results, market=False)
     return assemble_operation(
         case, arrays, None, Prices.of_case(case), regularization=case.market.regularization, solver=solver
     )
 
 
-def _missed(info: dict, settings: Coordination) -> list[str]:
-    """The tolerances a round misses, in words."""
+def _missed(info: dict, settings: Coordination, economic: bool) -> list[str]:
+    """The tolerances a round misses, in words (``economic``: the settlement's quantities too)."""
     checks = [
         ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
         ("price change ($/kWh)", "price_change", settings.tol_price),
         ("dual residual ($/kWh)", "dual_residual", settings.tol_price),
     ]
-    if settings.economic:
+    if economic:
         checks += [
             ("relative change of Delta C", "surplus_change", settings.tol_surplus),
             ("change of an alpha", "alpha_change", settings.tol_alpha),
@@ -704,14 +725,18 @@ def coordinate(
     x_bar = trade_limits(case, trade_limit)
     homes = [case_block(case, np.arange(i * s, (i + 1) * s), x_bar) for i in range(n)]  # each home's own data
     batches = _batches(n, s, n_jobs, settings.batched)
-    blocks = [case_block(case, (b[:, None] * s + np.arange(s)).reshape(-1), x_bar) for b in batches]
+    blocks = [  # the batches' rows, for the batched simulation only
+        case_block(case, (b[:, None] * s + np.arange(s)).reshape(-1), x_bar) if settings.batched else None
+        for b in batches
+    ]
     run_id = uuid.uuid4().hex
     prices = Prices.of_case(case)
     needs_m1 = settings.warm_start or settings.economic or settings.dropout > 0
     m1 = _independent(case, solver, solver_options, n_jobs) if needs_m1 else None
+    economic = settings.economic and m1 is not None  # no disagreement point (M1 infeasible): residuals only
     midpoint = np.broadcast_to((case.buy_price + case.sell_price) / 2, (s, t)).copy()
     state = AggregatorState(
-        price=forecast_price(case, m1) if settings.warm_start else midpoint,
+        price=forecast_price(case, m1) if settings.warm_start and m1 is not None else midpoint,
         rho=float(settings.rho),
         trades=np.zeros((n, s, t)),
     )
@@ -768,7 +793,7 @@ def coordinate(
             info["objective"] = operation_objective(
                 case.probability, dispatch, prices, case.market.regularization, a, b, market=True
             )
-            if settings.economic:
+            if economic:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DesmarketWarning)
                     current = round_economics(
@@ -791,7 +816,7 @@ def coordinate(
             if (silent >= settings.max_unanswered).any():
                 ids = [case.home_ids[i] for i in np.flatnonzero(silent >= settings.max_unanswered)]
                 raise UnansweredError(ids, settings.max_unanswered, pd.DataFrame(log).set_index("iteration"))
-            missed = _missed(info, settings)
+            missed = _missed(info, settings, economic)
             calm = 0 if missed else calm + 1
             if calm >= settings.patience:
                 break
