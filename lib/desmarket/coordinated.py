@@ -107,8 +107,8 @@ class Coordination:
     tol_surplus:    relative change of Delta C (Eq. 20) between rounds accepted at convergence
     tol_alpha:      largest change of a contribution rate alpha_i (Eq. 22) between rounds
     tol_gain:       $, largest change of a home's M3 gain alpha_i Delta C, and of its cost C_i*, between rounds
-    patience:       rounds in a row that the residuals and the economics must stay within their tolerances;
-                    ``tol_surplus`` etc. are checked only if ``economic`` is True
+    patience:       rounds in a row that the residuals and the economics must stay within their tolerances
+                    (with ``economic`` False the residual stop is immediate, as before issue 21)
     economic:       also stop on economic accuracy (False: residuals only, as the process did before)
     profit_rate:    the aggregator's profit rate of the alpha_i the stop watches (Eq. 22; the paper's 0.2)
     batched:        every home's response to one announced price solved together, as one block-diagonal
@@ -818,10 +818,11 @@ def coordinate(
                 raise UnansweredError(ids, settings.max_unanswered, pd.DataFrame(log).set_index("iteration"))
             missed = _missed(info, settings, economic)
             calm = 0 if missed else calm + 1
-            if calm >= settings.patience:
+            patience = settings.patience if economic else 1  # the residual stop alone: at once, as before
+            if calm >= patience:
                 break
             if k >= settings.max_iterations:
-                missed = missed or [f"{settings.patience} rounds in a row within the tolerances"]
+                missed = missed or [f"{patience} rounds in a row within the tolerances"]
                 raise NotConvergedError(
                     f"the coordinated market process did not converge in {k} iterations: {'; '.join(missed)}. "
                     "Raise Coordination(max_iterations=...), loosen tol_residual / tol_price, or try another "
