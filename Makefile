@@ -18,6 +18,10 @@ SHAPLEY_SAMPLES ?=
 FRESH       ?=
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
+# `make bench FULL=1` runs the full sizes (methods up to 10,000 homes, the technique table at 10, 100 and 1,000
+# homes: several hours); without it about 10 minutes (methods at 100 and 1,000 homes, techniques at 10 homes)
+FULL        ?=
+BENCH_SIZES  = $(if $(FULL),--homes 100 1000 10000 --coordinated-max 10000 --techniques 10 100 1000 --all-techniques,--homes 100 1000 --coordinated-max 100 --techniques 10)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint unit nbval docs reproduce bench bench-fairness bench-two-stage bench-study lab report data clean clean-runs
@@ -83,8 +87,8 @@ reproduce: export REPRODUCE_FRESH = $(value FRESH)
 reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every table and figure
 	$(PY) scripts/reproduce.py
 
-bench: $(STAMP)  ## time, memory and iterations of each method, 100-10,000 homes x 10 scenarios (SAVE=1 writes results/bench/)
-	$(PY) scripts/bench.py $(if $(SAVE),--save)
+bench: $(STAMP)  ## methods and market-process techniques, about 10 min (FULL=1: up to 10,000 homes, hours; SAVE=1 writes results/bench/)
+	$(PY) scripts/bench.py $(BENCH_SIZES) $(if $(SAVE),--save)
 
 bench-fairness: $(STAMP)  ## all 1,024 coalition values of the paper case, and a sampled Shapley value for 100 homes (prints only)
 	$(PY) scripts/bench_fairness.py

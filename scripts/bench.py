@@ -1,18 +1,23 @@
-"""Benchmark of the solving methods: wall time, peak memory and iterations of M1 + the clearing.
+"""Benchmark of the solving methods and of the market process's techniques: time, memory, rounds, accuracy.
 
-Usage: python scripts/bench.py [--homes 100 1000 10000] [--scenarios 10] [--save]
+Usage: python scripts/bench.py [--homes 100 1000 10000] [--scenarios 10] [--techniques 10 100 1000] [--save]
 
-Each (homes, method) runs in its own process, so that peak memory (the process and its joblib workers,
-sampled every 0.1 s) and timings do not leak between runs. Central runs up to --central-max homes (1,000)
-and coordinated up to --coordinated-max (1,000): it is iterative, about 2 ms per home and iteration on this
-machine and several hundred iterations, so 1,000 homes take about 20 minutes.
-Prints each row as soon as it finishes; a row that fails (an error, or the child process killed) is printed
-and kept with its reason, and the other rows still run. At the start it says roughly how long the run will
-take, from the timings of the same rows in results/bench/bench.csv (the default run: about 27 minutes on a
-2-core machine, 21 of them the coordinated process at 1,000 homes). At the end it prints the table, the ratio
-of central to decomposed time at each size, and Delta C of each method relative to the reference (central
-where it ran, else decomposed). With --save (``make bench SAVE=1``) it writes results/bench/bench.csv,
-machine.txt and bench.png; otherwise nothing is written. Timings, not assertions.
+``make bench`` runs the default sizes (about 10 minutes on a 2-core machine): the methods at 100 and 1,000
+homes (the coordinated process at 100) and the technique table at 10 and 100 homes. ``make bench FULL=1``
+runs the full sizes: the methods up to 10,000 homes (the coordinated process included) and the technique
+table at 10, 100 and 1,000 homes (several hours: the plain ADMM rows at 1,000 homes alone take more than one).
+
+Each run is its own process, so that peak memory (the process and its joblib workers, sampled every 0.1 s)
+and timings do not leak between runs. Central runs up to --central-max homes (1,000) and coordinated up to
+--coordinated-max. Every row is printed as soon as it finishes; a row that fails (an error, or the child
+process killed) is printed and kept with its reason, and the other rows still run. With --save
+(``make bench SAVE=1``) every finished row is written at once to results/bench/ (bench.csv, techniques.csv,
+machine.txt; bench.png at the end), so an interrupted run keeps what finished; otherwise nothing is written.
+
+The technique table: for each size and technique of the market process (:data:`TECHNIQUES`), the rounds,
+the seconds of the clearing, the ratio to the decomposed (exact) clearing timed in the same process, and the
+accuracy against it: Delta C relative and the largest difference of a home's M3 gain, $. Timings, not
+assertions.
 """
 
 import argparse
@@ -61,9 +66,7 @@ def one_run(homes: int, scenarios: int, method: str, seed: int) -> dict:
     t0 = time.perf_counter()
     m1 = dm.solve_independent(case, method=method)
     t1 = time.perf_counter()
-    # the coordinated process at dm.Coordination.relaxed(): Delta C within 1e-3 relative (the target)
-    options = {"coordination": dm.Coordination.relaxed()} if method == "coordinated" else {}
-    market = dm.clear_market(case, method=method, **options)
+    market = dm.clear_market(case, method=method)  # the coordinated process at its defaults
     t2 = time.perf_counter()
     return {
         "m1_s": t1 - t0,
@@ -95,10 +98,11 @@ def _last_json(out: str) -> dict:
     return {}
 
 
-def measured(homes: int, scenarios: int, method: str, seed: int) -> dict:
-    """Run :func:`one_run` in a child process; add its peak memory (child + workers), GiB. A failed run gives
-    a row with ``error`` (the child's exception, or its exit code when it was killed)."""
-    cmd = [sys.executable, __file__, "--one", str(homes), method, "--scenarios", str(scenarios), "--seed", str(seed)]
+def measured(homes: int, scenarios: int, method: str, seed: int, flag: str = "--one") -> dict:
+    """Run :func:`one_run` (``flag`` "--technique": :func:`technique_run`, ``method`` a technique) in a child
+    process; add its peak memory (child + workers), GiB. A failed run gives a row with ``error`` (the child's
+    exception, or its exit code when it was killed)."""
+    cmd = [sys.executable, __file__, flag, str(homes), method, "--scenarios", str(scenarios), "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, parent = 0, psutil.Process(proc.pid)
 
@@ -119,7 +123,94 @@ def measured(homes: int, scenarios: int, method: str, seed: int) -> dict:
     row = _last_json(out)
     if proc.returncode and "error" not in row:
         row = {"error": f"the run exited with code {proc.returncode} (killed, or out of memory?)"}
-    return {"homes": homes, "scenarios": scenarios, "method": method, **row, "peak_memory_gib": peak / 2**30}
+    key = "technique" if flag == "--technique" else "method"
+    return {"homes": homes, "scenarios": scenarios, key: method, **row, "peak_memory_gib": peak / 2**30}
+
+
+#: Techniques of the market process in the technique table: their :class:`desmarket.Coordination` settings.
+#: All but "previous default" stop on the same residual tolerances (the default's); "plain ADMM" is Boyd et
+#: al.'s exchange ADMM at a fixed penalty from the midpoint price.
+TECHNIQUES = {
+    "plain ADMM": "plain",
+    "previous default (residual balancing)": dict(
+        rho=0.002,
+        adaptive=True,
+        relaxation=1.0,
+        warm_start=False,
+        anderson=0,
+        economic=False,
+        patience=1,
+        tol_residual=1e-5,
+        tol_price=1e-7,
+    ),
+    "over-relaxation 1.6": dict(relaxation=1.6, warm_start=False, anderson=0, economic=False, patience=1),
+    "over-relaxation + warm start": dict(relaxation=1.6, warm_start=True, anderson=0, economic=False, patience=1),
+    "Anderson (memory 5)": dict(relaxation=1.0, warm_start=False, anderson=5, economic=False, patience=1),
+    "default (all, economic stop)": {},
+    "default, homes batched": dict(batched=True),
+    "default, 10 % of answers lost": dict(dropout=0.1),
+}
+#: The techniques ``make bench`` runs by default (the others with FULL=1 or --all-techniques).
+DEFAULT_TECHNIQUES = (
+    "plain ADMM",
+    "previous default (residual balancing)",
+    "default (all, economic stop)",
+    "default, 10 % of answers lost",
+)
+
+
+def coordination(technique: str):
+    import desmarket as dm
+
+    spec = TECHNIQUES[technique]
+    return dm.Coordination.plain() if spec == "plain" else dm.Coordination(**spec)
+
+
+def technique_run(homes: int, scenarios: int, technique: str, seed: int) -> dict:
+    """The exact (decomposed) clearing and the process with ``technique`` on one case; one JSON-able row."""
+    import warnings
+
+    import desmarket as dm
+    from desmarket.synthetic import random_case
+
+    warnings.simplefilter("ignore", dm.RoutingWarning)
+    case = random_case(seed, n_homes=homes, n_scenarios=scenarios)
+    m1 = dm.solve_independent(case)
+    t0 = time.perf_counter()
+    exact = dm.clear_market(case)
+    t1 = time.perf_counter()
+    market = dm.clear_market(case, method="coordinated", coordination=coordination(technique))
+    t2 = time.perf_counter()
+    ref, got = dm.settle(case, m1, exact, 0.2), dm.settle(case, m1, market, 0.2)
+    log = market.convergence
+    return {
+        "rounds": len(log),
+        "clearing_s": t2 - t1,
+        "decomposed_s": t1 - t0,
+        "surplus_rel_diff": abs(got.surplus / ref.surplus - 1),
+        "gain_max_diff_usd": float(np.abs(got.home_gain - ref.home_gain).max()),
+        "unanswered_share": float(log.unanswered.sum() / (homes * len(log))),
+        "solver": market.solver,
+    }
+
+
+def child_technique(homes: int, scenarios: int, technique: str, seed: int) -> int:
+    try:
+        print(json.dumps(technique_run(homes, scenarios, technique, seed)), flush=True)
+        return 0
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+
+
+def describe_technique(row: dict) -> str:
+    if "error" in row:
+        return f"FAILED: {row['error']}"
+    return (
+        f"{row['rounds']} rounds, {row['clearing_s']:.1f} s ({row['clearing_s'] / row['decomposed_s']:.0f}x the "
+        f"decomposed {row['decomposed_s']:.2f} s), peak {row['peak_memory_gib']:.2f} GiB, Delta C within "
+        f"{row['surplus_rel_diff']:.1e} relative, gains within {row['gain_max_diff_usd']:.1e} $"
+    )
 
 
 def describe(row: dict) -> str:
@@ -142,8 +233,8 @@ def expected_duration(runs: list[tuple[int, str]], scenarios: int) -> str:
     known = [table[run] for run in runs if run in table.index]
     if not known:
         return (
-            "unknown: results/bench/bench.csv has no timing of these runs (the default run takes about "
-            "27 minutes on 2 cores)"
+            "unknown: results/bench/bench.csv has no timing of these runs (make bench takes about 10 minutes, "
+            "make bench FULL=1 several hours, on 2 cores)"
         )
     where = ROOT / "results" / "bench" / "machine.txt"
     total = sum(known)
@@ -174,27 +265,9 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--homes", type=int, nargs="+", default=[100, 1000, 10_000])
-    parser.add_argument("--scenarios", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=["central", "decomposed", "coordinated"])
-    parser.add_argument("--central-max", type=int, default=1000)
-    parser.add_argument("--coordinated-max", type=int, default=1000)
-    parser.add_argument("--save", action="store_true", help="write results/bench/ (bench.csv, machine.txt, bench.png)")
-    parser.add_argument("--one", nargs=2, metavar=("HOMES", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.one:
-        raise SystemExit(child_run(int(args.one[0]), args.scenarios, args.one[1], args.seed))
-    limit = {"central": args.central_max, "coordinated": args.coordinated_max}
-    runs = [(n, method) for n in args.homes for method in args.methods if n <= limit.get(method, n)]
-    print(f"{len(runs)} runs; expected: {expected_duration(runs, args.scenarios)}", flush=True)
-    rows = []
-    for n, method in runs:
-        print(f"  {n} homes x {args.scenarios} scenarios, {method} ...", end=" ", flush=True)
-        rows.append(measured(n, args.scenarios, method, args.seed))
-        print(describe(rows[-1]), flush=True)
+def _table(rows: list[dict]) -> pd.DataFrame:
+    """The methods' rows as a table, with total time and Delta C relative to the reference of each size
+    (central where it ran, else decomposed)."""
     table = pd.DataFrame(rows)
     for column in ("solver", "m1_s", "clearing_s", "iterations", "surplus_usd", "error"):
         if column not in table:  # every run failed, or none did
@@ -225,25 +298,84 @@ def main() -> None:
             "error",
         ]
     ]
-    if table.error.isna().all():
-        table = table.drop(columns="error")
+    return table.drop(columns="error") if table.error.isna().all() else table
+
+
+def _technique_table(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    for column in ("rounds", "clearing_s", "decomposed_s", "surplus_rel_diff", "gain_max_diff_usd", "error"):
+        if column not in table:
+            table[column] = np.nan
+    table["x_decomposed"] = table.clearing_s / table.decomposed_s
+    columns = ["homes", "scenarios", "technique", "rounds", "clearing_s", "decomposed_s", "x_decomposed"]
+    columns += ["surplus_rel_diff", "gain_max_diff_usd", "peak_memory_gib", "error"]
+    table = table[columns]
+    return table.drop(columns="error") if table.error.isna().all() else table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--homes", type=int, nargs="+", default=[100, 1000, 10_000])
+    parser.add_argument("--scenarios", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=["central", "decomposed", "coordinated"])
+    parser.add_argument("--central-max", type=int, default=1000)
+    parser.add_argument("--coordinated-max", type=int, default=1000)
+    parser.add_argument("--techniques", type=int, nargs="*", default=[], metavar="HOMES", help="technique table sizes")
+    parser.add_argument("--all-techniques", action="store_true", help="every technique, not only the defaults")
+    parser.add_argument("--technique-names", nargs="+", choices=list(TECHNIQUES), help="these techniques only")
+    parser.add_argument("--save", action="store_true", help="write results/bench/ (bench.csv, machine.txt, bench.png)")
+    parser.add_argument("--one", nargs=2, metavar=("HOMES", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--technique", nargs=2, metavar=("HOMES", "TECHNIQUE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        raise SystemExit(child_run(int(args.one[0]), args.scenarios, args.one[1], args.seed))
+    if args.technique:
+        raise SystemExit(child_technique(int(args.technique[0]), args.scenarios, args.technique[1], args.seed))
+    out = ROOT / "results" / "bench"
+    if args.save:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "machine.txt").write_text(machine() + "\n")
+    limit = {"central": args.central_max, "coordinated": args.coordinated_max}
+    runs = [(n, method) for n in args.homes for method in args.methods if n <= limit.get(method, n)]
+    names = args.technique_names or (list(TECHNIQUES) if args.all_techniques else list(DEFAULT_TECHNIQUES))
+    technique_runs = [(n, name) for n in args.techniques for name in names]
+    print(f"{len(runs)} runs; expected: {expected_duration(runs, args.scenarios)}", flush=True)
+    rows = []
+    for n, method in runs:
+        print(f"  {n} homes x {args.scenarios} scenarios, {method} ...", end=" ", flush=True)
+        rows.append(measured(n, args.scenarios, method, args.seed))
+        print(describe(rows[-1]), flush=True)
+        if args.save:  # what finished is kept, whatever happens to the next runs
+            _table(rows).to_csv(out / "bench.csv", index=False, float_format="%.4g")
+    table = _table(rows) if rows else pd.DataFrame(columns=["homes", "method", "total_s"])
     print(f"\nmachine: {machine()}")
     from desmarket.coordinated import Coordination
 
-    print(f"coordinated settings in the bench: {Coordination.relaxed()}")
+    print(f"coordinated settings in the bench: {Coordination()}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for n, group in table.groupby("homes"):
         t = group.set_index("method").total_s.dropna()  # failed runs have no time
         if {"central", "decomposed"} <= set(t.index):
             print(f"  {n} homes: central / decomposed = {t['central'] / t['decomposed']:.1f}x (same run)")
+        if {"coordinated", "decomposed"} <= set(t.index):
+            print(f"  {n} homes: coordinated / decomposed = {t['coordinated'] / t['decomposed']:.1f}x (same run)")
+    if technique_runs:
+        print(f"\ntechnique table: {len(technique_runs)} runs of the market process, each beside the exact clearing")
+        trows = []
+        for n, name in technique_runs:
+            print(f"  {n} homes x {args.scenarios} scenarios, {name} ...", end=" ", flush=True)
+            trows.append(measured(n, args.scenarios, name, args.seed, flag="--technique"))
+            print(describe_technique(trows[-1]), flush=True)
+            if args.save:
+                _technique_table(trows).to_csv(out / "techniques.csv", index=False, float_format="%.4g")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(_technique_table(trows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.save:
-        out = ROOT / "results" / "bench"
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "bench.csv", index=False, float_format="%.4g")
-        (out / "machine.txt").write_text(machine() + "\n")
-        figure(table, out / "bench.png")
-        print(f"written: {out / 'bench.csv'}, machine.txt, bench.png")
+        if rows:
+            figure(table, out / "bench.png")
+        print(f"written: {out}/ (bench.csv, techniques.csv, machine.txt, bench.png)")
 
 
 if __name__ == "__main__":

@@ -338,11 +338,24 @@ def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     dm.clear_market(case, chunk_rows=3, n_jobs=1)  # one scenario (3 homes) per piece
     assert [c[0] for c in calls] == [(0, 2, 4), (1, 3, 5)] and all(set(c[1]) == {1.0} and c[2] for c in calls)
     calls.clear()
-    dm.clear_market(
-        case, method="coordinated", coordination=dm.Coordination(max_iterations=2, tol_residual=1e3, tol_price=1e3)
-    )
+    # residual stop only and no warm start (issue 21: the default also solves M1 first, checked below)
+    quick = dm.Coordination(max_iterations=2, tol_residual=1e3, tol_price=1e3, economic=False, warm_start=False)
+    dm.clear_market(case, method="coordinated", coordination=quick)
     assert sorted(c[0] for c in calls) == [(0, 1), (2, 3), (4, 5)]
     assert all(set(c[1]) == {1.0} and c[2] and not c[3] for c in calls)
+    calls.clear()
+    dm.clear_market(
+        case,
+        method="coordinated",
+        coordination=dm.Coordination(
+            max_iterations=50, tol_residual=1e3, tol_price=1e3, tol_surplus=1, tol_alpha=1, tol_gain=1e3
+        ),
+    )
+    homes = [c for c in calls if c[2]]
+    m1 = [c for c in calls if not c[2]]  # the disagreement point and price forecast: M1 by pieces, once
+    assert sorted(c[0] for c in homes) == [(0, 1), (2, 3), (4, 5)]
+    assert all(set(c[1]) == {1.0} and not c[3] for c in homes)
+    assert sorted(r for c in m1 for r in c[0]) == list(range(6)) and all(set(c[1]) == {1.0} for c in m1)
 
 
 @pytest.mark.parametrize("market", [False, True])

@@ -46,6 +46,7 @@ from .errors import (
     RegularizationWarning,
     RoutingWarning,
     SolverError,
+    UnansweredError,
 )
 from .fairness import (
     allocation_table,
@@ -88,6 +89,7 @@ __all__ = [
     "SolverError",
     "InfeasibleCaseError",
     "NotConvergedError",
+    "UnansweredError",
     "NoTradeError",
     "MismatchError",
     "OutputError",

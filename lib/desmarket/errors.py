@@ -9,6 +9,7 @@ studies, the engine, a user's script) catches by class, never by words in a mess
     ├── SolverError (also a RuntimeError)       a solve did not return an optimal solution
     │   ├── InfeasibleCaseError                 the case has no feasible operation (names the homes)
     │   └── NotConvergedError                   the market process did not meet its tolerances
+    │       └── UnansweredError                 homes stopped answering the market process (names them)
     ├── NoTradeError (also a ValueError)        nobody trades, so the contribution rates (Eq. 22) are undefined
     ├── MismatchError (also a ValueError)       a result is given with a case it was not solved on
     └── OutputError (also an OSError)           a result folder cannot be written (names the path)
@@ -114,6 +115,29 @@ class NotConvergedError(SolverError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.convergence))
+
+
+class UnansweredError(NotConvergedError):
+    """Homes did not answer the coordinated market process for ``rounds`` rounds in a row (their messages were
+    lost): the process stops rather than settle on schedules those homes never confirmed.
+
+    ``home_ids`` lists them; ``convergence`` holds the iterations run.
+    """
+
+    def __init__(self, home_ids, rounds: int, convergence=None):
+        self.home_ids, self.rounds = tuple(str(h) for h in home_ids), int(rounds)
+        shown = ", ".join(self.home_ids[:20]) + (
+            f" and {len(self.home_ids) - 20} more" if len(self.home_ids) > 20 else ""
+        )
+        super().__init__(
+            f"the coordinated market process stopped: {len(self.home_ids)} home(s) did not answer for {self.rounds} "
+            f"rounds in a row: {shown}. Fix: check those homes' controllers and links, or raise "
+            "Coordination(max_unanswered=...); method='decomposed' gives the exact clearing.",
+            convergence,
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.home_ids, self.rounds, self.convergence))
 
 
 class NoTradeError(DesmarketError, ValueError):

@@ -697,12 +697,15 @@ def figure_market_process(
     reference: np.ndarray,
     balanced: np.ndarray,
     congested: np.ndarray | None = None,
+    baseline: np.ndarray | None = None,
+    baseline_label: str = "plain ADMM",
 ) -> plt.Figure:
     """The coordinated market process: (A) distance of the announced prices from the exact clearing price per
     iteration, in pinned and in balanced (scenario, hour) pairs; (B) the residuals per iteration (log scales).
 
     prices: (K, S, T) clearing prices per iteration, $/kWh; reference: (S, T) exact prices; balanced, congested:
-    (S, T) states of the exact clearing (Operation.balanced, .congested).
+    (S, T) states of the exact clearing (Operation.balanced, .congested). baseline: (K', S, T) the prices of
+    another run of the process (e.g. plain ADMM), drawn in (A) as its largest distance over all pairs, dashed.
     """
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     it = np.arange(1, len(prices) + 1)
@@ -716,6 +719,15 @@ def figure_market_process(
     for mask, label in groups:
         if mask.any():
             ax.semilogy(it, np.maximum(1000 * error[:, mask].max(axis=1), 1e-12), label=label)
+    if baseline is not None:
+        other = np.abs(baseline - reference).reshape(len(baseline), -1).max(axis=1)
+        ax.semilogy(
+            np.arange(1, len(baseline) + 1),
+            np.maximum(1000 * other, 1e-12),
+            color="grey",
+            linestyle="--",
+            label=f"{baseline_label}, all pairs",
+        )
     ax.set(
         xlabel="iteration",
         ylabel="max |price - exact clearing price|, $/MWh",
