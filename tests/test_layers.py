@@ -15,7 +15,7 @@ LAYERS = [
     {"case", "limits", "synthetic"},
     {"formulation"},
     {"model"},
-    {"feasibility", "pieces", "settlement"},
+    {"feasibility", "pieces", "settlement", "coalitions"},
     {"coordinated"},
     {"engine", "results"},
     {"claims", "data", "io"},
