@@ -33,7 +33,7 @@ from .engine import clear_market, solve_independent
 from .errors import CaseError, MismatchError
 from .model import Operation, RoutingWarning
 from .pieces import map_chunks
-from .settlement import SETTLE_RULES, RuleValues, check_rule, market_contribution, rule_shares, settle
+from .settlement import RuleValues, check_rule, market_contribution, rule_shares, settle
 
 #: Largest community whose 2^N coalitions are enumerated (2^14 = 16,384 clearings).
 MAX_EXACT_HOMES = 14
@@ -701,10 +701,12 @@ def rule_values_of_game(case: Case, values: pd.Series) -> RuleValues:
 
 def game_shares(case: Case, market: Operation, values: pd.Series, rule: str) -> np.ndarray:
     """(N,) each home's share sigma_i of (1 - rho) Delta C under a rule of :data:`SETTLE_RULES`, with the
-    coalition values of the game (:func:`~desmarket.settlement.rule_shares`; Delta C = v(N) of ``values``)."""
+    coalition values of the game (:func:`~desmarket.settlement.rule_shares`; Delta C = v(N) of ``values``).
+    ``market`` is needed by the rules that use contributions ("contribution", "synergy"); else it may be None."""
     check_rule(rule)
     rv = rule_values_of_game(case, values)
-    return rule_shares(rule, case.n_homes, market_contribution(case, market), rv, rv.grand)
+    contribution = market_contribution(case, market) if rule in ("contribution", "synergy") else None
+    return rule_shares(rule, case.n_homes, contribution, rv, rv.grand)
 
 
 def nucleolus_at_rate(vector: np.ndarray, profit_rate: float) -> np.ndarray:

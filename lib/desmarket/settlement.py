@@ -253,52 +253,44 @@ def rule_shares(
 
     Notes
     -----
-    Values below :data:`VALUE_TOLERANCE` (solver noise, including tiny negative ones) count as zero.
+    Values below :data:`VALUE_TOLERANCE` (solver noise, including tiny negative ones) count as zero. The rules
+    of :data:`VALUE_RULES` are always defined: where their measure is zero for every home they fall back to the
+    equal split, the symmetric Nash solution (Eq. 29) [choice]; only M3 keeps raising (its historic behaviour).
 
     * "equal" (M2, Eq. 29): 1/N.
     * "contribution" (M3, Eq. 22): c_i / sum c; :class:`NoTradeError` when sum c = 0.
-    * "standalone": s_i / sum s; :class:`NoTradeError` when every s_i = 0.
-    * "marginal": m_i / sum m with m_i = v(N) - v(N - {i}); :class:`NoTradeError` when every m_i = 0.
+    * "standalone": s_i / sum s; 1/N when every s_i = 0 (no home gains alone with the aggregator).
+    * "marginal": m_i / sum m with m_i = v(N) - v(N - {i}); 1/N when every m_i = 0.
     * "synergy" (M4): each home is credited its stand-alone value and the synergy sigma = Delta C - sum s is
       split by market value contribution: sigma_i = (s_i + sigma c_i / sum c) / Delta C [choice]. Where that is
-      undefined or would break individual rationality it falls back, continuously: when sum s = 0 it is M3
-      (sigma = Delta C); when the synergy is <= 0 (solver noise: Delta C >= sum s in exact arithmetic, since
-      the homes could all stay apart) or nobody trades (sum c = 0) it is the stand-alone rule s_i / sum s
-      (which at sigma = 0 is the same formula). It raises :class:`NoTradeError` only when every s_i and every
-      c_i is zero.
+      undefined or would break individual rationality it falls back, continuously: when every s_i = 0 it is M3,
+      c_i / sum c (sigma = Delta C); when the synergy is <= 0 (solver noise: Delta C >= sum s in exact
+      arithmetic, since the homes could all stay apart) or nobody trades (sum c = 0) it is the stand-alone rule
+      s_i / sum s (which at sigma = 0 is the same formula); when every s_i and every c_i is zero, 1/N.
     """
     check_rule(rule)
+    equal = np.full(n_homes, 1.0 / n_homes)
     if rule == "equal":
-        return np.full(n_homes, 1.0 / n_homes)
-    if rule == "contribution" or (rule == "synergy" and _noise_free(values.standalone).sum() <= 0):
+        return equal
+    if rule == "contribution":
         c = np.asarray(contribution, dtype=float)
         if c.sum() <= 0:
             raise NoTradeError(
                 "no home's trades have a market value (nobody trades in the local market, or every clearing "
-                f"price is zero){' and no home has a stand-alone value' if rule == 'synergy' else ''}, so the "
-                f"shares of rule {rule!r} are undefined; settle with rule='equal' (M2) instead"
+                "price is zero), so the contribution rates (Eq. 22) are undefined; settle with rule='equal' "
+                "(M2) instead"
             )
         return c / c.sum()
     if rule == "marginal":
         m = _noise_free(values.grand - np.asarray(values.leave_one_out, dtype=float))
-        if m.sum() <= 0:
-            raise NoTradeError(
-                "no home's marginal contribution v(N) - v(N - {i}) is above "
-                f"{VALUE_TOLERANCE:g} $/day, so rule 'marginal' is undefined; settle with rule='equal' (M2)"
-            )
-        return m / m.sum()
+        return m / m.sum() if m.sum() > 0 else equal
     s = _noise_free(values.standalone)
-    if s.sum() <= 0:
-        raise NoTradeError(
-            f"no home's stand-alone value v(aggregator, i) is above {VALUE_TOLERANCE:g} $/day, so rule "
-            "'standalone' is undefined; settle with rule='synergy' (M4) or 'equal' (M2)"
-        )
     if rule == "synergy":
         c = np.asarray(contribution, dtype=float)
         synergy = float(surplus) - s.sum()
-        if synergy > 0 and c.sum() > 0:
-            return (s + synergy * c / c.sum()) / float(surplus)
-    return s / s.sum()
+        if c.sum() > 0 and (s.sum() <= 0 or synergy > 0):
+            return (s + synergy * c / c.sum()) / float(surplus) if s.sum() > 0 else c / c.sum()
+    return s / s.sum() if s.sum() > 0 else equal
 
 
 def settle(
