@@ -21,7 +21,7 @@ LAYERS = [
     {"claims", "data", "io"},
     {"report", "plots", "horizon", "fairness"},
     {"study"},
-    {"year", "sizes"},
+    {"year", "sizes", "fairness_year"},
     {"cli", "__init__", "__main__"},
 ]
 

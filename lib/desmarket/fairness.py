@@ -758,6 +758,7 @@ VERDICT_COLUMNS = (
     "core_excess_usd",
     "in_core",
     "l1_distance_to_shapley_usd",
+    "l1_distance_to_shapley_split_usd",
     "core_profit_rate",
 )
 
@@ -783,9 +784,12 @@ def rule_verdicts(
     -------
     verdicts : DataFrame indexed by rule: ``budget_gap_usd`` (sum of gains - Delta C; 0 = budget-balanced),
         ``individually_rational`` (every gain >= 0), ``core_excess_usd`` (max_S v(S) - x(S); <= 0 in the core),
-        ``in_core``, ``l1_distance_to_shapley_usd`` and ``core_profit_rate`` (the smallest rho at which the rule
-        is in the core: :func:`core_profit_rate`; for the nucleolus at rho the smallest rho at which any
-        allocation is, :func:`smallest_core_rate`), $ per day where a unit is given.
+        ``in_core``, ``l1_distance_to_shapley_usd``, ``l1_distance_to_shapley_split_usd`` (over the homes only, to
+        the Shapley value's split of the homes' total: home i's Shapley share of the homes scaled to the rule's
+        (1 - rho) Delta C; the plain L1 distance is 2 (phi_aggregator - rho Delta C) for every rule that pays each
+        home at least its Shapley value, so it cannot rank those rules) and ``core_profit_rate`` (the smallest
+        rho at which the rule is in the core: :func:`core_profit_rate`; for the nucleolus at rho the smallest rho
+        at which any allocation is, :func:`smallest_core_rate`), $ per day where a unit is given.
     gains : DataFrame, one column per rule, indexed by party, $ per day.
     """
     vector = game_vector(case, values)
@@ -802,6 +806,9 @@ def rule_verdicts(
             "core_excess_usd": excess,
             "in_core": bool(excess <= CORE_TOLERANCE),
             "l1_distance_to_shapley_usd": float(np.abs(x - shapley).sum()),
+            "l1_distance_to_shapley_split_usd": float(
+                np.abs(x[1:] - x[1:].sum() * shapley[1:] / shapley[1:].sum()).sum()
+            ),
             "core_profit_rate": smallest_core_rate(vector) + 0.0
             if rule == NUCLEOLUS_AT_RHO
             else core_profit_rate(case, market, values, rule),
