@@ -686,7 +686,7 @@ RULE_NAMES = {
     "standalone": "stand-alone value",
     "marginal": "marginal contribution",
     "synergy": "M4 stand-alone + synergy",
-    NUCLEOLUS_AT_RHO: "nucleolus at rho",
+    NUCLEOLUS_AT_RHO: "nucleolus at ρ",
 }
 
 
@@ -822,3 +822,30 @@ def rule_verdicts(
 
 #: A core excess up to this, $ per day, counts as in the core (solver noise of the coalition values).
 CORE_TOLERANCE = 1e-6
+
+
+def rule_properties(n_homes: int) -> pd.DataFrame:
+    """What each rule of :data:`VERDICT_RULES` costs and needs, for a community of ``n_homes`` homes.
+
+    Returns
+    -------
+    DataFrame indexed by rule: ``clearings`` (community clearings beyond the market's own one; a one-home
+    clearing is a home's own problem at the wholesale prices), ``one_home_clearings``, ``reveals`` (what a home
+    must report beyond its metered flows) and ``market_process`` (whether the iterative market process of
+    notebook 07 can compute it without a central solve)."""
+    n = int(n_homes)
+    rows = {
+        "equal": (0, 0, "nothing", "yes"),
+        "contribution": (0, 0, "its trades (metered in the process)", "yes"),
+        "standalone": (0, n, "its stand-alone value v(aggregator, i): its own optimum at the wholesale prices", "yes"),
+        "marginal": (n, 0, "its costs in N more runs of the market without one home each", "yes, N + 1 runs"),
+        "synergy": (0, n, "its stand-alone value and its trades", "yes"),
+        NUCLEOLUS_AT_RHO: (2**n - 2 - n, n, "its costs in every coalition", "no: 2^N clearings and LPs"),
+    }
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=["clearings", "one_home_clearings", "reveals", "market_process"]
+    ).rename_axis("rule")
+
+
+#: The rule the README recommends (issue 22) and the scorecard tests: M4.
+RECOMMENDED_RULE = "synergy"
