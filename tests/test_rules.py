@@ -235,3 +235,16 @@ def test_verdict_table_on_a_small_community():
         if rho < 0.999:
             above = dm.settle(case, m1, mk, min(rho + 0.001, 1.0), rule, values=F.rule_values_of_game(case, values))
             assert F.core_excess(case, np.r_[above.aggregator_gain, above.home_gain], values)[0] <= 1e-6
+
+
+def test_sampled_verdicts_bound_the_exact_ones_from_below():
+    """On a game small enough to enumerate, the sampled verdict's core excess is a lower bound of the exact one,
+    budget balance and individual rationality agree, and its coalitions include every single home."""
+    case, m1, mk = _solved(11, n_homes=4, n_scenarios=1)
+    values = F.coalition_values(case, m1, n_jobs=1)
+    exact, _ = F.rule_verdicts(case, m1, mk, 0.2, values, rules=VALUE_RULES)
+    sampled = F.sampled_rule_verdicts(case, m1, mk, 0.2, samples=3, orders=8, rules=VALUE_RULES, n_jobs=1)
+    assert np.all(sampled["core_excess_lower_bound_usd"] <= exact["core_excess_usd"] + 1e-6)
+    assert np.abs(sampled["budget_gap_usd"]).max() < 1e-9
+    assert sampled["individually_rational"].all()
+    assert (sampled["coalitions_checked"] >= 2 * case.n_homes).all()

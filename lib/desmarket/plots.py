@@ -798,15 +798,18 @@ def figure_rules(gains: pd.DataFrame, verdicts: pd.DataFrame, profit_rate: float
     bx.invert_yaxis()
     for k, rule in enumerate(rules):
         rate = verdicts.loc[rule, "core_profit_rate"]
+        what = "a split in the core" if rule == "nucleolus" else "in the core"
         bx.annotate(
-            f"in the core from ρ = {rate:.2f}",
-            (0, k),
-            xytext=(4 if excess[rule] < 0 else -4, 0),
+            f"{what} from ρ = {rate:.2f}",
+            (max(excess[rule], 0.0), k),
+            xytext=(4, 0),
             textcoords="offset points",
-            ha="left" if excess[rule] < 0 else "right",
+            ha="left",
             va="center",
             fontsize=SMALL,
         )
+    low, high = min(excess.min(), 0.0), max(excess.max(), 0.0)
+    bx.set_xlim(low - 0.05 * (high - low), high + 0.6 * (high - low))
     bx.set(xlabel=f"core excess at ρ = {profit_rate:g}, $/day (≤ 0: in the core)", title="stability")
     return fig
 
