@@ -248,3 +248,17 @@ def test_sampled_verdicts_bound_the_exact_ones_from_below():
     assert np.abs(sampled["budget_gap_usd"]).max() < 1e-9
     assert sampled["individually_rational"].all()
     assert (sampled["coalitions_checked"] >= 2 * case.n_homes).all()
+
+
+def test_large_communities_clear_each_coalition_over_its_own_rows(monkeypatch):
+    """Above MAX_MASKED_ROWS the mask Parameter's dense tensor would not fit: each coalition is then built over
+    its own rows; both ways give the same values, and the stand-alone values match a clearing per home."""
+    case, m1, _ = _solved(5, n_homes=4, n_scenarios=2)
+    masks = np.array([[1, 1, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1]], dtype=bool)
+    masked = coalitions.masked_values(case, m1, masks, n_jobs=1)
+    monkeypatch.setattr(coalitions, "MAX_MASKED_ROWS", 1)
+    assert coalitions.masked_values(case, m1, masks, n_jobs=1) == pytest.approx(masked, abs=1e-6)
+    monkeypatch.setattr(coalitions, "STANDALONE_CHUNK", 3)  # two problems of homes
+    assert coalitions.standalone_values(case, m1) == pytest.approx(
+        F.standalone_values(case, m1, n_jobs=1).to_numpy(), abs=1e-6
+    )

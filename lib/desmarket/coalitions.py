@@ -30,6 +30,12 @@ MASKED_SOLVER = "PIQP"
 #: Chunks of coalitions (one joblib task each, one problem built per chunk); fixed, so values do not depend on
 #: the number of workers.
 MASKED_CHUNKS = 8
+#: Largest number of (home, scenario) rows of a masked grand problem. cvxpy stores the effect of the mask
+#: Parameter as a dense tensor of (rows x hours) x rows entries (108 GiB at 1,000 homes x 10 scenarios), so
+#: above this each coalition's clearing is built over its own rows instead (:func:`coalition_cost`).
+MAX_MASKED_ROWS = 2000
+#: Homes per problem of :func:`standalone_values` (each home alone: its trades fixed at zero).
+STANDALONE_CHUNK = 64
 
 
 def home_parts(case: Case, independent: Operation) -> np.ndarray:
@@ -88,7 +94,29 @@ class MaskedClearing:
         return np.bincount(b.rows // self.n_scenarios, weights=b.weight * per_row, minlength=self.case.n_homes)
 
 
+def _block_costs(case: Case, homes: np.ndarray, trade_limit: np.ndarray | None, solver: str) -> np.ndarray:
+    """(len(homes),) wholesale cost minus utility of each of ``homes`` (indices), $ per day, from one clearing
+    of their rows (weighted by pi_s); ``trade_limit`` (N,) zeros makes every home trade nothing (alone)."""
+    s = case.n_scenarios
+    rows = (np.asarray(homes)[:, None] * s + np.arange(s)).reshape(-1)
+    block = case_block(case, rows, trade_limit, weighted=True)
+    problem, handles = formulate(block, market=True)
+    solve_with_fallback(problem, solver, DEFAULT_SOLVER_OPTIONS.get(solver.upper(), {}))
+    v = handles.values(("d", "Pl", "Ps"))
+    per_row = v["Pl"] @ block.prices.buy - v["Ps"] @ block.prices.sell
+    per_row = per_row - (block.a[:, None] * v["d"] ** 2 + block.b[:, None] * v["d"]).sum(1)
+    return (block.weight * per_row).reshape(len(homes), s).sum(axis=1)
+
+
+def coalition_cost(case: Case, members: np.ndarray, solver: str = MASKED_SOLVER) -> float:
+    """sum C* - R_A* of the homes ``members`` ((N,) bool) cleared alone with the aggregator, $ per day, from a
+    problem built over their rows only (for communities too large to mask, :data:`MAX_MASKED_ROWS`)."""
+    return float(_block_costs(case, np.flatnonzero(members), None, solver).sum())
+
+
 def _values_task(masks: list, case: Case, parts: np.ndarray, solver: str) -> list[float]:
+    if case.n_homes * case.n_scenarios > MAX_MASKED_ROWS:
+        return [float(parts[m].sum() - coalition_cost(case, np.asarray(m, dtype=bool), solver)) for m in masks]
     clearing = MaskedClearing(case, solver)
     out = []
     for m in masks:
@@ -128,9 +156,16 @@ def masked_values(
 
 
 def standalone_values(case: Case, independent: Operation, solver: str = MASKED_SOLVER) -> np.ndarray:
-    """(N,) s_i = v({aggregator, i}), $ per day: one masked solve with nobody trading (each home alone)."""
+    """(N,) s_i = v({aggregator, i}), $ per day: each home's own problem at the wholesale prices (a home alone with
+    the aggregator cannot trade), solved for :data:`STANDALONE_CHUNK` homes at a time with every trade fixed at
+    zero (the homes are then independent)."""
     parts = home_parts(case, independent)
-    return parts - MaskedClearing(case, solver).home_costs(np.zeros(case.n_homes, dtype=bool))
+    zero = np.zeros(case.n_homes)
+    costs = [
+        _block_costs(case, np.arange(k, min(k + STANDALONE_CHUNK, case.n_homes)), zero, solver)
+        for k in range(0, case.n_homes, STANDALONE_CHUNK)
+    ]
+    return parts - np.concatenate(costs)
 
 
 def leave_one_out_values(

@@ -838,13 +838,11 @@ def figure_fairness_year(by_day: pd.DataFrame, seasons: pd.DataFrame) -> plt.Fig
     by_name = {SETTLE_RULE_STYLE[r][1]: r for r in rules}
     for k, (name, rule) in enumerate(by_name.items()):
         part = seasons[seasons["rule"] == name].set_index("season")
-        bx.bar(
-            np.arange(4) + (k - (len(rules) - 1) / 2) * width,
-            part.reindex(names)["share_in_core"],
-            width,
-            color=SETTLE_RULE_STYLE[rule][0],
-            label=name,
-        )
+        x, share = np.arange(4) + (k - (len(rules) - 1) / 2) * width, part.reindex(names)["share_in_core"]
+        bx.bar(x, share, width, color=SETTLE_RULE_STYLE[rule][0], label=name)
+        for xi, si in zip(x, share):
+            if si == 0:  # a bar of height zero, written out so that it is seen
+                bx.text(xi, 0.01, "0", ha="center", va="bottom", fontsize=SMALL - 2, color=SETTLE_RULE_STYLE[rule][0])
     bx.set_xticks(range(4), names)
     bx.set(ylim=(0, 1.05), ylabel="share of the season's days in the core", title="in the core, by season")
     bx.legend(fontsize=SMALL, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
