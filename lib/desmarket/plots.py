@@ -831,8 +831,11 @@ def figure_fairness_year(by_day: pd.DataFrame, seasons: pd.DataFrame) -> plt.Fig
         ax.scatter(k + rng.uniform(-0.3, 0.3, len(x)), x, s=4, color=color, alpha=0.5)
         ax.plot([k - 0.35, k + 0.35], [x.median()] * 2, color="black", lw=2)
     ax.axhline(0, color="black", lw=0.8, ls="--")
+    ax.set_yscale("symlog", linthresh=0.1)  # linear within +-0.1 $/day, logarithmic beyond: outliers and zero both show
+    every = pd.concat([pd.to_numeric(ok[f"{r}_core_excess_usd"]) for r in rules])
+    ax.set_ylim(min(every.min(), 0.0) * 1.6, max(every.max(), 0.0) * 1.6 + 0.01)
     ax.set_xticks(range(len(rules)), [SETTLE_RULE_STYLE[r][1] for r in rules], rotation=20, ha="right")
-    ax.set(ylabel="core excess, $/day (≤ 0: in the core)", title=f"{len(ok)} days (bar: median)")
+    ax.set(ylabel="core excess, $/day (≤ 0: in the core; symlog)", title=f"{len(ok)} days (bar: median)")
     names = ["winter", "spring", "summer", "autumn"]
     width = 0.8 / len(rules)
     by_name = {SETTLE_RULE_STYLE[r][1]: r for r in rules}
