@@ -69,14 +69,15 @@ def rules_timing(n_homes: int, n_scenarios: int, marginal_sample: int) -> None:
     coalitions.masked_values(case, m1, masks, n_jobs=1, chunks=1)
     per = (time.perf_counter() - t0) / marginal_sample
     print(
-        f"{n_homes} homes x {n_scenarios} scenarios: M1 + clearing {base:.1f} s; stand-alone values (one masked "
-        f"solve) {alone:.1f} s; M2, M3, stand-alone and M4 from them {closed:.2f} s: every rule but the "
-        f"marginal one in {base + alone + closed:.1f} s"
+        f"{n_homes} homes x {n_scenarios} scenarios: M1 + clearing {base:.1f} s; stand-alone values (every home "
+        f"alone, {coalitions.STANDALONE_CHUNK} homes per problem) {alone:.1f} s; M2, M3, stand-alone and M4 "
+        f"from them {closed:.2f} s: every rule but the marginal one in {base + alone + closed:.1f} s"
     )
     print(
-        f"  marginal rule: {marginal_sample} leave-one-out clearings timed, {per:.1f} s each (one worker, the grand "
-        f"problem built once), so its {n_homes + 1} clearings would take about {(n_homes + 1) * per / 60:.0f} min on "
-        f"one worker (extrapolated, not run)"
+        f"  marginal rule: {marginal_sample} leave-one-out clearings timed, {per:.1f} s each (one worker; the "
+        f"masked grand problem up to {coalitions.MAX_MASKED_ROWS} rows, else built over the coalition's rows), "
+        f"so its {n_homes + 1} clearings would take about {(n_homes + 1) * per / 60:.0f} min on one worker "
+        "(extrapolated, not run)"
     )
 
 
