@@ -48,4 +48,6 @@ def test_the_committed_year_table_of_the_rules_holds_what_the_code_computes_toda
     fresh = fairness_year.fairness_by_day(days, n_jobs=1, fresh=True)  # notebook 08's parameters (the defaults)
     report.save_table(fresh, tmp_path / "fresh.csv")
     recomputed = pd.read_csv(tmp_path / "fresh.csv", dtype=str, keep_default_na=False).set_index("date")
-    pd.testing.assert_frame_equal(recomputed.loc[days], table.loc[days])
+    # the column order of a table depends on its first row (a failed day holds fewer columns): compare by name
+    assert set(recomputed.columns) == set(table.columns)
+    pd.testing.assert_frame_equal(recomputed.loc[days, table.columns], table.loc[days])
