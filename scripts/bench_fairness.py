@@ -1,58 +1,103 @@
-"""Benchmark of the fairness game: all coalition values of the paper case, and sampled Shapley for larger ones.
+"""Benchmark of the fairness game: all coalition values of the paper case, the settlement rules of issue 22 on a
+large community, and sampled Shapley for larger ones.
 
-Usage: python scripts/bench_fairness.py [--homes 100] [--permutations 16]
+Usage: python scripts/bench_fairness.py [--homes 100] [--permutations 16] [--rule-homes 1000] [--marginal-sample 4]
+       [--skip-shapley]
 
-Prints the time of all 2^N coalition values of the paper case (10 homes, 1,024 coalitions; joblib, all cores),
-the time of one full clearing in the same run and their ratio, then the time of a sampled Shapley value of a
-community of --homes homes with --permutations orders of the homes (each order clears its N prefixes; repeated
-coalitions are cached): the library's estimate (aggregator's position averaged, stand-alone control variate)
-against textbook permutation sampling from the same prefix values, and what 1,000 textbook permutations would
-cost and give. Prints only; writes nothing.
+Prints, in one run so that the ratios compare like with like on a shared machine:
+
+1. the time of all 2^N coalition values of the paper case (10 homes x 10 scenarios, 1,024 coalitions; joblib,
+   all cores), building and clearing a sub-community per coalition (``method="select"``) and re-solving one grand
+   clearing with homes masked out (``method="masked"``, :mod:`desmarket.coalitions`), their largest difference,
+   and one full clearing for scale;
+2. every rule of :func:`desmarket.settle` on a community of --rule-homes homes x --scenarios scenarios: M1 and the
+   clearing, the stand-alone values (one masked solve with nobody trading), M2, M3, the stand-alone rule and M4;
+   the marginal rule needs N + 1 clearings of (nearly) the whole community, so --marginal-sample of them are timed
+   and the whole is extrapolated (labelled so);
+3. unless --skip-shapley, the time of a sampled Shapley value of a community of --homes homes with
+   --permutations orders of the homes (the library's estimate against textbook permutation sampling).
+
+Prints only; writes nothing.
 """
 
 import argparse
 import time
 import warnings
 
+import numpy as np
+
 import desmarket as dm
-from desmarket import data, fairness
+from desmarket import coalitions, data, fairness
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--homes", type=int, default=100)
-    parser.add_argument("--permutations", type=int, default=16)
-    parser.add_argument("--scenarios", type=int, default=10)
-    args = parser.parse_args()
-    warnings.simplefilter("ignore", dm.RoutingWarning)
+def coalition_timing() -> None:
     case = data.build_case()
     m1 = dm.solve_independent(case)
     t0 = time.perf_counter()
     dm.clear_market(case, n_jobs=1)
     one = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    values = fairness.coalition_values(case, m1)
-    every = time.perf_counter() - t0
+    timed = {}
+    for method in fairness.COALITION_METHODS:
+        t0 = time.perf_counter()
+        values = fairness.coalition_values(case, m1, method=method)
+        timed[method] = (time.perf_counter() - t0, values)
+    (ts, vs), (tm, vm) = timed["select"], timed["masked"]
     print(
-        f"paper case, {case.n_homes} homes: all {len(values)} coalition values in {every:.1f} s; one full clearing "
-        f"{one:.3f} s; ratio {every / one:.0f}"
+        f"paper case, {case.n_homes} homes x {case.n_scenarios} scenarios: all {len(vs)} coalition values in "
+        f"{ts:.1f} s (a clearing per coalition) and {tm:.1f} s (one grand clearing, homes masked out): "
+        f"{ts / tm:.1f}x; largest difference {np.abs(vs.to_numpy() - vm.to_numpy()).max():.1e} $/day; "
+        f"one full clearing {one:.3f} s"
     )
-    big = data.build_case(n_homes=args.homes, n_scenarios=args.scenarios, seed=0)
+
+
+def rules_timing(n_homes: int, n_scenarios: int, marginal_sample: int) -> None:
     t0 = time.perf_counter()
-    est = fairness.shapley_value(big, samples=args.permutations, seed=0)
+    case = data.build_case(n_homes=n_homes, n_scenarios=n_scenarios, seed=0)
+    m1 = dm.solve_independent(case)
+    market = dm.clear_market(case)
+    base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    standalone = coalitions.standalone_values(case, m1)
+    alone = time.perf_counter() - t0
+    values = dm.settlement.RuleValues(standalone, np.full(n_homes, np.nan), float("nan"))
+    t0 = time.perf_counter()
+    for rule in ("equal", "contribution", "standalone", "synergy"):
+        dm.settle(case, m1, market, 0.2, rule, values=values)
+    closed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    masks = ~np.eye(n_homes, dtype=bool)[:marginal_sample]
+    coalitions.masked_values(case, m1, masks, n_jobs=1, chunks=1)
+    per = (time.perf_counter() - t0) / marginal_sample
+    print(
+        f"{n_homes} homes x {n_scenarios} scenarios: M1 + clearing {base:.1f} s; stand-alone values (every home "
+        f"alone, {coalitions.STANDALONE_CHUNK} homes per problem) {alone:.1f} s; M2, M3, stand-alone and M4 "
+        f"from them {closed:.2f} s: every rule but the marginal one in {base + alone + closed:.1f} s"
+    )
+    print(
+        f"  marginal rule: {marginal_sample} leave-one-out clearings timed, {per:.1f} s each (one worker; the "
+        f"masked grand problem up to {coalitions.MAX_MASKED_ROWS} rows, else built over the coalition's rows), "
+        f"so its {n_homes + 1} clearings would take about {(n_homes + 1) * per / 60:.0f} min on one worker "
+        "(extrapolated, not run)"
+    )
+
+
+def shapley_timing(homes: int, permutations: int, scenarios: int) -> None:
+    big = data.build_case(n_homes=homes, n_scenarios=scenarios, seed=0)
+    t0 = time.perf_counter()
+    est = fairness.shapley_value(big, samples=permutations, seed=0)
     took = time.perf_counter() - t0
     cv, plain = est["std_error_usd"], est["plain_std_error_usd"]
     ratio = float((plain**2).sum() / (cv**2).sum())
     print(
-        f"{args.homes} homes x {args.scenarios} scenarios: sampled Shapley with {args.permutations} permutations "
-        f"in {took:.1f} s ({took / args.permutations:.1f} s per order, {args.homes} stand-alone clearings "
+        f"{homes} homes x {scenarios} scenarios: sampled Shapley with {permutations} permutations "
+        f"in {took:.1f} s ({took / permutations:.1f} s per order, {homes} stand-alone clearings "
         f"included)"
     )
     print(
         f"  largest standard error: {cv.max():.4f} $/day (position averaged, stand-alone control variate), "
         f"{plain.max():.4f} textbook (same prefix values); summed variance ratio {ratio:.0f}"
     )
-    k, n = args.permutations, args.homes
+    k, n = permutations, homes
     # a textbook permutation clears only the prefixes from the aggregator's place on; with a clearing's cost
     # growing linearly in its homes, that is this share of an order's work
     share = sum(sum(range(max(slot, 1), n + 1)) for slot in range(n + 1)) / (n + 1) / sum(range(1, n + 1))
@@ -61,6 +106,25 @@ def main() -> None:
         f"would take about {1000 * share * took / k / 3600:.1f} h here ({share:.0%} of an order's clearings each) "
         f"and leave a largest standard error of about {plain.max() * (k / 1000) ** 0.5:.3f} $/day"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--homes", type=int, default=100)
+    parser.add_argument("--permutations", type=int, default=16)
+    parser.add_argument("--scenarios", type=int, default=10)
+    parser.add_argument("--rule-homes", type=int, default=1000)
+    parser.add_argument("--marginal-sample", type=int, default=2)
+    parser.add_argument("--skip-shapley", action="store_true")
+    parser.add_argument("--skip-coalitions", action="store_true")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", dm.RoutingWarning)
+    if not args.skip_coalitions:
+        coalition_timing()
+    if args.rule_homes > 0:
+        rules_timing(args.rule_homes, args.scenarios, args.marginal_sample)
+    if not args.skip_shapley:
+        shapley_timing(args.homes, args.permutations, args.scenarios)
 
 
 if __name__ == "__main__":

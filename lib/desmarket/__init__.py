@@ -11,7 +11,7 @@ Layers, from the bottom, each importing only its own and those below (``tests/te
 * :mod:`~desmarket.model` -- build, solve, read one problem of all rows (the central reference), the tie-break;
 * :mod:`~desmarket.engine` -- ``solve_independent`` / ``clear_market`` by method: central, decomposed
   (:mod:`~desmarket.pieces`, parallel) or the coordinated market process (:mod:`~desmarket.coordinated`);
-* :mod:`~desmarket.settlement` -- the Nash-bargaining settlement (M2, M3);
+* :mod:`~desmarket.settlement` -- the Nash-bargaining settlement (M2, M3, and the value rules of issue 22);
 * :mod:`~desmarket.report` (tables, pure) and :mod:`~desmarket.plots` (figures, pure);
 * :mod:`~desmarket.results` (``Study``, the record of a run), :mod:`~desmarket.claims` (the paper's claims);
 * :mod:`~desmarket.horizon` -- Eq. 15's fixed end state of storage against a daily cycle;
@@ -55,6 +55,7 @@ from .fairness import (
     core_excess,
     least_core,
     nucleolus,
+    rule_verdicts,
     shapley_value,
     standalone_values,
 )
@@ -70,12 +71,14 @@ from .model import (
 )
 from .paper import PAPER_PROFIT_RATE
 from .settlement import (
+    SETTLE_RULES,
     Settlement,
     contribution_rates,
     cooperative_surplus,
     market_contribution,
     nash_bargaining,
     profit_rate_sweep,
+    rule_values,
     settle,
 )
 from .study import Study, Workbench, run_study
@@ -126,6 +129,8 @@ __all__ = [
     "contribution_rates",
     "nash_bargaining",
     "profit_rate_sweep",
+    "SETTLE_RULES",
+    "rule_values",
     # the study layer
     "Study",
     "Workbench",
@@ -140,6 +145,7 @@ __all__ = [
     "least_core",
     "core_excess",
     "allocation_table",
+    "rule_verdicts",
     # two stages: the day-ahead market (issue 20)
     "stochastic_value",
     "stochastic_values",

@@ -37,7 +37,7 @@ def parse_claims(text: str) -> pd.DataFrame:
 
     Columns: claim, unit, kind, paper (value, NaN for kinds "sign" and "unreported"), paper_text, sign, reason,
     reason_case (the note for a user's case; default the reason), source (where our value comes from:
-    "headline", :func:`desmarket.report.headline`, or "fairness", notebook 08). Reasons are templates:
+    "headline", :func:`desmarket.report.headline`, or "fairness" and "rules", notebook 08). Reasons are templates:
     ``{rho}`` and the other :data:`NOTE_FIELDS` are filled from the run by :func:`desmarket.report.scorecard`.
     Validated: an unknown kind, a missing field, a paper value on an "unreported" claim or an unknown field in
     braces is a ValueError naming the claim.
@@ -110,8 +110,10 @@ def agreement(kind: str, paper: float, sign: float, ours: float) -> tuple[str, s
     return direction, magnitude
 
 
-#: Where our value of a claim comes from (field ``source`` of paper_claims.toml, default "headline").
-CLAIM_SOURCES = ("headline", "fairness")
+#: Where our value of a claim comes from (field ``source`` of paper_claims.toml, default "headline"); "rules"
+#: rows are not the paper's claims but the project's answer to them (issue 22: a settlement rule in the core,
+#: notebook 08, written to fairness_scorecard.csv with the "fairness" rows).
+CLAIM_SOURCES = ("headline", "fairness", "rules")
 
 
 def paper_claims() -> pd.DataFrame:

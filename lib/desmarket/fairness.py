@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linprog
 
+from . import coalitions
 from .case import Case
 from .engine import clear_market, solve_independent
-from .errors import MismatchError
+from .errors import CaseError, MismatchError
 from .model import Operation, RoutingWarning
 from .pieces import map_chunks
-from .settlement import market_contribution, settle
+from .settlement import RuleValues, check_rule, market_contribution, rule_shares, settle
 
 #: Largest community whose 2^N coalitions are enumerated (2^14 = 16,384 clearings).
 MAX_EXACT_HOMES = 14
@@ -88,16 +89,18 @@ def max_excess(values: np.ndarray, allocation: np.ndarray) -> tuple[float, int]:
     return float(excess[k]), int(k)
 
 
-def _lp(members: np.ndarray, values: np.ndarray, grand: float, fixed: dict, free: list):
-    """max t s.t. x(S) - t >= v(S) for rows S in free, x(S) = v(S) + level for fixed rows, x(N) = grand.
+def _lp(members: np.ndarray, values: np.ndarray, grand: float, fixed: dict, free: list, pinned: dict | None = None):
+    """max t s.t. x(S) - t >= v(S) for rows S in free, x(S) = v(S) + level for fixed rows, x(N) = grand, and
+    x_k = value for every player k of ``pinned`` ({player: value}; none by default).
 
     members: bool (m, n), one row per coalition; values: (m,). Returns (t, x, duals of the free rows)."""
     n = members.shape[1]
     rows = members.astype(float)
+    pinned = pinned or {}
     c = np.r_[np.zeros(n), -1.0]  # maximise t
     A_ub = np.hstack([-rows[free], np.ones((len(free), 1))])  # -x(S) + t <= -v(S)
-    eq = [np.r_[np.ones(n), 0.0]] + [np.r_[rows[k], 0.0] for k in fixed]
-    b_eq = [grand] + [values[k] + level for k, level in fixed.items()]
+    eq = [np.r_[np.ones(n), 0.0]] + [np.r_[rows[k], 0.0] for k in fixed] + [np.r_[np.eye(n)[k], 0.0] for k in pinned]
+    b_eq = [grand] + [values[k] + level for k, level in fixed.items()] + list(pinned.values())
     res = linprog(
         c,
         A_ub=A_ub,
@@ -130,25 +133,31 @@ def least_core_from_values(values: np.ndarray) -> tuple[float, np.ndarray]:
     return e, nucleolus_from_values(values)
 
 
-def nucleolus_from_coalitions(members: np.ndarray, values: np.ndarray, grand: float) -> np.ndarray:
+def nucleolus_from_coalitions(
+    members: np.ndarray, values: np.ndarray, grand: float, pinned: dict | None = None
+) -> np.ndarray:
     """The nucleolus over the given coalitions, by the sequence of LPs of Maschler, Peleg and Shapley (1979)
     (HiGHS through scipy). With every proper coalition it is the nucleolus of the game.
 
     Each round maximises the smallest surplus x(S) - v(S) over the coalitions not yet fixed; coalitions whose
     constraint has a positive dual are fixed at that level; it ends when the fixed coalitions determine x.
+    ``pinned`` ({player: value}) fixes some players' payoffs first: the nucleolus of the allocations that pay
+    them that (issue 22: the aggregator's share held at rho Delta C).
     """
     n = members.shape[1]
     values = np.asarray(values, dtype=float)
     free = list(range(len(members)))
     fixed: dict[int, float] = {}
+    pinned = pinned or {}
     x = None
     for _ in range(len(free) + 1):
-        t, x, duals = _lp(members, values, grand, fixed, free)
+        t, x, duals = _lp(members, values, grand, fixed, free, pinned)
         for k, d in zip(list(free), duals):
             if d > LP_TOLERANCE:
                 fixed[k] = t
         free = [k for k in free if k not in fixed]
-        rank = np.linalg.matrix_rank(np.vstack([np.ones(n)] + [members[k].astype(float) for k in fixed]))
+        known = [np.ones(n)] + [members[k].astype(float) for k in fixed] + [np.eye(n)[k] for k in pinned]
+        rank = np.linalg.matrix_rank(np.vstack(known))
         if rank == n or not free:
             break
     return x
@@ -184,11 +193,10 @@ def _grand_m1(case: Case, independent: Operation | None) -> Operation:
 def _home_parts(case: Case, independent: Operation) -> np.ndarray:
     """(N,) each home's share of sum C^0 - R_A^0 in M1: its cost C_i^0 minus the aggregator's margin on it (Eq. 1).
 
-    M1 separates by home, so a sub-community's C^0 - R_A^0 is the sum of its homes' parts.
+    M1 separates by home, so a sub-community's C^0 - R_A^0 is the sum of its homes' parts
+    (:func:`desmarket.coalitions.home_parts`).
     """
-    pi, q = case.probability, case.market.net_metering_usd_per_kwh
-    margin = (case.retail - case.buy_price) * independent.net_load + (case.sell_price - q) * independent.net_surplus
-    return independent.home_cost - np.einsum("s,nst->n", pi, margin)
+    return coalitions.home_parts(case, independent)
 
 
 def _clearing_cost(case: Case, homes: Sequence[str], solve_kw: dict) -> float:
@@ -227,31 +235,56 @@ def _check_size(case: Case) -> None:
         )
 
 
+#: How :func:`coalition_values` clears a coalition: "select" builds and clears ``case.select(S)`` (the engine's
+#: default method; one problem per coalition), "masked" re-solves the grand clearing built once with the other
+#: homes' trades masked out (:mod:`desmarket.coalitions`; about 4x faster, the same values to ~1e-7 $/day).
+COALITION_METHODS = ("select", "masked")
+
+
 def coalition_values(
-    case: Case, independent: Operation | None = None, n_jobs: int | None = -1, progress: bool | None = None, **solve_kw
+    case: Case,
+    independent: Operation | None = None,
+    n_jobs: int | None = -1,
+    progress: bool | None = None,
+    method: str = "select",
+    **solve_kw,
 ) -> pd.Series:
     """v(S) of every coalition of homes with the aggregator, $ per day, over all 2^N home sets.
 
     Indexed by the tuple of home ids (the empty tuple is worth 0). Each home's M1 is solved once (M1 separates
     by home); the 2^N - 1 clearings run in parallel through joblib (``n_jobs``), in :data:`COALITION_CHUNKS`
-    chunks.
+    chunks. ``method``: :data:`COALITION_METHODS` ("masked" takes no ``solve_kw``).
     """
     _check_size(case)
+    if method not in COALITION_METHODS:
+        raise CaseError(
+            "coalition_values",
+            f"unknown method {method!r}; the methods are {', '.join(COALITION_METHODS)}",
+            "pass method='select' (a clearing per coalition) or 'masked' (one grand problem, re-solved)",
+            column="method",
+        )
     independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
     ids = case.home_ids
     subsets = [c for k in range(1, len(ids) + 1) for c in itertools.combinations(range(len(ids)), k)]
-    costs = map_chunks(
-        _costs_task,
-        [[ids[i] for i in c] for c in subsets],
-        (case, solve_kw),
-        n_jobs,
-        COALITION_CHUNKS,
-        progress="coalitions",
-    )
+    if method == "masked":
+        masks = np.zeros((len(subsets), len(ids)), dtype=bool)
+        for r, c in enumerate(subsets):
+            masks[r, list(c)] = True
+        found = coalitions.masked_values(case, independent, masks, n_jobs)
+    else:
+        costs = map_chunks(
+            _costs_task,
+            [[ids[i] for i in c] for c in subsets],
+            (case, solve_kw),
+            n_jobs,
+            COALITION_CHUNKS,
+            progress="coalitions",
+        )
+        found = [float(parts[list(c)].sum() - cost) for c, cost in zip(subsets, costs)]
     values = {(): 0.0}
-    for c, cost in zip(subsets, costs):
-        values[tuple(ids[i] for i in c)] = float(parts[list(c)].sum() - cost)
+    for c, v in zip(subsets, found):
+        values[tuple(ids[i] for i in c)] = float(v)
     return pd.Series(
         list(values.values()), index=pd.Index(list(values), tupleize_cols=False, name="homes"), name="value_usd_per_day"
     )
@@ -615,23 +648,18 @@ def allocation_table(
 
 
 def core_profit_rate(case: Case, market: Operation, values: pd.Series, rule: str = "contribution") -> float:
-    """The smallest profit rate rho at which the settlement ``rule`` (M3 "contribution", M2 "equal") is in the core.
+    """The smallest profit rate rho at which the settlement ``rule`` (any of :data:`SETTLE_RULES`) is in the core.
 
-    Under both rules the homes get (1 - rho) Delta C in fixed shares sigma_i (Eq. 22 or 1/N, Eq. 29) and the
-    aggregator rho Delta C, so a coalition S with the aggregator is content when
+    Under every rule the homes get (1 - rho) Delta C in shares sigma_i fixed in rho (Eq. 22, 1/N, ...) and the
+    aggregator rho Delta C (for the value rules sigma_i of
+    :func:`~desmarket.settlement.rule_shares`, from ``values``), so a coalition S with the aggregator is content when
     rho Delta C + (1 - rho) Delta C sigma_S >= v(S), that is rho >= (v(S) - Delta C sigma_S) / (Delta C (1 - sigma_S));
     coalitions without the aggregator are worth 0. Returns the largest such bound (0 if none binds), or NaN
     when Delta C <= 0.
     """
     if isinstance(market, Operation):
         market.check_solved_on(case, "market")
-    if rule == "contribution":
-        value = market_contribution(case, market)
-        shares = value / value.sum()
-    elif rule == "equal":
-        shares = np.full(case.n_homes, 1.0 / case.n_homes)
-    else:
-        raise ValueError(f"rule must be 'contribution' or 'equal', got {rule!r}")
+    shares = game_shares(case, market, values, rule)
     lookup = _lookup(values)
     grand = lookup[case.home_ids]
     if grand <= 0:
@@ -643,3 +671,245 @@ def core_profit_rate(case: Case, market: Operation, values: pd.Series, rule: str
         if homes and len(homes) < case.n_homes and sigma < 1 - 1e-12:
             bound = max(bound, (v - grand * sigma) / (grand * (1 - sigma)))
     return float(bound)
+
+
+# ============================================================================ the rules of issue 22
+#: The rule of :func:`rule_gains` beyond those of :func:`~desmarket.settlement.settle`: the nucleolus of the
+#: allocations that leave the aggregator rho Delta C (a literature rule; needs all 2^N coalition values).
+NUCLEOLUS_AT_RHO = "nucleolus"
+#: Every rule of the verdict table, in order: M2, M3, the three value rules, the nucleolus at rho.
+VERDICT_RULES = ("equal", "contribution", "standalone", "marginal", "synergy", NUCLEOLUS_AT_RHO)
+#: Names of the rules in tables and figures.
+RULE_NAMES = {
+    "equal": "M2 equal split",
+    "contribution": "M3 contribution rate",
+    "standalone": "stand-alone value",
+    "marginal": "marginal contribution",
+    "synergy": "M4 stand-alone + synergy",
+    NUCLEOLUS_AT_RHO: "nucleolus at ρ",
+}
+
+
+def rule_values_of_game(case: Case, values: pd.Series) -> RuleValues:
+    """The :class:`~desmarket.settlement.RuleValues` (stand-alone, leave-one-out, grand) read off a
+    :func:`coalition_values` Series: no clearing."""
+    lookup, ids = _lookup(values), case.home_ids
+    standalone = np.array([lookup[(h,)] for h in ids])
+    out = np.array([lookup[tuple(x for x in ids if x != h)] for h in ids])
+    return RuleValues(standalone, out, float(lookup[ids]))
+
+
+def game_shares(case: Case, market: Operation, values: pd.Series, rule: str) -> np.ndarray:
+    """(N,) each home's share sigma_i of (1 - rho) Delta C under a rule of :data:`SETTLE_RULES`, with the
+    coalition values of the game (:func:`~desmarket.settlement.rule_shares`; Delta C = v(N) of ``values``).
+    ``market`` is needed by the rules that use contributions ("contribution", "synergy"); else it may be None."""
+    check_rule(rule)
+    rv = rule_values_of_game(case, values)
+    contribution = market_contribution(case, market) if rule in ("contribution", "synergy") else None
+    return rule_shares(rule, case.n_homes, contribution, rv, rv.grand)
+
+
+def nucleolus_at_rate(vector: np.ndarray, profit_rate: float) -> np.ndarray:
+    """The nucleolus of the allocations of a game (bitmask vector, player 0 the aggregator) that pay player 0
+    exactly rho v(N): (n,) gains. One sequence of HiGHS LPs over all 2^n - 2 proper coalitions."""
+    members, vals, grand = _proper(vector)
+    return nucleolus_from_coalitions(members, vals, grand, pinned={0: profit_rate * grand})
+
+
+def smallest_core_rate(vector: np.ndarray) -> float:
+    """min x_0 / v(N) over the core (x(S) >= v(S) for every S, x(N) = v(N)): the smallest profit rate at which
+    some allocation paying the aggregator rho Delta C is in the core, NaN when v(N) <= 0. The core is never
+    empty here (the aggregator is a veto player: giving it everything is in the core)."""
+    members, vals, grand = _proper(vector)
+    if grand <= 0:
+        return float("nan")
+    n = members.shape[1]
+    res = linprog(
+        np.eye(n)[0],
+        A_ub=-members.astype(float),
+        b_ub=-vals,
+        A_eq=np.ones((1, n)),
+        b_eq=[grand],
+        bounds=[(None, None)] * n,
+        method="highs",
+    )
+    if res.status != 0:
+        raise RuntimeError(f"the smallest-core-rate LP did not solve: {res.message}")
+    return float(res.x[0] / grand)
+
+
+def rule_gains(
+    case: Case, independent: Operation, market: Operation, profit_rate: float, values: pd.Series, rule: str
+) -> np.ndarray:
+    """(N + 1,) gains against M1 of ``["aggregator", *home_ids]`` under a rule of :data:`VERDICT_RULES`, $ per day.
+
+    The settle rules use ``values`` for their coalition values (no clearing); the nucleolus at rho is computed
+    on the exact game (N <= 14)."""
+    if rule == NUCLEOLUS_AT_RHO:
+        return nucleolus_at_rate(game_vector(case, values), profit_rate)
+    st = settle(case, independent, market, profit_rate, rule, values=rule_values_of_game(case, values))
+    return np.r_[st.aggregator_gain, st.home_gain]
+
+
+#: Columns of :func:`rule_verdicts`.
+VERDICT_COLUMNS = (
+    "budget_gap_usd",
+    "individually_rational",
+    "core_excess_usd",
+    "in_core",
+    "l1_distance_to_shapley_usd",
+    "l1_distance_to_shapley_split_usd",
+    "core_profit_rate",
+)
+
+
+def rule_verdicts(
+    case: Case,
+    independent: Operation,
+    market: Operation,
+    profit_rate: float,
+    values: pd.Series,
+    rules: Sequence[str] = VERDICT_RULES,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The verdict of each rule on the exact game (issue 22), and each party's gain under it.
+
+    Parameters
+    ----------
+    case, independent, market : the community, its M1 and its clearing.
+    profit_rate : rho, the aggregator's share (every rule but the Shapley value keeps it).
+    values : :func:`coalition_values` of the case (every coalition).
+    rules : names of :data:`VERDICT_RULES`.
+
+    Returns
+    -------
+    verdicts : DataFrame indexed by rule: ``budget_gap_usd`` (sum of gains - Delta C; 0 = budget-balanced),
+        ``individually_rational`` (every gain >= 0), ``core_excess_usd`` (max_S v(S) - x(S); <= 0 in the core),
+        ``in_core``, ``l1_distance_to_shapley_usd``, ``l1_distance_to_shapley_split_usd`` (over the homes only, to
+        the Shapley value's split of the homes' total: home i's Shapley share of the homes scaled to the rule's
+        (1 - rho) Delta C; the plain L1 distance is 2 (phi_aggregator - rho Delta C) for every rule that pays each
+        home at least its Shapley value, so it cannot rank those rules) and ``core_profit_rate`` (the smallest
+        rho at which the rule is in the core: :func:`core_profit_rate`; for the nucleolus at rho the smallest rho
+        at which any allocation is, :func:`smallest_core_rate`), $ per day where a unit is given.
+    gains : DataFrame, one column per rule, indexed by party, $ per day.
+    """
+    vector = game_vector(case, values)
+    shapley = shapley_from_values(vector)
+    surplus = float(_lookup(values)[case.home_ids])
+    gains, rows = {}, {}
+    for rule in rules:
+        x = rule_gains(case, independent, market, profit_rate, values, rule)
+        excess = max_excess(vector, x)[0]
+        gains[rule] = x
+        rows[rule] = {
+            "budget_gap_usd": float(x.sum() - surplus),
+            "individually_rational": bool(np.all(x >= -LP_TOLERANCE)),
+            "core_excess_usd": excess,
+            "in_core": bool(excess <= CORE_TOLERANCE),
+            "l1_distance_to_shapley_usd": float(np.abs(x - shapley).sum()),
+            "l1_distance_to_shapley_split_usd": float(
+                np.abs(x[1:] - x[1:].sum() * shapley[1:] / shapley[1:].sum()).sum()
+            ),
+            "core_profit_rate": smallest_core_rate(vector) + 0.0
+            if rule == NUCLEOLUS_AT_RHO
+            else core_profit_rate(case, market, values, rule),
+        }
+    verdicts = pd.DataFrame.from_dict(rows, orient="index")
+    verdicts.index.name = "rule"
+    table = pd.DataFrame(gains, index=pd.Index(_players(case), name="party"))
+    table["shapley"] = shapley
+    return verdicts, table
+
+
+#: A core excess up to this, $ per day, counts as in the core (solver noise of the coalition values).
+CORE_TOLERANCE = 1e-6
+
+
+def rule_properties(n_homes: int) -> pd.DataFrame:
+    """What each rule of :data:`VERDICT_RULES` costs and needs, for a community of ``n_homes`` homes.
+
+    Returns
+    -------
+    DataFrame indexed by rule: ``clearings`` (community clearings beyond the market's own one; a one-home
+    clearing is a home's own problem at the wholesale prices), ``one_home_clearings``, ``reveals`` (what a home
+    must report beyond its metered flows) and ``market_process`` (whether the iterative market process of
+    notebook 07 can compute it without a central solve)."""
+    n = int(n_homes)
+    rows = {
+        "equal": (0, 0, "nothing", "yes"),
+        "contribution": (0, 0, "its trades (metered in the process)", "yes"),
+        "standalone": (0, n, "its stand-alone value v(aggregator, i): its own optimum at the wholesale prices", "yes"),
+        "marginal": (n, 0, "its costs in N more runs of the market without one home each", "yes, N + 1 runs"),
+        "synergy": (0, n, "its stand-alone value and its trades", "yes"),
+        NUCLEOLUS_AT_RHO: (2**n - 2 - n, n, "its costs in every coalition", "no: 2^N clearings and LPs"),
+    }
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=["clearings", "one_home_clearings", "reveals", "market_process"]
+    ).rename_axis("rule")
+
+
+#: The rule the README recommends (issue 22) and the scorecard tests: the stand-alone rule, in the core on every
+#: studied day of the year at rho = 0.2, from one local solve per home (notebook 08, fairness_by_day.csv).
+RECOMMENDED_RULE = "standalone"
+
+
+def sampled_rule_verdicts(
+    case: Case,
+    independent: Operation,
+    market: Operation,
+    profit_rate: float,
+    samples: int,
+    orders: int,
+    seed: int = 0,
+    rules: Sequence[str] = ("equal", "contribution", "standalone", "marginal", "synergy"),
+    n_jobs: int | None = -1,
+) -> pd.DataFrame:
+    """The verdict of each settle rule on a community too large for the exact game (issue 22).
+
+    Parameters
+    ----------
+    case, independent, market : the community, its M1 and its clearing.
+    profit_rate : rho.
+    samples : random coalitions of homes with the aggregator (sizes uniform in 1..N-1, ``seed``) checked beside
+        every single home and every "everyone but one" coalition.
+    orders : permutations of the sampled Shapley value (:func:`shapley_value`, stand-alone control variate).
+    n_jobs : joblib workers of the masked clearings.
+
+    Returns
+    -------
+    DataFrame indexed by rule: ``budget_gap_usd``, ``individually_rational``, ``core_excess_lower_bound_usd``
+    (the largest v(S) - x(S) over the 2N + ``samples`` coalitions checked: a lower bound on the core excess),
+    ``l1_distance_to_shapley_usd`` and ``l1_distance_to_shapley_split_usd`` against the sampled Shapley value
+    (each with a standard error from the orders, ``*_std_error_usd``: the per-party errors summed, an upper
+    bound), and ``coalitions_checked``; $ per day.
+    """
+    n = case.n_homes
+    rng = np.random.default_rng(seed)
+    masks = [np.eye(n, dtype=bool), ~np.eye(n, dtype=bool)]
+    chosen = np.zeros((samples, n), dtype=bool)
+    for k in range(samples):
+        chosen[k, rng.choice(n, size=int(rng.integers(1, n)), replace=False)] = True
+    masks = np.vstack([*masks, chosen, np.ones((1, n), dtype=bool)])
+    values = coalitions.masked_values(case, independent, masks, n_jobs)
+    grand, standalone, out = values[-1], values[:n], values[n : 2 * n]
+    rv = RuleValues(standalone, out, float(grand))
+    phi = shapley_value(case, samples=orders, seed=seed, independent=independent, n_jobs=n_jobs)
+    shapley, error = phi["shapley_usd"].to_numpy(), phi["std_error_usd"].to_numpy()
+    rows = {}
+    for rule in rules:
+        st = settle(case, independent, market, profit_rate, rule, values=rv)
+        x = np.r_[st.aggregator_gain, st.home_gain]
+        homes = masks[:-1].astype(float) @ st.home_gain + st.aggregator_gain
+        split = x[1:].sum() * shapley[1:] / shapley[1:].sum()
+        rows[rule] = {
+            "budget_gap_usd": float(x.sum() - st.surplus),
+            "individually_rational": bool(np.all(x >= -LP_TOLERANCE)),
+            # with the aggregator: v(S) - x(S); without it every coalition is worth 0: -x_i, -x_0, -x(all homes)
+            "core_excess_lower_bound_usd": float(max(np.max(values[:-1] - homes), -x[0], -x[1:].min(), -x[1:].sum())),
+            "l1_distance_to_shapley_usd": float(np.abs(x - shapley).sum()),
+            "l1_distance_to_shapley_std_error_usd": float(error.sum()),
+            "l1_distance_to_shapley_split_usd": float(np.abs(x[1:] - split).sum()),
+            "coalitions_checked": len(masks) - 1 + n + 2,
+        }
+    out_frame = pd.DataFrame.from_dict(rows, orient="index")
+    out_frame.index.name = "rule"
+    return out_frame

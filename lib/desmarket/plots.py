@@ -825,3 +825,102 @@ def figure_size_timings(rows: pd.DataFrame) -> plt.Figure:
     _homes_axis(ax, rows)
     ax.legend(loc="upper left", fontsize=SMALL, frameon=False)
     return fig
+
+
+#: Colours and names of the settlement rules of issue 22 (keys: :data:`desmarket.fairness.VERDICT_RULES`).
+SETTLE_RULE_STYLE = {
+    "equal": ("tab:gray", "M2 equal split"),
+    "contribution": ("tab:blue", "M3 contribution rate"),
+    "standalone": ("tab:olive", "stand-alone value"),
+    "marginal": ("tab:cyan", "marginal contribution"),
+    "synergy": ("tab:green", "M4 stand-alone + synergy"),
+    "nucleolus": ("tab:purple", "nucleolus at ρ"),
+}
+
+
+@styled
+def figure_rules(gains: pd.DataFrame, verdicts: pd.DataFrame, profit_rate: float) -> plt.Figure:
+    """Notebook 08, the rules of issue 22 on one day: (A) each home's gain under each rule against the Shapley
+    value's split of the homes' share (1 - rho) Delta C (on the diagonal they agree); (B) each rule's core excess
+    ($/day; <= 0: no coalition would leave), the smallest rho that puts it in the core written on its bar.
+
+    gains: :func:`desmarket.fairness.rule_verdicts` gains (parties x rules, plus a ``shapley`` column);
+    verdicts: its verdict table."""
+    rules = [r for r in SETTLE_RULE_STYLE if r in gains.columns]
+    homes = gains.drop(index="aggregator")
+    split = homes["shapley"] * homes[rules[0]].sum() / homes["shapley"].sum()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    many = len(homes) > MAX_LABELLED_HOMES
+    for rule in rules:
+        color, name = SETTLE_RULE_STYLE[rule]
+        ax.scatter(split, homes[rule], color=color, s=10 if many else 28, label=name, alpha=0.8)
+    top = max(split.max(), homes[rules].to_numpy().max()) * 1.1
+    ax.plot([0, top], [0, top], color="black", lw=0.8, ls="--")
+    ax.set(
+        xlim=(0, top),
+        ylim=(0, top),
+        xlabel=f"Shapley value's split of the homes' share (1 − ρ) ΔC, $/day (ρ = {profit_rate:g})",
+        ylabel="gain of the home under the rule, $/day",
+        title=f"{len(homes)} homes: each rule against the Shapley split",
+    )
+    ax.legend(fontsize=SMALL, frameon=False, loc="upper left")
+    excess = verdicts.loc[rules, "core_excess_usd"]
+    y = np.arange(len(rules))
+    bx.barh(y, excess, color=[SETTLE_RULE_STYLE[r][0] for r in rules])
+    bx.axvline(0, color="black", lw=0.8)
+    bx.set_yticks(y, [SETTLE_RULE_STYLE[r][1] for r in rules])
+    bx.invert_yaxis()
+    for k, rule in enumerate(rules):
+        rate = verdicts.loc[rule, "core_profit_rate"]
+        what = "a split in the core" if rule == "nucleolus" else "in the core"
+        bx.annotate(
+            f"{what} from ρ = {rate:.2f}",
+            (max(excess[rule], 0.0), k),
+            xytext=(4, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            fontsize=SMALL,
+        )
+    low, high = min(excess.min(), 0.0), max(excess.max(), 0.0)
+    bx.set_xlim(low - 0.05 * (high - low), high + 0.6 * (high - low))
+    bx.set(xlabel=f"core excess at ρ = {profit_rate:g}, $/day (≤ 0: in the core)", title="stability")
+    return fig
+
+
+@styled
+def figure_fairness_year(by_day: pd.DataFrame, seasons: pd.DataFrame) -> plt.Figure:
+    """The rules over the year (:mod:`desmarket.fairness_year`): (A) each rule's core excess on every studied
+    day ($/day; dots, with the median as a bar); (B) the share of days on which it is in the core, per season.
+
+    by_day: :func:`~desmarket.fairness_year.fairness_by_day`; seasons: its
+    :func:`~desmarket.fairness_year.fairness_by_season`."""
+    ok = by_day[by_day["status"] == "ok"]
+    rules = [r for r in SETTLE_RULE_STYLE if f"{r}_core_excess_usd" in ok.columns]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    rng = np.random.default_rng(0)  # jitter only: the figure is the same on every run
+    for k, rule in enumerate(rules):
+        color, _ = SETTLE_RULE_STYLE[rule]
+        x = pd.to_numeric(ok[f"{rule}_core_excess_usd"])
+        ax.scatter(k + rng.uniform(-0.3, 0.3, len(x)), x, s=4, color=color, alpha=0.5)
+        ax.plot([k - 0.35, k + 0.35], [x.median()] * 2, color="black", lw=2)
+    ax.axhline(0, color="black", lw=0.8, ls="--")
+    ax.set_yscale("symlog", linthresh=0.1)  # linear within +-0.1 $/day, logarithmic beyond: outliers and zero both show
+    every = pd.concat([pd.to_numeric(ok[f"{r}_core_excess_usd"]) for r in rules])
+    ax.set_ylim(min(every.min(), 0.0) * 1.6, max(every.max(), 0.0) * 1.6 + 0.01)
+    ax.set_xticks(range(len(rules)), [SETTLE_RULE_STYLE[r][1] for r in rules], rotation=20, ha="right")
+    ax.set(ylabel="core excess, $/day (≤ 0: in the core; symlog)", title=f"{len(ok)} days (bar: median)")
+    names = ["winter", "spring", "summer", "autumn"]
+    width = 0.8 / len(rules)
+    by_name = {SETTLE_RULE_STYLE[r][1]: r for r in rules}
+    for k, (name, rule) in enumerate(by_name.items()):
+        part = seasons[seasons["rule"] == name].set_index("season")
+        x, share = np.arange(4) + (k - (len(rules) - 1) / 2) * width, part.reindex(names)["share_in_core"]
+        bx.bar(x, share, width, color=SETTLE_RULE_STYLE[rule][0], label=name)
+        for xi, si in zip(x, share):
+            if si == 0:  # a bar of height zero, written out so that it is seen
+                bx.text(xi, 0.01, "0", ha="center", va="bottom", fontsize=SMALL - 2, color=SETTLE_RULE_STYLE[rule][0])
+    bx.set_xticks(range(4), names)
+    bx.set(ylim=(0, 1.05), ylabel="share of the season's days in the core", title="in the core, by season")
+    bx.legend(fontsize=SMALL, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    return fig

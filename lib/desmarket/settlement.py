@@ -1,7 +1,11 @@
 """Value allocation (Eqs. 20-30): cooperative surplus, contribution rates, Nash-bargaining settlement.
 
-Everything here is closed-form numpy on the arrays of two :class:`~desmarket.model.Operation` results;
-nothing is re-solved. :func:`nash_bargaining` solves Eqs. 23-25 numerically, only to check Eq. 26.
+M2 and M3 are closed-form numpy on the arrays of two :class:`~desmarket.model.Operation` results; nothing is
+re-solved. The rules of issue 22 (:data:`VALUE_RULES`: "standalone", "marginal", "synergy" = M4) keep the same
+Nash-bargaining form, Gamma_i = (C_i* - C_i^0) + alpha_i Delta C with sum alpha = 1 - rho, but take their shares
+from coalition values of the market game (:mod:`desmarket.coalitions`): N stand-alone values
+v({aggregator, i}) or N leave-one-out values v(N - {i}). :func:`rule_shares` is the pure-numpy definition of
+every rule's shares. :func:`nash_bargaining` solves Eqs. 23-25 numerically, only to check Eq. 26.
 """
 
 from __future__ import annotations
@@ -9,16 +13,26 @@ from __future__ import annotations
 import numbers
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cvxpy as cp
 import numpy as np
 import pandas as pd
 
+from . import coalitions
 from .case import Case
-from .errors import MismatchError, NoTradeError, RegularizationWarning
+from .errors import CaseError, MismatchError, NoTradeError, RegularizationWarning
 from .model import DEFAULT_SOLVER, Operation, SolverError, solve
 
-RULES = ("contribution", "equal")  # M3, M2 (Table 2)
+RULES = ("contribution", "equal")  # M3, M2 (Table 2): closed form from the two results
+#: Rules whose shares come from coalition values (issue 22): stand-alone value, marginal contribution, and M4
+#: (stand-alone value credited, the trading synergy split by market value contribution, Eqs. 21-22).
+VALUE_RULES = ("standalone", "marginal", "synergy")
+#: Every rule of :func:`settle`.
+SETTLE_RULES = RULES + VALUE_RULES
+#: Coalition values (stand-alone, marginal) below this, $ per day, count as zero: solver noise (a home's
+#: stand-alone value is >= 0 in exact arithmetic: its M1 operation is feasible alone with the aggregator).
+VALUE_TOLERANCE = 1e-7
 #: A home's contribution (Eq. 21) below this, $ per day, is zero: prices and trades at solver-noise level (for
 #: example all LMPs zero, where the clearing prices come back as +-1e-11 $/kWh) carry no market value.
 CONTRIBUTION_TOLERANCE = 1e-9
@@ -164,21 +178,150 @@ def equal_rates(n_homes: int, profit_rate: float) -> np.ndarray:
     return np.full(n_homes, (1.0 - _check_rate(profit_rate)) / n_homes)
 
 
-def settle(
-    case: Case, independent: Operation, market: Operation, profit_rate: float, rule: str = "contribution"
-) -> Settlement:
-    """Closed-form Nash-bargaining settlement Gamma_i = (C_i* - C_i^0) + alpha_i Delta C (Eqs. 20, 26-30).
+class RuleValues(NamedTuple):
+    """The coalition values the rules of :data:`VALUE_RULES` need, $ per day (:func:`rule_values`).
 
-    rule: "contribution" (M3, alpha from Eq. 22) or "equal" (M2, Eq. 29).
+    standalone:    (N,) s_i = v({aggregator, i}), each home cleared alone with the aggregator
+    leave_one_out: (N,) v(N - {i}), every home but i (NaN when not computed)
+    grand:         v(N) by the same solver (Delta C; NaN when not computed)
+    """
+
+    standalone: np.ndarray
+    leave_one_out: np.ndarray
+    grand: float
+
+
+def check_rule(rule) -> str:
+    """``rule`` is one of :data:`SETTLE_RULES`, else one :class:`~desmarket.errors.CaseError` listing them."""
+    if not isinstance(rule, str) or rule not in SETTLE_RULES:
+        raise CaseError(
+            "settle",
+            f"unknown settlement rule {rule!r}; the rules are {', '.join(SETTLE_RULES)}",
+            "pass rule='contribution' (M3), 'equal' (M2), 'standalone', 'marginal' or 'synergy' (M4)",
+            column="rule",
+        )
+    return rule
+
+
+def rule_values(
+    case: Case, independent: Operation, rule: str, n_jobs: int | None = -1, solver: str = coalitions.MASKED_SOLVER
+) -> RuleValues:
+    """The coalition values ``rule`` needs (:class:`RuleValues`), from the masked grand clearing.
+
+    "standalone" and "synergy": the N stand-alone values (one solve with nobody trading, equivalent to N
+    one-home clearings); "marginal": also the N leave-one-out values and v(N) (N + 1 solves, parallel through
+    joblib, ``n_jobs``). "contribution" and "equal" need none (NaN arrays).
+    """
+    check_rule(rule)
+    n = case.n_homes
+    nan = np.full(n, np.nan)
+    if rule in RULES:
+        return RuleValues(nan, nan, float("nan"))
+    standalone = coalitions.standalone_values(case, independent, solver)
+    if rule != "marginal":
+        return RuleValues(standalone, nan, float("nan"))
+    out, grand = coalitions.leave_one_out_values(case, independent, n_jobs, solver)
+    return RuleValues(standalone, out, grand)
+
+
+def _noise_free(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.where(values < VALUE_TOLERANCE, 0.0, values)
+
+
+def rule_shares(
+    rule: str,
+    n_homes: int,
+    contribution: np.ndarray | None = None,
+    values: RuleValues | None = None,
+    surplus: float | None = None,
+) -> np.ndarray:
+    """Each home's share of the homes' (1 - rho) Delta C under ``rule``, (N,) >= 0 summing to 1.
+
+    Parameters
+    ----------
+    rule : one of :data:`SETTLE_RULES`.
+    n_homes : N.
+    contribution : (N,) c_i, the market value of each home's trades, $ per day (Eq. 21,
+        :func:`market_contribution`); rules "contribution" and "synergy".
+    values : :class:`RuleValues` (rules "standalone", "marginal", "synergy").
+    surplus : Delta C, $ per day (Eq. 20; rule "synergy").
+
+    Returns
+    -------
+    (N,) shares sigma_i; alpha_i = (1 - rho) sigma_i.
+
+    Notes
+    -----
+    Values below :data:`VALUE_TOLERANCE` (solver noise, including tiny negative ones) count as zero. The rules
+    of :data:`VALUE_RULES` are always defined: where their measure is zero for every home they fall back to the
+    equal split, the symmetric Nash solution (Eq. 29) [choice]; only M3 keeps raising (its historic behaviour).
+
+    * "equal" (M2, Eq. 29): 1/N.
+    * "contribution" (M3, Eq. 22): c_i / sum c; :class:`NoTradeError` when sum c = 0.
+    * "standalone": s_i / sum s; 1/N when every s_i = 0 (no home gains alone with the aggregator).
+    * "marginal": m_i / sum m with m_i = v(N) - v(N - {i}); 1/N when every m_i = 0.
+    * "synergy" (M4): each home is credited its stand-alone value and the synergy sigma = Delta C - sum s is
+      split by market value contribution: sigma_i = (s_i + sigma c_i / sum c) / Delta C [choice]. Where that is
+      undefined or would break individual rationality it falls back, continuously: when every s_i = 0 it is M3,
+      c_i / sum c (sigma = Delta C); when the synergy is <= 0 (solver noise: Delta C >= sum s in exact
+      arithmetic, since the homes could all stay apart) or nobody trades (sum c = 0) it is the stand-alone rule
+      s_i / sum s (which at sigma = 0 is the same formula); when every s_i and every c_i is zero, 1/N.
+    """
+    check_rule(rule)
+    equal = np.full(n_homes, 1.0 / n_homes)
+    if rule == "equal":
+        return equal
+    if rule == "contribution":
+        c = np.asarray(contribution, dtype=float)
+        if c.sum() <= 0:
+            raise NoTradeError(
+                "no home's trades have a market value (nobody trades in the local market, or every clearing "
+                "price is zero), so the contribution rates (Eq. 22) are undefined; settle with rule='equal' "
+                "(M2) instead"
+            )
+        return c / c.sum()
+    if rule == "marginal":
+        m = _noise_free(values.grand - np.asarray(values.leave_one_out, dtype=float))
+        return m / m.sum() if m.sum() > 0 else equal
+    s = _noise_free(values.standalone)
+    if rule == "synergy":
+        c = np.asarray(contribution, dtype=float)
+        synergy = float(surplus) - s.sum()
+        if c.sum() > 0 and (s.sum() <= 0 or synergy > 0):
+            return (s + synergy * c / c.sum()) / float(surplus) if s.sum() > 0 else c / c.sum()
+    return s / s.sum() if s.sum() > 0 else equal
+
+
+def settle(
+    case: Case,
+    independent: Operation,
+    market: Operation,
+    profit_rate: float,
+    rule: str = "contribution",
+    *,
+    values: RuleValues | None = None,
+    n_jobs: int | None = -1,
+) -> Settlement:
+    """Nash-bargaining settlement Gamma_i = (C_i* - C_i^0) + alpha_i Delta C (Eqs. 20, 26-30).
+
+    rule: "contribution" (M3, alpha from Eq. 22), "equal" (M2, Eq. 29), or one of :data:`VALUE_RULES`
+    ("standalone", "marginal", "synergy" = M4; :func:`rule_shares`), alpha_i = (1 - rho) sigma_i in every case.
+    values: the :class:`RuleValues` of a value rule, computed by :func:`rule_values` when None (``n_jobs``
+    workers for the marginal rule's N + 1 solves).
     """
     _check_pair(independent, market, case)
     rho = _check_rate(profit_rate)
+    check_rule(rule)
     if rule == "contribution":
         alpha = contribution_rates(case, market, rho)
     elif rule == "equal":
         alpha = equal_rates(len(market.home_ids), rho)
     else:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        values = rule_values(case, independent, rule, n_jobs) if values is None else values
+        contribution = market_contribution(case, market)
+        shares = rule_shares(rule, case.n_homes, contribution, values, cooperative_surplus(independent, market))
+        alpha = (1.0 - rho) * shares
     surplus = cooperative_surplus(independent, market)
     _warn_regularization(independent, market, surplus)
     payment = market.home_cost - independent.home_cost + alpha * surplus  # Eq. 26
