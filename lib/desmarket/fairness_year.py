@@ -22,10 +22,10 @@ from . import fairness
 from .data import DEFAULT_PRICES, build_case, load_measured_homes, price_source
 from .daycache import cached_rows, data_digest
 from .engine import clear_market, solve_independent
-from .errors import CASE_FAILURES, failure_reason, quiet_warnings
+from .errors import CASE_FAILURES, failure_kind, failure_reason, quiet_warnings
 from .paper import PAPER_PROFIT_RATE
 from .pieces import map_chunks
-from .year import SEASONS, day_key, failure_kind, measured_dates
+from .year import SEASONS, day_key, measured_dates
 
 #: Name of the per-day study in the row keys (:func:`desmarket.year.day_key`).
 STUDY = "fairness_by_day"
@@ -83,7 +83,7 @@ def day_fairness(
             values = fairness.coalition_values(case, m1, n_jobs=1, method="masked")
             verdicts, _ = fairness.rule_verdicts(case, m1, market, profit_rate, values)
     except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(str(exc)), "reason": failure_reason(exc)}
+        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
     surplus = float(values.iloc[-1])
     standalone = float(sum(values[(h,)] for h in case.home_ids))
     row = {**head, "status": "ok", "failure": "", "reason": "", "surplus_usd": surplus}
