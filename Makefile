@@ -62,9 +62,10 @@ docs: $(STAMP)  ## documentation site (model, findings, notebooks, API) -> docs/
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs/_build/html/index.html is ready (open it in a browser; no network needed)"
 
-lint: $(STAMP)  ## ruff: lint and format check of lib/, scripts/, tests/ (rules and their reasons: pyproject.toml)
+lint: $(STAMP)  ## ruff (lint and format check of lib/, scripts/, tests/) and mypy (lib/desmarket); rules: pyproject.toml
 	$(VENV)/bin/ruff check lib scripts tests
 	$(VENV)/bin/ruff format --check lib scripts tests
+	$(VENV)/bin/mypy
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest -q tests
@@ -113,7 +114,7 @@ data: $(STAMP)  ## rebuild data/raw/ (CityLearn homes, ERCOT prices) from the pi
 	$(PY) scripts/build_raw_data.py
 
 clean:  ## remove .venv, caches, results/report/ and the built docs (keeps committed results and your runs in results/runs/)
-	rm -rf $(VENV) .pytest_cache .hypothesis data/.cache results/report docs/_build docs/_generated
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache data/.cache results/report docs/_build docs/_generated
 	find lib scripts tests notebooks -name __pycache__ -type d -prune -exec rm -rf {} +
 	@runs=$$(ls results/runs 2>/dev/null | xargs); \
 	echo "kept your runs in results/runs/ ($${runs:-none yet}); make clean-runs removes them"
