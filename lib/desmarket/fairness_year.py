@@ -19,13 +19,11 @@ import numpy as np
 import pandas as pd
 
 from . import fairness
-from .data import DEFAULT_PRICES, build_case, load_measured_homes, price_source
-from .daycache import cached_rows, data_digest
+from .data import DEFAULT_PRICES, build_case, price_source
 from .engine import clear_market, solve_independent
 from .errors import CASE_FAILURES, failure_kind, failure_reason, quiet_warnings
 from .paper import PAPER_PROFIT_RATE
-from .pieces import map_chunks
-from .year import SEASONS, day_key, measured_dates
+from .year import SEASONS, rows_by_day
 
 #: Name of the per-day study in the row keys (:func:`desmarket.year.day_key`).
 STUDY = "fairness_by_day"
@@ -95,10 +93,6 @@ def day_fairness(
     return row
 
 
-def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
-    return [day_fairness(d, measured, **kw) for d in dates]
-
-
 def fairness_by_day(
     dates=None,
     measured: pd.DataFrame | None = None,
@@ -115,17 +109,10 @@ def fairness_by_day(
     (:func:`desmarket.daycache.cached_rows`); ``fresh=True`` recomputes every day. ``attrs["reused"]`` counts
     the reused rows.
     """
-    source = price_source(prices)
     kw = {"n_homes": 10, "n_scenarios": YEAR_SCENARIOS, "seed": 0, "profit_rate": PAPER_PROFIT_RATE, **kw}
-    measured = load_measured_homes() if measured is None else measured
-    dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
-    digest = data_digest(measured)
-    keys = [day_key(d, digest, source, study=STUDY, version=FAIRNESS_VERSION, **kw) for d in dates]
-    task_kw = {**kw, "prices": source}
-    compute = lambda missing: map_chunks(
-        _days_task, pd.DatetimeIndex(missing), (measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
+    return rows_by_day(
+        day_fairness, STUDY, FAIRNESS_VERSION, dates, measured, n_jobs, prices, tables=tables, fresh=fresh, **kw
     )
-    return cached_rows(compute, list(dates), keys, tables, fresh=fresh).sort_index()
 
 
 def fairness_by_season(by_day: pd.DataFrame, rules=fairness.VERDICT_RULES) -> pd.DataFrame:

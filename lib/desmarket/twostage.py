@@ -32,13 +32,11 @@ import numpy as np
 import pandas as pd
 
 from .case import Case, check_imbalance_ratios
-from .daycache import cached_rows, data_digest
 from .engine import clear_market, solve_independent
 from .errors import CASE_FAILURES, CaseError, NoTradeError, failure_kind, failure_reason, quiet_warnings
 from .formulation import FirstStage
 from .model import Operation, m1_day_ahead, with_day_ahead
 from .paper import PAPER_PROFIT_RATE
-from .pieces import map_chunks
 from .settlement import Settlement, settle
 
 #: The price source of the year study (:data:`desmarket.data.DEFAULT_PRICES`; the data layer is imported only
@@ -321,10 +319,6 @@ def day_values(case: Case, scenario: str, profit_rate: float = PAPER_PROFIT_RATE
     return row
 
 
-def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
-    return [two_stage_day(d, measured, **kw) for d in dates]
-
-
 def two_stage_by_day(
     dates=None,
     measured: pd.DataFrame | None = None,
@@ -341,20 +335,21 @@ def two_stage_by_day(
     prices, every parameter and :data:`TWO_STAGE_VERSION`) matches; ``fresh=True`` recomputes every day
     (as :func:`desmarket.year.claims_by_day`). Seeded, so a rerun gives the same table whatever ``n_jobs``.
     """
-    from .data import load_measured_homes, price_source
-    from .year import DAY_CHUNKS, day_key, measured_dates
+    from .year import rows_by_day
 
-    source = price_source(prices)
     kw = {"n_homes": 10, "n_scenarios": 10, "seed": 0, "profit_rate": PAPER_PROFIT_RATE, **kw}
-    measured = load_measured_homes() if measured is None else measured
-    dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
-    digest = data_digest(measured)
-    keys = [day_key(d, digest, source, TWO_STAGE_STUDY, TWO_STAGE_VERSION, **kw) for d in dates]
-    task_kw = {**kw, "prices": source}
-    compute = lambda missing: map_chunks(
-        _days_task, pd.DatetimeIndex(missing), (measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
+    return rows_by_day(
+        two_stage_day,
+        TWO_STAGE_STUDY,
+        TWO_STAGE_VERSION,
+        dates,
+        measured,
+        n_jobs,
+        prices,
+        tables=tables,
+        fresh=fresh,
+        **kw,
     )
-    return cached_rows(compute, list(dates), keys, tables, fresh=fresh).sort_index()
 
 
 #: The columns of the year summary, with their words.

@@ -70,10 +70,6 @@ def day_claims(
     return row
 
 
-def _days_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
-    return [day_claims(d, measured, **kw) for d in dates]
-
-
 def day_key(
     date,
     measured_digest: str,
@@ -114,18 +110,49 @@ def claims_by_day(
     the day, its data, its prices and every parameter) matches (:func:`desmarket.daycache.cached_rows`);
     ``fresh=True`` recomputes every day. The frame's ``attrs["reused"]`` counts the reused rows.
     """
-    source = price_source(prices)
     kw = {"n_homes": 10, "n_scenarios": 10, "seed": 0, "profit_rate": PAPER_PROFIT_RATE, **kw}
+    return rows_by_day(
+        day_claims, "claims_by_day", CLAIMS_VERSION, dates, measured, n_jobs, prices, tables=tables, fresh=fresh, **kw
+    )
+
+
+def _rows_task(dates: list, day_row, measured: pd.DataFrame, kw: dict) -> list[dict]:
+    return [day_row(d, measured, **kw) for d in dates]
+
+
+def rows_by_day(
+    day_row,
+    study: str,
+    version: int,
+    dates=None,
+    measured: pd.DataFrame | None = None,
+    n_jobs: int | None = -1,
+    prices=DEFAULT_PRICES,
+    *,
+    tables=(),
+    fresh: bool = False,
+    **kw,
+) -> pd.DataFrame:
+    """The driver of every per-day study: ``day_row(date, measured, prices=source, **kw)`` (one dict per day,
+    status "failed" with its reason where the day has no case) on each of ``dates`` (default every day of the
+    measured data), in calendar order, fanned out through joblib in :data:`DAY_CHUNKS` chunks.
+
+    ``prices`` is resolved once (a bad source raises its one error before any day); each row's key
+    (:func:`day_key`: ``study``, ``version``, the day, its data, its prices and ``kw``) decides whether it is
+    reused from ``tables`` (:func:`desmarket.daycache.cached_rows`; ``fresh=True`` recomputes every day,
+    ``attrs["reused"]`` counts the reused rows). Seeded through ``kw``, so a rerun gives the same table
+    whatever ``n_jobs``.
+    """
+    source = price_source(prices)
     measured = load_measured_homes() if measured is None else measured
     dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
     digest = data_digest(measured)
-    keys = [day_key(d, digest, source, **kw) for d in dates]
+    keys = [day_key(d, digest, source, study=study, version=version, **kw) for d in dates]
     task_kw = {**kw, "prices": source}
     compute = lambda missing: map_chunks(
-        _days_task, pd.DatetimeIndex(missing), (measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
+        _rows_task, pd.DatetimeIndex(missing), (day_row, measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
     )
-    frame = cached_rows(compute, list(dates), keys, tables, fresh=fresh)
-    return frame.sort_index()
+    return cached_rows(compute, list(dates), keys, tables, fresh=fresh).sort_index()
 
 
 def claims_summary(by_day: pd.DataFrame, claims: pd.DataFrame) -> pd.DataFrame:
@@ -231,10 +258,6 @@ def day_horizon(
     return row
 
 
-def _horizon_task(dates: list, measured: pd.DataFrame, kw: dict) -> list[dict]:
-    return [day_horizon(d, measured, **kw) for d in dates]
-
-
 def horizon_by_day(
     dates=None,
     measured: pd.DataFrame | None = None,
@@ -247,17 +270,19 @@ def horizon_by_day(
 ) -> pd.DataFrame:
     """One row per day (:func:`day_horizon`), in calendar order, reused from ``tables`` as
     :func:`claims_by_day`; ``kw``: n_homes, n_scenarios, seed."""
-    source = price_source(prices)
     kw = {"n_homes": 10, "n_scenarios": 10, "seed": 0, **kw}
-    measured = load_measured_homes() if measured is None else measured
-    dates = measured_dates(measured) if dates is None else pd.DatetimeIndex(dates)
-    digest = data_digest(measured)
-    keys = [day_key(d, digest, source, study="horizon_by_day", version=HORIZON_VERSION, **kw) for d in dates]
-    task_kw = {**kw, "prices": source}
-    compute = lambda missing: map_chunks(
-        _horizon_task, pd.DatetimeIndex(missing), (measured, task_kw), n_jobs, DAY_CHUNKS, progress="days"
+    return rows_by_day(
+        day_horizon,
+        "horizon_by_day",
+        HORIZON_VERSION,
+        dates,
+        measured,
+        n_jobs,
+        prices,
+        tables=tables,
+        fresh=fresh,
+        **kw,
     )
-    return cached_rows(compute, list(dates), keys, tables, fresh=fresh).sort_index()
 
 
 def horizon_summary(by_day: pd.DataFrame) -> pd.DataFrame:
