@@ -102,3 +102,16 @@ def test_the_committed_robustness_rows_hold_what_the_code_computes_today(tmp_pat
     fair = _as_written(fair, tmp_path, "f.csv")
     table = _committed("robustness_fairness.csv")
     pd.testing.assert_frame_equal(fair, table[table["prices"] == "pjm-like"].reset_index(drop=True))
+
+
+def test_the_key_of_a_day_without_prices_does_not_depend_on_where_the_project_lies(monkeypatch):
+    """A clone elsewhere (CI) must find the committed rows: the key of a daylight-saving price day holds the
+    error's kind and problem, not the message, which names the extract's absolute path."""
+    from desmarket import data
+
+    source, digest = data.price_source("ercot-2022"), daycache.data_digest(pd.DataFrame({"x": [1.0]}))
+    here = year.day_key("2016-11-06", digest, source)  # takes 2022-11-06, when Central time falls back
+    monkeypatch.setattr(type(source), "file", property(lambda self: "/elsewhere/data/raw/ercot/lz_aen.csv"))
+    with pytest.raises(data.DataError, match="elsewhere"):  # the message does name the path
+        source.lmp("2016-11-06")
+    assert year.day_key("2016-11-06", digest, source) == here

@@ -85,8 +85,8 @@ def day_key(
     seed = parameters.get("seed", 0)
     try:
         lmp = data_digest(source.lmp(day, seed=seed))
-    except DataError as exc:
-        lmp = failure_reason(exc)
+    except DataError as exc:  # the day has no prices: its kind and problem (never the file's path) key it
+        lmp = f"{exc.kind or type(exc).__name__}: {exc.problem}"
     return row_key(study, version, date=day, homes=measured_digest, prices=source.tag, lmp=lmp, **parameters)
 
 
