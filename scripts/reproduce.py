@@ -70,7 +70,8 @@ def shown(path: Path) -> str:
 
 
 def strip_timings(path: Path, final: Path | None = None) -> None:
-    """Drop wall-clock stamps, random ids and absolute paths that papermill records: reruns are byte-identical.
+    """Drop wall-clock stamps, random ids and absolute paths that papermill records, and merge the chunks of
+    printed text (:func:`merged_streams`): reruns are byte-identical.
 
     final: where the notebook will be once the run is in place (it is executed into a staging folder);
     papermill's output_path is recorded as that path, relative to the project root.
@@ -91,7 +92,27 @@ def strip_timings(path: Path, final: Path | None = None) -> None:
     for cell in nb.cells:  # papermill gives its injected cell a random id
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"
+        if cell.cell_type == "code":
+            cell.outputs = merged_streams(cell.outputs)
     nbformat.write(nb, path)
+
+
+def merged_streams(outputs: list) -> list:
+    """A cell's outputs with each run of consecutive stdout (or stderr) chunks merged into one: how the kernel
+    splits a cell's printed text into chunks depends on when it flushes (the machine's load), not on the text."""
+    merged: list = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if (
+            out.get("output_type") == "stream"
+            and last is not None
+            and last.get("output_type") == "stream"
+            and last.get("name") == out.get("name")
+        ):
+            last["text"] = last["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
 
 
 class Parser(argparse.ArgumentParser):

@@ -450,3 +450,18 @@ def test_notebook_09_on_a_case_of_ones_own_skips_the_year_in_one_line(tmp_path, 
     ]
     tables = sorted(p.name for p in (tmp_path / "out" / "results" / "runs" / "x" / "tables").iterdir())
     assert tables == ["horizon.csv", "size_study.csv", "size_summary.csv", "size_timings.csv"]  # horizon: any case
+
+
+def test_printed_text_is_one_output_however_the_kernel_chunked_it():
+    """A rerun under load split one cell's printed lines into two stream outputs: not byte-identical."""
+    stream = lambda name, text: nbformat.v4.new_output("stream", name=name, text=text)
+    chunks = [stream("stdout", "a\n"), stream("stdout", "b\n"), stream("stderr", "w\n"), stream("stdout", "c\n")]
+    figure = nbformat.v4.new_output("display_data", data={"text/plain": "<Figure>"})
+    merged = reproduce.merged_streams([*chunks, figure, stream("stdout", "d\n")])
+    assert [(o.get("name"), o.get("text")) for o in merged] == [
+        ("stdout", "a\nb\n"),
+        ("stderr", "w\n"),
+        ("stdout", "c\n"),
+        (None, None),
+        ("stdout", "d\n"),
+    ]
