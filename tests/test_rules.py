@@ -90,7 +90,11 @@ def test_m4_is_m3_when_every_standalone_value_is_zero(c, surplus):
     assert m4 == pytest.approx(c / c.sum(), abs=1e-12)
 
 
-@given(st.lists(st.tuples(nonneg, nonneg), min_size=2, max_size=6), st.floats(-2.0, 5.0))
+#: Stand-alone values as the rules read them: zero, or clear of the noise floor (VALUE_TOLERANCE, tested below).
+clear_value = st.one_of(st.just(0.0), st.floats(1e-5, 10.0, allow_nan=False))
+
+
+@given(st.lists(st.tuples(clear_value, nonneg), min_size=2, max_size=6), st.floats(-2.0, 5.0))
 def test_m4_credits_standalone_value_and_splits_the_synergy_by_contribution(pairs, synergy):
     """sigma_i Delta C = s_i + synergy c_i / sum c when the synergy is positive; s_i Delta C / sum s otherwise
     (a negative synergy is noise and is shared like the stand-alone value, so nobody loses)."""
@@ -102,6 +106,18 @@ def test_m4_credits_standalone_value_and_splits_the_synergy_by_contribution(pair
     expect = s + synergy * c / c.sum() if synergy > 0 else s * surplus / s.sum()
     assert shares * surplus == pytest.approx(expect, abs=1e-9)
     assert shares.sum() == pytest.approx(1.0) and np.all(shares >= 0)
+
+
+def test_a_standalone_value_below_the_noise_floor_counts_as_zero():
+    """The case hypothesis found: s_2 = 7.8e-8 < VALUE_TOLERANCE is solver noise, so it is no stand-alone credit
+    and the 7.8e-8 of ΔC above s_1 is synergy, split by contribution (home 3 trades, home 2 does not)."""
+    from desmarket.settlement import VALUE_TOLERANCE
+
+    s, c = np.array([1.0, 7.8e-8, 0.0]), np.array([0.0, 0.0, 1.0])
+    assert s[1] < VALUE_TOLERANCE
+    surplus = s.sum()
+    shares = rule_shares("synergy", 3, c, RuleValues(s, np.full(3, np.nan), float("nan")), surplus)
+    assert shares * surplus == pytest.approx([1.0, 0.0, 7.8e-8], abs=1e-12)
 
 
 def test_a_rule_without_anything_to_share():
