@@ -992,7 +992,7 @@ def _validate_profiles(frame, home_ids: tuple[str, ...], scen_ids: tuple[str, ..
     flat = (h_idx * s + s_idx) * HOURS + hour.astype(int)
     dup = pd.Series(flat).duplicated().to_numpy()
     if dup.any():
-        i = np.argmax(dup)
+        i = int(np.argmax(dup))
         raise CaseError(
             file,
             f"duplicate row for home '{homes[i]}', scenario '{scens[i]}', hour {int(hour[i])}",

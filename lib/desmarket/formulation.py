@@ -223,7 +223,7 @@ class Parameters:
     def prices(self) -> Prices:
         """The current price values, as the :class:`Prices` an operation is costed with."""
         value = lambda p: np.asarray(p.value, dtype=float)
-        return Prices(value(self.retail), float(self.net_metering.value), value(self.buy), value(self.sell))
+        return Prices(value(self.retail), float(value(self.net_metering)), value(self.buy), value(self.sell))
 
 
 class Handles(NamedTuple):
@@ -253,21 +253,35 @@ class Handles(NamedTuple):
         """The day-ahead purchase and sale (b_t, a_t), (T,) kW each, of a solved two-stage block (None: one stage)."""
         if self.first_stage is None:
             return None
-        if self.first_stage.fixed:
+        if self.first_stage.buy_kw is not None and self.first_stage.sell_kw is not None:  # a fixed position
             return self.first_stage.buy_kw, self.first_stage.sell_kw
         read = lambda v: np.maximum(np.asarray(v.value, dtype=float).reshape(-1), 0.0)  # solver noise below 0
         return read(self.buy_kw), read(self.sell_kw)
 
     # the Parameters by name, as the central problem's handles have always offered them
-    retail = property(lambda self: self.parameters.retail)
-    net_metering = property(lambda self: self.parameters.net_metering)
-    buy = property(lambda self: self.parameters.buy)
-    sell = property(lambda self: self.parameters.sell)
-    weight = property(lambda self: self.block.weight)
+    @property
+    def retail(self) -> cp.Parameter:
+        return self.parameters.retail
+
+    @property
+    def net_metering(self) -> cp.Parameter:
+        return self.parameters.net_metering
+
+    @property
+    def buy(self) -> cp.Parameter:
+        return self.parameters.buy
+
+    @property
+    def sell(self) -> cp.Parameter:
+        return self.parameters.sell
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.block.weight
 
     def values(self, keys) -> dict:
         """The solved (R, T) arrays by name, battery flows scaled by the battery scale (see :class:`Parameters`)."""
-        scale = float(self.parameters.battery_scale.value)
+        scale = float(np.asarray(self.parameters.battery_scale.value))
         return {k: np.asarray(getattr(self, k).value, dtype=float) * (scale if k in BATTERY else 1.0) for k in keys}
 
 
@@ -322,6 +336,7 @@ def formulate(
     E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14, per unit
     Pl = cp.Variable((R, T), name="net_load", bounds=[zero, per_row(block.grid)])  # Eq. 7
     Ps = cp.Variable((R, T), name="net_surplus", bounds=[zero, per_row(block.grid)])  # Eq. 7
+    start: cp.Expression | np.ndarray
     if cyclic_storage:  # a daily cycle: E_{-1} = E_23, free within the limits (replaces Eq. 15)
         start = cp.Variable((R, 1), name="energy_start", bounds=[block.e_min[:, None], block.e_max[:, None]])
         end_state = E[:, -1:] == start
@@ -373,6 +388,8 @@ def _two_stage(block: Block, Pl: cp.Variable, Ps: cp.Variable, p: Parameters, st
     to_groups, to_scen = _group_sums(block.scenario, TRADE_GROUP)
     K = to_scen.shape[0]
     every = np.ones((K, 1))  # the day-ahead position, the same in each of the block's K scenarios
+    b: cp.Expression | np.ndarray
+    a: cp.Expression | np.ndarray
     if stage.fixed:
         buy_kw = sell_kw = None
         b = np.asarray(stage.buy_kw, dtype=float).reshape(1, T)
@@ -452,7 +469,9 @@ def clearing_price(handles: Handles, case: Case | None = None) -> np.ndarray:
     the weights are the block's.
     """
     weight = handles.block.scenario_weight
-    dual = np.asarray(handles.trade_balance.dual_value, dtype=float).reshape(len(weight), -1)
+    if handles.trade_balance is None:
+        raise ValueError("clearing_price needs the handles of a market clearing (M1 has no trade balance, Eq. 18)")
+    dual = np.asarray(handles.trade_balance.dual_value, dtype=np.float64).reshape(len(weight), -1)
     return -dual / weight[:, None]
 
 

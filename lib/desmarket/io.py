@@ -70,9 +70,8 @@ def save_operation(op: Operation, case: Case, directory, name: str) -> list[Path
     homes.to_csv(paths[1], float_format=EXACT, lineterminator="\n")
     paths[2].write_text(json.dumps(meta, indent=2) + "\n")
     if op.price is not None:
-        prices = scenario_table(
-            case.scenarios, price_usd_per_kwh=op.price, balanced=op.balanced, congested=op.congested
-        )
+        price, balanced, congested = op.cleared()
+        prices = scenario_table(case.scenarios, price_usd_per_kwh=price, balanced=balanced, congested=congested)
         paths.append(directory / f"{name}_prices.csv")
         prices.to_csv(paths[-1], index=False, float_format=EXACT, lineterminator="\n")
     return paths

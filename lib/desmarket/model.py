@@ -146,6 +146,15 @@ class Operation:
                 "prices or market parameters differ). Solve it on this case, or pass the case it was solved on"
             )
 
+    def cleared(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(price, balanced, congested), (S, T) each, of a market clearing: the clearing price in $/kWh and where
+        it is balanced and congested (see the class docstring); ValueError for an M1 result, which has none."""
+        if self.price is None or self.balanced is None or self.congested is None:
+            raise ValueError(
+                f"this {self.mode} result has no clearing prices (M1 is not a market clearing): pass the market result"
+            )
+        return self.price, self.balanced, self.congested
+
     @property
     def net_consumption(self) -> np.ndarray:
         """n = d + c - e - g, (N, S, T) kW: what the home needs from outside (Eq. 6 right-hand side)."""
@@ -405,11 +414,17 @@ def assemble_operation(
     over = 0.0
     x_bar = trade_limits(case, trade_limit)
     net = arrays["d"] + arrays["c"] - arrays["e"] - arrays["g"]
-    binds = _binding(case, arrays, x_bar, limit_tolerance) if is_market else None
+    binds = _binding(case, arrays, x_bar, limit_tolerance) if price is not None else None
+    if first_stage is not None and day_ahead is None:
+        raise ValueError("assemble_operation: a two-stage result needs its day_ahead position (buy_kw, sell_kw)")
     if tie_break:
-        matched = _optimal_match(net, arrays, prices, binds) if is_market else None
-        if is_market and first_stage is not None:
-            matched = _two_stage_match(net, arrays, binds, day_ahead, first_stage)
+        matched = None
+        if binds is not None:
+            matched = (
+                _optimal_match(net, arrays, prices, binds)
+                if first_stage is None or day_ahead is None
+                else _two_stage_match(net, arrays, binds, day_ahead, first_stage)
+            )
         x, Pl, Ps = pro_rata_flows(net, match=is_market, matched=matched)
         over = _check_limits(case, x, Pl, Ps, x_bar)
     else:
@@ -430,7 +445,7 @@ def assemble_operation(
     revenue = np.einsum("s,st->", pi, (prices.retail - prices.buy) * Pl_tot + (prices.sell - q) * Ps_tot)
     spread = regularization * float(expect(arrays["c"] ** 2 + arrays["e"] ** 2).sum())
     balanced = congested = None
-    if is_market:  # two stages: the real-time prices k^up LMP, k^dn LMP are the pins
+    if price is not None and binds is not None:  # two stages: the real-time prices k^up LMP, k^dn LMP are the pins
         pins = prices if first_stage is None else prices._replace(buy=first_stage.up, sell=first_stage.down)
         balanced, congested = _price_states(case, net, price, pins, binds, price_tolerance)
     op = Operation(
@@ -466,7 +481,7 @@ def assemble_operation(
         congested=congested,
         fingerprint=case_fingerprint(case, prices, regularization),
     )
-    if first_stage is None:
+    if first_stage is None or day_ahead is None:
         return op
     op = with_day_ahead(case, op, *day_ahead, first_stage, prices)
     if is_market and not first_stage.fixed:  # the position's tie-break, like epsilon out of every reported cost
@@ -506,7 +521,7 @@ def m1_day_ahead(case: Case, op: Operation, first_stage: FirstStage) -> tuple[np
     """The aggregator's best day-ahead purchase and sale for the M1 community flows, (T,) kW each: the two-stage
     wholesale problem without home variables, solved in closed form per hour (the newsvendor quantile,
     :func:`~desmarket.formulation.newsvendor_position`). A fixed position in ``first_stage`` is returned as given."""
-    if first_stage.fixed:
+    if first_stage.buy_kw is not None and first_stage.sell_kw is not None:  # a fixed position
         return first_stage.buy_kw, first_stage.sell_kw
     pi, up, down = op.probability, first_stage.up, first_stage.down
     buy = newsvendor_position(op.net_load.sum(axis=0), pi, case.buy_price, up, down, "buy")

@@ -118,13 +118,13 @@ def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: 
     n, s, t = case.load.shape
     keys = SOLVED + (("x",) if market else ())
     flat = {k: np.empty((n * s, t)) for k in keys}
-    price = np.empty((s, t)) if market else None
+    price = np.empty((s, t))
     for rows, res in zip(row_sets, results):
         for k in keys:
             flat[k][rows] = res[k]
         if market:
             price[np.unique(rows % s)] = res["price"]
-    return {k: v.reshape(n, s, t) for k, v in flat.items()}, price
+    return {k: v.reshape(n, s, t) for k, v in flat.items()}, (price if market else None)
 
 
 def solver_label(solver: str, fallbacks: int, total: int, unit: str) -> str:

@@ -314,14 +314,13 @@ def price_table(case: Case, market: Operation) -> pd.DataFrame:
     balanced (any price in the band clears) or congested (a limit binds; the price may leave the band)."""
     s = case.n_scenarios
     net = market.community_net_load
+    price, balanced, congested = market.cleared()
     state = np.where(
-        market.congested,
-        "congested",
-        np.where(market.balanced, "balanced", np.where(net > 0, "importing", "exporting")),
+        congested, "congested", np.where(balanced, "balanced", np.where(net > 0, "importing", "exporting"))
     )
     return scenario_table(
         case.scenarios,
-        price_usd_per_kwh=market.price,
+        price_usd_per_kwh=price,
         buy_usd_per_kwh=np.tile(case.buy_price, (s, 1)),
         sell_usd_per_kwh=np.tile(case.sell_price, (s, 1)),
         community_net_load_kw=net,

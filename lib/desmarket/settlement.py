@@ -281,11 +281,15 @@ def rule_shares(
                 "(M2) instead"
             )
         return c / c.sum()
+    if values is None:
+        raise ValueError(f"rule {rule!r} needs the coalition values (values=RuleValues, see rule_values)")
     if rule == "marginal":
         m = _noise_free(values.grand - np.asarray(values.leave_one_out, dtype=float))
         return m / m.sum() if m.sum() > 0 else equal
     s = _noise_free(values.standalone)
     if rule == "synergy":
+        if surplus is None:
+            raise ValueError("rule 'synergy' needs surplus (Delta C, $ per day)")
         c = np.asarray(contribution, dtype=float)
         synergy = float(surplus) - s.sum()
         if c.sum() > 0 and (s.sum() <= 0 or synergy > 0):

@@ -81,7 +81,8 @@ def size_row(
     except CASE_FAILURES as exc:
         return {**head, "status": "failed", "reason": failure_reason(exc)}
     surplus = study.m3.surplus
-    balanced, congested = float(market.balanced.mean()), float(market.congested.mean())
+    _, balanced_hours, congested_hours = market.cleared()
+    balanced, congested = float(balanced_hours.mean()), float(congested_hours.mean())
     return {
         **head,
         "status": "ok",

@@ -65,8 +65,9 @@ def day_claims(
     except CASE_FAILURES as exc:
         return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
     row = {**head, "status": "ok", "failure": "", "reason": "", **headline(study)}
-    row["balanced_share"] = float(study.market.balanced.mean())
-    row["congested_share"] = float(study.market.congested.mean())
+    _, balanced, congested = study.market.cleared()
+    row["balanced_share"] = float(balanced.mean())
+    row["congested_share"] = float(congested.mean())
     return row
 
 
