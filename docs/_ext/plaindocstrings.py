@@ -11,7 +11,9 @@ docstring, without touching the library:
   (``:func:`...```) still link;
 * every other paragraph is prose and stays reST; bullet lists (``* item`` with its continuation lines)
   are kept as lists;
-* outside inline literals, ``|`` and a word-final ``_`` are escaped, so ``|x|`` and ``x_`` are text.
+* outside inline literals, ``|`` and a word-final ``_`` are escaped, so ``|x|`` and ``x_`` are text;
+* numpydoc sections of named fields (``Parameters``, ``Returns``, ``Raises``, ... under a line of dashes) are
+  left to napoleon as written (escaped as prose), so they render as field lists.
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ def _is_aligned(par: list[str]) -> bool:
     return first > 0 or any(_indent(line) > first for line in par[1:])
 
 
+#: numpydoc sections whose entries napoleon turns into field lists (the others, e.g. Notes, are prose)
+FIELD_SECTIONS = {"Parameters", "Other Parameters", "Returns", "Yields", "Raises", "Warns", "Attributes"}
+
+
+def _section(lines: list[str], i: int) -> str | None:
+    """The numpydoc section that starts at line i (its title above a line of dashes), else None."""
+    title = lines[i].strip()
+    if i + 1 < len(lines) and title and _indent(lines[i]) == 0 and lines[i + 1].strip() == "-" * len(title):
+        return title
+    return None
+
+
 def rewrite(lines: list[str]) -> list[str]:
     """The docstring's lines, reST-safe (see the module docstring)."""
     out: list[str] = []
@@ -75,7 +89,15 @@ def rewrite(lines: list[str]) -> list[str]:
         par.clear()
 
     code_indent = None          # inside a literal block opened by "::": the indentation of its paragraph
-    for line in lines:
+    fields = False              # inside a numpydoc field section (napoleon's)
+    for i, line in enumerate(lines):
+        section = _section(lines, i)
+        if section is not None:
+            flush()
+            fields = section in FIELD_SECTIONS
+        if fields:
+            out.append(_escape(line.rstrip()))
+            continue
         if code_indent is not None:
             if not line.strip() or _indent(line) > code_indent:
                 out.append(line)

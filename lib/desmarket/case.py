@@ -204,10 +204,15 @@ def check_imbalance_ratios(market: Market) -> None:
 
 
 def paper_retail_tariff() -> np.ndarray:
-    """Retail time-of-use price p_t of Section 3.1, $/kWh, hour-beginning 0..23.
+    """Retail time-of-use price p_t of Section 3.1, hour-beginning 0..23.
 
     0.212 for hours 0-7 and 22-23, 0.238 for 8-11 and 18-21, 0.263 for 12-17
     [choice: the text's "1:00 a.m. to 8:00 a.m." read as the hours 0:00-8:00].
+
+    Returns
+    -------
+    numpy.ndarray
+        (24,) $/kWh.
     """
     p = np.full(HOURS, 0.212)
     p[8:12] = p[18:22] = 0.238
@@ -399,7 +404,23 @@ def wholesale_prices(lmp, buy_ratio: float, sell_ratio: float) -> tuple[np.ndarr
 
 # ======================================================================================== I/O
 def load_case(path) -> Case:
-    """Read and validate a case directory (format in the module docstring). Raises :class:`CaseError`."""
+    """Read and validate a case directory (the format of the module docstring).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A directory holding ``homes.csv``, ``profiles.csv``, ``scenarios.csv``, ``prices.csv`` and ``market.json``.
+
+    Returns
+    -------
+    Case
+        The validated case.
+
+    Raises
+    ------
+    CaseError
+        Naming the file, the line or field, the problem and the fix, for the first invalid input.
+    """
     path = _case_directory(path)
     frames = {
         name: _read_csv(path, name, ids)
@@ -580,11 +601,34 @@ def create_case(
 ) -> Case:
     """Build a validated :class:`Case` from arrays (for tests, notebooks and users' own data).
 
-    load, pv:      (N, S, T) kW (a 2-D (N, T) array means one scenario)
-    utility_a/b:   scalar or (N,), in $ (U = a d^2 + b d)
-    retail, lmp:   (T,) $/kWh; retail defaults to :func:`paper_retail_tariff`
-    probability:   (S,), default equiprobable
-    home_params:   any other column of ``homes.csv`` (scalar or (N,)); defaults in :data:`DEFAULT_HOME`
+    Parameters
+    ----------
+    load, pv : array_like
+        (N, S, T) load and PV output, kW (= kWh per hour); a 2-D (N, T) array means one scenario.
+    utility_a, utility_b : float or array_like
+        Scalar or (N,): the load utility U(d) = a d^2 + b d (Eq. 5), a in $/kW^2, b in $/kW.
+    retail : array_like, optional
+        (T,) retail time-of-use price p_t, $/kWh; default :func:`paper_retail_tariff`.
+    lmp : array_like
+        (T,) wholesale locational marginal price, $/kWh.
+    probability : array_like, optional
+        (S,) scenario probabilities pi_s summing to 1; default equiprobable.
+    home_ids, scenario_ids : sequence of str, optional
+        Names of the homes and scenarios; default "1", "2", ...
+    market : Market or mapping, optional
+        The ``market.json`` parameters (:class:`Market`); default ``Market()``.
+    **home_params : float or array_like
+        Any other column of ``homes.csv`` (scalar or (N,)), in its unit there; defaults in :data:`DEFAULT_HOME`.
+
+    Returns
+    -------
+    Case
+        The validated case, exactly as :func:`load_case` would read it back after :func:`save_case`.
+
+    Raises
+    ------
+    CaseError
+        Naming the file (``homes.csv``, ``profiles.csv``, ...) and the field of the first invalid input.
     """
     load, pv = np.asarray(load, dtype=float), np.asarray(pv, dtype=float)
     if load.ndim == 2:

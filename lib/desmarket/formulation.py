@@ -456,8 +456,7 @@ def _group_sums(scenario: np.ndarray, group: int) -> tuple[sp.csr_matrix, sp.csr
 
 
 def clearing_price(handles: Handles, case: Case | None = None) -> np.ndarray:
-    """Local clearing price lambda_{s,t} in $/kWh, (K, T) per scenario of the block (S, T for the central
-    problem of :func:`desmarket.model.build_clearing`): the one place that fixes its sign and units.
+    """Local clearing price lambda_{s,t} per scenario of the block: the one place that fixes its sign and units.
 
     It is the dual of the trade balance sum_i x_{i,s,t} = 0 (Eq. 18) divided by the block's weight of that
     scenario (pi_s in the central block, 1 in a piece), signed as the marginal value of one more kWh supplied
@@ -465,8 +464,24 @@ def clearing_price(handles: Handles, case: Case | None = None) -> np.ndarray:
     when it exports, unless a grid or trade limit binds (``Operation.congested``: then it prices the scarcity,
     possibly outside [k^s LMP, k^b LMP]; :func:`desmarket.model.price_states`). cvxpy's dual of the balance is
     the derivative of the optimal cost with respect to a right-hand side that *adds* supply to the market, with
-    the opposite sign, hence the minus sign. ``case`` (of ``dm.clearing_price(handles, case)``) is not needed:
-    the weights are the block's.
+    the opposite sign, hence the minus sign.
+
+    Parameters
+    ----------
+    handles : Handles
+        The handles of a solved market clearing (:func:`desmarket.model.build_clearing`, or a piece).
+    case : Case, optional
+        Not needed (the weights are the block's); accepted for ``dm.clearing_price(handles, case)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (K, T) $/kWh, one row per scenario of the block ((S, T) for the central problem).
+
+    Raises
+    ------
+    ValueError
+        For the handles of M1, which has no trade balance.
     """
     weight = handles.block.scenario_weight
     if handles.trade_balance is None:

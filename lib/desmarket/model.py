@@ -197,7 +197,20 @@ def build_independent(case: Case, *, cyclic_storage: bool = False) -> tuple[cp.P
     The homes are independent, so their problems are stacked into one separable problem: the formulation of
     :func:`desmarket.formulation.formulate` over one block of all rows, each weighted by pi_s.
     Objective: sum_i sum_s pi_s sum_t [p_t Pl - q Ps - U_i(d)] + epsilon sum pi (c^2 + e^2).
-    cyclic_storage: a daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    cyclic_storage : bool, default False
+        A daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
+
+    Returns
+    -------
+    problem : cvxpy.Problem
+        The unsolved problem ($ per day).
+    handles : Handles
+        Its variables (kW, kWh) and Parameters; solve with :func:`solve`, read with :func:`read_operation`.
     """
     return formulate(case_block(case, _all_rows(case), weighted=True), market=False, cyclic_storage=cyclic_storage)
 
@@ -216,9 +229,23 @@ def build_clearing(
     with Pl - Ps = d + c - e - g + x (Eq. 17), sum_i x = 0 per (s, t) (Eq. 18) and |x| <= x_bar (Eq. 19):
     :func:`desmarket.formulation.formulate` over one block of all rows, each weighted by pi_s.
 
-    trade_limit: x_bar in kW, scalar or (N,) [choice: default = each home's grid_limit_kw].
-    cyclic_storage: a daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
-    first_stage: the two-stage clearing (:class:`~desmarket.formulation.FirstStage`; None: one stage).
+    Parameters
+    ----------
+    case : Case
+        The community.
+    trade_limit : float or array_like, optional
+        x_bar of Eq. 19, kW, scalar or (N,) [choice: default each home's grid_limit_kw].
+    cyclic_storage : bool, default False
+        A daily storage cycle instead of Eq. 15 (see :func:`~desmarket.formulation.formulate`).
+    first_stage : FirstStage, optional
+        The two-stage clearing (:class:`~desmarket.formulation.FirstStage`); None: one stage.
+
+    Returns
+    -------
+    problem : cvxpy.Problem
+        The unsolved problem ($ per day).
+    handles : Handles
+        Its variables, Parameters and the trade balance whose dual is the clearing price (:func:`clearing_price`).
     """
     block = case_block(case, _all_rows(case), trade_limits(case, trade_limit), weighted=True)
     return formulate(block, market=True, cyclic_storage=cyclic_storage, first_stage=first_stage)
@@ -232,9 +259,25 @@ INFEASIBLE_STATUSES = (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE)
 def solve(problem: cp.Problem, solver: str = DEFAULT_SOLVER, **options) -> float:
     """Solve with the named solver; raise :class:`SolverError` unless the status is exactly optimal.
 
-    Without ``options``, the solver's entry of :data:`DEFAULT_SOLVER_OPTIONS` applies (tight tolerances).
-    The error's ``status`` is the cvxpy status (None if the solver itself failed), so callers test
-    ``exc.status in INFEASIBLE_STATUSES``, never the message.
+    Parameters
+    ----------
+    problem : cvxpy.Problem
+        A built problem (:func:`build_independent`, :func:`build_clearing`).
+    solver : str, default "CLARABEL"
+        A cvxpy solver name.
+    **options
+        Solver options; without any, the solver's entry of :data:`DEFAULT_SOLVER_OPTIONS` (tight tolerances).
+
+    Returns
+    -------
+    float
+        The optimal objective, $ per day (the tie-break term included).
+
+    Raises
+    ------
+    SolverError
+        Unless the status is "optimal". Its ``status`` is the cvxpy status (None if the solver itself failed),
+        so callers test ``exc.status in INFEASIBLE_STATUSES``, never the message.
     """
     options = options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
     try:
@@ -308,14 +351,27 @@ def _case_digest(case: Case) -> bytes:
 
 
 def case_fingerprint(case: Case, prices: Prices | None = None, regularization: float | None = None) -> str:
-    """A short stable hash (16 hex digits of sha256) of everything that determines a solve of ``case``.
+    """A short stable hash of everything that determines a solve of ``case``.
 
     It covers the homes table, the scenario ids and probabilities, the load and PV profiles, the prices of
     Eqs. 1-5 (:class:`~desmarket.formulation.Prices`: retail p_t, q, lambda^b_t = k^b LMP_t, lambda^s_t = k^s LMP_t)
-    and the tie-break weight epsilon (``regularization``); both default to the case's own. Floats are hashed as
-    little-endian float64 bytes in a fixed order, so the value is the same in every process and on every
-    machine, and a case saved and loaded back keeps it. Every :class:`Operation` records the fingerprint of
-    what it was solved on (:func:`assemble_operation`).
+    and the tie-break weight epsilon. Floats are hashed as little-endian float64 bytes in a fixed order, so the
+    value is the same in every process and on every machine, and a case saved and loaded back keeps it. Every
+    :class:`Operation` records the fingerprint of what it was solved on (:func:`assemble_operation`).
+
+    Parameters
+    ----------
+    case : Case
+        The case.
+    prices : Prices, optional
+        The prices solved with; default the case's own.
+    regularization : float, optional
+        epsilon, $/kW^2; default the case's own.
+
+    Returns
+    -------
+    str
+        16 hex digits of sha256.
     """
     prices = Prices.of_case(case) if prices is None else prices
     regularization = case.market.regularization if regularization is None else regularization
@@ -338,11 +394,31 @@ def read_operation(
     build_seconds: float = np.nan,
     tie_break: bool = True,
 ) -> Operation:
-    """Arrays, costs and prices of a solved problem (Eqs. 1-5), after the tie-break of MODEL.md.
+    """Arrays, costs and prices of a solved problem (Eqs. 1-5), after the tie-break of the model reference.
 
-    tie_break=True [choice]: trades and per-home grid flows are recomputed by :func:`pro_rata_flows`;
-    False reports the solver's own (non-unique) x, Pl, Ps. Prices and epsilon are read from the problem's
-    Parameters, so a re-solve after setting ``handles.buy.value`` is costed at the prices it was solved with.
+    Prices and epsilon are read from the problem's Parameters, so a re-solve after setting ``handles.buy.value`` is
+    costed at the prices it was solved with.
+
+    Parameters
+    ----------
+    case : Case
+        The case the problem was built from.
+    problem : cvxpy.Problem
+        The solved problem.
+    handles : Handles
+        Its handles (:func:`build_independent`, :func:`build_clearing`).
+    solver : str
+        The solver's name, recorded in ``Operation.solver``.
+    solve_seconds, build_seconds : float, optional
+        Timings to record, s.
+    tie_break : bool, default True
+        [choice] Recompute trades and per-home grid flows by :func:`pro_rata_flows`; False reports the solver's own
+        (non-unique) x, Pl, Ps.
+
+    Returns
+    -------
+    Operation
+        Dispatch (kW), costs ($ per day) and, for a clearing, the clearing price ($/kWh).
     """
     n, s = case.n_homes, case.n_scenarios
     market = handles.x is not None
@@ -399,15 +475,40 @@ def assemble_operation(
     """One :class:`Operation` from solved (N, S, T) arrays: the tie-break, then the costs of Eqs. 1-5.
 
     Every method (central, decomposed, coordinated) ends here, so they share one contract.
-    arrays: ``d, g, c, e, E`` and the solver's own ``Pl, Ps`` (and ``x`` for the market), kW.
-    price:  (S, T) clearing price in $/kWh, un-weighted (None in M1).
-    prices, regularization: the prices (:class:`~desmarket.formulation.Prices`) and epsilon the arrays were solved
-    with (epsilon default: the case's); epsilon prices the tie-break term (``regularization_cost``).
-    trade_limit: x_bar per home (default grid_limit_kw); price_tolerance, limit_tolerance: when a price is pinned
-    and a flow binds (see :func:`price_states`).
-    first_stage, day_ahead: the two-stage clearing's prices and its solved (or fixed) day-ahead purchase and sale
-    (b, a), (T,) kW each; the tie-break then matches as much as the optimum allows (:func:`_two_stage_match`) and
-    the revenue counts the day-ahead and imbalance costs (:func:`with_day_ahead`).
+
+    Parameters
+    ----------
+    case : Case
+        The case the arrays were solved on.
+    arrays : dict of numpy.ndarray
+        ``d, g, c, e, E`` and the solver's own ``Pl, Ps`` (and ``x`` for the market), (N, S, T) kW (E in kWh).
+    price : numpy.ndarray or None
+        (S, T) clearing price, $/kWh, un-weighted; None in M1.
+    prices : Prices
+        The prices (:class:`~desmarket.formulation.Prices`) the arrays were solved with.
+    solver : str
+        The solver's name, recorded in ``Operation.solver``.
+    regularization : float, optional
+        epsilon the arrays were solved with, $/kW^2 (default the case's); it prices ``regularization_cost``.
+    tie_break : bool, default True
+        Recompute trades and flows by pro-rata matching (:func:`pro_rata_flows`).
+    method, problem, objective, solve_seconds, build_seconds, solver_seconds, wall_seconds, convergence
+        Recorded as given (see :class:`Operation`); ``objective`` ($ per day) is recomputed when None.
+    trade_limit : numpy.ndarray, optional
+        x_bar per home, kW (default grid_limit_kw).
+    price_tolerance, limit_tolerance : float
+        When a price counts as pinned ($/kWh) and a flow as binding (kW), see :func:`price_states`.
+    first_stage : FirstStage, optional
+        The two-stage clearing's prices (None: one stage).
+    day_ahead : tuple of numpy.ndarray, optional
+        Its solved or fixed day-ahead purchase and sale (b, a), (T,) kW each; required with ``first_stage``. The
+        tie-break then matches as much as the optimum allows and the revenue counts the day-ahead and imbalance
+        costs (:func:`with_day_ahead`).
+
+    Returns
+    -------
+    Operation
+        The result, with ``fingerprint`` = :func:`case_fingerprint` of ``case`` and ``prices``.
     """
     is_market = price is not None
     regularization = case.market.regularization if regularization is None else float(regularization)

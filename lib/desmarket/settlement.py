@@ -109,9 +109,19 @@ def _check_rate(profit_rate) -> float:
 
 
 def cooperative_surplus(independent: Operation, market: Operation, case: Case | None = None) -> float:
-    """Delta C = (sum_i C_i^0 - R_A^0) - (sum_i C_i* - R_A*), $ per day (Eq. 20). Independent of rho.
+    """Delta C = (sum_i C_i^0 - R_A^0) - (sum_i C_i* - R_A*) (Eq. 20). Independent of rho.
 
-    With ``case``, both results must have been solved on it (:class:`MismatchError` otherwise).
+    Parameters
+    ----------
+    independent, market : Operation
+        M1 and the clearing.
+    case : Case, optional
+        When given, both results must have been solved on it (:class:`MismatchError` otherwise).
+
+    Returns
+    -------
+    float
+        $ per day (expected over the scenarios).
     """
     _check_pair(independent, market, case)
     before = independent.home_cost.sum() - independent.aggregator_revenue
@@ -120,13 +130,25 @@ def cooperative_surplus(independent: Operation, market: Operation, case: Case | 
 
 
 def market_contribution(case: Case, market: Operation) -> np.ndarray:
-    """Expected market value of each home's trades, sum_s pi_s sum_t |lambda_{s,t}| |x_{i,s,t}|, $ per day (Eq. 21).
+    """Expected market value of each home's trades, sum_s pi_s sum_t |lambda_{s,t}| |x_{i,s,t}| (Eq. 21).
 
     Supplying and receiving both count (absolute value of x). A trade is valued at the magnitude of the clearing
     price [choice]: equal to Eq. 21's lambda |x| wherever lambda >= 0 (every positive-LMP case), and >= 0 in a
     negative-price hour, where a kWh matched locally spares the community an import or export that the grid
     prices at |lambda| per kWh, so it is worth |lambda| too. The contributions are therefore never negative and
     the rates of Eq. 22 are always shares.
+
+    Parameters
+    ----------
+    case : Case
+        The case the clearing was solved on.
+    market : Operation
+        The clearing.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) $ per day, >= 0.
     """
     if market.price is None:
         raise ValueError("contributions need a market result (clear_market), not mode M1")
@@ -135,11 +157,28 @@ def market_contribution(case: Case, market: Operation) -> np.ndarray:
 
 
 def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.ndarray:
-    """Market value contribution rates alpha_i = (1 - rho) c_i / sum_j c_j (Eqs. 21-22), shape (N,).
+    """Market value contribution rates alpha_i = (1 - rho) c_i / sum_j c_j (Eqs. 21-22).
 
-    A home that never trades, or whose contribution is below :data:`CONTRIBUTION_TOLERANCE`, gets 0. Raises
-    :class:`NoTradeError` when every contribution is zero (nobody trades, or every clearing price is zero):
-    the rule is undefined.
+    A home that never trades, or whose contribution is below :data:`CONTRIBUTION_TOLERANCE`, gets 0.
+
+    Parameters
+    ----------
+    case : Case
+        The case the clearing was solved on.
+    market : Operation
+        The clearing.
+    profit_rate : float
+        rho in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) alpha_i >= 0 summing to 1 - rho (dimensionless).
+
+    Raises
+    ------
+    NoTradeError
+        When every contribution is zero (nobody trades, or every clearing price is zero): the rule is undefined.
     """
     rho = _check_rate(profit_rate)
     _check_case(case, market)
@@ -206,11 +245,27 @@ def check_rule(rule) -> str:
 def rule_values(
     case: Case, independent: Operation, rule: str, n_jobs: int | None = -1, solver: str = coalitions.MASKED_SOLVER
 ) -> RuleValues:
-    """The coalition values ``rule`` needs (:class:`RuleValues`), from the masked grand clearing.
+    """The coalition values ``rule`` needs, from the masked grand clearing (:mod:`desmarket.coalitions`).
 
-    "standalone" and "synergy": the N stand-alone values (one solve with nobody trading, equivalent to N
-    one-home clearings); "marginal": also the N leave-one-out values and v(N) (N + 1 solves, parallel through
-    joblib, ``n_jobs``). "contribution" and "equal" need none (NaN arrays).
+    Parameters
+    ----------
+    case : Case
+        The community.
+    independent : Operation
+        M1 on ``case`` (the homes' stand-alone costs).
+    rule : str
+        "standalone" and "synergy": the N stand-alone values (one solve with nobody trading, equivalent to N
+        one-home clearings); "marginal": also the N leave-one-out values and v(N) (N + 1 solves); "contribution"
+        and "equal" need none (NaN arrays).
+    n_jobs : int or None, default -1
+        Workers (joblib) of the marginal rule's solves.
+    solver : str, default "PIQP"
+        Solver of the masked clearing.
+
+    Returns
+    -------
+    RuleValues
+        Stand-alone, leave-one-out and grand values, $ per day.
     """
     check_rule(rule)
     n = case.n_homes
@@ -309,10 +364,35 @@ def settle(
 ) -> Settlement:
     """Nash-bargaining settlement Gamma_i = (C_i* - C_i^0) + alpha_i Delta C (Eqs. 20, 26-30).
 
-    rule: "contribution" (M3, alpha from Eq. 22), "equal" (M2, Eq. 29), or one of :data:`VALUE_RULES`
-    ("standalone", "marginal", "synergy" = M4; :func:`rule_shares`), alpha_i = (1 - rho) sigma_i in every case.
-    values: the :class:`RuleValues` of a value rule, computed by :func:`rule_values` when None (``n_jobs``
-    workers for the marginal rule's N + 1 solves).
+    Parameters
+    ----------
+    case : Case
+        The case both results were solved on (checked by fingerprint).
+    independent : Operation
+        M1 (:func:`desmarket.solve_independent`).
+    market : Operation
+        The clearing (:func:`desmarket.clear_market`).
+    profit_rate : float
+        rho in [0, 1], the aggregator's share of Delta C.
+    rule : str, default "contribution"
+        "contribution" (M3, alpha from Eq. 22), "equal" (M2, Eq. 29), or one of :data:`VALUE_RULES`
+        ("standalone", "marginal", "synergy" = M4; :func:`rule_shares`); alpha_i = (1 - rho) sigma_i in every case.
+    values : RuleValues, optional
+        The coalition values of a value rule; computed by :func:`rule_values` when None.
+    n_jobs : int or None, default -1
+        Workers (joblib) of the marginal rule's N + 1 solves.
+
+    Returns
+    -------
+    Settlement
+        Payments, gains and costs after settlement, $ per day (expected over the scenarios).
+
+    Raises
+    ------
+    NoTradeError
+        Rule "contribution" when nobody's trades have a market value (use another rule).
+    MismatchError
+        When a result was solved on another case.
     """
     _check_pair(independent, market, case)
     rho = _check_rate(profit_rate)
@@ -359,8 +439,21 @@ def profit_rate_sweep(
 ) -> pd.DataFrame:
     """Net benefits of the aggregator and each home for several rho (Section 3.4, Figure 5), from one clearing.
 
-    Returns a long table: profit_rate, party ("aggregator" or a home id), alpha, net_benefit_usd.
-    profit_rates: one rho or a non-empty sequence of them, each a number in [0, 1].
+    Parameters
+    ----------
+    case : Case
+        The case both results were solved on.
+    independent, market : Operation
+        M1 and the clearing.
+    profit_rates : float or sequence of float
+        One rho or a non-empty sequence of them, each in [0, 1].
+    rule : str, default "contribution"
+        The settlement rule (:func:`settle`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table: profit_rate, party ("aggregator" or a home id), alpha, net_benefit_usd ($ per day).
     """
     rates = [
         _check_rate(rho.item() if isinstance(rho, np.generic) else rho)
@@ -403,12 +496,30 @@ def nash_bargaining(
     solver: str = DEFAULT_SOLVER,
     solver_options: dict | None = None,
 ) -> np.ndarray:
-    """Payments Gamma (N,) maximising the weighted Nash product of Eqs. 23-25, solved numerically.
+    """Payments maximising the weighted Nash product of Eqs. 23-25, solved numerically.
 
     maximise rho log(R_A* - sum Gamma - R_A^0) + sum_{alpha_i > 0} alpha_i log(C_i^0 - C_i* + Gamma_i)
     subject to both gains >= 0 for the aggregator and every home (individual rationality, Eqs. 24-25).
     The operation is fixed at the clearing, which maximises the surplus both factors share. Used to check
     the closed form of :func:`settle`; needs Delta C > 0.
+
+    Parameters
+    ----------
+    independent, market : Operation
+        M1 and the clearing.
+    alpha : array_like
+        (N,) bargaining weights, >= 0.
+    profit_rate : float
+        rho, the aggregator's weight.
+    solver : str, default "CLARABEL"
+        cvxpy solver of the exponential-cone program.
+    solver_options : dict, optional
+        Its options.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) Gamma_i, $ per day paid by the aggregator to home i.
     """
     _check_pair(independent, market)
     rho = _check_rate(profit_rate)

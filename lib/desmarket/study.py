@@ -47,7 +47,22 @@ from .settlement import settle
 
 
 def run_study(case: Case, profit_rate: float = PAPER_PROFIT_RATE, **solve_kw) -> Study:
-    """Solve M1 and the clearing once (:mod:`desmarket.engine`, ``solve_kw`` passed on), settle under M2 and M3."""
+    """Solve M1 and the clearing once and settle them under M2 and M3: the paper's comparison of one case.
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    profit_rate : float, default :data:`desmarket.paper.PAPER_PROFIT_RATE`
+        rho in [0, 1], the aggregator's share of Delta C.
+    **solve_kw
+        Passed on to :func:`desmarket.solve_independent` and :func:`desmarket.clear_market` (method, n_jobs, ...).
+
+    Returns
+    -------
+    Study
+        M1, the clearing and both settlements ($ per day), with the tables of the paper's figures.
+    """
     return settled_study(case, solve_independent(case, **solve_kw), clear_market(case, **solve_kw), profit_rate)
 
 
