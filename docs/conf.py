@@ -7,8 +7,9 @@ The site is built offline from the repository, with warnings as errors (``sphinx
 * the notebooks live in ``notebooks/``, outside this folder; each build copies them into
   ``docs/_generated/notebooks/`` (git-ignored), which the ``notebooks`` page lists;
 * the API reference is autodoc of the library's docstrings (numpy style, read by napoleon);
-* formulas use MathJax where a page has any; the model page also states every equation in plain Unicode
-  text, so it reads the same without a network.
+* formulas use MathJax, served from the site itself (``sphinx-mathjax-offline`` copies MathJax 3.2.2 into
+  ``_static/mathjax``), so they render without a network; the model page also states every equation in plain
+  Unicode text.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax from _static/mathjax, not a CDN (the package's module name has dashes)
     "sphinx.ext.viewcode",
     "plaindocstrings",         # docs/_ext: the plain-text docstrings as valid reST (before napoleon)
 ]
