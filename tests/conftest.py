@@ -1,8 +1,21 @@
-"""Fixtures shared by the data tests: the committed measured homes, loaded once per session."""
+"""Fixtures shared by the tests (the committed measured homes, loaded once per session), the solving methods'
+tolerances, and the hypothesis profile.
 
+Hypothesis runs derandomized by default (profile "repeatable"): every run of ``make test``, on CI or here, draws
+the same examples, so a result never depends on the day it ran. ``HYPOTHESIS_PROFILE=explore make unit`` draws
+new examples each run (and keeps failures in ``.hypothesis/``), for a contributor hunting new cases; a failing
+example it finds becomes an ``@example`` of its test.
+"""
+
+import os
 import warnings
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 import desmarket as dm
 import desmarket.data as D
