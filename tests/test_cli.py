@@ -79,6 +79,30 @@ def test_run_writes_the_study_and_a_bad_case_writes_nothing(tmp_path):
     assert done.returncode == 2 and "profit-rate" in done.stderr and not nothing.exists()
 
 
+def test_run_with_rules_writes_each_rules_settlement(capsys, tmp_path):
+    """``--rule`` (repeatable) adds tables/settlement_rules.csv: per party and rule alpha, payment and gain, the
+    same as dm.settle on the same clearing; the gains add up to Delta C and an unknown rule is a usage error."""
+    import pandas as pd
+
+    out = tmp_path / "out"
+    code, err = _main(capsys, "run", EXAMPLE, "--out", out, "--rule", "standalone", "--rule", "synergy")
+    assert code == 0, err
+    table = pd.read_csv(out / "tables" / "settlement_rules.csv", index_col="party")
+    case = dm.load_case(EXAMPLE)
+    m1, market = dm.solve_independent(case), dm.clear_market(case)
+    surplus = dm.cooperative_surplus(m1, market)
+    assert list(table.index) == [*case.home_ids, "aggregator"]
+    for rule in ("standalone", "synergy"):
+        s = dm.settle(case, m1, market, 0.2, rule)
+        assert table[f"gain_{rule}_usd"].to_numpy() == pytest.approx([*s.home_gain, s.aggregator_gain], abs=1e-4)
+        assert table[f"alpha_{rule}"].sum() == pytest.approx(1.0, abs=1e-3)
+        assert table[f"gain_{rule}_usd"].sum() == pytest.approx(surplus, abs=1e-3)
+    assert not any(c.endswith("_equal") for c in table.columns)  # only the rules asked for
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", str(EXAMPLE), "--out", str(tmp_path / "x"), "--rule", "shapley"])
+    assert exc.value.code == 2 and "--rule" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_build_case_and_its_bad_day(tmp_path):
     done = desmarket("build-case", tmp_path / "c", "--homes", "3", "--scenarios", "2", "--seed", "1")
     assert done.returncode == 0, done.stderr

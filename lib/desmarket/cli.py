@@ -28,6 +28,7 @@ from pathlib import Path
 from desmarket.case import count_of as _count
 from desmarket.errors import OutputError
 from desmarket.paper import PAPER_PROFIT_RATE
+from desmarket.settlement import SETTLE_RULES
 
 #: The fix that an OSError's errno calls for, in the one line of an :class:`OutputError`.
 OUTPUT_FIXES = {
@@ -270,8 +271,8 @@ def _settle(case, independent, market, profit_rate: float, where: Path):
         raise NoTradeError(
             f"{where}: no home's trades have a market value, so the contribution rates (Eq. 22) "
             "and M3 are undefined and `desmarket run` writes nothing. Fix: check the case's prices "
-            "and market.json, or settle M2 alone in Python: "
-            "desmarket.settle(case, m1, market, rho, rule='equal')"
+            "and market.json, or settle under a rule that needs no trade in Python: "
+            "desmarket.settle(case, m1, market, rho, rule='equal') (M2) or rule='standalone'"
         ) from exc
 
 
@@ -311,21 +312,40 @@ def _write_study(out: Path, case, study) -> tuple[int, int]:
     return len(tables), len(figures)
 
 
-def run(args) -> int:
-    """M1, the clearing, M2 and M3 on a case: the tables and figures of notebooks 02-06, without the scorecard."""
+def _settle_rules(case, study, rules: list[str]) -> dict:
+    """The study's clearing settled under each of ``rules`` (in the order given, each once), by rule."""
     import desmarket as dm
+
+    settlements = {}
+    for rule in dict.fromkeys(rules):
+        _say(f"settling under rule {rule} ...")
+        settlements[rule] = dm.settle(case, study.independent, study.market, study.profit_rate, rule)
+    return settlements
+
+
+def run(args) -> int:
+    """M1, the clearing, M2 and M3 on a case: the tables and figures of notebooks 02-06, without the scorecard;
+    with ``--rule``, also each rule's settlement (``tables/settlement_rules.csv``)."""
+    import desmarket as dm
+    from desmarket import report
 
     case = dm.load_case(args.case)  # before anything is written
     with OutputFolder(args.out, args.force, keep={"the case": args.case}) as folder:  # checks --out before any solving
         independent, market = _solve(case, args.method)
         study = _settle(case, independent, market, args.profit_rate, absolute(args.case))
+        rules = _settle_rules(case, study, args.rule or [])
         with folder.writing() as out:
             n_tables, n_figures = _write_study(out, case, study)
+            if rules:
+                report.save_study_table(report.rules_table(case, rules), out / "tables", "settlement_rules")
+                n_tables += 1
         target = folder.commit()
     print(
         f"ΔC = {study.m3.surplus:.4f} $/day; ρ = {args.profit_rate}; aggregator gain {study.m3.aggregator_gain:.4f} "
         f"$/day; M3 home gains {study.m3.home_gain.min():.4f} to {study.m3.home_gain.max():.4f} $/day"
     )
+    for rule, s in rules.items():
+        print(f"rule {rule}: home gains {s.home_gain.min():.4f} to {s.home_gain.max():.4f} $/day")
     print(f"wrote {_count(n_tables, 'table')} and {_count(n_figures, 'figure')} under {target}/")
     return 0
 
@@ -454,6 +474,14 @@ def parser() -> argparse.ArgumentParser:
         default="decomposed",
         choices=("central", "decomposed", "coordinated"),
         help="how M1 and the clearing are solved (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rule",
+        action="append",
+        choices=SETTLE_RULES,
+        metavar="RULE",
+        help="also settle under RULE and write tables/settlement_rules.csv (repeatable; one of "
+        f"{', '.join(SETTLE_RULES)}: M2 = equal, M3 = contribution, M4 = synergy)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
     p.set_defaults(func=run)

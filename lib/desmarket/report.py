@@ -23,7 +23,7 @@ from .claims import NOTE_FIELDS as NOTE_FIELDS
 from .claims import parse_claims as parse_claims
 from .daycache import FLOAT_FORMAT as FLOAT_FORMAT
 from .model import Operation
-from .settlement import contribution_rates, market_contribution, profit_rate_sweep
+from .settlement import Settlement, contribution_rates, market_contribution, profit_rate_sweep
 
 if TYPE_CHECKING:
     from .results import Study
@@ -138,6 +138,32 @@ def settlement_table(study: Study) -> pd.DataFrame:
         },
         index=pd.Index(s.case.home_ids, name="home"),
     )
+
+
+def rules_table(case: Case, settlements: dict[str, Settlement]) -> pd.DataFrame:
+    """Each party's bargaining weight, payment and gain under each settlement rule given.
+
+    Parameters
+    ----------
+    case : Case
+        The case the settlements were computed on.
+    settlements : dict of str to Settlement
+        Rule name -> its :class:`~desmarket.settlement.Settlement` (:func:`desmarket.settle`), all of one clearing.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per home and a last row "aggregator"; per rule the columns ``alpha_<rule>`` (alpha_i, and rho for
+        the aggregator), ``payment_<rule>_usd`` (Gamma_i paid by the aggregator; the aggregator's row: minus their
+        sum) and ``gain_<rule>_usd`` (alpha_i Delta C; rho Delta C), $ per day.
+    """
+    index = pd.Index([*case.home_ids, "aggregator"], name="party")
+    columns = {}
+    for rule, s in settlements.items():
+        columns[f"alpha_{rule}"] = [*s.alpha, s.profit_rate]
+        columns[f"payment_{rule}_usd"] = [*s.payment, -float(np.sum(s.payment))]
+        columns[f"gain_{rule}_usd"] = [*s.home_gain, s.aggregator_gain]
+    return pd.DataFrame(columns, index=index)
 
 
 def hourly_profile(study: Study, home: str | None = None) -> pd.DataFrame:
@@ -403,6 +429,7 @@ STUDY_TABLE_FORMATS = {
     "settlement": (4, True),
     "figure3_net_load": (3, False),
     "figure5_profit_rate": (4, False),
+    "settlement_rules": (4, True),  # only with rules asked for (:func:`rules_table`, ``desmarket run --rule``)
 }
 #: The profit rates of Figure 5's sweep (Eq. 30 at rho = 0, 0.05, ..., 1).
 SWEEP_RATES = np.linspace(0.0, 1.0, 21)
