@@ -13,9 +13,12 @@ other. :func:`claims_by_day` fans the days out through joblib (so a Dask backend
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
+from .case import Case
 from .data import DEFAULT_PRICES, build_case, day_flags, load_measured_homes, price_source
 from .data.sources import PriceSource
 from .daycache import cached_rows, data_digest, row_key
@@ -41,6 +44,55 @@ def measured_dates(measured: pd.DataFrame | None = None) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(sorted(set(day_flags(measured).index.get_level_values("date"))))
 
 
+def day_row(
+    date,
+    measured: pd.DataFrame,
+    columns: Callable[[Case], dict],
+    *,
+    n_homes: int = 10,
+    n_scenarios: int = 10,
+    seed: int = 0,
+    prices=DEFAULT_PRICES,
+) -> dict:
+    """One day's row of a per-day study: the head (date, price_day, status, failure, reason), then ``columns``.
+
+    The day's case is built here (:func:`desmarket.data.build_case` with the run's price source) and
+    ``columns(case)`` computes the study's columns, both with the library's warnings quieted; a day whose case
+    cannot be built or solved (a data gap, a daylight-saving price day, an infeasible or unsolved case:
+    :data:`~desmarket.errors.CASE_FAILURES`) is a row with status "failed", its kind and reason, never dropped.
+
+    Parameters
+    ----------
+    date : str or datetime-like
+        The measured day.
+    measured : pandas.DataFrame
+        The measured homes (:func:`desmarket.data.load_measured_homes`).
+    columns : callable
+        ``columns(case) -> dict`` of the study's columns for that day.
+    n_homes, n_scenarios, seed, prices
+        Of the day's case (:func:`desmarket.data.build_case`); ``prices`` a price source or its name (a bad one
+        raises its error: it is not a property of the day).
+
+    Returns
+    -------
+    dict
+        date, price_day (the day whose prices the case takes), status ("ok" or "failed"), failure (its kind,
+        :func:`~desmarket.errors.failure_kind`), reason, then the study's columns on an "ok" day.
+    """
+    source = price_source(prices)
+    day = pd.Timestamp(date).strftime("%Y-%m-%d")
+    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
+    try:
+        with quiet_warnings():
+            case = build_case(
+                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
+            )
+            values = columns(case)
+    except CASE_FAILURES as exc:
+        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
+    return {**head, "status": "ok", "failure": "", "reason": "", **values}
+
+
 def day_claims(
     date,
     measured: pd.DataFrame,
@@ -52,23 +104,15 @@ def day_claims(
 ) -> dict:
     """The scorecard quantities of one day, or status "failed" with the reason (data gap, infeasible, a
     daylight-saving price day, ...). ``prices``: a price source (:func:`desmarket.data.price_source`); a bad one
-    raises its error (it is not a property of the day). ``price_day``: the day whose prices the case takes."""
-    source = price_source(prices)
-    day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
-    try:
-        with quiet_warnings():
-            case = build_case(
-                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
-            )
-            study = run_study(case, profit_rate, n_jobs=1)
-    except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
-    row = {**head, "status": "ok", "failure": "", "reason": "", **headline(study)}
-    _, balanced, congested = study.market.cleared()
-    row["balanced_share"] = float(balanced.mean())
-    row["congested_share"] = float(congested.mean())
-    return row
+    raises its error (it is not a property of the day). ``price_day``: the day whose prices the case takes
+    (:func:`day_row`)."""
+
+    def columns(case: Case) -> dict:
+        study = run_study(case, profit_rate, n_jobs=1)
+        _, balanced, congested = study.market.cleared()
+        return {**headline(study), "balanced_share": float(balanced.mean()), "congested_share": float(congested.mean())}
+
+    return day_row(date, measured, columns, n_homes=n_homes, n_scenarios=n_scenarios, seed=seed, prices=prices)
 
 
 def day_key(
@@ -241,22 +285,13 @@ def day_horizon(
     """One day's :func:`desmarket.horizon.storage_end_comparison` as one row: per end-of-day rule (the paper's
     fixed end state, Eq. 15, columns ``fixed_*``; a daily storage cycle, ``cycle_*``) ΔC, the market's and M1's
     peak expected import and its hour, what the market imports in the last hour, the storage change; or status
-    "failed" with the reason."""
-    source = price_source(prices)
-    day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
-    try:
-        with quiet_warnings():
-            case = build_case(
-                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
-            )
-            table = storage_end_comparison(case)
-    except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
-    row = {**head, "status": "ok", "failure": "", "reason": ""}
-    for rule, prefix in HORIZON_PREFIX.items():
-        row.update({prefix + c: table.loc[rule, c] for c in HORIZON_COLUMNS})
-    return row
+    "failed" with the reason (:func:`day_row`)."""
+
+    def columns(case: Case) -> dict:
+        table = storage_end_comparison(case)
+        return {prefix + c: table.loc[rule, c] for rule, prefix in HORIZON_PREFIX.items() for c in HORIZON_COLUMNS}
+
+    return day_row(date, measured, columns, n_homes=n_homes, n_scenarios=n_scenarios, seed=seed, prices=prices)
 
 
 def horizon_by_day(
