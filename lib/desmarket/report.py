@@ -429,8 +429,9 @@ STUDY_TABLE_FORMATS = {
     "settlement": (4, True),
     "figure3_net_load": (3, False),
     "figure5_profit_rate": (4, False),
-    "settlement_rules": (4, True),  # only with rules asked for (:func:`rules_table`, ``desmarket run --rule``)
 }
+#: Tables a run writes only when asked (``desmarket run --rule``: :func:`rules_table`), in the same form.
+OPTIONAL_TABLE_FORMATS = {"settlement_rules": (4, True)}
 #: The profit rates of Figure 5's sweep (Eq. 30 at rho = 0, 0.05, ..., 1).
 SWEEP_RATES = np.linspace(0.0, 1.0, 21)
 
@@ -452,8 +453,10 @@ def study_tables(study: Study) -> dict[str, pd.DataFrame]:
 
 
 def save_study_table(frame: pd.DataFrame, folder, name: str) -> Path:
-    """Write table ``name`` of a study as ``<folder>/<name>.csv`` in its format (:data:`STUDY_TABLE_FORMATS`)."""
-    if name not in STUDY_TABLE_FORMATS:
-        raise ValueError(f"{name!r} is not a table of a study; the tables: {', '.join(STUDY_TABLE_FORMATS)}")
-    decimals, index = STUDY_TABLE_FORMATS[name]
+    """Write table ``name`` of a study as ``<folder>/<name>.csv`` in its format (:data:`STUDY_TABLE_FORMATS`,
+    :data:`OPTIONAL_TABLE_FORMATS`)."""
+    formats = {**STUDY_TABLE_FORMATS, **OPTIONAL_TABLE_FORMATS}
+    if name not in formats:
+        raise ValueError(f"{name!r} is not a table of a study; the tables: {', '.join(formats)}")
+    decimals, index = formats[name]
     return save_table(frame, Path(folder) / f"{name}.csv", decimals=decimals, index=index)
