@@ -1,4 +1,7 @@
-"""Files of a run: where they go, and operation results as CSV (no pickles) so later notebooks never re-solve.
+"""Files of a run: where they go, operation results as CSV (no pickles) so later notebooks never re-solve, and
+the published tables (:func:`save_table`: rounded, byte-identical on a rerun). Every result file is written
+here; the two other writers sit beside their format: a case (:meth:`desmarket.case.Case.save`, the case format's
+own module) and a figure (:func:`desmarket.plots.save_figure`, a PNG without volatile metadata).
 
 ``save_operation`` writes ``<name>_dispatch.csv`` (home, scenario, hour, every (N, S, T) array),
 ``<name>_homes.csv`` (per-home costs), ``<name>_summary.json`` (totals, solver, and the case fingerprint of
@@ -18,6 +21,7 @@ import pandas as pd
 
 from .case import Case, long_table, scenario_table
 from .claims import paper_claims as paper_claims  # re-exported: io.paper_claims(), as the notebooks call it
+from .daycache import FLOAT_FORMAT
 from .errors import DataError, MismatchError
 from .model import Operation, case_fingerprint
 
@@ -186,3 +190,46 @@ def run_paths(run_dir="results") -> RunPaths:
     for p in paths[2:]:
         p.mkdir(parents=True, exist_ok=True)
     return paths
+
+
+# ================================================================================ published tables
+def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True) -> Path:
+    """Write a CSV rounded to ``decimals`` (well above solver tolerance, so reruns give identical bytes).
+
+    Rounding is part of honesty here: digits below the solver's accuracy are not results.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numeric = frame.select_dtypes("number").columns
+    out = frame.copy()
+    out[numeric] = out[numeric].round(decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+    out.to_csv(path, index=index, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return path
+
+
+#: How each table of one settled study is written, by notebooks 02-06 and ``desmarket run`` alike: the digits
+#: kept (:func:`save_table`) and whether the index is written.
+STUDY_TABLE_FORMATS = {
+    "m1_costs": (4, True),
+    "market_costs": (4, True),
+    "clearing_prices": (5, True),
+    "contribution_rates": (5, True),
+    "table3_energy": (2, True),
+    "table4_costs": (3, True),
+    "settlement": (4, True),
+    "figure3_net_load": (3, False),
+    "figure5_profit_rate": (4, False),
+}
+#: Tables a run writes only when asked (``desmarket run --rule``: :func:`desmarket.report.rules_table`), in the
+#: same form.
+OPTIONAL_TABLE_FORMATS = {"settlement_rules": (4, True)}
+
+
+def save_study_table(frame: pd.DataFrame, folder, name: str) -> Path:
+    """Write table ``name`` of a study as ``<folder>/<name>.csv`` in its format (:data:`STUDY_TABLE_FORMATS`,
+    :data:`OPTIONAL_TABLE_FORMATS`)."""
+    formats = {**STUDY_TABLE_FORMATS, **OPTIONAL_TABLE_FORMATS}
+    if name not in formats:
+        raise ValueError(f"{name!r} is not a table of a study; the tables: {', '.join(formats)}")
+    decimals, index = formats[name]
+    return save_table(frame, Path(folder) / f"{name}.csv", decimals=decimals, index=index)

@@ -1,15 +1,15 @@
 """Tables of the study (Section 3): the paper's Tables 1-4, the headline numbers, the scorecard.
 
 Pure functions from a case and its results (:class:`~desmarket.results.Study`, operations, settlements) to
-DataFrames: nothing here solves or reads a result file. Solving and what-if questions live in
-:mod:`desmarket.study`, figures in :mod:`desmarket.plots`; :func:`save_table` writes CSV with a fixed float
-format so that reruns give identical files. The paper's claims, their kinds, units and our reasons where we
+DataFrames: nothing here solves, reads or writes a file. Solving and what-if questions live in
+:mod:`desmarket.study`, figures in :mod:`desmarket.plots`; the tables are written by
+:func:`desmarket.io.save_table` (re-exported here as ``report.save_table``, as the notebooks call it) with a
+fixed float format so that reruns give identical files. The paper's claims, their kinds, units and our reasons where we
 differ are data: ``resources/paper_claims.toml``, read by :func:`desmarket.claims.paper_claims`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +22,10 @@ from .claims import DATA_SOURCES, NOT_REPORTED, agreement, claim_note
 from .claims import NOTE_FIELDS as NOTE_FIELDS
 from .claims import parse_claims as parse_claims
 from .daycache import FLOAT_FORMAT as FLOAT_FORMAT
+from .io import OPTIONAL_TABLE_FORMATS as OPTIONAL_TABLE_FORMATS  # re-exported: the writers live in io
+from .io import STUDY_TABLE_FORMATS as STUDY_TABLE_FORMATS
+from .io import save_study_table as save_study_table
+from .io import save_table as save_table
 from .model import Operation
 from .settlement import Settlement, contribution_rates, market_contribution, profit_rate_sweep
 
@@ -280,20 +284,6 @@ def scorecard_with_days(card: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
     return out
 
 
-def save_table(frame: pd.DataFrame, path, decimals: int = 4, index: bool = True) -> Path:
-    """Write a CSV rounded to ``decimals`` (well above solver tolerance, so reruns give identical bytes).
-
-    Rounding is part of honesty here: digits below the solver's accuracy are not results.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    numeric = frame.select_dtypes("number").columns
-    out = frame.copy()
-    out[numeric] = out[numeric].round(decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
-    out.to_csv(path, index=index, float_format=FLOAT_FORMAT, lineterminator="\n")
-    return path
-
-
 # ================================================================================ notebook tables
 def inputs_table(case: Case) -> pd.DataFrame:
     """Per home: expected daily baseline load and available PV (kWh), utility coefficients, battery."""
@@ -417,21 +407,6 @@ def showcase_home(study: Study) -> str:
 
 
 # ================================================================================ the tables of one study
-#: How each table of one settled study is written, by notebooks 02-06 and ``desmarket run`` alike: the digits
-#: kept (:func:`save_table`) and whether the index is written.
-STUDY_TABLE_FORMATS = {
-    "m1_costs": (4, True),
-    "market_costs": (4, True),
-    "clearing_prices": (5, True),
-    "contribution_rates": (5, True),
-    "table3_energy": (2, True),
-    "table4_costs": (3, True),
-    "settlement": (4, True),
-    "figure3_net_load": (3, False),
-    "figure5_profit_rate": (4, False),
-}
-#: Tables a run writes only when asked (``desmarket run --rule``: :func:`rules_table`), in the same form.
-OPTIONAL_TABLE_FORMATS = {"settlement_rules": (4, True)}
 #: The profit rates of Figure 5's sweep (Eq. 30 at rho = 0, 0.05, ..., 1).
 SWEEP_RATES = np.linspace(0.0, 1.0, 21)
 
@@ -450,13 +425,3 @@ def study_tables(study: Study) -> dict[str, pd.DataFrame]:
         "figure3_net_load": hourly_profile(study),
         "figure5_profit_rate": profit_rate_sweep(case, study.independent, study.market, SWEEP_RATES),
     }
-
-
-def save_study_table(frame: pd.DataFrame, folder, name: str) -> Path:
-    """Write table ``name`` of a study as ``<folder>/<name>.csv`` in its format (:data:`STUDY_TABLE_FORMATS`,
-    :data:`OPTIONAL_TABLE_FORMATS`)."""
-    formats = {**STUDY_TABLE_FORMATS, **OPTIONAL_TABLE_FORMATS}
-    if name not in formats:
-        raise ValueError(f"{name!r} is not a table of a study; the tables: {', '.join(formats)}")
-    decimals, index = formats[name]
-    return save_table(frame, Path(folder) / f"{name}.csv", decimals=decimals, index=index)
