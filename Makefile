@@ -16,6 +16,9 @@ CASE        ?=
 SHAPLEY_SAMPLES ?=
 # FRESH=1 recomputes every row of the per-day tables instead of reusing rows whose inputs are unchanged
 FRESH       ?=
+# `make unit` / `make test` run the unit tests on WORKERS processes (pytest-xdist; each test file on one worker,
+# so module fixtures are built once); WORKERS=0 runs them in this process, one after another
+WORKERS     ?= auto
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
 # `make bench FULL=1` runs the full sizes (methods up to 10,000 homes, the technique table at 10, 100 and 1,000
@@ -48,7 +51,7 @@ setup: $(STAMP)  ## create .venv with the pinned packages and the desmarket libr
 
 test: $(STAMP)  ## lint, unit tests + nbval regression over the committed notebooks + the docs build (the CI command)
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile tests
 	$(MAKE) --no-print-directory nbval
 	$(MAKE) --no-print-directory docs
 
@@ -67,8 +70,8 @@ lint: $(STAMP)  ## ruff (lint and format check of lib/, scripts/, tests/) and my
 	$(VENV)/bin/ruff format --check lib scripts tests
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)  ## unit tests only
-	$(PY) -m pytest -q tests
+unit: $(STAMP)  ## unit tests only (WORKERS=auto processes; WORKERS=0: one after another)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile tests
 
 # The parameters reach scripts/reproduce.py through the environment (REPRODUCE_HOMES, ...), never through the
 # shell: CASE="site (2023)" is one path and a value with ; or backquotes is one (invalid) value, not a command.
