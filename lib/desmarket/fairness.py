@@ -280,7 +280,7 @@ def coalition_values(
         masks = np.zeros((len(subsets), len(ids)), dtype=bool)
         for r, c in enumerate(subsets):
             masks[r, list(c)] = True
-        found, _ = coalitions.certified_values(case, independent, masks, n_jobs)
+        found, clearings = coalitions.certified_values(case, independent, masks, n_jobs)
     else:
         costs = map_chunks(
             _costs_task,
@@ -294,9 +294,12 @@ def coalition_values(
     values = {(): 0.0}
     for c, v in zip(subsets, found):
         values[tuple(ids[i] for i in c)] = float(v)
-    return pd.Series(
+    out = pd.Series(
         list(values.values()), index=pd.Index(list(values), tupleize_cols=False, name="homes"), name="value_usd_per_day"
     )
+    if method == "direct":
+        out.attrs["clearings"] = clearings  # (coalition, scenario) problems solved; the others were certified
+    return out
 
 
 #: Chunks of the coalitions of :func:`coalition_values` (one joblib task each).
