@@ -268,6 +268,18 @@ def test_sampled_verdicts_bound_the_exact_ones_from_below():
     assert np.abs(sampled["budget_gap_usd"]).max() < 1e-9
     assert sampled["individually_rational"].all()
     assert (sampled["coalitions_checked"] >= 2 * case.n_homes).all()
+    # without the "everyone but one" coalitions and the Shapley orders (what fits at 1,000 homes), direct values
+    light = ("equal", "contribution", "standalone", "synergy")
+    cheap = F.sampled_rule_verdicts(
+        case, m1, mk, 0.2, samples=3, orders=0, rules=light, n_jobs=1, leave_one_out=False, method="direct"
+    )
+    both = [r for r in light if r in sampled.index]  # fewer coalitions checked: a lower bound of the bound
+    assert np.all(
+        cheap.loc[both, "core_excess_lower_bound_usd"] <= sampled.loc[both, "core_excess_lower_bound_usd"] + 1e-7
+    )
+    assert cheap["individually_rational"].all() and cheap["l1_distance_to_shapley_usd"].isna().all()
+    with pytest.raises(dm.CaseError, match="leave_one_out"):
+        F.sampled_rule_verdicts(case, m1, mk, 0.2, samples=3, orders=0, n_jobs=1, leave_one_out=False)
 
 
 def test_large_communities_clear_each_coalition_over_its_own_rows(monkeypatch):
