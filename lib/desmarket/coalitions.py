@@ -339,7 +339,7 @@ def certified_costs(case: Case, scenario: int, masks: np.ndarray, solver: str = 
     program = ScenarioProgram(case, scenario)
     masks = np.asarray(masks, dtype=bool)
     cost = np.full(len(masks), np.nan)
-    todo = masks.any(axis=1)
+    todo: np.ndarray = np.asarray(masks.any(axis=1))
     cost[~todo] = 0.0
     sizes = masks.sum(axis=1)
     solves = 0
