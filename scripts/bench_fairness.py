@@ -1,19 +1,21 @@
 """Benchmark of the fairness game: all coalition values of the paper case, the settlement rules of issue 22 on a
 large community, and sampled Shapley for larger ones.
 
-Usage: python scripts/bench_fairness.py [--homes 100] [--permutations 16] [--rule-homes 1000] [--marginal-sample 4]
-       [--skip-shapley]
+Usage: python scripts/bench_fairness.py [--homes 100] [--permutations 16] [--rule-homes 1000] [--marginal-sample 2]
+       [--jobs -1] [--skip-shapley] [--skip-coalitions]
 
 Prints, in one run so that the ratios compare like with like on a shared machine:
 
 1. the time of all 2^N coalition values of the paper case (10 homes x 10 scenarios, 1,024 coalitions; joblib,
-   all cores), building and clearing a sub-community per coalition (``method="select"``) and re-solving one grand
-   clearing with homes masked out (``method="masked"``, :mod:`desmarket.coalitions`), their largest difference,
-   and one full clearing for scale;
+   --jobs workers, all cores by default) by each method of :data:`desmarket.fairness.COALITION_METHODS`:
+   building and clearing a sub-community per coalition (``method="select"``), re-solving one grand clearing
+   with homes masked out through a cvxpy Parameter (``"masked"``), and PIQP called directly on each coalition's
+   rows of each scenario's compiled clearing (``"direct"``, :func:`desmarket.coalitions.certified_values`),
+   with each one's largest difference to "select" and one full clearing for scale;
 2. every rule of :func:`desmarket.settle` on a community of --rule-homes homes x --scenarios scenarios: M1 and the
    clearing, the stand-alone values (one masked solve with nobody trading), M2, M3, the stand-alone rule and M4;
    the marginal rule needs N + 1 clearings of (nearly) the whole community, so --marginal-sample of them are timed
-   and the whole is extrapolated (labelled so);
+   (built over the coalition's rows, and by direct PIQP calls) and the whole is extrapolated (labelled so);
 3. unless --skip-shapley, the time of a sampled Shapley value of a community of --homes homes with
    --permutations orders of the homes (the library's estimate against textbook permutation sampling).
 
@@ -30,7 +32,7 @@ import desmarket as dm
 from desmarket import coalitions, data, fairness
 
 
-def coalition_timing() -> None:
+def coalition_timing(n_jobs: int) -> None:
     case = data.build_case()
     m1 = dm.solve_independent(case)
     t0 = time.perf_counter()
@@ -39,15 +41,18 @@ def coalition_timing() -> None:
     timed = {}
     for method in fairness.COALITION_METHODS:
         t0 = time.perf_counter()
-        values = fairness.coalition_values(case, m1, method=method)
+        values = fairness.coalition_values(case, m1, n_jobs=n_jobs, method=method)
         timed[method] = (time.perf_counter() - t0, values)
-    (ts, vs), (tm, vm) = timed["select"], timed["masked"]
+    ts, vs = timed["select"]
     print(
-        f"paper case, {case.n_homes} homes x {case.n_scenarios} scenarios: all {len(vs)} coalition values in "
-        f"{ts:.1f} s (a clearing per coalition) and {tm:.1f} s (one grand clearing, homes masked out): "
-        f"{ts / tm:.1f}x; largest difference {np.abs(vs.to_numpy() - vm.to_numpy()).max():.1e} $/day; "
-        f"one full clearing {one:.3f} s"
+        f"paper case, {case.n_homes} homes x {case.n_scenarios} scenarios, all {len(vs)} coalition values "
+        f"({n_jobs} joblib workers; one full clearing {one:.3f} s):"
     )
+    for method, (took, values) in timed.items():
+        gap = np.abs(values.to_numpy() - vs.to_numpy()).max()
+        solved = values.attrs.get("clearings")
+        extra = "" if solved is None else f", {solved} (coalition, scenario) problems solved"
+        print(f"  {method:7s} {took:7.1f} s  {ts / took:5.1f}x select, largest difference to it {gap:.1e} $/day{extra}")
 
 
 def rules_timing(n_homes: int, n_scenarios: int, marginal_sample: int) -> None:
@@ -68,16 +73,26 @@ def rules_timing(n_homes: int, n_scenarios: int, marginal_sample: int) -> None:
     masks = ~np.eye(n_homes, dtype=bool)[:marginal_sample]
     coalitions.masked_values(case, m1, masks, n_jobs=1, chunks=1)
     per = (time.perf_counter() - t0) / marginal_sample
+    t0 = time.perf_counter()
+    programs = [coalitions.ScenarioProgram(case, s) for s in range(n_scenarios)]
+    compiled = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for program in programs:
+        for k in range(marginal_sample):
+            if program.solve(np.flatnonzero(masks[k])) is None:
+                raise RuntimeError("PIQP did not solve a leave-one-out clearing")
+    direct = (time.perf_counter() - t0) / marginal_sample
     print(
         f"{n_homes} homes x {n_scenarios} scenarios: M1 + clearing {base:.1f} s; stand-alone values (every home "
         f"alone, {coalitions.STANDALONE_CHUNK} homes per problem) {alone:.1f} s; M2, M3, stand-alone and M4 "
         f"from them {closed:.2f} s: every rule but the marginal one in {base + alone + closed:.1f} s"
     )
     print(
-        f"  marginal rule: {marginal_sample} leave-one-out clearings timed, {per:.1f} s each (one worker; the "
-        f"masked grand problem up to {coalitions.MAX_MASKED_ROWS} rows, else built over the coalition's rows), "
-        f"so its {n_homes + 1} clearings would take about {(n_homes + 1) * per / 60:.0f} min on one worker "
-        "(extrapolated, not run)"
+        f"  marginal rule: {marginal_sample} leave-one-out clearings timed, {per:.1f} s each built over the "
+        f"coalition's rows (one worker; above {coalitions.MAX_MASKED_ROWS} rows), {direct:.1f} s each by direct "
+        f"PIQP calls on the scenario programs (compiled once, {compiled:.1f} s for the {n_scenarios}); so its "
+        f"{n_homes + 1} clearings would take about {(n_homes + 1) * per / 60:.0f} min and "
+        f"{(compiled + (n_homes + 1) * direct) / 60:.0f} min on one worker (extrapolated, not run)"
     )
 
 
@@ -117,10 +132,11 @@ def main() -> None:
     parser.add_argument("--marginal-sample", type=int, default=2)
     parser.add_argument("--skip-shapley", action="store_true")
     parser.add_argument("--skip-coalitions", action="store_true")
+    parser.add_argument("--jobs", type=int, default=-1, help="joblib workers of part 1 (-1: all cores)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", dm.RoutingWarning)
     if not args.skip_coalitions:
-        coalition_timing()
+        coalition_timing(args.jobs)
     if args.rule_homes > 0:
         rules_timing(args.rule_homes, args.scenarios, args.marginal_sample)
     if not args.skip_shapley:

@@ -196,7 +196,7 @@ def test_every_rule_is_budget_balanced_and_individually_rational(seed, rho):
         assert again.home_gain == pytest.approx(st_.home_gain, abs=1e-5)
 
 
-def test_masked_coalition_values_equal_a_clearing_per_coalition():
+def test_masked_and_direct_coalition_values_equal_a_clearing_per_coalition():
     case, m1, _ = _solved(7, n_homes=4, n_scenarios=2)
     select = F.coalition_values(case, m1, n_jobs=1)
     masked = F.coalition_values(case, m1, n_jobs=1, method="masked")
@@ -204,6 +204,10 @@ def test_masked_coalition_values_equal_a_clearing_per_coalition():
     assert masked.to_numpy() == pytest.approx(select.to_numpy(), abs=1e-6)
     again = F.coalition_values(case, m1, n_jobs=2, method="masked")
     assert np.array_equal(again.to_numpy(), masked.to_numpy())  # the same bytes whatever the workers
+    direct = F.coalition_values(case, m1, n_jobs=1, method="direct")
+    assert list(direct.index) == list(select.index)
+    assert direct.to_numpy() == pytest.approx(select.to_numpy(), abs=1e-7)
+    assert np.array_equal(F.coalition_values(case, m1, n_jobs=2, method="direct").to_numpy(), direct.to_numpy())
     assert coalitions.standalone_values(case, m1) == pytest.approx(
         F.standalone_values(case, m1, n_jobs=1).to_numpy(), abs=1e-6
     )
@@ -264,6 +268,18 @@ def test_sampled_verdicts_bound_the_exact_ones_from_below():
     assert np.abs(sampled["budget_gap_usd"]).max() < 1e-9
     assert sampled["individually_rational"].all()
     assert (sampled["coalitions_checked"] >= 2 * case.n_homes).all()
+    # without the "everyone but one" coalitions and the Shapley orders (what fits at 1,000 homes), direct values
+    light = ("equal", "contribution", "standalone", "synergy")
+    cheap = F.sampled_rule_verdicts(
+        case, m1, mk, 0.2, samples=3, orders=0, rules=light, n_jobs=1, leave_one_out=False, method="direct"
+    )
+    both = [r for r in light if r in sampled.index]  # fewer coalitions checked: a lower bound of the bound
+    assert np.all(
+        cheap.loc[both, "core_excess_lower_bound_usd"] <= sampled.loc[both, "core_excess_lower_bound_usd"] + 1e-7
+    )
+    assert cheap["individually_rational"].all() and cheap["l1_distance_to_shapley_usd"].isna().all()
+    with pytest.raises(dm.CaseError, match="leave_one_out"):
+        F.sampled_rule_verdicts(case, m1, mk, 0.2, samples=3, orders=0, n_jobs=1, leave_one_out=False)
 
 
 def test_large_communities_clear_each_coalition_over_its_own_rows(monkeypatch):
@@ -278,3 +294,52 @@ def test_large_communities_clear_each_coalition_over_its_own_rows(monkeypatch):
     assert coalitions.standalone_values(case, m1) == pytest.approx(
         F.standalone_values(case, m1, n_jobs=1).to_numpy(), abs=1e-6
     )
+
+
+def _one_exporter_case():
+    """Two homes without PV (loads 1 and 1.5 kW) and one with a 1 kW PV peak over a 0.3 kW load, no batteries:
+    the exporter's midday surplus (<= 0.7 kW) is below either other home's lowest load (0.8 kW), so every
+    coalition that holds a home without PV imports at every hour, and the exporter alone does not."""
+    T = dm.HOURS
+    sun = np.clip(np.sin((np.arange(T) - 6) / 13 * np.pi), 0, None)
+    return dm.create_case(
+        np.ones((3, 1, T)) * np.array([1.0, 1.5, 0.3])[:, None, None],
+        np.zeros((3, 1, T)) + np.array([0.0, 0.0, 1.0])[:, None, None] * sun,
+        utility_a=-0.002,
+        utility_b=0.1,
+        lmp=0.04 + 0.03 * np.sin(np.arange(T) / 3),
+        battery_kwh=0.0,
+        battery_kw=0.0,
+    )
+
+
+def test_a_clearing_price_certifies_the_sub_coalitions_that_keep_its_sign():
+    """The grand clearing imports at every hour, so its price lambda^b clears every sub-coalition that also
+    imports at every hour (KKT, coalitions.certified_costs): only the grand coalition and the exporter alone are
+    solved, and the five certified values -- those pairing the exporter with an importer gain from trade --
+    equal a clearing per coalition."""
+    case = _one_exporter_case()
+    m1 = dm.solve_independent(case)
+    masks = coalitions.all_masks(3)
+    values, solves = coalitions.certified_values(case, m1, masks, n_jobs=1)
+    assert solves == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dm.RoutingWarning)
+        select = F.coalition_values(case, m1, n_jobs=1)
+    by_mask = {tuple(np.flatnonzero(m)): v for m, v in zip(masks, values)}
+    for homes, v in select.items():
+        assert by_mask[tuple(case.home_ids.index(h) for h in homes)] == pytest.approx(v, abs=1e-7)
+    a, b, c = (by_mask[(k,)] for k in range(3))
+    assert by_mask[(0, 2)] > a + c + 1e-4 and by_mask[(1, 2)] > b + c + 1e-4  # trade creates value
+
+
+def test_a_coalition_piqp_does_not_solve_is_cleared_through_cvxpy(monkeypatch):
+    """Where a direct PIQP call does not return solved, the coalition is cleared by the engine's own problem
+    (Clarabel fallback): the same values."""
+    case = _one_exporter_case()
+    m1 = dm.solve_independent(case)
+    masks = coalitions.all_masks(3)
+    values, _ = coalitions.certified_values(case, m1, masks, n_jobs=1)
+    monkeypatch.setattr(coalitions.ScenarioProgram, "solve", lambda self, members: None)
+    again, solves = coalitions.certified_values(case, m1, masks, n_jobs=1)
+    assert solves == 7 and again == pytest.approx(values, abs=1e-7)

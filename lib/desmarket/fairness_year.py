@@ -1,11 +1,13 @@
 """The fairness verdicts of every settlement rule on every day of the measured year (issue 22).
 
 One day is one row (:func:`day_fairness`): the paper case of that day (:func:`desmarket.data.build_case`, the
-run's price source), M1 and the clearing, all 2^N coalition values of the exact game (the masked grand
-clearing of :mod:`desmarket.coalitions`), and per rule of :data:`desmarket.fairness.VERDICT_RULES` at the
-profit rate rho its verdict (:func:`desmarket.fairness.rule_verdicts`): core excess, in the core or not,
-individual rationality, L1 distance to the Shapley value, the smallest rho that puts it in the core. A day that
-cannot be built or solved is a row with status "failed" and its reason, never dropped.
+run's price source), M1 and the clearing, all 2^N coalition values of the exact game (each scenario's clearing
+compiled once and PIQP called on each coalition's rows, :func:`desmarket.coalitions.certified_values`; the
+values of the masked grand clearing that FAIRNESS_VERSION 1 rows were computed with, to ~1e-8 $/day, so the
+rows are the same), and per rule of :data:`desmarket.fairness.VERDICT_RULES` at the profit rate rho its
+verdict (:func:`desmarket.fairness.rule_verdicts`): core excess, in the core or not, individual rationality,
+L1 distance to the Shapley value, the smallest rho that puts it in the core. A day that cannot be built or
+solved is a row with status "failed" and its reason, never dropped.
 
 The rows are cached between runs (:mod:`desmarket.daycache`, key :func:`desmarket.year.day_key` with study
 :data:`STUDY` and version :data:`FAIRNESS_VERSION`): 366 days x 1,024 coalitions take minutes, so a rerun
@@ -32,7 +34,7 @@ FAIRNESS_VERSION = 1
 #: Chunks of days per joblib task.
 DAY_CHUNKS = 16
 #: Similar-day scenarios of each day's case [choice]: one (the day's own draw), so that the exact game of
-#: 1,024 coalitions costs about 5 s a day and the year fits a session; the paper's day in notebook 08 keeps 10.
+#: 1,024 coalitions costs a few seconds a day and the year fits a session; the paper's day in notebook 08 keeps 10.
 YEAR_SCENARIOS = 1
 #: Per rule, the verdict columns of a row (``<rule>_<column>``).
 ROW_COLUMNS = (
@@ -78,7 +80,7 @@ def day_fairness(
             )
             m1 = solve_independent(case, n_jobs=1)
             market = clear_market(case, n_jobs=1)
-            values = fairness.coalition_values(case, m1, n_jobs=1, method="masked")
+            values = fairness.coalition_values(case, m1, n_jobs=1, method="direct")
             verdicts, _ = fairness.rule_verdicts(case, m1, market, profit_rate, values)
     except CASE_FAILURES as exc:
         return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
