@@ -160,6 +160,8 @@ def nucleolus_from_coalitions(
         rank = np.linalg.matrix_rank(np.vstack(known))
         if rank == n or not free:
             break
+    if x is None:  # the loop runs at least once (range(len(free) + 1)), so the LP was solved
+        raise AssertionError("nucleolus_from_coalitions: no LP was solved")
     return x
 
 
@@ -219,7 +221,24 @@ def _subset_value(case: Case, parts: np.ndarray, idx, solve_kw: dict) -> float:
 
 
 def coalition_value(case: Case, homes: Sequence[str], independent: Operation | None = None, **solve_kw) -> float:
-    """v({aggregator} + homes) = Delta C (Eq. 20) of the sub-community of ``homes``, $ per day (0 if empty)."""
+    """v({aggregator} + homes): the cooperative surplus (Eq. 20) of the sub-community of ``homes``.
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    homes : sequence of str
+        The coalition's home ids (empty: 0).
+    independent : Operation, optional
+        M1 of ``case`` (solved here when None; M1 separates by home, so its parts are reused).
+    **solve_kw
+        Passed on to the clearing (:func:`desmarket.clear_market`).
+
+    Returns
+    -------
+    float
+        $ per day.
+    """
     homes = list(homes)
     if not homes:
         return 0.0
@@ -252,11 +271,31 @@ def coalition_values(
     method: str = "select",
     **solve_kw,
 ) -> pd.Series:
-    """v(S) of every coalition of homes with the aggregator, $ per day, over all 2^N home sets.
+    """v(S) of every coalition of homes with the aggregator, over all 2^N home sets.
 
-    Indexed by the tuple of home ids (the empty tuple is worth 0). Each home's M1 is solved once (M1 separates
-    by home); the 2^N - 1 clearings run in parallel through joblib (``n_jobs``), in :data:`COALITION_CHUNKS`
-    chunks. ``method``: :data:`COALITION_METHODS` ("masked" and "direct" take no ``solve_kw``).
+    Each home's M1 is solved once (M1 separates by home); the 2^N - 1 clearings run in parallel through joblib, in
+    :data:`COALITION_CHUNKS` chunks.
+
+    Parameters
+    ----------
+    case : Case
+        The community (N <= 14 homes in practice: 2^N clearings).
+    independent : Operation, optional
+        M1 of ``case`` (solved here when None).
+    n_jobs : int or None, default -1
+        Workers (joblib).
+    progress : bool or None, optional
+        A progress bar (None: only on a terminal).
+    method : str, default "select"
+        One of :data:`COALITION_METHODS`: a clearing built per coalition ("select"), or one grand clearing re-solved
+        with homes masked out ("masked", "direct"; these take no ``solve_kw``).
+    **solve_kw
+        Passed on to each clearing (method "select").
+
+    Returns
+    -------
+    pandas.Series
+        $ per day, indexed by the tuple of home ids (the empty tuple is worth 0, the last entry is v(N) = Delta C).
     """
     _check_size(case)
     if method not in COALITION_METHODS:
@@ -271,16 +310,18 @@ def coalition_values(
     parts = _home_parts(case, independent)
     ids = case.home_ids
     subsets = [c for k in range(1, len(ids) + 1) for c in itertools.combinations(range(len(ids)), k)]
+    found: list[float]
     if method == "masked":
         masks = np.zeros((len(subsets), len(ids)), dtype=bool)
         for r, c in enumerate(subsets):
             masks[r, list(c)] = True
-        found = coalitions.masked_values(case, independent, masks, n_jobs)
+        found = [float(v) for v in coalitions.masked_values(case, independent, masks, n_jobs)]
     elif method == "direct":
         masks = np.zeros((len(subsets), len(ids)), dtype=bool)
         for r, c in enumerate(subsets):
             masks[r, list(c)] = True
-        found, clearings = coalitions.certified_values(case, independent, masks, n_jobs)
+        certified, clearings = coalitions.certified_values(case, independent, masks, n_jobs)
+        found = [float(v) for v in certified]
     else:
         costs = map_chunks(
             _costs_task,
@@ -291,7 +332,7 @@ def coalition_values(
             progress="coalitions",
         )
         found = [float(parts[list(c)].sum() - cost) for c, cost in zip(subsets, costs)]
-    values = {(): 0.0}
+    values: dict[tuple[str, ...], float] = {(): 0.0}
     for c, v in zip(subsets, found):
         values[tuple(ids[i] for i in c)] = float(v)
     out = pd.Series(
@@ -336,14 +377,14 @@ def shapley_value(
     control: str | None = "standalone",
     **solve_kw,
 ) -> pd.DataFrame:
-    """Shapley value of the market game, $ per day, indexed ``["aggregator", *home_ids]``, summing to Delta C.
+    """Shapley value of the market game, summing to Delta C.
 
     Exact (``samples=None``, N <= 14) from :func:`coalition_values`. With ``samples``, permutation sampling
     (``seed``): each sampled order of the homes is cleared prefix by prefix (v of the first k homes with the
     aggregator, k = 1..N), and the aggregator's position among the N + 1 players, uniform in the Shapley value,
     is averaged exactly rather than drawn: a home at place p (0-based) adds its marginal contribution with
     probability (p + 1) / (N + 1), and the aggregator gets the mean of the N + 1 prefix values. The orders are
-    drawn here (the result depends only on ``seed``) and cleared in parallel chunks through joblib (``n_jobs``).
+    drawn here (the result depends only on ``seed``) and cleared in parallel chunks through joblib.
 
     ``control="standalone"`` (default) also uses the stand-alone game w(S) = sum_{i in S} v({aggregator, i})
     (for S with the aggregator) as a control variate: its Shapley value is known exactly (each stand-alone value
@@ -351,10 +392,32 @@ def shapley_value(
     value of the synergy v - w (linearity), still unbiased, with much smaller errors when most of Delta C is
     stand-alone value; it costs N one-home clearings more. ``control=None`` samples v itself.
 
-    Columns: shapley_usd and std_error_usd (0 when exact); when sampled also plain_shapley_usd and
-    plain_std_error_usd, textbook permutation sampling (the aggregator's position drawn too, no control variate)
-    from the same prefix values, to show what the two refinements save: plain sampling needs
-    (plain_std_error_usd / std_error_usd)^2 times as many orders for the same error.
+    Parameters
+    ----------
+    case : Case
+        The community.
+    samples : int, optional
+        Orders of the homes to sample; None: exact.
+    seed : int, default 0
+        Seed of the sampled orders.
+    values : pandas.Series, optional
+        The coalition values (:func:`coalition_values`) for the exact value; computed when None.
+    independent : Operation, optional
+        M1 of ``case`` (solved here when None).
+    n_jobs : int or None, default -1
+        Workers (joblib) of the clearings.
+    control : str or None, default "standalone"
+        The control variate ("standalone") or none.
+    **solve_kw
+        Passed on to each clearing.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed ``["aggregator", *home_ids]``, $ per day: shapley_usd and std_error_usd (0 when exact); when
+        sampled also plain_shapley_usd and plain_std_error_usd, textbook permutation sampling (the aggregator's
+        position drawn too, no control variate) from the same prefix values, to show what the two refinements
+        save: plain sampling needs (plain_std_error_usd / std_error_usd)^2 times as many orders for the same error.
     """
     players = _players(case)
     if samples is None:
@@ -398,7 +461,24 @@ CONTROLS = ("standalone", None)
 def standalone_values(
     case: Case, independent: Operation | None = None, n_jobs: int | None = -1, **solve_kw
 ) -> pd.Series:
-    """v({aggregator, i}) of every home i, $ per day (Eq. 20 of each home cleared alone with the aggregator)."""
+    """v({aggregator, i}) of every home i: Eq. 20 of each home cleared alone with the aggregator.
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    independent : Operation, optional
+        M1 of ``case`` (solved here when None).
+    n_jobs : int or None, default -1
+        Workers (joblib).
+    **solve_kw
+        Passed on to each one-home clearing.
+
+    Returns
+    -------
+    pandas.Series
+        $ per day, indexed by home id.
+    """
     independent = _grand_m1(case, independent)
     parts = _home_parts(case, independent)
     ids = case.home_ids
@@ -461,9 +541,30 @@ def nucleolus(
     independent: Operation | None = None,
     **solve_kw,
 ) -> pd.Series:
-    """The nucleolus of the market game, $ per day per party: exact (N <= 14, named ``nucleolus_usd``), or with
-    ``samples`` the nucleolus of a sampled game (:func:`sampled_game`), an approximation named
-    ``nucleolus_sampled_usd``."""
+    """The nucleolus of the market game: exact, or of a sampled game.
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    values : pandas.Series, optional
+        The coalition values (:func:`coalition_values`); computed when None.
+    samples : int, optional
+        With ``samples``, the nucleolus of a sampled game (:func:`sampled_game`), an approximation; required above
+        14 homes.
+    seed : int, default 0
+        Seed of the sampled coalitions.
+    independent : Operation, optional
+        M1 of ``case`` (solved here when None).
+    **solve_kw
+        Passed on to each clearing.
+
+    Returns
+    -------
+    pandas.Series
+        $ per day per party ``["aggregator", *home_ids]``, named ``nucleolus_usd`` (exact) or
+        ``nucleolus_sampled_usd``.
+    """
     players = pd.Index(_players(case), name="party")
     if samples is None:
         _check_size(case)
@@ -553,12 +654,32 @@ def least_core(
     independent: Operation | None = None,
     **solve_kw,
 ) -> LeastCore:
-    """The least core of the market game (a :class:`LeastCore`).
+    """The least core of the market game.
 
     Exact for N <= 14 (every coalition; the allocation is the nucleolus, which lies in the least core). With
     ``samples`` (or above 14 homes, where it is required), ``samples`` random coalitions of homes with the
     aggregator (sizes uniform in 1..N-1, seeded), plus every single home with it: the value is then a lower
     bound, labelled ``exact=False``.
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    values : pandas.Series, optional
+        The coalition values (:func:`coalition_values`); computed when None.
+    samples : int, optional
+        Random coalitions to use instead of all of them.
+    seed : int, default 0
+        Seed of the sampled coalitions.
+    independent : Operation, optional
+        M1 of ``case`` (solved here when None).
+    **solve_kw
+        Passed on to each clearing.
+
+    Returns
+    -------
+    LeastCore
+        The least-core value epsilon ($ per day) and an allocation in it.
     """
     players = pd.Index(_players(case), name="party")
     if samples is None:
@@ -572,10 +693,23 @@ def least_core(
 
 
 def core_excess(case: Case, gains, values: pd.Series | None = None) -> tuple[float, tuple[str, ...]]:
-    """The largest v(S) - sum_{j in S} gain_j over proper coalitions S, and S (players' names).
+    """The largest v(S) - sum_{j in S} gain_j over proper coalitions S, and that S.
 
-    gains: per party ``["aggregator", *home_ids]``, $ per day (a Series or array in that order). <= 0 means
-    no coalition could do better on its own: the allocation is in the core.
+    Parameters
+    ----------
+    case : Case
+        The community.
+    gains : pandas.Series or array_like
+        Per party ``["aggregator", *home_ids]``, $ per day (a Series or array in that order).
+    values : pandas.Series, optional
+        The coalition values (:func:`coalition_values`); computed when None.
+
+    Returns
+    -------
+    excess : float
+        $ per day; <= 0 means no coalition could do better on its own: the allocation is in the core.
+    coalition : tuple of str
+        The players of the coalition with the largest excess.
     """
     g = _party_gains(case, gains)  # before any clearing: a wrong shape fails at once
     values = values if values is not None else coalition_values(case)
@@ -617,13 +751,29 @@ def _party_gains(case: Case, gains) -> np.ndarray:
 def allocation_table(
     case: Case, independent: Operation, market: Operation, profit_rate: float, values: pd.Series | None = None
 ) -> pd.DataFrame:
-    """Each party's gain against M1 ($ per day) under M2, M3, Shapley, the nucleolus and a split proportional to
-    stand-alone value, and per rule its core excess, individual rationality and L1 distance to Shapley.
+    """Each party's gain against M1 under M2, M3, Shapley, the nucleolus and a split proportional to stand-alone
+    value, and per rule its core excess, individual rationality and L1 distance to Shapley.
 
     Proportional: the homes share (1 - rho) Delta C in proportion to v({aggregator, i}), the aggregator keeps
-    rho Delta C (as in M2 and M3). Rows: the parties, then ``core_excess_usd`` (<= 0: in the core),
-    ``individually_rational`` (1 if every gain >= 0, the value of a player alone) and
-    ``l1_distance_to_shapley_usd``.
+    rho Delta C (as in M2 and M3).
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    independent, market : Operation
+        M1 and the clearing.
+    profit_rate : float
+        rho in [0, 1].
+    values : pandas.Series, optional
+        The coalition values (:func:`coalition_values`); computed when None.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per rule; rows: the parties' gains ($ per day), then ``core_excess_usd`` (<= 0: in the core),
+        ``individually_rational`` (1 if every gain >= 0, the value of a player alone) and
+        ``l1_distance_to_shapley_usd``.
     """
     values = values if values is not None else coalition_values(case, independent)
     players = _players(case)
@@ -918,11 +1068,11 @@ def sampled_rule_verdicts(
         )
     n = case.n_homes
     rng = np.random.default_rng(seed)
-    masks = [np.eye(n, dtype=bool), ~np.eye(n, dtype=bool)] if leave_one_out else [np.eye(n, dtype=bool)]
+    blocks = [np.eye(n, dtype=bool), ~np.eye(n, dtype=bool)] if leave_one_out else [np.eye(n, dtype=bool)]
     chosen = np.zeros((samples, n), dtype=bool)
     for k in range(samples):
         chosen[k, rng.choice(n, size=int(rng.integers(1, n)), replace=False)] = True
-    masks = np.vstack([*masks, chosen, np.ones((1, n), dtype=bool)])
+    masks = np.vstack([*blocks, chosen, np.ones((1, n), dtype=bool)])
     if method == "masked":
         values = coalitions.masked_values(case, independent, masks, n_jobs)
     else:
