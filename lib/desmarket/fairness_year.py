@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from . import fairness
-from .data import DEFAULT_PRICES, build_case, price_source
+from .case import Case
+from .data import DEFAULT_PRICES
 from .engine import clear_market, solve_independent
-from .errors import CASE_FAILURES, failure_kind, failure_reason, quiet_warnings
 from .paper import PAPER_PROFIT_RATE
-from .year import SEASONS, rows_by_day
+from .year import SEASONS, day_row, rows_by_day
 
 #: Name of the per-day study in the row keys (:func:`desmarket.year.day_key`).
 STUDY = "fairness_by_day"
@@ -70,29 +70,22 @@ def day_fairness(
     dict: date, price_day, status, failure, reason, surplus_usd ($/day), standalone_share (sum of stand-alone
     values over Delta C) and per rule ``<rule>_<column>`` for the columns of :data:`ROW_COLUMNS`.
     """
-    source = price_source(prices)
-    day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
-    try:
-        with quiet_warnings():
-            case = build_case(
-                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
-            )
-            m1 = solve_independent(case, n_jobs=1)
-            market = clear_market(case, n_jobs=1)
-            values = fairness.coalition_values(case, m1, n_jobs=1, method="direct")
-            verdicts, _ = fairness.rule_verdicts(case, m1, market, profit_rate, values)
-    except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
-    surplus = float(values.iloc[-1])
-    standalone = float(sum(values[(h,)] for h in case.home_ids))
-    row = {**head, "status": "ok", "failure": "", "reason": "", "surplus_usd": surplus}
-    row["standalone_share"] = standalone / surplus if surplus > 0 else np.nan
-    for rule, verdict in verdicts.iterrows():
-        for column in ROW_COLUMNS:
-            value = verdict[column]
-            row[f"{rule}_{column}"] = float(value) if not isinstance(value, (bool, np.bool_)) else int(value)
-    return row
+
+    def columns(case: Case) -> dict:
+        m1 = solve_independent(case, n_jobs=1)
+        market = clear_market(case, n_jobs=1)
+        values = fairness.coalition_values(case, m1, n_jobs=1, method="direct")
+        verdicts, _ = fairness.rule_verdicts(case, m1, market, profit_rate, values)
+        surplus = float(values.iloc[-1])
+        standalone = float(sum(values[(h,)] for h in case.home_ids))
+        row = {"surplus_usd": surplus, "standalone_share": standalone / surplus if surplus > 0 else np.nan}
+        for rule, verdict in verdicts.iterrows():
+            for column in ROW_COLUMNS:
+                value = verdict[column]
+                row[f"{rule}_{column}"] = float(value) if not isinstance(value, (bool, np.bool_)) else int(value)
+        return row
+
+    return day_row(date, measured, columns, n_homes=n_homes, n_scenarios=n_scenarios, seed=seed, prices=prices)
 
 
 def fairness_by_day(
