@@ -33,7 +33,7 @@ import pandas as pd
 
 from .case import Case, check_imbalance_ratios
 from .engine import clear_market, solve_independent
-from .errors import CASE_FAILURES, CaseError, NoTradeError, failure_kind, failure_reason, quiet_warnings
+from .errors import CaseError, NoTradeError
 from .formulation import FirstStage
 from .model import Operation, m1_day_ahead, with_day_ahead
 from .paper import PAPER_PROFIT_RATE
@@ -282,21 +282,12 @@ def two_stage_day(
     """One day's row of the two-stage year: the case of that day (:func:`desmarket.data.build_case`, ``n_scenarios``
     similar days including the day itself), the day held out (so ``n_scenarios - 1`` similar days ex ante), the
     stochastic values of the market and M1 over those, and the realised day (:func:`realised_day`). Status
-    "failed" with the reason where the case cannot be built or solved (as :func:`desmarket.year.day_claims`)."""
-    from .data import build_case, price_source
+    "failed" with the reason where the case cannot be built or solved (:func:`desmarket.year.day_row`)."""
+    from .year import day_row
 
-    source = price_source(prices)
     day = pd.Timestamp(date).strftime("%Y-%m-%d")
-    head = {"date": day, "price_day": source.price_day(day).strftime("%Y-%m-%d")}
-    try:
-        with quiet_warnings():
-            case = build_case(
-                n_homes=n_homes, n_scenarios=n_scenarios, date=day, seed=seed, measured=measured, prices=source
-            )
-            row = {**head, "status": "ok", "failure": "", "reason": "", **day_values(case, day, profit_rate)}
-    except CASE_FAILURES as exc:
-        return {**head, "status": "failed", "failure": failure_kind(exc), "reason": failure_reason(exc)}
-    return row
+    columns = lambda case: day_values(case, day, profit_rate)
+    return day_row(day, measured, columns, n_homes=n_homes, n_scenarios=n_scenarios, seed=seed, prices=prices)
 
 
 def day_values(case: Case, scenario: str, profit_rate: float = PAPER_PROFIT_RATE) -> dict:
