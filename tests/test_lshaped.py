@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import desmarket as dm
-from desmarket import engine, lshaped
+from desmarket import engine, lshaped, twostage
 from desmarket.case import HOURS
 from desmarket.formulation import FirstStage, case_block
 from desmarket.model import trade_limits
@@ -65,37 +65,50 @@ def test_newsvendor_by_lshaped_buys_the_known_quantile(p_low):
     assert market.day_ahead.drop(index=HOUR).to_numpy().max() < 1e-5 and market.day_ahead["sell_kw"].max() < 1e-5
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_lshaped_finds_the_optimum_of_central_and_the_deterministic_equivalent(seed):
-    case = random_case(seed, n_homes=5, n_scenarios=3)
+def test_lshaped_finds_the_optimum_of_central_and_the_deterministic_equivalent():
+    """A random community with batteries and flexible loads (2 homes x 2 scenarios, about 130 iterations)."""
+    case = random_case(0, n_homes=2, n_scenarios=2)
     m1 = dm.solve_independent(case, stages=2)
-    split = dm.clear_market(case, stages=2, chunk_rows=5, n_jobs=1)  # 15 rows > 5: L-shaped
+    split = dm.clear_market(case, stages=2, chunk_rows=2, n_jobs=1)  # 4 rows > 2: L-shaped
     whole = dm.clear_market(case, stages=2)  # the deterministic equivalent (PIQP)
     central = dm.clear_market(case, stages=2, method="central")  # Clarabel
     assert split.convergence is not None and whole.convergence is None
     table = split.convergence
     assert table["gap"].iloc[-1] <= 1e-8 and (table["lower_usd"] <= table["upper_usd"] + 1e-9).all()
+    assert table["upper_usd"].is_monotonic_decreasing
+    # the upper bound is the clearing objective of the returned operation, tie-breaks included
+    objective = twostage.community_cost(split) + split.regularization_cost
+    assert table["upper_usd"].iloc[-1] == pytest.approx(objective, abs=1e-6)
+    # Tolerances: the objective (tie-breaks included) is within the gap, 1e-8 x |F|; the costs without the
+    # tie-breaks and Delta C within 1e-5 $. The position is unique only through its tie-break w |x|^2, w = eps / N =
+    # 5e-6 $/kW^2, so an objective within d $ of the optimum bounds it only to about sqrt(d / w): 1e-2 kW (measured
+    # 4.8e-3 kW, where the deterministic equivalent and central agree to 1e-7 kW).
     for reference in (whole, central):
-        assert split.objective == pytest.approx(reference.objective, rel=1e-7)
+        objective = twostage.community_cost(reference) + reference.regularization_cost
+        assert table["upper_usd"].iloc[-1] == pytest.approx(objective, abs=1e-8 * abs(objective))
+        assert twostage.community_cost(split) == pytest.approx(twostage.community_cost(reference), abs=1e-5)
         assert dm.cooperative_surplus(m1, split) == pytest.approx(dm.cooperative_surplus(m1, reference), abs=1e-5)
-        np.testing.assert_allclose(split.day_ahead.to_numpy(), reference.day_ahead.to_numpy(), atol=2e-3)
-        assert split.aggregator_revenue == pytest.approx(reference.aggregator_revenue, abs=1e-4)
+        np.testing.assert_allclose(split.day_ahead.to_numpy(), reference.day_ahead.to_numpy(), atol=1e-2)
+        assert split.aggregator_revenue == pytest.approx(reference.aggregator_revenue, abs=1e-5)
+        np.testing.assert_allclose(split.home_cost, reference.home_cost, atol=1e-5)
 
 
 def test_a_tiny_iteration_cap_raises_not_converged():
-    case = random_case(0, n_homes=5, n_scenarios=3)
+    case = random_case(0, n_homes=2, n_scenarios=2)
     with pytest.raises(dm.NotConvergedError, match="L-shaped") as info:
-        dm.clear_market(case, stages=2, chunk_rows=5, n_jobs=1, lshaped=lshaped.LShaped(max_iterations=2))
+        dm.clear_market(case, stages=2, chunk_rows=2, n_jobs=1, lshaped=lshaped.LShaped(max_iterations=2))
     assert len(info.value.convergence) == 2 and info.value.convergence["gap"].iloc[-1] > 1e-8
 
 
 def test_worker_processes_give_the_same_result():
-    case = random_case(2, n_homes=4, n_scenarios=2)
-    one = dm.clear_market(case, stages=2, chunk_rows=4, n_jobs=1)
-    two = dm.clear_market(case, stages=2, chunk_rows=4, n_jobs=2)
+    case = newsvendor_case(0.3)
+    one = dm.clear_market(case, stages=2, chunk_rows=1, n_jobs=1)
+    two = dm.clear_market(case, stages=2, chunk_rows=1, n_jobs=2)  # one scenario piece in each of two processes
     np.testing.assert_array_equal(one.day_ahead.to_numpy(), two.day_ahead.to_numpy())
     np.testing.assert_array_equal(one.net_load, two.net_load)
-    assert one.objective == two.objective and len(one.convergence) == len(two.convergence)
+    assert twostage.community_cost(one) == twostage.community_cost(two) and one.convergence.equals(
+        two.convergence.assign(seconds=one.convergence.seconds)
+    )
 
 
 def test_the_cuts_are_the_scenario_cost_slopes():

@@ -37,7 +37,8 @@ The first point [choice] is the newsvendor quantile (:func:`~desmarket.formulati
 community flows of the pieces solved at position zero, so the first two iterations are the start: the flows at
 x = 0 are those of homes facing the real-time prices, a position near the optimal one's.
 
-Parallel [choice]: the pieces live in ``workers`` processes (``multiprocessing``, spawn) for the whole solve, each
+Parallel [choice]: the pieces live in ``workers`` processes (``multiprocessing``: forkserver, or spawn where the
+platform has no forkserver) for the whole solve, each
 owning a fixed share (piece k in worker k mod workers), so a built problem is re-solved where it was built; with
 one worker (``n_jobs=1``, or one piece) they live in this process. Not joblib: its backends place each task
 anywhere, so a piece would be rebuilt (and kept) in every worker. A piece of N rows holds about 0.16 MB per row
@@ -52,19 +53,19 @@ import multiprocessing
 import time
 import traceback
 
+import clarabel
 import cvxpy as cp
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from scipy.optimize import linprog
 
 from .case import Case
 from .errors import NotConvergedError
 from .formulation import Block, FirstStage, case_block, formulate, newsvendor_position
-from .model import DEFAULT_SOLVER_OPTIONS, SOLVED, SolverError, solve
+from .model import SOLVED, SolverError
 from .pieces import solve_built, worker_count
 
-#: Solver of the lower-bound LP: HiGHS (simplex), whose vertex solution is exact to its feasibility tolerance; Clarabel
-#: at 1e-12 returned 'optimal_inaccurate' on it (the newsvendor case, most box bounds 0).
-LOWER_BOUND_SOLVER = "HIGHS"
 #: Columns of ``Operation.convergence`` for an L-shaped solve: one row per iteration (evaluation of the pieces).
 #: Decimals (of a kW) to which a position is rounded before the pieces are solved at it [choice]: the master's
 #: Clarabel solution carries noise of about 1e-9 kW, and a purchase of 4e-9 kW where the optimum has none made a
@@ -87,7 +88,7 @@ class LShaped:
     """
 
     gap: float = 1e-8
-    max_iterations: int = 100
+    max_iterations: int = 300
     level: float = 0.3
     reuse_rows: int = 20_000
 
@@ -182,6 +183,16 @@ def _serve(conn, pieces: list[_Piece]) -> None:
                 conn.send(("error", RuntimeError(traceback.format_exc())))
 
 
+def _context():
+    """Worker processes by forkserver where the platform has it (the server imports this module once, so later
+    pools start fast), else spawn; never fork (this process may hold solver threads)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["desmarket.lshaped"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 class _Pool:
     """The pieces, in this process (one worker) or in worker processes that each own a fixed share."""
 
@@ -191,7 +202,7 @@ class _Pool:
         self.local = pieces if self.workers == 1 else None
         self.links, self.processes = [], []
         if self.local is None:
-            context = multiprocessing.get_context("spawn")
+            context = _context()
             for w in range(self.workers):
                 parent, child = context.Pipe()
                 process = context.Process(target=_serve, args=(child, pieces[w :: self.workers]), daemon=True)
@@ -261,32 +272,43 @@ def _master(
     center: np.ndarray | None = None,
     level: float | None = None,
 ) -> tuple[np.ndarray, float] | None:
-    """The cut model's minimum over the box (``center`` None): (argmin, min), an LP solved by
-    :data:`LOWER_BOUND_SOLVER` (Clarabel at the tight tolerances of :data:`~desmarket.model.DEFAULT_SOLVER_OPTIONS`
-    if it fails: the lower bound must be exact); or the projection
-    of ``center`` onto {m(x) <= level}, a QP at Clarabel's default tolerances (any point is a valid next point):
-    its point and m there, None if Clarabel does not solve it. The last cut owner, ``cuts.scenarios - 1``, is the
-    position's tie-break w |x|^2 (weight 1), the others the scenarios (weights pi_s)."""
-    x = cp.Variable(len(linear), name="position", bounds=[np.zeros(len(linear)), upper])
-    theta = cp.Variable(cuts.scenarios, name="recourse")
+    """The cut model's minimum over the box (``center`` None): (argmin, min), an LP in z = (x, theta) solved by
+    HiGHS (:func:`scipy.optimize.linprog`, a simplex vertex: the lower bound must be exact); or the projection of
+    ``center`` onto {m(x) <= level}, a QP solved by Clarabel at its default tolerances (any point is a valid next
+    point): its point and m there, None if Clarabel does not solve it. The last cut owner, ``cuts.scenarios - 1``,
+    is the position's tie-break w |x|^2 (weight 1), the others the scenarios (weights pi_s). Both are written out
+    as matrices, not cvxpy problems: rebuilding a cvxpy master at every iteration cost more than the pieces of a
+    small case."""
+    size, owners = len(linear), cuts.scenarios
     weights = np.append(probability, 1.0)
-    model = linear @ x + weights @ theta
-    constraints = [theta[cuts.owner] >= cuts.constant + cuts.gradient @ x]
+    rows = len(cuts.constant)
+    # cuts: gradient . x - theta_owner <= -constant
+    cut_rows = sp.hstack(
+        [
+            sp.csr_matrix(cuts.gradient),
+            -sp.csr_matrix((np.ones(rows), (np.arange(rows), cuts.owner)), shape=(rows, owners)),
+        ]
+    )
+    objective = np.concatenate([linear, weights])
     if center is None:
-        problem = cp.Problem(cp.Minimize(model), constraints)
-        try:
-            solve(problem, LOWER_BOUND_SOLVER)
-        except SolverError:  # Clarabel, at the tight tolerances of the central reference
-            solve(problem, "CLARABEL", **DEFAULT_SOLVER_OPTIONS["CLARABEL"])
-    else:
-        problem = cp.Problem(cp.Minimize(cp.sum_squares(x - center)), [*constraints, model <= level])
-        try:
-            solve(problem, "CLARABEL")
-        except SolverError:
-            return None
-    point = np.clip(np.asarray(x.value, dtype=float), 0.0, upper)
-    if center is None:
-        return point, float(problem.value)
+        bounds = [(0.0, u) for u in upper] + [(None, None)] * owners
+        result = linprog(objective, A_ub=cut_rows.tocsc(), b_ub=-cuts.constant, bounds=bounds, method="highs")
+        if result.status != 0:
+            raise SolverError(f"the L-shaped lower bound (HiGHS) ended with status {result.status}: {result.message}")
+        point = np.clip(result.x[:size], 0.0, upper)
+        return point, float(result.fun)
+    identity = sp.eye(size, format="csc")
+    box = sp.hstack([identity, sp.csc_matrix((size, owners))])
+    A = sp.vstack([cut_rows, sp.csr_matrix(objective[None, :]), box, -box]).tocsc()
+    b = np.concatenate([-cuts.constant, [level], upper, np.zeros(size)])
+    P = sp.block_diag([2.0 * identity, sp.csc_matrix((owners, owners))], format="csc")
+    q = np.concatenate([-2.0 * center, np.zeros(owners)])
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    solution = clarabel.DefaultSolver(P, q, A, b, [clarabel.NonnegativeConeT(A.shape[0])], settings).solve()
+    if str(solution.status) != "Solved":
+        return None
+    point = np.clip(np.asarray(solution.x[:size], dtype=float), 0.0, upper)
     return point, _model_value(cuts, linear, weights, point)
 
 
