@@ -112,8 +112,9 @@ class _Piece:
     def __init__(self, block: Block, stage: FirstStage, solver: str, options: dict | None, reuse: bool):
         self.block, self.solver, self.options, self.reuse = block, solver, options, reuse
         self.stage = stage._replace(buy_kw=None, sell_kw=None, position_weight=0.0)  # the tie-break is the master's
-        self.built = None
-        self.last = self.best = None
+        self.built: tuple | None = None
+        self.last: dict | None = None
+        self.best: dict | None = None
 
     def _build(self):
         problem, handles = formulate(self.block, True, first_stage=self.stage)
@@ -151,7 +152,11 @@ class _Piece:
         }
 
     def solution(self, best: bool) -> dict:
-        return self.best if best else self.last
+        """The arrays of the best evaluation (``best``) or of the last."""
+        solution = self.best if best else self.last
+        if solution is None:
+            raise RuntimeError("the piece has no such evaluation")
+        return solution
 
 
 def _balance(problem: cp.Problem, position: cp.Variable) -> cp.Constraint:
@@ -400,7 +405,10 @@ def solve_two_stage(
             if improved:
                 best_x, best_f = point, value
             best_is_last = improved
-            lower_point, lower = _master(cuts, linear, pi, upper)
+            bound = _master(cuts, linear, pi, upper)
+            if bound is None:
+                raise SolverError("the L-shaped lower bound has no solution")
+            lower_point, lower = bound
             gap = (best_f - lower) / max(abs(best_f), 1.0)
             rows.append((lower, best_f, gap, improved, time.perf_counter() - t0))
             if gap <= options.gap:
@@ -429,6 +437,8 @@ def solve_two_stage(
         solutions = pool.solutions(best=not best_is_last)
     finally:
         pool.close()
+    if best_x is None:
+        raise SolverError("the L-shaped decomposition evaluated no position")
     arrays = {k: np.empty((n * s, hours)) for k in (*SOLVED, "x")}
     price = np.empty((s, hours))
     for k, (rows_k, sol) in enumerate(zip(row_sets, solutions)):
