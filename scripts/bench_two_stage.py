@@ -9,12 +9,13 @@ every 0.1 s): M1 and the clearing of a seeded random community (:func:`desmarket
 two-stage to the one-stage wall time (the issue's target: at most 3 at 1,000 x 10) and Delta C of each. Two-stage
 rows above one piece take the L-shaped route (:mod:`desmarket.lshaped`): ``iterations`` is its number of
 iterations (evaluations of all the scenario pieces) and ``gap`` its final relative gap. ``--timeout`` (seconds,
-default 900) stops a row's process and records it as timed out. Prints only; timings, not assertions. Add 10000
-to --homes for the largest row (minutes).
+default 900) stops a row's process and records it as timed out; ``--verbose`` logs every L-shaped iteration.
+Prints only; timings, not assertions. Add 10000 to --homes for the largest row (minutes).
 """
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -51,10 +52,12 @@ def one_run(homes: int, scenarios: int, stages: int, method: str, seed: int) -> 
     }
 
 
-def measured(homes: int, scenarios: int, stages: int, method: str, seed: int, timeout: float = 900.0) -> dict:
+def measured(
+    homes: int, scenarios: int, stages: int, method: str, seed: int, timeout: float = 900.0, verbose: bool = False
+) -> dict:
     """:func:`one_run` in a child process, with its peak memory (GiB); a failed run gives a row with ``error``."""
     cmd = [sys.executable, __file__, "--one", str(homes), str(stages), method, "--scenarios", str(scenarios)]
-    cmd += ["--seed", str(seed)]
+    cmd += ["--seed", str(seed)] + (["--verbose"] if verbose else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, parent = 0, psutil.Process(proc.pid)
 
@@ -106,9 +109,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=["decomposed"])
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before it is stopped")
+    parser.add_argument("--verbose", action="store_true", help="log every L-shaped iteration to stderr")
     parser.add_argument("--one", nargs=3, metavar=("HOMES", "STAGES", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
+        if args.verbose:
+            logging.basicConfig(level=logging.INFO, format="    %(message)s", stream=sys.stderr)
         try:
             print(json.dumps(one_run(int(args.one[0]), args.scenarios, int(args.one[1]), args.one[2], args.seed)))
         except Exception as exc:
@@ -120,7 +126,7 @@ def main() -> None:
         for method in args.methods:
             for stages in (1, 2):
                 print(f"  {n} homes x {args.scenarios} scenarios, {method}, {stages} stage(s) ...", end=" ", flush=True)
-                rows.append(measured(n, args.scenarios, stages, method, args.seed, args.timeout))
+                rows.append(measured(n, args.scenarios, stages, method, args.seed, args.timeout, args.verbose))
                 r = rows[-1]
                 if "error" in r:
                     print(f"FAILED: {r['error']}", flush=True)

@@ -49,6 +49,7 @@ are built again at every iteration instead of kept (10,000 homes x 10 scenarios 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import time
 import traceback
@@ -65,6 +66,8 @@ from .errors import NotConvergedError
 from .formulation import Block, FirstStage, case_block, formulate, newsvendor_position
 from .model import SOLVED, SolverError
 from .pieces import solve_built, worker_count
+
+logger = logging.getLogger(__name__)
 
 #: Columns of ``Operation.convergence`` for an L-shaped solve: one row per iteration (evaluation of the pieces).
 #: Decimals (of a kW) to which a position is rounded before the pieces are solved at it [choice]: the master's
@@ -411,6 +414,14 @@ def solve_two_stage(
             lower_point, lower = bound
             gap = (best_f - lower) / max(abs(best_f), 1.0)
             rows.append((lower, best_f, gap, improved, time.perf_counter() - t0))
+            logger.info(
+                "L-shaped iteration %d: bounds %.10g .. %.10g $, gap %.3g, %.1f s",
+                iteration,
+                lower,
+                best_f,
+                gap,
+                rows[-1][-1],
+            )
             if gap <= options.gap:
                 break
             if iteration == 1 and start is None:  # the newsvendor quantile of the flows at position zero
