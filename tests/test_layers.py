@@ -16,7 +16,7 @@ LAYERS = [
     {"formulation"},
     {"model"},
     {"feasibility", "pieces", "settlement", "coalitions"},
-    {"coordinated"},
+    {"coordinated", "lshaped"},
     {"engine", "results"},
     {"claims", "data", "io"},
     {"report", "plots", "horizon", "fairness"},

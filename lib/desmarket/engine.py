@@ -34,17 +34,24 @@ The library itself never imports dask.
 ``stages=2`` (issue 20, :mod:`desmarket.twostage`) solves the two-stage clearing: a day-ahead purchase and sale
 per hour shared by the scenarios, the real-time imbalances per scenario (:func:`desmarket.formulation.formulate`
 with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as one Clarabel problem. The default
-``"decomposed"`` [choice] solves the same deterministic equivalent as one PIQP problem (:data:`TWO_STAGE_OPTIONS`):
-exact like every other method (one solve, no iteration; Birge & Louveaux, *Introduction to Stochastic
-Programming*, 2nd ed. 2011, Ch. 3 and 5). The first stage (2 x 24 variables) enters only the 2 x S x 24 balance
-rows of the community totals, so the KKT system is block-angular, but PIQP's general sparse factorisation does not
-exploit that as a scenario decomposition would: the problem is S times a one-stage piece and its time grows
-faster than linearly (``scripts/bench_two_stage.py`` measures it beside the one-stage pieces). The scalable exact
-route is an L-shaped (Benders) decomposition over the 48 first-stage variables whose every iteration is the
-fixed-position solve below, or an interior point that factorises per scenario with a Schur complement for the
-border (Gondzio & Grothey's OOPS); neither is implemented. With the position given (``day_ahead``: the EEV problem,
-the realised day) the scenarios separate and "decomposed" solves them in pieces in parallel as in one stage.
-"coordinated" has no two-stage version (a ValueError). In M1 the homes are as in one
+``"decomposed"`` is exact by either of two routes [choice, :func:`two_stage_route`]:
+
+* the *deterministic equivalent* as one PIQP problem (:data:`TWO_STAGE_OPTIONS`; one solve, no iteration; Birge &
+  Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3) when the whole case fits in one piece
+  (n_homes x n_scenarios <= ``chunk_rows``, :data:`~desmarket.pieces.CHUNK_ROWS` = 256 by default): there it is
+  cheap, and every committed result (the paper case, the year study) stays as it was;
+* above that, the *L-shaped decomposition* of :mod:`desmarket.lshaped` (multi-cut Benders over the 48
+  first-stage variables with level stabilisation; Birge & Louveaux Ch. 5, Fabian & Szoke 2007), whose every
+  iteration re-solves the scenarios at a fixed position as pieces in parallel. It stops at a relative gap of
+  ``lshaped.gap`` (:class:`~desmarket.lshaped.LShaped`, default 1e-8) and raises
+  :class:`~desmarket.errors.NotConvergedError` past ``lshaped.max_iterations``; its iterations (lower and upper
+  bound, gap) are ``Operation.convergence``. The deterministic equivalent does not scale: the first stage enters
+  only the 2 x S x 24 balance rows of the community totals, so its KKT system is block-angular, but PIQP's general
+  sparse factorisation does not exploit that (1,000 homes x 10 scenarios did not finish in 12.5 minutes).
+
+``scripts/bench_two_stage.py`` measures both beside the one-stage pieces. With the position given
+(``day_ahead``: the EEV problem, the realised day) the scenarios separate and "decomposed" solves them in pieces in
+parallel as in one stage. "coordinated" has no two-stage version (a ValueError). In M1 the homes are as in one
 stage and the aggregator's position is the closed-form newsvendor quantile (:func:`desmarket.model.m1_day_ahead`).
 """
 
@@ -62,6 +69,7 @@ from .coordinated import Coordination, coordinate
 from .errors import CaseError
 from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes, says_infeasible
 from .formulation import FirstStage, Prices, case_block, formulate
+from .lshaped import LShaped, solve_two_stage
 from .model import (
     Operation,
     SolverError,
@@ -178,6 +186,51 @@ def _deterministic_equivalent(
         build_seconds=t1 - t0,
     )
     return dataclasses.replace(op, method="decomposed", problem=None, wall_seconds=time.perf_counter() - t0)
+
+
+def _lshaped(
+    case: Case,
+    stage: FirstStage,
+    solver: str,
+    solver_options: dict | None,
+    tie_break: bool,
+    n_jobs: int | None,
+    trade_limit,
+    options: LShaped | None,
+) -> Operation:
+    """The two-stage clearing with a decided position by the L-shaped method (:mod:`desmarket.lshaped`): method
+    "decomposed" of ``stages=2`` above one piece (:func:`two_stage_route`)."""
+    t0 = time.perf_counter()
+    x_bar = trade_limits(case, trade_limit)
+    piece_options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
+    solved = solve_two_stage(case, stage, x_bar, solver, piece_options, n_jobs, options)
+    return assemble_operation(
+        case,
+        solved.arrays,
+        solved.price,
+        Prices.of_case(case),
+        regularization=case.market.regularization,
+        solver=solver_label(solver, solved.fallbacks, solved.solves, "piece solves"),
+        tie_break=tie_break,
+        method="decomposed",
+        trade_limit=x_bar,
+        build_seconds=solved.build_seconds,
+        solve_seconds=solved.solve_seconds,
+        wall_seconds=time.perf_counter() - t0,
+        convergence=solved.convergence,
+        first_stage=stage,
+        day_ahead=(solved.buy_kw, solved.sell_kw),
+    )
+
+
+#: The routes of the two-stage "decomposed" clearing with a decided position (:func:`two_stage_route`).
+TWO_STAGE_ROUTES = ("deterministic_equivalent", "lshaped")
+
+
+def two_stage_route(case: Case, chunk_rows: int = CHUNK_ROWS) -> str:
+    """How method "decomposed" solves the two-stage clearing of ``case`` [choice]: "deterministic_equivalent" (one
+    PIQP problem) when all n_homes x n_scenarios rows fit in one piece of ``chunk_rows``, else "lshaped"."""
+    return TWO_STAGE_ROUTES[0] if case.n_homes * case.n_scenarios <= _check_chunk(chunk_rows) else TWO_STAGE_ROUTES[1]
 
 
 STAGES = (1, 2)
@@ -307,6 +360,7 @@ def clear_market(
     coordinated_jobs: int | None = 1,
     stages: int = 1,
     day_ahead=None,
+    lshaped: LShaped | None = None,
 ) -> Operation:
     """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices.
 
@@ -323,6 +377,8 @@ def clear_market(
     imbalances at k^up LMP / k^dn LMP; :mod:`desmarket.twostage`), by "central" or "decomposed" (module docstring).
     day_ahead (stages 2): a fixed position, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW: only the
     second stage is solved (the EEV problem, the realised day).
+    lshaped (stages 2, "decomposed", above one piece): the :class:`~desmarket.lshaped.LShaped` tolerances (relative
+    gap, iteration cap) of the L-shaped route (module docstring); its iterations are ``Operation.convergence``.
     """
     _check_case(case)
     method = check_method(method)
@@ -349,6 +405,8 @@ def clear_market(
                 return _decomposed(
                     case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit, stage
                 )
+            if two_stage_route(case, chunk_rows) == "lshaped":
+                return _lshaped(case, stage, solver, solver_options, tie_break, n_jobs, trade_limit, lshaped)
             return _deterministic_equivalent(case, stage, solver, solver_options, tie_break, trade_limit)
         if method == "central":
             return central_clearing(
