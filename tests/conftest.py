@@ -13,12 +13,12 @@ import warnings
 import pytest
 from hypothesis import settings
 
+import desmarket as dm
+import desmarket.data as D
+
 settings.register_profile("repeatable", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
-
-import desmarket as dm
-import desmarket.data as D
 
 
 @pytest.fixture(scope="session")

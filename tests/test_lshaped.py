@@ -1,8 +1,8 @@
 """The L-shaped decomposition of the two-stage clearing (issue 20, :mod:`desmarket.lshaped`): the route method
-"decomposed" takes above one piece. It must find the optimum of the deterministic equivalent and of the central
+"decomposed" takes when asked for. It must find the optimum of the deterministic equivalent and of the central
 (Clarabel) reference: objective, Delta C and the day-ahead position; the newsvendor case its known quantile; an
-iteration cap too small to close the gap is an error, never a result. ``chunk_rows`` small forces the route on
-cases small enough to test fast."""
+iteration cap too small to close the gap is an error, never a result. ``lshaped=LShaped()`` asks for the route
+(the default is the deterministic equivalent, measured faster)."""
 
 from __future__ import annotations
 
@@ -48,17 +48,19 @@ def newsvendor_case(p_low: float) -> dm.Case:
     )
 
 
-def test_the_route_is_the_deterministic_equivalent_within_one_piece():
+def test_the_route_is_the_deterministic_equivalent_unless_the_lshaped_method_is_asked_for():
     case = random_case(0, n_homes=4, n_scenarios=3)
-    assert engine.two_stage_route(case) == "deterministic_equivalent"
-    assert engine.two_stage_route(case, chunk_rows=11) == "lshaped"
-    assert dm.clear_market(case, stages=2).convergence is None
+    assert engine.two_stage_route() == "deterministic_equivalent"
+    assert engine.two_stage_route(lshaped.LShaped()) == "lshaped"
+    assert dm.clear_market(case, stages=2, chunk_rows=1).convergence is None  # the size does not choose it
+    with pytest.raises(TypeError, match="LShaped"):
+        engine.two_stage_route({"gap": 1e-6})
 
 
 @pytest.mark.parametrize("p_low", [0.3, 0.5])
 def test_newsvendor_by_lshaped_buys_the_known_quantile(p_low):
     case = newsvendor_case(p_low)
-    market = dm.clear_market(case, stages=2, chunk_rows=1, n_jobs=1)
+    market = dm.clear_market(case, stages=2, n_jobs=1, lshaped=lshaped.LShaped())
     assert market.convergence is not None and market.convergence["gap"].iloc[-1] <= 1e-8
     expected = 2.0 if p_low >= 0.4 else 5.0
     assert market.day_ahead["buy_kw"][HOUR] == pytest.approx(expected, abs=1e-5)
@@ -69,7 +71,7 @@ def test_lshaped_finds_the_optimum_of_central_and_the_deterministic_equivalent()
     """A random community with batteries and flexible loads (2 homes x 2 scenarios, about 130 iterations)."""
     case = random_case(0, n_homes=2, n_scenarios=2)
     m1 = dm.solve_independent(case, stages=2)
-    split = dm.clear_market(case, stages=2, chunk_rows=2, n_jobs=1)  # 4 rows > 2: L-shaped
+    split = dm.clear_market(case, stages=2, n_jobs=1, lshaped=lshaped.LShaped())
     whole = dm.clear_market(case, stages=2)  # the deterministic equivalent (PIQP)
     central = dm.clear_market(case, stages=2, method="central")  # Clarabel
     assert split.convergence is not None and whole.convergence is None
@@ -96,14 +98,16 @@ def test_lshaped_finds_the_optimum_of_central_and_the_deterministic_equivalent()
 def test_a_tiny_iteration_cap_raises_not_converged():
     case = random_case(0, n_homes=2, n_scenarios=2)
     with pytest.raises(dm.NotConvergedError, match="L-shaped") as info:
-        dm.clear_market(case, stages=2, chunk_rows=2, n_jobs=1, lshaped=lshaped.LShaped(max_iterations=2))
+        dm.clear_market(case, stages=2, n_jobs=1, lshaped=lshaped.LShaped(max_iterations=2))
     assert len(info.value.convergence) == 2 and info.value.convergence["gap"].iloc[-1] > 1e-8
 
 
 def test_worker_processes_give_the_same_result():
     case = newsvendor_case(0.3)
-    one = dm.clear_market(case, stages=2, chunk_rows=1, n_jobs=1)
-    two = dm.clear_market(case, stages=2, chunk_rows=1, n_jobs=2)  # one scenario piece in each of two processes
+    one = dm.clear_market(case, stages=2, n_jobs=1, lshaped=lshaped.LShaped())
+    two = dm.clear_market(
+        case, stages=2, n_jobs=2, lshaped=lshaped.LShaped()
+    )  # one scenario piece in each of two processes
     np.testing.assert_array_equal(one.day_ahead.to_numpy(), two.day_ahead.to_numpy())
     np.testing.assert_array_equal(one.net_load, two.net_load)
     assert twostage.community_cost(one) == twostage.community_cost(two) and one.convergence.equals(

@@ -36,18 +36,24 @@ per hour shared by the scenarios, the real-time imbalances per scenario (:func:`
 with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as one Clarabel problem. The default
 ``"decomposed"`` is exact by either of two routes [choice, :func:`two_stage_route`]:
 
-* the *deterministic equivalent* as one PIQP problem (:data:`TWO_STAGE_OPTIONS`; one solve, no iteration; Birge &
-  Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3) when the whole case fits in one piece
-  (n_homes x n_scenarios <= ``chunk_rows``, :data:`~desmarket.pieces.CHUNK_ROWS` = 256 by default): there it is
-  cheap, and every committed result (the paper case, the year study) stays as it was;
-* above that, the *L-shaped decomposition* of :mod:`desmarket.lshaped` (multi-cut Benders over the 48
+* by default the *deterministic equivalent* as one PIQP problem (:data:`TWO_STAGE_OPTIONS`; one solve, no
+  iteration; Birge & Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3);
+* when asked for (``lshaped=LShaped(...)``), the *L-shaped decomposition* of :mod:`desmarket.lshaped` (multi-cut
+  Benders over the 48
   first-stage variables with level stabilisation; Birge & Louveaux Ch. 5, Fabian & Szoke 2007), whose every
   iteration re-solves the scenarios at a fixed position as pieces in parallel. It stops at a relative gap of
   ``lshaped.gap`` (:class:`~desmarket.lshaped.LShaped`, default 1e-8) and raises
   :class:`~desmarket.errors.NotConvergedError` past ``lshaped.max_iterations``; its iterations (lower and upper
-  bound, gap) are ``Operation.convergence``. The deterministic equivalent does not scale: the first stage enters
-  only the 2 x S x 24 balance rows of the community totals, so its KKT system is block-angular, but PIQP's general
-  sparse factorisation does not exploit that (1,000 homes x 10 scenarios did not finish in 12.5 minutes).
+  bound, gap) are ``Operation.convergence``.
+
+Neither scales yet. The deterministic equivalent's first stage enters only the 2 x S x 24 balance rows of the
+community totals, so its KKT system is block-angular, but PIQP's general sparse factorisation does not exploit
+that (1,000 homes x 10 scenarios did not finish in 12.5 minutes). The L-shaped method is linear in the homes per
+iteration, but needs about 80-150 iterations of about two one-stage clearings each: at 100 homes x 10 scenarios
+it took 281 s (77 iterations) where the deterministic equivalent took 48 s, and at 1,000 x 10 it had a gap of
+1e-2 after 12 iterations and 10 minutes (``scripts/bench_two_stage.py``, a loaded machine). So the default stays
+the one-solve route, which is the faster of the two wherever both finished; the L-shaped method is there for a
+case whose deterministic equivalent does not fit in memory, and as the starting point of a faster decomposition.
 
 ``scripts/bench_two_stage.py`` measures both beside the one-stage pieces. With the position given
 (``day_ahead``: the EEV problem, the realised day) the scenarios separate and "decomposed" solves them in pieces in
@@ -199,7 +205,7 @@ def _lshaped(
     options: LShaped | None,
 ) -> Operation:
     """The two-stage clearing with a decided position by the L-shaped method (:mod:`desmarket.lshaped`): method
-    "decomposed" of ``stages=2`` above one piece (:func:`two_stage_route`)."""
+    "decomposed" of ``stages=2`` when its tolerances are given (:func:`two_stage_route`)."""
     t0 = time.perf_counter()
     x_bar = trade_limits(case, trade_limit)
     piece_options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
@@ -227,10 +233,13 @@ def _lshaped(
 TWO_STAGE_ROUTES = ("deterministic_equivalent", "lshaped")
 
 
-def two_stage_route(case: Case, chunk_rows: int = CHUNK_ROWS) -> str:
-    """How method "decomposed" solves the two-stage clearing of ``case`` [choice]: "deterministic_equivalent" (one
-    PIQP problem) when all n_homes x n_scenarios rows fit in one piece of ``chunk_rows``, else "lshaped"."""
-    return TWO_STAGE_ROUTES[0] if case.n_homes * case.n_scenarios <= _check_chunk(chunk_rows) else TWO_STAGE_ROUTES[1]
+def two_stage_route(lshaped: LShaped | None = None) -> str:
+    """How method "decomposed" solves a two-stage clearing with a decided position [choice, module docstring]:
+    "lshaped" when its tolerances are given (``clear_market(..., lshaped=LShaped(...))``), else
+    "deterministic_equivalent" (one PIQP problem), the faster of the two wherever both were measured."""
+    if lshaped is not None and not isinstance(lshaped, LShaped):
+        raise TypeError(f"lshaped must be a desmarket.lshaped.LShaped or None, got {type(lshaped).__name__}")
+    return TWO_STAGE_ROUTES[1] if lshaped is not None else TWO_STAGE_ROUTES[0]
 
 
 STAGES = (1, 2)
@@ -323,12 +332,39 @@ def solve_independent(
 ) -> Operation:
     """Mode M1: each home alone at the retail TOU price (Eqs. 5-15); the disagreement point C^0, R_A^0.
 
-    method: "central", "decomposed" (default) or "coordinated" (same as decomposed: M1 has no market).
-    solver: default per method (:data:`DEFAULT_SOLVERS`). n_jobs: joblib workers (default all cores).
-    chunk_rows: (home, scenario) rows per piece of the decomposed solve.
-    stages: 1 (default) or 2: the homes as in one stage, and the aggregator's best day-ahead position for their
-    flows (:func:`desmarket.model.m1_day_ahead`), its cost and the imbalances' in R_A^0 (:mod:`desmarket.twostage`).
-    day_ahead (stages 2): a fixed position instead, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW.
+    Parameters
+    ----------
+    case : Case
+        The community.
+    method : str, default "decomposed"
+        "central", "decomposed" or "coordinated" (same as decomposed: M1 has no market).
+    solver : str, optional
+        A cvxpy solver name; default per method (:data:`DEFAULT_SOLVERS`).
+    solver_options : dict, optional
+        Its options (default: tight tolerances, :data:`desmarket.model.DEFAULT_SOLVER_OPTIONS`).
+    tie_break : bool, default True
+        Report the tie-broken flows (the model reference's tie-break).
+    n_jobs : int or None, default -1
+        joblib workers (default all cores).
+    chunk_rows : int, default :data:`~desmarket.pieces.CHUNK_ROWS`
+        (home, scenario) rows per piece of the decomposed solve.
+    stages : int, default 1
+        1 or 2: the homes as in one stage, and the aggregator's best day-ahead position for their flows
+        (:func:`desmarket.model.m1_day_ahead`), its cost and the imbalances' in R_A^0 (:mod:`desmarket.twostage`).
+    day_ahead : pandas.DataFrame or tuple of array_like, optional
+        Stages 2: a fixed position instead, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW.
+
+    Returns
+    -------
+    Operation
+        Dispatch (kW), each home's cost C_i^0 and the aggregator's revenue R_A^0 ($ per day).
+
+    Raises
+    ------
+    InfeasibleCaseError
+        Naming the homes whose limits cannot be met.
+    SolverError
+        When no solver returns an optimal status.
     """
     _check_case(case)
     method = check_method(method)
@@ -364,21 +400,56 @@ def clear_market(
 ) -> Operation:
     """Market clearing (Eqs. 16-19): the cooperative operation C*, R_A*, trades and clearing prices.
 
-    method: "central" (one problem), "decomposed" (default; exact, by scenario pieces in parallel) or
-    "coordinated" (the paper's price-coordinated process; ``coordination`` is a
-    :class:`~desmarket.coordinated.Coordination` of its tolerances). solver: default per method
-    (:data:`DEFAULT_SOLVERS`). trade_limit: x_bar in kW, scalar or (N,) [choice: default grid_limit_kw].
-    callback (coordinated only): called with the aggregator's state after every iteration.
-    coordinated_jobs: joblib workers for the homes' responses of the coordinated process. Default 1: the
-    controllers live in this process and keep their built problems between iterations (about 2 ms per home
-    and iteration with PIQP). With more workers each keeps its own copies, and loky restarts a worker whose
-    memory grows by 300 MB, so beyond about 150 homes per worker the problems are rebuilt and it gets slower.
-    stages: 1 (default) or 2, the two-stage clearing (day-ahead position shared by the scenarios, real-time
-    imbalances at k^up LMP / k^dn LMP; :mod:`desmarket.twostage`), by "central" or "decomposed" (module docstring).
-    day_ahead (stages 2): a fixed position, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW: only the
-    second stage is solved (the EEV problem, the realised day).
-    lshaped (stages 2, "decomposed", above one piece): the :class:`~desmarket.lshaped.LShaped` tolerances (relative
-    gap, iteration cap) of the L-shaped route (module docstring); its iterations are ``Operation.convergence``.
+    Parameters
+    ----------
+    case : Case
+        The community.
+    method : str, default "decomposed"
+        "central" (one problem), "decomposed" (exact, by scenario pieces in parallel) or "coordinated" (the paper's
+        price-coordinated process).
+    solver : str, optional
+        A cvxpy solver name; default per method (:data:`DEFAULT_SOLVERS`).
+    solver_options : dict, optional
+        Its options.
+    tie_break : bool, default True
+        Report the tie-broken trades and flows.
+    trade_limit : float or array_like, optional
+        x_bar of Eq. 19, kW, scalar or (N,) [choice: default grid_limit_kw].
+    n_jobs : int or None, default -1
+        joblib workers of the decomposed pieces.
+    chunk_rows : int, default :data:`~desmarket.pieces.CHUNK_ROWS`
+        (home, scenario) rows per piece.
+    coordination : Coordination, optional
+        Method "coordinated": the process's settings (:class:`~desmarket.coordinated.Coordination`).
+    callback : callable, optional
+        Method "coordinated": called with the aggregator's state after every round.
+    coordinated_jobs : int or None, default 1
+        joblib workers for the homes' responses of the coordinated process. Default 1: the controllers live in
+        this process and keep their built problems between rounds (about 2 ms per home and round with PIQP).
+        With more workers each keeps its own copies, and loky restarts a worker whose memory grows by 300 MB, so
+        beyond about 150 homes per worker the problems are rebuilt and it gets slower.
+    stages : int, default 1
+        1 or 2, the two-stage clearing (a day-ahead position shared by the scenarios, real-time imbalances at
+        k^up LMP / k^dn LMP; :mod:`desmarket.twostage`), by "central" or "decomposed" (module docstring).
+    day_ahead : pandas.DataFrame or tuple of array_like, optional
+        Stages 2: a fixed position, ``Operation.day_ahead`` or (buy_kw, sell_kw) arrays (T,) kW; only the second
+        stage is solved (the EEV problem, the realised day).
+    lshaped : LShaped, optional
+        Stages 2, "decomposed": solve by the L-shaped route with these tolerances (relative gap, iteration cap;
+        :class:`~desmarket.lshaped.LShaped`), its iterations then in ``Operation.convergence``; None (default): the
+        deterministic equivalent in one solve (module docstring).
+
+    Returns
+    -------
+    Operation
+        Dispatch and trades (kW), costs C_i* and R_A* ($ per day), the clearing price ($/kWh) and its states.
+
+    Raises
+    ------
+    InfeasibleCaseError
+        Naming the homes whose limits cannot be met.
+    SolverError
+        When no solver returns an optimal status; NotConvergedError when an iterative method stops unconverged.
     """
     _check_case(case)
     method = check_method(method)
@@ -405,7 +476,7 @@ def clear_market(
                 return _decomposed(
                     case, True, solver, solver_options, tie_break, n_jobs, chunk_rows, trade_limit, stage
                 )
-            if two_stage_route(case, chunk_rows) == "lshaped":
+            if two_stage_route(lshaped) == "lshaped":
                 return _lshaped(case, stage, solver, solver_options, tie_break, n_jobs, trade_limit, lshaped)
             return _deterministic_equivalent(case, stage, solver, solver_options, tie_break, trade_limit)
         if method == "central":
