@@ -99,13 +99,18 @@ def _last_json(out: str) -> dict:
     return {}
 
 
+#: Seconds after which a run is stopped (``--time-box``); None: no limit.
+TIME_BOX: float | None = None
+
+
 def measured(
     homes: int, scenarios: int, method: str, seed: int, flag: str = "--one", timeout: float | None = None
 ) -> dict:
     """Run :func:`one_run` (``flag`` "--technique": :func:`technique_run`, ``method`` a technique) in a child
     process; add its peak memory (child + workers), GiB. A failed run gives a row with ``error`` (the child's
-    exception, or its exit code when it was killed); a run longer than ``timeout`` seconds is stopped (its
-    process group) and its row says so."""
+    exception, or its exit code when it was killed); a run longer than ``timeout`` seconds (default
+    :data:`TIME_BOX`, ``--time-box``) is stopped (its process group) and its row says so."""
+    timeout = TIME_BOX if timeout is None else timeout
     cmd = [sys.executable, __file__, flag, str(homes), method, "--scenarios", str(scenarios), "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
     peak, parent = 0, psutil.Process(proc.pid)
@@ -139,9 +144,11 @@ def measured(
     return {"homes": homes, "scenarios": scenarios, key: method, **row, "peak_memory_gib": peak / 2**30}
 
 
+#: The stop of the techniques without the economic stop: the residuals of ``Coordination.plain()``.
+RESIDUALS_ONLY = dict(economic=False, patience=1, tol_imbalance=1e-5)
 #: Techniques of the market process in the technique table: their :class:`desmarket.Coordination` settings.
-#: All but "previous default" stop on the same residual tolerances (the default's); "plain ADMM" is Boyd et
-#: al.'s exchange ADMM at a fixed penalty from the midpoint price.
+#: "plain ADMM" is Boyd et al.'s exchange ADMM at the default's fixed penalty from the midpoint price; the
+#: single techniques stop on its residual tolerances, the default and its variants on the default's.
 TECHNIQUES = {
     "plain ADMM": "plain",
     "previous default (residual balancing)": dict(
@@ -155,10 +162,10 @@ TECHNIQUES = {
         tol_residual=1e-5,
         tol_price=1e-7,
     ),
-    "issue 21 first round (penalty 0.004)": dict(rho=0.004),
-    "over-relaxation 1.6": dict(relaxation=1.6, warm_start=False, anderson=0, economic=False, patience=1),
-    "over-relaxation + warm start": dict(relaxation=1.6, warm_start=True, anderson=0, economic=False, patience=1),
-    "Anderson (memory 5)": dict(relaxation=1.0, warm_start=False, anderson=5, economic=False, patience=1),
+    "default at penalty 0.004 (the first round's)": dict(rho=0.004),
+    "over-relaxation 1.6": dict(relaxation=1.6, warm_start=False, anderson=0, **RESIDUALS_ONLY),
+    "over-relaxation + warm start": dict(relaxation=1.6, warm_start=True, anderson=0, **RESIDUALS_ONLY),
+    "Anderson (memory 5)": dict(relaxation=1.0, warm_start=False, anderson=5, **RESIDUALS_ONLY),
     "spectral penalty per hour (Xu et al. 2017)": dict(spectral="hour"),
     "spectral penalty per home and hour": dict(spectral="home"),
     "default (all, economic stop)": {},
@@ -169,7 +176,7 @@ TECHNIQUES = {
 DEFAULT_TECHNIQUES = (
     "plain ADMM",
     "previous default (residual balancing)",
-    "issue 21 first round (penalty 0.004)",
+    "default at penalty 0.004 (the first round's)",
     "default (all, economic stop)",
     "default, 10 % of answers lost",
 )
@@ -347,6 +354,8 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("HOMES", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--technique", nargs=2, metavar=("HOMES", "TECHNIQUE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global TIME_BOX
+    TIME_BOX = args.time_box
     if args.one:
         raise SystemExit(child_run(int(args.one[0]), args.scenarios, args.one[1], args.seed))
     if args.technique:
@@ -363,7 +372,7 @@ def main() -> None:
     rows = []
     for n, method in runs:
         print(f"  {n} homes x {args.scenarios} scenarios, {method} ...", end=" ", flush=True)
-        rows.append(measured(n, args.scenarios, method, args.seed, timeout=args.time_box))
+        rows.append(measured(n, args.scenarios, method, args.seed))
         print(describe(rows[-1]), flush=True)
         if args.save:  # what finished is kept, whatever happens to the next runs
             _table(rows).to_csv(out / "bench.csv", index=False, float_format="%.4g")
@@ -385,7 +394,7 @@ def main() -> None:
         trows = []
         for n, name in technique_runs:
             print(f"  {n} homes x {args.scenarios} scenarios, {name} ...", end=" ", flush=True)
-            trows.append(measured(n, args.scenarios, name, args.seed, flag="--technique", timeout=args.time_box))
+            trows.append(measured(n, args.scenarios, name, args.seed, flag="--technique"))
             print(describe_technique(trows[-1]), flush=True)
             if args.save:
                 _technique_table(trows).to_csv(out / "techniques.csv", index=False, float_format="%.4g")
