@@ -40,10 +40,10 @@ about 1 / (2 epsilon) = 5e4 kW per $/kWh of price error, and the alphas and gain
 prices to about 1e-8 $/kWh in those hours (issue 21's diagnosis: the prices are within 1e-6 $/kWh after
 about 40 rounds at 10 homes, the gains within 1e-3 $ only later). A smaller penalty lets the homes' schedules
 follow sooner (``make bench``, 10 scenarios: 59 rounds at 10 homes, 86 at 100 and 74 at 1,000; at
-rho = 0.004, 98 and 199 rounds at 10 and 100 homes). The process stops when for ``patience`` rounds the largest trade imbalance |sum_i x_i| is at
-most max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al. Section 3.3.1: the absolute tolerance grows
-with the number of homes), the largest price change and the dual residual
-rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
+rho = 0.004, 98 and 199 rounds at 10 and 100 homes). The process stops when for ``patience`` rounds the
+largest trade imbalance |sum_i x_i| is at most max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al.
+Section 3.3.1: the absolute tolerance grows with the number of homes), the largest price change and the dual
+residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
 the settlement's quantities at the round's schedules (:func:`round_economics`: Delta C, every alpha_i, every
 home's gain and cost) have stopped moving by more than their tolerances. Lost answers
 (``Coordination.dropout``) are replaced by the home's last schedule; a home silent for ``max_unanswered``
@@ -624,7 +624,10 @@ class SpectralPenalty:
     of g never counts: its changes sum to zero over the homes, so their correlation with the common price is
     zero. The inner products are summed over the homes within each (scenario, hour), so every hour gets the
     penalty of its own curvature (e.g. small where batteries, priced only by the tie-break epsilon, are
-    marginal), computed from the reported schedules alone. The penalty is re-estimated every ``every`` rounds
+    marginal), computed from the reported schedules alone. ``per_home``: one penalty per home and (scenario,
+    hour), the ratio of that home's own changes (the per-node penalties of Xu et al.'s adaptive consensus
+    ADMM, ICML 2017, taken to each coordinate), where its trade moved by more than :data:`MOVED_KW`; each home
+    receives only its own. The penalty is re-estimated every ``every`` rounds
     for the first ``rounds`` rounds and then frozen (ADMM with a fixed diagonal penalty, which converges; Xu
     et al. bound the changes for the same reason), and kept within a factor ``spread`` of the initial one.
     """
@@ -643,7 +646,8 @@ class SpectralPenalty:
         self._reference = None  # (lambda_hat, x) of the last estimate
 
     def update(self, k: int, rho: np.ndarray, lambda_hat: np.ndarray, trades: np.ndarray) -> np.ndarray | None:
-        """The new (S, T) penalty at round k, or None if it is unchanged. lambda_hat, trades: (N, S, T)."""
+        """The new penalty at round k, (S, T) ((N, S, T) per home, $/kWh per kW), or None if it is unchanged.
+        rho: the current one; lambda_hat ($/kWh), trades (kW): (N, S, T)."""
         if k > self.rounds:
             return None
         if self._reference is None or k % self.every:
