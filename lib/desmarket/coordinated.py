@@ -29,10 +29,21 @@ the home's linear term lambda + rho z_i is the coordinated price lambda - rho xb
 schedule.) The clearing price lambda is the multiplier of Eq. 18 with the sign of
 :func:`desmarket.model.clearing_price`. Acceleration (issue 21; ``make bench`` measures each technique):
 over-relaxation (a = 1.6, Boyd et al. Section 3.4.3, as OSQP), a warm start from the price forecast of M1
-(:func:`forecast_price`), and Anderson acceleration of (lambda, z) (:class:`Anderson`); residual balancing of
-rho (Boyd et al. Section 3.4.1, ``adaptive=True``) is the previous default. The process stops when for
-``patience`` rounds the largest trade imbalance |sum_i x_i| is at most ``tol_residual`` kW, the largest price
-change and the dual residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
+(:func:`forecast_price`), and Anderson acceleration of (lambda, z) (:class:`Anderson`), at the penalty
+rho = 0.001 $/kWh per kW; residual balancing of rho (Boyd et al. Section 3.4.1, ``adaptive=True``) is the
+default before issue 21. Options measured in ``make bench`` and not the default: the spectral penalty of Xu,
+Figueiredo & Goldstein (AISTATS 2017) per (scenario, hour) or per home and hour (:class:`SpectralPenalty`,
+``spectral="hour"`` / ``"home"``; a penalty per home is ADMM in the metric of the penalties, the imbalance
+shared by :func:`imbalance_shares`). Why the last rounds are slow: a battery's schedule between hours of
+nearly equal prices is decided by the tie-break term epsilon (c^2 + e^2) alone, so a home's schedule moves
+about 1 / (2 epsilon) = 5e4 kW per $/kWh of price error, and the alphas and gains of the settlement need
+prices to about 1e-8 $/kWh in those hours (issue 21's diagnosis: the prices are within 1e-6 $/kWh after
+about 40 rounds at 10 homes, the gains within 1e-3 $ only later). A smaller penalty lets the homes' schedules
+follow sooner (``make bench``, 10 scenarios: 59 rounds at 10 homes, 86 at 100 and 74 at 1,000; at
+rho = 0.004, 98 and 199 rounds at 10 and 100 homes). The process stops when for ``patience`` rounds the
+largest trade imbalance |sum_i x_i| is at most max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al.
+Section 3.3.1: the absolute tolerance grows with the number of homes), the largest price change and the dual
+residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
 the settlement's quantities at the round's schedules (:func:`round_economics`: Delta C, every alpha_i, every
 home's gain and cost) have stopped moving by more than their tolerances. Lost answers
 (``Coordination.dropout``) are replaced by the home's last schedule; a home silent for ``max_unanswered``
@@ -94,7 +105,10 @@ class Coordination:
     """Settings of the coordinated market process (ADMM for the exchange problem, accelerated).
 
     rho:            initial ADMM penalty, $/kWh per kW of trade change
-    tol_residual:   kW, largest |sum_i x_{i,s,t}| accepted at convergence (trade balance, Eq. 18)
+    tol_residual:   kW, largest |sum_i x_{i,s,t}| accepted at convergence (trade balance, Eq. 18), at least
+    tol_imbalance:  kW per home: the accepted |sum_i x_{i,s,t}| is max(tol_residual, N tol_imbalance), the
+                    absolute tolerance growing with the community as in Boyd et al. 2011, Section 3.3.1 (their
+                    sqrt(p) eps_abs: a mean imbalance per home); with the defaults N x 1e-4 kW
     tol_price:      $/kWh, largest price change and dual residual accepted at convergence
     max_iterations: iterations before :class:`NotConvergedError`
     adaptive:       residual balancing of rho (Boyd et al. 2011, Section 3.4.1): x2 or /2 when one residual
@@ -118,13 +132,17 @@ class Coordination:
     seed:           seed of the lost answers (reruns give the same losses)
     max_unanswered: rounds in a row without an answer after which a home stops the process
                     (:class:`~desmarket.errors.UnansweredError`)
+    spectral:       "off" (a fixed penalty), "hour" (the spectral penalty of Xu et al. 2017 per (scenario,
+                    hour)) or "home" (per home and (scenario, hour)): :class:`SpectralPenalty`
+    spectral_rounds: rounds during which the spectral penalty is re-estimated (every 2); then it is fixed
 
     rho, the tolerances and ``balance`` accept any finite real number > 0 (numpy scalars included, not bool),
     ``max_iterations`` any integer >= 1 (numpy integers included, not bool); they are stored as float and int.
     """
 
-    rho: float = 0.004
+    rho: float = 0.001
     tol_residual: float = 1e-4
+    tol_imbalance: float = 1e-4
     tol_price: float = 1e-6
     max_iterations: int = 2000
     adaptive: bool = False
@@ -142,14 +160,24 @@ class Coordination:
     dropout: float = 0.0
     seed: int = 0
     max_unanswered: int = 20
+    spectral: str = "off"
+    spectral_rounds: int = 20
 
     def __post_init__(self):
-        for name in ("rho", "tol_residual", "tol_price", "balance", "tol_surplus", "tol_alpha", "tol_gain"):
+        names = ("rho", "tol_residual", "tol_imbalance", "tol_price", "balance", "tol_surplus", "tol_alpha", "tol_gain")
+        for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value > 0):
                 raise ValueError(f"Coordination.{name} must be a finite number > 0, got {value!r}")
             object.__setattr__(self, name, float(value))  # numpy scalars stored as Python numbers
-        for name, low in (("max_iterations", 1), ("patience", 1), ("max_unanswered", 1), ("seed", 0), ("anderson", 0)):
+        for name, low in (
+            ("max_iterations", 1),
+            ("patience", 1),
+            ("max_unanswered", 1),
+            ("seed", 0),
+            ("anderson", 0),
+            ("spectral_rounds", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"Coordination.{name} must be an integer >= {low}, got {value!r}")
@@ -166,6 +194,8 @@ class Coordination:
                 bounds = f"in [{low:g}, {high:g}]" if closed else f"in ({low:g}, {high:g})"
                 raise ValueError(f"Coordination.{name} must be a number {bounds}, got {value!r}")
             object.__setattr__(self, name, float(value))
+        if self.spectral not in ("off", "hour", "home"):
+            raise ValueError(f"Coordination.spectral must be 'off', 'hour' or 'home', got {self.spectral!r}")
         for name in ("adaptive", "warm_start", "economic", "batched"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"Coordination.{name} must be True or False, got {getattr(self, name)!r}")
@@ -176,13 +206,25 @@ class Coordination:
         """Looser tolerances for a quick look: 1e-3 kW of trade imbalance and 1e-5 $/kWh, Delta C to 1e-5
         relative and gains and costs to 1e-3 $ between rounds, one round within them. Delta C stays within 1e-3
         relative of the exact clearing; a home's cost or gain may miss it by about a cent."""
-        return cls(tol_residual=1e-3, tol_price=1e-5, tol_surplus=1e-5, tol_alpha=1e-4, tol_gain=1e-3, patience=1)
+        return cls(
+            tol_residual=1e-3,
+            tol_imbalance=1e-4,
+            tol_price=1e-5,
+            tol_surplus=1e-5,
+            tol_alpha=1e-4,
+            tol_gain=1e-3,
+            patience=1,
+        )
 
     @classmethod
     def plain(cls, **changes) -> Coordination:
         """Plain ADMM (Boyd et al. 2011, Section 7.3.2) at a fixed penalty, from the midpoint price, stopping on
-        the residuals only: the reference of the technique table of ``make bench``. ``changes``: other fields."""
-        settings = dict(adaptive=False, relaxation=1.0, warm_start=False, economic=False, patience=1, anderson=0)
+        the residuals only, the trade imbalance to max(1e-4 kW, N x 1e-5 kW) (tighter than the default's, which
+        also stops on the economics): the reference of the technique table of ``make bench``. ``changes``:
+        other fields."""
+        settings = dict(
+            adaptive=False, relaxation=1.0, warm_start=False, economic=False, patience=1, anderson=0, tol_imbalance=1e-5
+        )
         return cls(**{**settings, **changes})
 
 
@@ -209,9 +251,10 @@ class HomeController:
         self.home, self.fallbacks, self._fallback = home, 0, None
         local, self.handles = formulate(home, market=True, trade_balance=False)  # F_i over Eqs. 6-15, 17, 19
         self.linear = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
-        self.half_rho = cp.Parameter(nonneg=True, name="half_rho")  # rho / 2
+        self.half_rho = cp.Parameter((s, t), nonneg=True, name="half_rho")  # rho / 2 per (scenario, hour)
         x = self.handles.x
-        objective = local.objective.expr - cp.sum(cp.multiply(self.linear, x)) + self.half_rho * cp.sum_squares(x)
+        proximal = cp.sum(cp.multiply(self.half_rho, cp.square(x)))
+        objective = local.objective.expr - cp.sum(cp.multiply(self.linear, x)) + proximal
         self.problem = cp.Problem(cp.Minimize(objective), local.constraints)
         self.solver = solver
         self.solver_options = solver_options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
@@ -224,7 +267,7 @@ class HomeController:
         import piqp
 
         if self.linear is not None:  # a BatchController's problem has these terms as constants already
-            self.linear.value, self.half_rho.value = np.zeros(self.shape), 1.0
+            self.linear.value, self.half_rho.value = np.zeros(self.shape), np.ones(self.shape)
         data = self.problem.get_problem_data("PIQP")[0]
         cols = data["param_prob"].var_id_to_col
         offsets = {k: cols[getattr(self.handles, k).id] for k in self.KEYS}
@@ -258,12 +301,14 @@ class HomeController:
             "solved": piqp.PIQP_SOLVED,
         }
 
-    def respond(self, price: np.ndarray, previous: np.ndarray, rho: float) -> dict:
-        """Best response to the coordinated price: argmin F_i - p.x + rho/2 ||x - previous||^2.
+    def respond(self, price: np.ndarray, previous: np.ndarray, rho: float | np.ndarray) -> dict:
+        """Best response to the coordinated price: argmin F_i - p.x + 1/2 sum rho (x - previous)^2.
 
-        price: (S, T) $/kWh; previous: this home's last trade schedule (S, T) kW. Returns the home's dispatch
-        (its own record); only ``x`` is reported to the aggregator.
+        price: (S, T) $/kWh; previous: this home's last trade schedule (S, T) kW; rho: the penalty, $/kWh per
+        kW, one number or one per (scenario, hour), (S, T). Returns the home's dispatch (its own record); only
+        ``x`` is reported to the aggregator.
         """
+        rho = np.broadcast_to(np.asarray(rho, dtype=float), self.shape)
         linear = price + rho * previous
         if self._piqp is None:
             self.linear.value, self.half_rho.value = linear, rho / 2
@@ -272,7 +317,7 @@ class HomeController:
         fast = self._piqp
         q = fast["q"].copy()
         q[fast["x_cols"]] -= linear.reshape(-1, order="F")
-        fast["P"].data[fast["diag"]] = rho
+        fast["P"].data[fast["diag"]] = rho.reshape(-1, order="F")
         fast["solver"].update(P=fast["P"], c=q)
         status = fast["solver"].solve()
         if status != fast["solved"]:
@@ -322,16 +367,22 @@ class BatchController(HomeController):
         self.problem = None
         self._homes: dict = {}
 
-    def respond_all(self, homes: list[Block], linear: np.ndarray, rho: float) -> dict:
-        """The homes' responses, (R, T) arrays by name: argmin sum_i F_i - linear.x + rho/2 ||x||^2.
+    def respond_all(self, homes: list[Block], linear: np.ndarray, rho: float | np.ndarray) -> dict:
+        """The homes' responses, (R, T) arrays by name: argmin sum_i F_i - linear.x + 1/2 sum rho x^2.
 
-        homes: the block's homes in its row order; linear: (R, T) their linear terms, $/kWh.
+        homes: the block's homes in its row order; linear: (R, T) their linear terms, $/kWh; rho: $/kWh per
+        kW, one number or (S, T), one per (scenario, hour), the same for every home.
         """
+        rho = np.asarray(rho, dtype=float)
+        if rho.ndim < 2 or rho.shape[0] == self.shape[0]:  # one number, or one per row (a penalty per home)
+            rows_rho = np.broadcast_to(rho, self.shape)
+        else:  # one per (scenario, hour), the same for every home
+            rows_rho = np.tile(rho, (len(homes), 1))
         fast = self._piqp
         if fast is not None:
             q = fast["q"].copy()
             q[fast["x_cols"]] -= linear.reshape(-1, order="F")
-            fast["P"].data[fast["diag"]] = rho
+            fast["P"].data[fast["diag"]] = rows_rho.reshape(-1, order="F")
             fast["solver"].update(P=fast["P"], c=q)
             if fast["solver"].solve() == fast["solved"]:
                 z = np.asarray(fast["solver"].result.x)
@@ -350,7 +401,7 @@ class BatchController(HomeController):
             if ctrl is None:
                 ctrl = self._homes[int(home.rows[0])] = HomeController(home, self.solver, self.solver_options)
             before = ctrl.fallbacks
-            answers.append(ctrl.respond(linear[rows], np.zeros_like(linear[rows]), rho))
+            answers.append(ctrl.respond(linear[rows], np.zeros_like(linear[rows]), rows_rho[rows]))
             if fast is None:
                 self.fallbacks += ctrl.fallbacks - before
         return {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
@@ -464,15 +515,17 @@ class Fleet:
 def _respond_batch(run_id, batch: int, homes, block, price, targets, rho, solver, solver_options, batched):
     """One task: the responses of a group of homes to the announced price, (n, S, T) arrays by name.
 
+    rho: one number, (S, T), or (n, S, T) one per home of the group (each home receives only its own).
     batched: the group's homes solved together (:class:`Fleet`); else each home's own problem in turn.
     """
+    own = (lambda j: rho[j]) if np.ndim(rho) == 3 else (lambda j: rho)
     if batched:
         fleet = Fleet(_batch_controller((run_id, "batch", batch), block, solver, solver_options), block.rows)
         for j, (_, home) in enumerate(homes):
-            home_response(home, price, targets[j], rho, solver=solver, solver_options=solver_options, fleet=fleet)
-        return fleet.solve(rho)
+            home_response(home, price, targets[j], own(j), solver=solver, solver_options=solver_options, fleet=fleet)
+        return fleet.solve(np.concatenate(list(rho)) if np.ndim(rho) == 3 else rho)
     answers = [
-        home_response(home, price, targets[j], rho, solver=solver, solver_options=solver_options, key=(run_id, i))
+        home_response(home, price, targets[j], own(j), solver=solver, solver_options=solver_options, key=(run_id, i))
         for j, (i, home) in enumerate(homes)
     ]
     out = {k: np.stack([a[k] for a in answers]) for k in answers[0] if k != "fallbacks"}
@@ -504,14 +557,19 @@ def aggregator_update(
     |lambda^{k+1} - lambda^k| and ``dual_residual`` rho max |(x - xbar)^{k+1} - (x - xbar)^k|, both $/kWh.
     """
     trades = np.asarray(trades, dtype=float)
-    mean = trades.mean(axis=0)
-    price = state.price - state.rho * settings.relaxation * mean
-    centred_change = (trades - mean) - (state.trades - state.trades.mean(axis=0))
+    if np.ndim(state.rho) == 3:  # a penalty per home: the imbalance shared in proportion to 1 / rho_i
+        share = imbalance_shares(state.rho)
+        price = state.price - settings.relaxation * trades.sum(axis=0) / (1.0 / state.rho).sum(axis=0)
+        centred_change = (trades - share * trades.sum(axis=0)) - (state.trades - share * state.trades.sum(axis=0))
+    else:
+        mean = trades.mean(axis=0)
+        price = state.price - state.rho * settings.relaxation * mean
+        centred_change = (trades - mean) - (state.trades - state.trades.mean(axis=0))
     info = {
         "residual_kw": float(np.abs(trades.sum(axis=0)).max()),
         "price_change": float(np.abs(price - state.price).max()),
-        "dual_residual": float(state.rho * np.abs(centred_change).max()),
-        "rho": state.rho,
+        "dual_residual": float((state.rho * np.abs(centred_change)).max()),
+        "rho": float(np.exp(np.log(state.rho).mean())),  # one per (scenario, hour) with spectral: their geometric mean
     }
     rho = state.rho
     if settings.adaptive:  # each residual relative to its tolerance, so that both reach it together
@@ -523,15 +581,98 @@ def aggregator_update(
     return AggregatorState(price=price, rho=rho, trades=trades), info
 
 
-def next_targets(targets: np.ndarray, trades: np.ndarray, relaxation: float) -> np.ndarray:
+def imbalance_shares(rho: np.ndarray) -> np.ndarray:
+    """(N, S, T) the share of the community's imbalance each home's target takes with a penalty per home,
+    (1 / rho_i) / sum_j (1 / rho_j): ADMM's z-step in the metric of the penalties, a projection onto
+    sum_i z_i = 0 weighted by rho_i (with one penalty for all, 1 / N each). The price step is then
+    lambda^{k+1} = lambda^k - a sum_i x_i / sum_j (1 / rho_j)."""
+    weight = 1.0 / rho
+    return weight / weight.sum(axis=0)
+
+
+def next_targets(
+    targets: np.ndarray, trades: np.ndarray, relaxation: float, rho: np.ndarray | None = None
+) -> np.ndarray:
     """Each home's next target schedule z_i (N, S, T) kW of over-relaxed ADMM (Boyd et al. 2011, Section 3.4.3):
     z_i^{k+1} = a x_i^{k+1} + (1 - a) z_i^k - a xbar^{k+1}; with a = 1, z_i = x_i - xbar (plain exchange ADMM).
 
     Home i computes its own from its schedule, its last target and the community's mean imbalance a xbar, which
     the aggregator announces with the price.
     """
+    if rho is not None and np.ndim(rho) == 3:  # a penalty per home: its share of the imbalance
+        return relaxation * (trades - imbalance_shares(rho) * trades.sum(axis=0)) + (1.0 - relaxation) * targets
     mean = trades.mean(axis=0)
     return relaxation * (trades - mean) + (1.0 - relaxation) * targets
+
+
+#: kW, the least change of a home's trade between two estimates of the penalty per home that the estimate uses.
+MOVED_KW = 1e-4
+
+
+class SpectralPenalty:
+    """The spectral (Barzilai-Borwein) adaptive penalty of Xu, Figueiredo & Goldstein, "Adaptive ADMM with
+    spectral penalty parameter selection", AISTATS 2017 (their Algorithm 1), one penalty per (scenario, hour).
+
+    For ADMM on min f(u) + g(v) s.t. Au + Bv = b they estimate the curvature of f from two rounds k0 < k:
+    the change of the intermediate dual lambda_hat (the gradient of f at u_k) against the change of A u_k,
+    as the steepest-descent and minimum-gradient Barzilai-Borwein step lengths alpha_SD = <dl, dl>/<du, dl>
+    and alpha_MG = <du, dl>/<du, du>, combined as alpha = alpha_MG if 2 alpha_MG > alpha_SD, else
+    alpha_SD - alpha_MG/2; the penalty becomes sqrt(alpha beta), or alpha alone when only the estimate of f is
+    reliable (their correlation <du, dl>/(|du| |dl|) above ``correlation``). Here u = x (the homes' trades,
+    A = I), v = z (the targets, B = -I, g the indicator of sum_i z_i = 0), and lambda_hat_i = lambda^k +
+    rho (z_i^k - x_i^{k+1}), the gradient of F_i at home i's answer (its optimality condition). The estimate
+    of g never counts: its changes sum to zero over the homes, so their correlation with the common price is
+    zero. The inner products are summed over the homes within each (scenario, hour), so every hour gets the
+    penalty of its own curvature (e.g. small where batteries, priced only by the tie-break epsilon, are
+    marginal), computed from the reported schedules alone. ``per_home``: one penalty per home and (scenario,
+    hour), the ratio of that home's own changes (the per-node penalties of Xu et al.'s adaptive consensus
+    ADMM, ICML 2017, taken to each coordinate), where its trade moved by more than :data:`MOVED_KW`; each home
+    receives only its own. The penalty is re-estimated every ``every`` rounds
+    for the first ``rounds`` rounds and then frozen (ADMM with a fixed diagonal penalty, which converges; Xu
+    et al. bound the changes for the same reason), and kept within a factor ``spread`` of the initial one.
+    """
+
+    def __init__(
+        self,
+        rho: float,
+        every: int = 2,
+        rounds: int = 20,
+        correlation: float = 0.2,
+        spread: float = 1000.0,
+        per_home: bool = False,
+    ):
+        self.every, self.rounds, self.correlation, self.per_home = int(every), int(rounds), float(correlation), per_home
+        self.low, self.high = rho / spread, rho * spread
+        self._reference = None  # (lambda_hat, x) of the last estimate
+
+    def update(self, k: int, rho: np.ndarray, lambda_hat: np.ndarray, trades: np.ndarray) -> np.ndarray | None:
+        """The new penalty at round k, (S, T) ((N, S, T) per home, $/kWh per kW), or None if it is unchanged.
+        rho: the current one; lambda_hat ($/kWh), trades (kW): (N, S, T)."""
+        if k > self.rounds:
+            return None
+        if self._reference is None or k % self.every:
+            if self._reference is None:
+                self._reference = (lambda_hat, trades)
+            return None
+        dl, dx = lambda_hat - self._reference[0], trades - self._reference[1]
+        self._reference = (lambda_hat, trades)
+        if self.per_home:  # each home's own curvature in each (scenario, hour): where it moved enough to tell
+            moved = np.abs(dx) > MOVED_KW
+            with np.errstate(divide="ignore", invalid="ignore"):
+                alpha = dl / dx
+            reliable = moved & np.isfinite(alpha) & (alpha > 0)
+            if not reliable.any():
+                return None
+            return np.where(reliable, np.clip(alpha, self.low, self.high), rho)
+        ll, xl, xx = (dl * dl).sum(axis=0), (dx * dl).sum(axis=0), (dx * dx).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steepest, minimum = ll / xl, xl / xx
+            correlation = xl / np.sqrt(ll * xx)
+            alpha = np.where(2 * minimum > steepest, minimum, steepest - minimum / 2)
+        reliable = np.isfinite(alpha) & (alpha > 0) & (correlation > self.correlation)
+        if not reliable.any():
+            return None
+        return np.where(reliable, np.clip(alpha, self.low, self.high), rho)
 
 
 class Anderson:
@@ -681,10 +822,10 @@ def _independent(case: Case, solver: str, solver_options: dict | None, n_jobs: i
     )
 
 
-def _missed(info: dict, settings: Coordination, economic: bool) -> list[str]:
+def _missed(info: dict, settings: Coordination, economic: bool, n_homes: int) -> list[str]:
     """The tolerances a round misses, in words (``economic``: the settlement's quantities too)."""
     checks = [
-        ("trade imbalance (kW)", "residual_kw", settings.tol_residual),
+        ("trade imbalance (kW)", "residual_kw", max(settings.tol_residual, n_homes * settings.tol_imbalance)),
         ("price change ($/kWh)", "price_change", settings.tol_price),
         ("dual residual ($/kWh)", "dual_residual", settings.tol_price),
     ]
@@ -737,8 +878,17 @@ def coordinate(
     midpoint = np.broadcast_to((case.buy_price + case.sell_price) / 2, (s, t)).copy()
     state = AggregatorState(
         price=forecast_price(case, m1) if settings.warm_start and m1 is not None else midpoint,
-        rho=float(settings.rho),
+        rho={
+            "off": float(settings.rho),
+            "hour": np.full((s, t), settings.rho),
+            "home": np.full((n, s, t), settings.rho),
+        }[settings.spectral],
         trades=np.zeros((n, s, t)),
+    )
+    penalty = (
+        SpectralPenalty(settings.rho, rounds=settings.spectral_rounds, per_home=settings.spectral == "home")
+        if settings.spectral != "off"
+        else None
     )
     targets = np.zeros((n, s, t))  # each home's own z_i (home side)
     before = None if m1 is None else float(m1.home_cost.sum() - m1.aggregator_revenue)
@@ -761,7 +911,7 @@ def coordinate(
                     blocks[j],
                     state.price,
                     targets[batch],
-                    state.rho,
+                    state.rho[batch] if np.ndim(state.rho) == 3 else state.rho,
                     solver,
                     solver_options,
                     settings.batched,
@@ -778,16 +928,25 @@ def coordinate(
                 dispatch = {key: np.where(lost[:, None, None], dispatch[key], fresh[key]) for key in fresh}
             silent = np.where(lost, silent + 1, 0)
             trades = dispatch["x"]
+            lambda_hat = state.price + state.rho * (targets - trades)  # grad F_i at the answers (SpectralPenalty)
             state_price_before = state.price
             state, info = aggregator_update(state, trades, settings)
             w_before = (state_price_before, targets)
-            targets = next_targets(targets, trades, settings.relaxation)
+            targets = next_targets(targets, trades, settings.relaxation, state.rho)
             if accelerator is not None and not lost.any():  # a round with lost answers: the plain step
-                scale = np.sqrt(n) / state.rho
-                pack = lambda price, z: np.concatenate([scale * price.ravel(), z.ravel()])
+                if np.ndim(state.rho) == 3:  # ADMM's metric: sum_i 1/rho_i lambda^2 beside rho_i z_i^2
+                    scale, weight = np.sqrt((1.0 / state.rho).sum(axis=0)), np.sqrt(state.rho)
+                else:
+                    scale, weight = np.sqrt(n) / state.rho, 1.0
+                pack = lambda price, z: np.concatenate([(scale * price).ravel(), (weight * z).ravel()])
                 w = accelerator.step(pack(*w_before), pack(state.price, targets))
                 state = dataclasses.replace(state, price=w[: s * t].reshape(s, t) / scale)
-                targets = w[s * t :].reshape(n, s, t)
+                targets = w[s * t :].reshape(n, s, t) / weight
+            if penalty is not None:
+                new_rho = penalty.update(k, state.rho, lambda_hat, trades)
+                if new_rho is not None:  # another fixed-point map: the extrapolation starts again
+                    state = dataclasses.replace(state, rho=new_rho)
+                    accelerator = Anderson(settings.anderson) if settings.anderson else None
             if callback is not None:
                 callback(state)
             info["objective"] = operation_objective(
@@ -816,7 +975,7 @@ def coordinate(
             if (silent >= settings.max_unanswered).any():
                 ids = [case.home_ids[i] for i in np.flatnonzero(silent >= settings.max_unanswered)]
                 raise UnansweredError(ids, settings.max_unanswered, pd.DataFrame(log).set_index("iteration"))
-            missed = _missed(info, settings, economic)
+            missed = _missed(info, settings, economic, n)
             calm = 0 if missed else calm + 1
             patience = settings.patience if economic else 1  # the residual stop alone: at once, as before
             if calm >= patience:
