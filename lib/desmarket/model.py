@@ -82,7 +82,8 @@ class Operation:
     regularization_cost: the tie-break term epsilon * sum pi (c^2 + e^2) at the optimum, $ (not in any cost)
     over_limit_kw:      largest excess of a tie-broken trade or grid flow over grid_limit_kw (0 if none), kW
     build_seconds, solve_seconds: summed over all pieces (CPU time of the workers for parallel methods)
-    convergence:        one row per iteration of the coordinated market process (None for other methods)
+    convergence:        one row per iteration of the coordinated market process or of the L-shaped method (None
+                        for the other methods and routes)
     fingerprint:        :func:`case_fingerprint` of the case (and prices) it was solved on; None: unknown (an
                         Operation built by hand). Settlement, fairness and the study check it
                         (:meth:`check_solved_on`), so a result is never used with another case's numbers.
@@ -122,7 +123,7 @@ class Operation:
     problem: cp.Problem | None = field(repr=False)  # the single cvxpy problem (method "central" only)
     method: str = "central"  # how it was solved: "central", "decomposed" or "coordinated" (see engine.METHODS)
     wall_seconds: float = np.nan  # wall-clock time of the whole call, all workers together
-    convergence: pd.DataFrame | None = field(default=None, repr=False)  # per iteration ("coordinated" only)
+    convergence: pd.DataFrame | None = field(default=None, repr=False)  # per iteration (coordinated, L-shaped)
     congested: np.ndarray | None = None  # (S, T), see above
     fingerprint: str | None = None  # case_fingerprint of the case solved, see above
     stages: int = 1  # see above
