@@ -98,6 +98,8 @@ from .pieces import (
 from .settlement import CONTRIBUTION_TOLERANCE
 
 FLOAT_BYTES = 8
+#: A penalty rho, $/kWh per kW: one number, one per (scenario, hour) (S, T), or one per home (N, S, T).
+Penalty = float | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -248,14 +250,15 @@ class HomeController:
     def __init__(self, home: Block, solver: str, solver_options: dict | None = None, direct: bool = True):
         s, t = home.load.shape
         self.shape = (s, t)
-        self.home, self.fallbacks, self._fallback = home, 0, None
+        self.home, self.fallbacks = home, 0
+        self._fallback: HomeController | None = None
         local, self.handles = formulate(home, market=True, trade_balance=False)  # F_i over Eqs. 6-15, 17, 19
-        self.linear = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
-        self.half_rho = cp.Parameter((s, t), nonneg=True, name="half_rho")  # rho / 2 per (scenario, hour)
+        self.linear: cp.Parameter | None = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
+        self.half_rho: cp.Parameter | None = cp.Parameter((s, t), nonneg=True, name="half_rho")  # rho/2 per (s, t)
         x = self.handles.x
         proximal = cp.sum(cp.multiply(self.half_rho, cp.square(x)))
         objective = local.objective.expr - cp.sum(cp.multiply(self.linear, x)) + proximal
-        self.problem = cp.Problem(cp.Minimize(objective), local.constraints)
+        self.problem: cp.Problem | None = cp.Problem(cp.Minimize(objective), local.constraints)
         self.solver = solver
         self.solver_options = solver_options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
         self._piqp = self._compile_piqp() if direct and str(solver).upper() == "PIQP" else None
@@ -311,6 +314,8 @@ class HomeController:
         rho = np.broadcast_to(np.asarray(rho, dtype=float), self.shape)
         linear = price + rho * previous
         if self._piqp is None:
+            if self.linear is None or self.half_rho is None or self.problem is None:
+                raise AssertionError("a controller without its compiled solver keeps its cvxpy problem")
             self.linear.value, self.half_rho.value = linear, rho / 2
             self.fallbacks += solve_with_fallback(self.problem, self.solver, self.solver_options)
             return self.handles.values(self.KEYS)
@@ -324,13 +329,13 @@ class HomeController:
             return self._respond_by_fallback(price, previous, rho, status)
         z = np.asarray(fast["solver"].result.x)
         size = self.shape[0] * self.shape[1]
-        scale = float(self.handles.parameters.battery_scale.value)  # battery variables are per unit (formulation)
+        scale = float(np.asarray(self.handles.parameters.battery_scale.value))  # battery variables are per unit
         return {
             k: z[o : o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
             for k, o in fast["offsets"].items()
         }
 
-    def _respond_by_fallback(self, price: np.ndarray, previous: np.ndarray, rho: float, status) -> dict:
+    def _respond_by_fallback(self, price: np.ndarray, previous: np.ndarray, rho: Penalty, status) -> dict:
         """The same response solved by :data:`~desmarket.pieces.FALLBACK_SOLVER` (a cvxpy controller of this
         home, built once); a :class:`SolverError` only if that fails too, with its status."""
         self.fallbacks += 1
@@ -356,7 +361,8 @@ class BatchController(HomeController):
 
     def __init__(self, block: Block, solver: str, solver_options: dict | None = None):
         self.shape = block.load.shape
-        self.home, self.fallbacks, self._fallback = block, 0, None
+        self.home, self.fallbacks = block, 0
+        self._fallback = None
         local, self.handles = formulate(block, market=True, trade_balance=False)
         self.linear = self.half_rho = None  # the terms enter PIQP's data directly (respond_all)
         objective = local.objective.expr + cp.sum_squares(self.handles.x)  # rho / 2 ||x||^2 at rho = 2
@@ -387,7 +393,7 @@ class BatchController(HomeController):
             if fast["solver"].solve() == fast["solved"]:
                 z = np.asarray(fast["solver"].result.x)
                 size = self.shape[0] * self.shape[1]
-                scale = float(self.handles.parameters.battery_scale.value)
+                scale = float(np.asarray(self.handles.parameters.battery_scale.value))
                 return {
                     k: z[o : o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
                     for k, o in fast["offsets"].items()
@@ -440,7 +446,7 @@ def home_response(
     home: Block,
     price: np.ndarray,
     previous: np.ndarray,
-    rho: float,
+    rho: Penalty,
     *,
     solver: str = "PIQP",
     solver_options: dict | None = None,
@@ -493,7 +499,7 @@ class Fleet:
         """A home's linear term price + rho * target, (S, T) $/kWh, for the next :meth:`solve`."""
         self._posted.append((home, np.asarray(linear, dtype=float)))
 
-    def solve(self, rho: float) -> dict:
+    def solve(self, rho: Penalty) -> dict:
         """All posted homes' responses, (n, S, T) arrays by name, in the order posted; ``fallbacks``: homes
         whose response :data:`~desmarket.pieces.FALLBACK_SOLVER` solved (all of the batch, if it fell back)."""
         rows = np.concatenate([home.rows for home, _ in self._posted])
@@ -524,10 +530,14 @@ def _respond_batch(run_id, batch: int, homes, block, price, targets, rho, solver
         for j, (_, home) in enumerate(homes):
             home_response(home, price, targets[j], own(j), solver=solver, solver_options=solver_options, fleet=fleet)
         return fleet.solve(np.concatenate(list(rho)) if np.ndim(rho) == 3 else rho)
-    answers = [
-        home_response(home, price, targets[j], own(j), solver=solver, solver_options=solver_options, key=(run_id, i))
-        for j, (i, home) in enumerate(homes)
-    ]
+    answers: list[dict] = []
+    for j, (i, home) in enumerate(homes):
+        answer = home_response(
+            home, price, targets[j], own(j), solver=solver, solver_options=solver_options, key=(run_id, i)
+        )
+        if answer is None:  # only a fleet's homes answer later, together
+            raise AssertionError("a home's response without a fleet is its dispatch")
+        answers.append(answer)
     out = {k: np.stack([a[k] for a in answers]) for k in answers[0] if k != "fallbacks"}
     return {**out, "fallbacks": sum(a["fallbacks"] for a in answers)}
 
@@ -538,7 +548,7 @@ class AggregatorState:
     """What the aggregator knows: its prices, its penalty and the schedules the homes reported."""
 
     price: np.ndarray  # lambda, (S, T) $/kWh
-    rho: float
+    rho: Penalty  # one number, (S, T) per hour or (N, S, T) per home, $/kWh per kW
     trades: np.ndarray  # last reported schedules, (N, S, T) kW
 
     def announcement(self) -> np.ndarray:
@@ -558,8 +568,9 @@ def aggregator_update(
     """
     trades = np.asarray(trades, dtype=float)
     if np.ndim(state.rho) == 3:  # a penalty per home: the imbalance shared in proportion to 1 / rho_i
-        share = imbalance_shares(state.rho)
-        price = state.price - settings.relaxation * trades.sum(axis=0) / (1.0 / state.rho).sum(axis=0)
+        per_home = np.asarray(state.rho, dtype=float)
+        share = imbalance_shares(per_home)
+        price = state.price - settings.relaxation * trades.sum(axis=0) / (1.0 / per_home).sum(axis=0)
         centred_change = (trades - share * trades.sum(axis=0)) - (state.trades - share * state.trades.sum(axis=0))
     else:
         mean = trades.mean(axis=0)
@@ -590,9 +601,7 @@ def imbalance_shares(rho: np.ndarray) -> np.ndarray:
     return weight / weight.sum(axis=0)
 
 
-def next_targets(
-    targets: np.ndarray, trades: np.ndarray, relaxation: float, rho: np.ndarray | None = None
-) -> np.ndarray:
+def next_targets(targets: np.ndarray, trades: np.ndarray, relaxation: float, rho: Penalty | None = None) -> np.ndarray:
     """Each home's next target schedule z_i (N, S, T) kW of over-relaxed ADMM (Boyd et al. 2011, Section 3.4.3):
     z_i^{k+1} = a x_i^{k+1} + (1 - a) z_i^k - a xbar^{k+1}; with a = 1, z_i = x_i - xbar (plain exchange ADMM).
 
@@ -600,7 +609,8 @@ def next_targets(
     the aggregator announces with the price.
     """
     if rho is not None and np.ndim(rho) == 3:  # a penalty per home: its share of the imbalance
-        return relaxation * (trades - imbalance_shares(rho) * trades.sum(axis=0)) + (1.0 - relaxation) * targets
+        share = imbalance_shares(np.asarray(rho, dtype=float))
+        return relaxation * (trades - share * trades.sum(axis=0)) + (1.0 - relaxation) * targets
     mean = trades.mean(axis=0)
     return relaxation * (trades - mean) + (1.0 - relaxation) * targets
 
@@ -643,9 +653,9 @@ class SpectralPenalty:
     ):
         self.every, self.rounds, self.correlation, self.per_home = int(every), int(rounds), float(correlation), per_home
         self.low, self.high = rho / spread, rho * spread
-        self._reference = None  # (lambda_hat, x) of the last estimate
+        self._reference: tuple[np.ndarray, np.ndarray] | None = None  # (lambda_hat, x) of the last estimate
 
-    def update(self, k: int, rho: np.ndarray, lambda_hat: np.ndarray, trades: np.ndarray) -> np.ndarray | None:
+    def update(self, k: int, rho: Penalty, lambda_hat: np.ndarray, trades: np.ndarray) -> np.ndarray | None:
         """The new penalty at round k, (S, T) ((N, S, T) per home, $/kWh per kW), or None if it is unchanged.
         rho: the current one; lambda_hat ($/kWh), trades (kW): (N, S, T)."""
         if k > self.rounds:
@@ -780,7 +790,8 @@ def round_economics(before: float, market: Operation, probability: np.ndarray, p
     alpha_i = (1 - rho) c_i / sum_j c_j with c_i = sum pi |lambda| |x_i| (Eqs. 21-22); all zero if nobody trades.
     """
     surplus = float(before - (market.home_cost.sum() - market.aggregator_revenue))
-    value = np.einsum("s,st,nst->n", probability, np.abs(market.price), np.abs(market.trade))
+    price, _, _ = market.cleared()
+    value = np.einsum("s,st,nst->n", probability, np.abs(price), np.abs(market.trade))
     value = np.where(value < CONTRIBUTION_TOLERANCE, 0.0, value)
     total = value.sum()
     alpha = (1.0 - profit_rate) * value / total if total > 0 else np.zeros_like(value)
@@ -876,13 +887,14 @@ def coordinate(
     m1 = _independent(case, solver, solver_options, n_jobs) if needs_m1 else None
     economic = settings.economic and m1 is not None  # no disagreement point (M1 infeasible): residuals only
     midpoint = np.broadcast_to((case.buy_price + case.sell_price) / 2, (s, t)).copy()
+    penalties: dict[str, Penalty] = {
+        "off": float(settings.rho),
+        "hour": np.full((s, t), settings.rho),
+        "home": np.full((n, s, t), settings.rho),
+    }
     state = AggregatorState(
         price=forecast_price(case, m1) if settings.warm_start and m1 is not None else midpoint,
-        rho={
-            "off": float(settings.rho),
-            "hour": np.full((s, t), settings.rho),
-            "home": np.full((n, s, t), settings.rho),
-        }[settings.spectral],
+        rho=penalties[settings.spectral],
         trades=np.zeros((n, s, t)),
     )
     penalty = (
@@ -911,7 +923,7 @@ def coordinate(
                     blocks[j],
                     state.price,
                     targets[batch],
-                    state.rho[batch] if np.ndim(state.rho) == 3 else state.rho,
+                    np.asarray(state.rho)[batch] if np.ndim(state.rho) == 3 else state.rho,
                     solver,
                     solver_options,
                     settings.batched,
@@ -934,8 +946,11 @@ def coordinate(
             w_before = (state_price_before, targets)
             targets = next_targets(targets, trades, settings.relaxation, state.rho)
             if accelerator is not None and not lost.any():  # a round with lost answers: the plain step
+                scale: Penalty
+                weight: Penalty
                 if np.ndim(state.rho) == 3:  # ADMM's metric: sum_i 1/rho_i lambda^2 beside rho_i z_i^2
-                    scale, weight = np.sqrt((1.0 / state.rho).sum(axis=0)), np.sqrt(state.rho)
+                    per_home = np.asarray(state.rho, dtype=float)
+                    scale, weight = np.sqrt((1.0 / per_home).sum(axis=0)), np.sqrt(per_home)
                 else:
                     scale, weight = np.sqrt(n) / state.rho, 1.0
                 pack = lambda price, z: np.concatenate([(scale * price).ravel(), (weight * z).ravel()])
@@ -952,7 +967,7 @@ def coordinate(
             info["objective"] = operation_objective(
                 case.probability, dispatch, prices, case.market.regularization, a, b, market=True
             )
-            if economic:
+            if economic and before is not None:  # economic: M1 solved, so before is known
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DesmarketWarning)
                     current = round_economics(

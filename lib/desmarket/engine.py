@@ -144,13 +144,17 @@ def _decomposed(
     chunk_rows = _check_chunk(chunk_rows)
     x_bar = trade_limits(case, trade_limit) if market else None
     pieces = clearing_pieces(case, chunk_rows) if market else independent_pieces(case, chunk_rows)
+    day_ahead = None
     if stage is None:
-        tasks = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
+        tasks: list[tuple] = [(case_block(case, rows, x_bar), market, solver, solver_options) for rows in pieces]
         results = run_tasks(solve_block, tasks, n_jobs)
     else:  # a fixed day-ahead position: the scenarios separate (two-stage tolerances, TWO_STAGE_OPTIONS)
+        if stage.buy_kw is None or stage.sell_kw is None:
+            raise ValueError("the decomposed two-stage solve by pieces needs a fixed day-ahead position")
         options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
         tasks = [(case_block(case, rows, x_bar), stage, solver, options) for rows in pieces]
         results = run_tasks(_solve_staged_block, tasks, n_jobs)
+        day_ahead = (stage.buy_kw, stage.sell_kw)
     arrays, price = gather(case, pieces, results, market)
     fallbacks = sum(r["fallbacks"] for r in results)
     return assemble_operation(
@@ -167,7 +171,7 @@ def _decomposed(
         solve_seconds=sum(r["solve_seconds"] for r in results),
         wall_seconds=time.perf_counter() - t0,
         first_stage=stage,
-        day_ahead=None if stage is None else (stage.buy_kw, stage.sell_kw),
+        day_ahead=day_ahead,
     )
 
 

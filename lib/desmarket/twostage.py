@@ -116,6 +116,8 @@ def stochastic_value(case: Case, mode: str = "market", *, ws: Operation | None =
     else:
         stage = FirstStage.of_case(case)
         rp = with_day_ahead(case, ws, *m1_day_ahead(case, ws, stage), stage)
+        if ev.day_ahead is None:
+            raise AssertionError("a two-stage solve returned no day-ahead position")
         eev = with_day_ahead(case, ws, ev.day_ahead["buy_kw"], ev.day_ahead["sell_kw"], stage)
     values = {k: community_cost(op) for k, op in (("rp_usd", rp), ("ws_usd", ws), ("ev_usd", ev), ("eev_usd", eev))}
     values["vss_usd"] = values["eev_usd"] - values["rp_usd"]
@@ -213,7 +215,7 @@ def realised_day(case: Case, scenario: str, profit_rate: float = PAPER_PROFIT_RA
     real_market = clear_market(real, stages=2, day_ahead=market.day_ahead, **solve_kw)
     rules = {"M2": "equal", "M3": "contribution"}
     ex_ante = {rule: settle(ante, m1, market, profit_rate, rule) for rule in rules.values()}
-    ex_post = {}
+    ex_post: dict[str, Settlement | None] = {}
     for rule in rules.values():
         try:
             ex_post[rule] = settle(real, real_m1, real_market, profit_rate, rule)
