@@ -91,19 +91,36 @@ def _check_ws(ws: Operation, case: Case, mode: str) -> Operation:
 def stochastic_value(case: Case, mode: str = "market", *, ws: Operation | None = None, **solve_kw) -> pd.Series:
     """RP, WS, EV, EEV, VSS and EVPI of the two-stage clearing (``mode="market"``) or of M1 (``"independent"``).
 
-    $ per day, each the objective without tie-break terms (:func:`community_cost`), lower is better:
-      rp_usd    the recourse problem, the two-stage optimum (``stages=2``)
-      ws_usd    wait and see: the one-stage optimum, each scenario its own decisions (today's clearing)
-      ev_usd    the expected-value problem: the two-stage problem of the mean scenario (:func:`mean_scenario_case`)
-      eev_usd   the two-stage objective with the day-ahead position fixed at EV's (homes re-optimise per scenario)
-      vss_usd   value of the stochastic solution, EEV - RP >= 0
-      evpi_usd  expected value of perfect information, RP - WS >= 0
-    ws: the one-stage result of ``mode`` if already solved (it does not depend on the imbalance ratios), else
-    solved here. In M1 the homes do not depend on the position, so RP and EEV are the aggregator's accounts of
-    the WS operation at the two positions (:func:`desmarket.model.with_day_ahead`): no further solve.
-    solve_kw: passed to every solve (method, solver, n_jobs, ...). Raises :class:`CaseError` unless
-    k^up >= k^b >= k^s >= k^dn. Both differences hold to within the tie-breaks' cost
-    (``Operation.regularization_cost``).
+    Each value is the objective without tie-break terms (:func:`community_cost`), lower is better. In M1 the homes
+    do not depend on the position, so RP and EEV are the aggregator's accounts of the WS operation at the two
+    positions (:func:`desmarket.model.with_day_ahead`): no further solve. Both differences hold to within the
+    tie-breaks' cost (``Operation.regularization_cost``).
+
+    Parameters
+    ----------
+    case : Case
+        The community; needs k^up >= k^b >= k^s >= k^dn (market.json).
+    mode : str, default "market"
+        "market" (the clearing) or "independent" (M1).
+    ws : Operation, optional
+        The one-stage result of ``mode`` if already solved (it does not depend on the imbalance ratios); solved
+        here when None.
+    **solve_kw
+        Passed to every solve (method, solver, n_jobs, ...).
+
+    Returns
+    -------
+    pandas.Series
+        $ per day: ``rp_usd`` the recourse problem, the two-stage optimum (``stages=2``); ``ws_usd`` wait and
+        see, the one-stage optimum (each scenario its own decisions); ``ev_usd`` the two-stage problem of the mean
+        scenario (:func:`mean_scenario_case`); ``eev_usd`` the two-stage objective with the day-ahead position
+        fixed at EV's (homes re-optimise per scenario); ``vss_usd`` = EEV - RP >= 0, the value of the stochastic
+        solution; ``evpi_usd`` = RP - WS >= 0, the expected value of perfect information.
+
+    Raises
+    ------
+    CaseError
+        Unless k^up >= k^b >= k^s >= k^dn.
     """
     _check_mode(mode)
     check_imbalance_ratios(case.market)
@@ -126,9 +143,23 @@ def stochastic_value(case: Case, mode: str = "market", *, ws: Operation | None =
 
 
 def stochastic_values(case: Case, *, ws: dict | None = None, **solve_kw) -> pd.DataFrame:
-    """:func:`stochastic_value` of the market and of M1, one row each ("market", "M1"), and Delta C of each
-    problem (M1's value minus the market's: ``delta_c`` of RP is the two-stage surplus, of WS today's).
-    ws: {"market": ..., "independent": ...} one-stage results already solved (either may be left out)."""
+    """:func:`stochastic_value` of the market and of M1, and Delta C of each problem.
+
+    Parameters
+    ----------
+    case : Case
+        The community.
+    ws : dict, optional
+        {"market": ..., "independent": ...} one-stage results already solved (either may be left out).
+    **solve_kw
+        Passed to every solve.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row each ("market", "M1") with the columns of :func:`stochastic_value`, $ per day, and a row
+        ``delta_c`` (M1's value minus the market's: of RP the two-stage surplus, of WS today's).
+    """
     ws = ws or {}
     rows = [stochastic_value(case, m, ws=ws.get(m), **solve_kw) for m in MODES]
     table = pd.DataFrame(rows, index=["market", "M1"])
@@ -206,7 +237,23 @@ def realised_day(case: Case, scenario: str, profit_rate: float = PAPER_PROFIT_RA
     The scenario ``scenario`` is held out (:func:`hold_out`); the two-stage M1 and clearing are solved on the
     others; their day-ahead positions are fixed and the second stage is solved on the held-out day (the homes
     re-optimise; in M1 each home alone, the aggregator's position M1's). Settled ex ante (Eq. 26 over the similar
-    days, paid whatever happens) and ex post (Eq. 26 recomputed on the day). solve_kw: passed to every solve.
+    days, paid whatever happens) and ex post (Eq. 26 recomputed on the day).
+
+    Parameters
+    ----------
+    case : Case
+        The community, the realised day among its scenarios.
+    scenario : str
+        The id of the scenario that is the realised day.
+    profit_rate : float, default 0.2
+        rho in [0, 1].
+    **solve_kw
+        Passed to every solve.
+
+    Returns
+    -------
+    RealisedDay
+        The ex-ante and realised operations and both settlements ($ per day).
     """
     ante, real = hold_out(case, scenario)
     m1 = solve_independent(ante, stages=2, **solve_kw)
