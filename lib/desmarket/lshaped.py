@@ -65,7 +65,7 @@ from .case import Case
 from .errors import NotConvergedError
 from .formulation import Block, FirstStage, case_block, formulate, newsvendor_position
 from .model import SOLVED, SolverError
-from .pieces import solve_built, worker_count
+from .pieces import gather, solve_built, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -450,14 +450,11 @@ def solve_two_stage(
         pool.close()
     if best_x is None:
         raise SolverError("the L-shaped decomposition evaluated no position")
-    arrays = {k: np.empty((n * s, hours)) for k in (*SOLVED, "x")}
-    price = np.empty((s, hours))
-    for k, (rows_k, sol) in enumerate(zip(row_sets, solutions)):
-        for name in arrays:
-            arrays[name][rows_k] = sol[name]
-        price[k] = sol["price"][0]
+    arrays, price = gather(case, row_sets, solutions, market=True)  # the scenario pieces put back in place
+    if price is None:  # gather gives a price for a market's pieces
+        raise AssertionError("the L-shaped pieces are a market clearing: they have a clearing price")
     return Solved(
-        arrays={k: v.reshape(n, s, hours) for k, v in arrays.items()},
+        arrays=arrays,
         price=price,
         buy_kw=best_x[:hours].copy(),
         sell_kw=best_x[hours:].copy(),
