@@ -95,7 +95,7 @@ from .pieces import (
     solver_label,
     worker_count,
 )
-from .settlement import CONTRIBUTION_TOLERANCE
+from .settlement import trade_values
 
 FLOAT_BYTES = 8
 #: A penalty rho, $/kWh per kW: one number, one per (scenario, hour) (S, T), or one per home (N, S, T).
@@ -424,22 +424,22 @@ _CONTROLLERS: OrderedDict = OrderedDict()
 MAX_CONTROLLERS = 4096
 
 
-def _controller(key, home: Block, solver: str, solver_options: dict | None) -> HomeController:
+def _cached(key, kind: type[HomeController], block: Block, solver: str, solver_options: dict | None):
+    """The controller of ``key`` kept in this process, built as ``kind(block, ...)`` on first use."""
     ctrl = _CONTROLLERS.get(key)
     if ctrl is None:
-        ctrl = _CONTROLLERS[key] = HomeController(home, solver, solver_options)
+        ctrl = _CONTROLLERS[key] = kind(block, solver, solver_options)
         while len(_CONTROLLERS) > MAX_CONTROLLERS:
             _CONTROLLERS.popitem(last=False)
     return ctrl
+
+
+def _controller(key, home: Block, solver: str, solver_options: dict | None) -> HomeController:
+    return _cached(key, HomeController, home, solver, solver_options)
 
 
 def _batch_controller(key, block: Block, solver: str, solver_options: dict | None) -> BatchController:
-    ctrl = _CONTROLLERS.get(key)
-    if ctrl is None:
-        ctrl = _CONTROLLERS[key] = BatchController(block, solver, solver_options)
-        while len(_CONTROLLERS) > MAX_CONTROLLERS:
-            _CONTROLLERS.popitem(last=False)
-    return ctrl
+    return _cached(key, BatchController, block, solver, solver_options)
 
 
 def home_response(
@@ -790,9 +790,7 @@ def round_economics(before: float, market: Operation, probability: np.ndarray, p
     alpha_i = (1 - rho) c_i / sum_j c_j with c_i = sum pi |lambda| |x_i| (Eqs. 21-22); all zero if nobody trades.
     """
     surplus = float(before - (market.home_cost.sum() - market.aggregator_revenue))
-    price, _, _ = market.cleared()
-    value = np.einsum("s,st,nst->n", probability, np.abs(price), np.abs(market.trade))
-    value = np.where(value < CONTRIBUTION_TOLERANCE, 0.0, value)
+    value = trade_values(probability, market.cleared()[0], market.trade)
     total = value.sum()
     alpha = (1.0 - profit_rate) * value / total if total > 0 else np.zeros_like(value)
     return Economics(surplus, alpha, alpha * surplus, market.home_cost)

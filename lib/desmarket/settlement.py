@@ -152,8 +152,15 @@ def market_contribution(case: Case, market: Operation) -> np.ndarray:
     """
     if market.price is None:
         raise ValueError("contributions need a market result (clear_market), not mode M1")
-    value = np.einsum("s,st,nst->n", case.probability, np.abs(market.price), np.abs(market.trade))
-    return np.where(value < CONTRIBUTION_TOLERANCE, 0.0, value)  # solver noise is no market value
+    return trade_values(case.probability, market.price, market.trade)
+
+
+def trade_values(probability: np.ndarray, price: np.ndarray, trade: np.ndarray) -> np.ndarray:
+    """sum_s pi_s sum_t |lambda_{s,t}| |x_{i,s,t}| of (S,) pi, (S, T) lambda ($/kWh) and (N, S, T) x (kW), $ per
+    day, (N,); below :data:`CONTRIBUTION_TOLERANCE` it is 0 (solver noise is no market value). Eq. 21 as
+    :func:`market_contribution` applies it, for callers holding the arrays (the market process's rounds)."""
+    value = np.einsum("s,st,nst->n", probability, np.abs(price), np.abs(trade))
+    return np.where(value < CONTRIBUTION_TOLERANCE, 0.0, value)
 
 
 def contribution_rates(case: Case, market: Operation, profit_rate: float) -> np.ndarray:
