@@ -37,6 +37,12 @@ CHUNK_ROWS = 256
 #: PIQP 0.7 calls some feasible problems infeasible (a home controller of a 30-home case at one price, issue 17).
 FALLBACK_SOLVER = "CLARABEL"
 
+#: Statuses of :data:`FALLBACK_SOLVER` that earn one retry at :data:`RELAXED_OPTIONS` (never accepted themselves).
+RETRY_STATUSES = (cp.OPTIMAL_INACCURATE, cp.USER_LIMIT)
+#: Clarabel's tolerances for that retry: 100 x the defaults of :data:`desmarket.model.DEFAULT_SOLVER_OPTIONS`
+#: (at 1e-10 Delta C is still accurate to about 5e-6 relative on small cases, see there).
+RELAXED_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,20 +54,31 @@ def solver_error(exc: SolverError, message: str) -> SolverError:
 
 def solve_with_fallback(problem: cp.Problem, solver: str, solver_options: dict | None = None) -> int:
     """Solve a built problem with ``solver``; if it does not return optimal, solve it again with
-    :data:`FALLBACK_SOLVER` at that solver's default tolerances. Returns the number of fallbacks, 0 or 1.
+    :data:`FALLBACK_SOLVER` at that solver's default tolerances (:func:`solve_fallback`). Returns the number of
+    fallbacks, 0 or 1.
 
     Raises :class:`SolverError` only if the fallback fails as well, with the fallback's status: a problem is
     reported infeasible only when Clarabel says so. A solver that cvxpy does not have (a misspelt name) is the
-    caller's error and raises at once.
+    caller's error and raises at once. ``solver`` Clarabel itself (the central method) gets the fallback's
+    relaxed retry of :func:`solve_fallback` only.
     """
+    if str(solver).upper() == FALLBACK_SOLVER:
+        try:
+            solve(problem, solver, **(solver_options or {}))
+            return 0
+        except SolverError as first:
+            if solver_options or getattr(first, "status", None) not in RETRY_STATUSES:
+                raise
+            _solve_relaxed(problem, first)
+            return 0  # Clarabel still: not a fallback to another solver (the retry is logged)
     try:
         solve(problem, solver, **(solver_options or {}))
         return 0
     except SolverError as first:
-        if str(solver).upper() == FALLBACK_SOLVER or str(solver).upper() not in cp.installed_solvers():
+        if str(solver).upper() not in cp.installed_solvers():
             raise
         try:
-            solve(problem, FALLBACK_SOLVER)
+            solve_fallback(problem)
         except SolverError as second:
             raise solver_error(
                 second, f"{second} ({solver} before it: status '{getattr(first, 'status', None)}')"
@@ -125,6 +142,39 @@ def gather(case: Case, row_sets: list[np.ndarray], results: list[dict], market: 
         if market:
             price[np.unique(rows % s)] = res["price"]
     return {k: v.reshape(n, s, t) for k, v in flat.items()}, (price if market else None)
+
+
+def solve_fallback(problem: cp.Problem) -> None:
+    """Solve with :data:`FALLBACK_SOLVER` at its default tolerances (1e-12); if it ends inaccurate or at its
+    iteration limit (:data:`RETRY_STATUSES`), once more at :data:`RELAXED_OPTIONS` (1e-10), with a warning in the
+    log. Never accepts a status other than optimal (:class:`SolverError`).
+
+    The retry is for degenerate problems, e.g. a two-stage piece whose fixed day-ahead position equals the
+    community's import in some hours (the EEV problem of a one-scenario case): there the import balance, the
+    shortfall and the excess are all active and Clarabel stalls short of 1e-12 but reaches 1e-10 in a few
+    iterations.
+    """
+    try:
+        solve(problem, FALLBACK_SOLVER)
+    except SolverError as exc:
+        if getattr(exc, "status", None) not in RETRY_STATUSES:
+            raise
+        _solve_relaxed(problem, exc)
+
+
+def _solve_relaxed(problem: cp.Problem, first: SolverError) -> None:
+    try:
+        solve(problem, FALLBACK_SOLVER, **RELAXED_OPTIONS)
+    except SolverError as second:
+        raise solver_error(
+            second, f"{second} (at its default tolerances before: status '{getattr(first, 'status', None)}')"
+        ) from second
+    logger.warning(
+        "%s ended '%s' at its default tolerances and was solved at %s",
+        FALLBACK_SOLVER,
+        getattr(first, "status", None),
+        RELAXED_OPTIONS,
+    )
 
 
 def solver_label(solver: str, fallbacks: int, total: int, unit: str) -> str:
