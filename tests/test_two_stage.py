@@ -306,3 +306,14 @@ def test_a_given_wait_and_see_result_is_checked_and_reused():
         twostage.stochastic_value(case, "market", ws=ws["independent"])
     with pytest.raises(dm.MismatchError):
         twostage.stochastic_value(random_case(13, 3, 3), "market", ws=ws["market"])
+
+
+def test_a_day_without_trade_settles_m2_and_leaves_m3_undefined():
+    # one home: nobody to trade with, so M3 (Eq. 22) is undefined ex ante; M2 still settles the day
+    case = random_case(2, 1, 3)
+    day = twostage.realised_day(case, case.scenarios[0])
+    assert day.ex_ante["contribution"] is None and day.ex_post["contribution"] is None
+    assert day.homes["M3_ex_ante_usd"].isna().all() and day.homes["M2_ex_ante_usd"].notna().all()
+    table = twostage.realised_table(day)
+    assert table.loc["M3"].isna().all().all()
+    assert table.loc[("M2", "expected"), "delta_c_usd"] == pytest.approx(day.expected_surplus)

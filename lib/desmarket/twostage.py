@@ -201,7 +201,8 @@ class RealisedDay(NamedTuple):
 
     ex_ante_m1, ex_ante_market: the two-stage M1 and clearing over the similar days (expected values)
     realised_m1, realised_market: the day itself, at the ex-ante day-ahead positions (homes re-optimise)
-    ex_ante: {"equal": M2, "contribution": M3} :class:`Settlement` in expectation (Eq. 26)
+    ex_ante: {"equal": M2, "contribution": M3} :class:`Settlement` in expectation (Eq. 26); M3 is None where it
+             is undefined (nobody trades over the similar days: :class:`~desmarket.errors.NoTradeError`)
     ex_post: the same settled on the realised day (rule -> Settlement, or None when it is undefined: no trade)
     homes:   per home, the expected gain and the realised gains under ex-ante and ex-post payments, $
     """
@@ -229,6 +230,14 @@ def realised_gains(ex_ante: Settlement, realised_m1: Operation, realised_market:
     """(N,) $: each home's gain on the realised day under the ex-ante payments Gamma_i (Eq. 26 in expectation):
     C_i^0(day) - (C_i*(day) - Gamma_i)."""
     return realised_m1.home_cost - (realised_market.home_cost - ex_ante.payment)
+
+
+def _settled(case: Case, m1: Operation, market: Operation, profit_rate: float, rule: str) -> Settlement | None:
+    """:func:`~desmarket.settlement.settle`, or None where M3 is undefined (nobody trades: :class:`NoTradeError`)."""
+    try:
+        return settle(case, m1, market, profit_rate, rule)
+    except NoTradeError:
+        return None
 
 
 def realised_day(case: Case, scenario: str, profit_rate: float = PAPER_PROFIT_RATE, **solve_kw) -> RealisedDay:
@@ -261,19 +270,15 @@ def realised_day(case: Case, scenario: str, profit_rate: float = PAPER_PROFIT_RA
     real_m1 = solve_independent(real, stages=2, day_ahead=m1.day_ahead, **solve_kw)
     real_market = clear_market(real, stages=2, day_ahead=market.day_ahead, **solve_kw)
     rules = {"M2": "equal", "M3": "contribution"}
-    ex_ante = {rule: settle(ante, m1, market, profit_rate, rule) for rule in rules.values()}
-    ex_post: dict[str, Settlement | None] = {}
-    for rule in rules.values():
-        try:
-            ex_post[rule] = settle(real, real_m1, real_market, profit_rate, rule)
-        except NoTradeError:
-            ex_post[rule] = None
+    ex_ante = {rule: _settled(ante, m1, market, profit_rate, rule) for rule in rules.values()}
+    ex_post = {rule: _settled(real, real_m1, real_market, profit_rate, rule) for rule in rules.values()}
     homes = {}
+    nan = np.full(case.n_homes, np.nan)
     for mode, rule in rules.items():
-        homes[f"{mode}_expected_usd"] = ex_ante[rule].home_gain
-        homes[f"{mode}_ex_ante_usd"] = realised_gains(ex_ante[rule], real_m1, real_market)
-        post = ex_post[rule]
-        homes[f"{mode}_ex_post_usd"] = post.home_gain if post is not None else np.full(case.n_homes, np.nan)
+        before, post = ex_ante[rule], ex_post[rule]
+        homes[f"{mode}_expected_usd"] = nan if before is None else before.home_gain
+        homes[f"{mode}_ex_ante_usd"] = nan if before is None else realised_gains(before, real_m1, real_market)
+        homes[f"{mode}_ex_post_usd"] = nan if post is None else post.home_gain
     table = pd.DataFrame(homes, index=pd.Index(case.home_ids, name="home"))
     return RealisedDay(m1, market, real_m1, real_market, ex_ante, ex_post, table)
 
@@ -285,6 +290,10 @@ def realised_table(day: RealisedDay) -> pd.DataFrame:
     real_surplus = day.realised_surplus
     for mode, rule in (("M2", "equal"), ("M3", "contribution")):
         ante = day.ex_ante[rule]
+        if ante is None:  # M3 undefined over the similar days: its rows are NaN
+            for basis in ("expected", "realised, ex-ante payments", "realised, ex-post payments"):
+                rows[(mode, basis)] = dict.fromkeys(REALISED_COLUMNS, np.nan)
+            continue
         real_aggregator = day.realised_market.aggregator_revenue - ante.payment.sum()
         post = day.ex_post[rule]
         for basis, gains, aggregator, surplus in (
@@ -314,6 +323,8 @@ def realised_table(day: RealisedDay) -> pd.DataFrame:
     return frame
 
 
+#: The columns of :func:`realised_table`.
+REALISED_COLUMNS = ("delta_c_usd", "aggregator_gain_usd", "homes_gain_usd", "smallest_home_gain_usd", "homes_losing")
 #: A home's gain below minus this, $ per day, counts as a loss (solver noise is not).
 LOSS_TOLERANCE = 1e-6
 
