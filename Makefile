@@ -22,9 +22,10 @@ WORKERS     ?= auto
 # `make bench SAVE=1` writes results/bench/; without it the benchmark only prints
 SAVE        ?=
 # `make bench FULL=1` runs the full sizes (methods up to 10,000 homes, the technique table at 10, 100 and 1,000
-# homes: several hours); without it about 10 minutes (methods at 100 and 1,000 homes, techniques at 10 homes)
+# homes, the default over 10 seeds at 10 and 100 homes: several hours); without it about 10 minutes (methods at
+# 100 and 1,000 homes, techniques at 10 homes, the default over 10 seeds at 10 homes)
 FULL        ?=
-BENCH_SIZES  = $(if $(FULL),--homes 100 1000 10000 --coordinated-max 10000 --techniques 10 100 1000 --all-techniques,--homes 100 1000 --coordinated-max 100 --techniques 10)
+BENCH_SIZES  = $(if $(FULL),--homes 100 1000 10000 --coordinated-max 10000 --techniques 10 100 1000 --all-techniques --spread 10 100,--homes 100 1000 --coordinated-max 100 --techniques 10 --spread 10)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint unit nbval docs reproduce bench bench-fairness bench-two-stage bench-study lab report data clean clean-runs

@@ -40,7 +40,11 @@ about 1 / (2 epsilon) = 5e4 kW per $/kWh of price error, and the alphas and gain
 prices to about 1e-8 $/kWh in those hours (issue 21's diagnosis: the prices are within 1e-6 $/kWh after
 about 40 rounds at 10 homes, the gains within 1e-3 $ only later). A smaller penalty lets the homes' schedules
 follow sooner (``make bench``, 10 scenarios: 59 rounds at 10 homes, 86 at 100 and 74 at 1,000; at
-rho = 0.004, 98 and 199 rounds at 10 and 100 homes). The process stops when for ``patience`` rounds the
+rho = 0.004, 98 and 199 rounds at 10 and 100 homes). That holds on seed 0; over seeds 0-9 at 10 homes the
+rounds range from 56 to 392, and on the slow seeds most rounds are a price drift instead: in an hour where
+every home trades its whole net locally (a kink of its cost) no answer moves with the price, so the imbalance
+and the step rho a xbar stay the same round after round and the price crosses the band between k^s LMP and
+k^b LMP at about 1e-5 $/kWh per round (docs/usage/speed.md; ``scripts/bench.py --spread``). The process stops when for ``patience`` rounds the
 largest trade imbalance |sum_i x_i| is at most max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al.
 Section 3.3.1: the absolute tolerance grows with the number of homes), the largest price change and the dual
 residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
