@@ -41,7 +41,7 @@ FALLBACK_SOLVER = "CLARABEL"
 RETRY_STATUSES = (cp.OPTIMAL_INACCURATE, cp.USER_LIMIT)
 #: Clarabel's tolerances for that retry: 100 x the defaults of :data:`desmarket.model.DEFAULT_SOLVER_OPTIONS`
 #: (at 1e-10 Delta C is still accurate to about 5e-6 relative on small cases, see there).
-RELAXED_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+RELAXED_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "direct_solve_method": "qdldl"}
 
 logger = logging.getLogger(__name__)
 
