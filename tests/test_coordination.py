@@ -57,6 +57,7 @@ TECHNIQUES = {
     "default": dm.Coordination(),
     "spectral penalty per hour": dm.Coordination(spectral="hour"),
     "spectral penalty per home": dm.Coordination(spectral="home"),
+    "residual balancing per hour": dm.Coordination(adaptive_hours=True),
 }
 
 
@@ -84,9 +85,51 @@ def test_the_default_equals_central_under_congestion():
     assert co.price[exact.congested] == pytest.approx(exact.price[exact.congested], abs=1e-4)
 
 
-@pytest.mark.parametrize("name", ["plain ADMM", "over-relaxation only", "Anderson only", "spectral penalty per hour"])
+ON_A_RANDOM_CASE = ["plain ADMM", "over-relaxation only", "Anderson only", "spectral penalty per hour"]
+
+
+@pytest.mark.parametrize("name", [*ON_A_RANDOM_CASE, "residual balancing per hour"])
 def test_each_technique_equals_central_on_a_random_case(name):
     _agrees_with_central(random_case(412, n_homes=3, n_scenarios=2), TECHNIQUES[name])
+
+
+def test_residual_balancing_per_hour_equals_central_under_congestion():
+    case = random_case(1, n_homes=4, n_scenarios=2).replace(grid_limit_kw=2.5)
+    co = _agrees_with_central(case, dm.Coordination(adaptive_hours=True))
+    exact = dm.clear_market(case, method="central")
+    assert co.price[exact.congested] == pytest.approx(exact.price[exact.congested], abs=1e-4)
+
+
+def test_residual_balancing_per_hour_ends_a_drift_sooner():
+    # seed 4 of 10 homes: most rounds of the default are prices drifting where no answer moves (docs/usage/speed.md)
+    case = random_case(4, n_homes=10, n_scenarios=10)
+    rounds = {
+        name: len(dm.clear_market(case, method="coordinated", coordination=settings).convergence)
+        for name, settings in (("default", dm.Coordination()), ("hourly", dm.Coordination(adaptive_hours=True)))
+    }
+    assert rounds["hourly"] < 0.7 * rounds["default"], rounds
+
+
+def test_hourly_balance_raises_the_penalty_where_only_the_imbalance_is_left():
+    """Hour 0: the same imbalance every round and no answer moving (a drift): rho x4 at each update, up to 64
+    rho0. Hour 1: balanced but the answers swing: rho / 4. Hour 2: both small: unchanged. Fixed after its rounds."""
+    balance = coordinated.HourlyBalance(1e-3, accepted=1e-3, tol_price=1e-6, every=1, rounds=10)
+    rho = np.full((1, 3), 1e-3)
+    swing = np.array([[0.0, 1.0, 0.0]])
+    history = []
+    for k in range(1, 8):
+        trades = np.zeros((2, 1, 3))
+        trades[:, 0, 0] = 0.5  # imbalance 1 kW in hour 0, the same answers each round
+        trades[:, 0, 1] = np.array([1.0, -1.0]) * (-1) ** k * swing[0, 1]  # sum 0, answers swing by 2 kW
+        new = balance.update(k, rho, trades, trades)
+        if new is not None:
+            rho = new
+        history.append(rho.copy())
+    assert history[0] == pytest.approx(np.full((1, 3), 1e-3))  # the first round only records
+    assert history[1][0, 0] == pytest.approx(4e-3) and history[1][0, 1] == pytest.approx(2.5e-4)
+    assert history[-1][0, 0] == pytest.approx(64e-3) and history[-1][0, 1] == pytest.approx(1e-3 / 64)
+    assert history[-1][0, 2] == pytest.approx(1e-3)
+    assert balance.update(11, rho, trades, trades) is None  # after its rounds the penalty stays fixed
 
 
 def test_acceleration_takes_fewer_rounds_than_plain_admm():
@@ -178,12 +221,19 @@ def test_no_answer_at_all_names_every_home():
         {"spectral": True},
         {"spectral_rounds": 0},
         {"tol_imbalance": 0},
+        {"adaptive_hours": 1},
     ],
 )
 def test_bad_coordination_settings_name_the_field(bad):
     (field,) = bad
     with pytest.raises(ValueError, match=rf"^Coordination\.{field} must be"):
         dm.Coordination(**bad)
+
+
+@pytest.mark.parametrize("other", [{"spectral": "hour"}, {"adaptive": True}])
+def test_residual_balancing_per_hour_excludes_the_other_adaptive_penalties(other):
+    with pytest.raises(ValueError, match="adaptive_hours"):
+        dm.Coordination(adaptive_hours=True, **other)
 
 
 # ---------------------------------------------------------------------------------------- batched

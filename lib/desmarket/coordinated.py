@@ -44,8 +44,12 @@ rho = 0.004, 98 and 199 rounds at 10 and 100 homes). That holds on seed 0; over 
 rounds range from 56 to 392, and on the slow seeds most rounds are a price drift instead: in an hour where
 every home trades its whole net locally (a kink of its cost) no answer moves with the price, so the imbalance
 and the step rho a xbar stay the same round after round and the price crosses the band between k^s LMP and
-k^b LMP at about 1e-5 $/kWh per round (docs/usage/speed.md; ``scripts/bench.py --spread``). The process stops when for ``patience`` rounds the
-largest trade imbalance |sum_i x_i| is at most max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al.
+k^b LMP at about 1e-5 $/kWh per round (docs/usage/speed.md; ``scripts/bench.py --spread``). Residual balancing
+of the penalty per (scenario, hour) (:class:`HourlyBalance`, ``adaptive_hours=True``) lengthens those steps:
+over the same ten seeds at most 112 rounds instead of 392, but a median of 97.5 instead of 90, so it is an
+option, not the default (seeds 0-3 at 100 homes: at most 88 rounds instead of 106, median 68.5 instead of 92).
+The process stops when for ``patience`` rounds the largest trade imbalance |sum_i x_i| is at most
+max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al.
 Section 3.3.1: the absolute tolerance grows with the number of homes), the largest price change and the dual
 residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
 the settlement's quantities at the round's schedules (:func:`round_economics`: Delta C, every alpha_i, every
@@ -141,6 +145,7 @@ class Coordination:
     spectral:       "off" (a fixed penalty), "hour" (the spectral penalty of Xu et al. 2017 per (scenario,
                     hour)) or "home" (per home and (scenario, hour)): :class:`SpectralPenalty`
     spectral_rounds: rounds during which the spectral penalty is re-estimated (every 2); then it is fixed
+    adaptive_hours: residual balancing of rho per (scenario, hour) (:class:`HourlyBalance`); False: off
 
     rho, the tolerances and ``balance`` accept any finite real number > 0 (numpy scalars included, not bool),
     ``max_iterations`` any integer >= 1 (numpy integers included, not bool); they are stored as float and int.
@@ -168,6 +173,7 @@ class Coordination:
     max_unanswered: int = 20
     spectral: str = "off"
     spectral_rounds: int = 20
+    adaptive_hours: bool = False
 
     def __post_init__(self):
         names = ("rho", "tol_residual", "tol_imbalance", "tol_price", "balance", "tol_surplus", "tol_alpha", "tol_gain")
@@ -202,10 +208,15 @@ class Coordination:
             object.__setattr__(self, name, float(value))
         if self.spectral not in ("off", "hour", "home"):
             raise ValueError(f"Coordination.spectral must be 'off', 'hour' or 'home', got {self.spectral!r}")
-        for name in ("adaptive", "warm_start", "economic", "batched"):
+        for name in ("adaptive", "warm_start", "economic", "batched", "adaptive_hours"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"Coordination.{name} must be True or False, got {getattr(self, name)!r}")
             object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.adaptive_hours and (self.spectral != "off" or self.adaptive):
+            raise ValueError(
+                "Coordination.adaptive_hours adapts the penalty per hour itself: use it with spectral='off' and "
+                "adaptive=False"
+            )
 
     @classmethod
     def relaxed(cls) -> Coordination:
@@ -623,6 +634,52 @@ def next_targets(targets: np.ndarray, trades: np.ndarray, relaxation: float, rho
 MOVED_KW = 1e-4
 
 
+class HourlyBalance:
+    """Residual balancing of the penalty per (scenario, hour) (``Coordination.adaptive_hours``; Boyd et al. 2011,
+    Section 3.4.1, whose rule for one penalty is applied to each hour's own residuals; He, Yang & Wang, J. Optim.
+    Theory Appl. 106, 2000, for penalties that vary between rounds).
+
+    Every ``every`` rounds, in each (scenario, hour): the primal residual |sum_i x| relative to the accepted
+    imbalance and the dual residual rho max_i |(x_i - xbar) - (x_i - xbar)_before| relative to ``tol_price``; the
+    penalty is multiplied by ``factor`` where the first exceeds 10 times the second (and 1), divided where the
+    second exceeds 10 times the first, within [rho0 / most, rho0 most]. Why per hour: where every home trades its
+    whole net locally no answer moves with the price, so the primal residual stands still and the price, stepping
+    by rho a xbar, drifts across [k^s LMP, k^b LMP] for many rounds (issue 21); a larger penalty there makes
+    those steps longer without stiffening the other hours. The penalty is fixed after ``rounds`` rounds, so the
+    process ends as ADMM with a fixed penalty, whose convergence is the textbook one.
+    """
+
+    def __init__(
+        self,
+        rho0: float,
+        accepted: float,
+        tol_price: float,
+        every: int = 5,
+        factor: float = 4.0,
+        most: float = 64.0,
+        rounds: int = 200,
+    ):
+        self.rho0, self.accepted, self.tol_price = float(rho0), float(accepted), float(tol_price)
+        self.every, self.factor, self.most, self.rounds = int(every), float(factor), float(most), int(rounds)
+        self._last: np.ndarray | None = None
+
+    def update(self, k: int, rho: Penalty, lambda_hat: np.ndarray, trades: np.ndarray) -> np.ndarray | None:
+        """The new penalty at round k, (S, T), or None if it is unchanged (the interface of :class:`SpectralPenalty`;
+        ``lambda_hat`` is not needed). trades: the answers (N, S, T), kW."""
+        last, self._last = self._last, np.asarray(trades, dtype=float)
+        if last is None or k % self.every or k > self.rounds:
+            return None
+        primal = np.abs(self._last.sum(axis=0)) / self.accepted
+        change = (self._last - self._last.mean(axis=0)) - (last - last.mean(axis=0))
+        penalty = np.broadcast_to(np.asarray(rho, dtype=float), primal.shape)
+        dual = (penalty * np.abs(change).max(axis=0)) / self.tol_price
+        up = (primal > 10 * dual) & (primal > 1) & (penalty * self.factor <= self.most * self.rho0)
+        down = (dual > 10 * primal) & (dual > 1) & (penalty / self.factor >= self.rho0 / self.most)
+        if not (up.any() or down.any()):
+            return None
+        return np.where(up, penalty * self.factor, np.where(down, penalty / self.factor, penalty))
+
+
 class SpectralPenalty:
     """The spectral (Barzilai-Borwein) adaptive penalty of Xu, Figueiredo & Goldstein, "Adaptive ADMM with
     spectral penalty parameter selection", AISTATS 2017 (their Algorithm 1), one penalty per (scenario, hour).
@@ -896,14 +953,17 @@ def coordinate(
     }
     state = AggregatorState(
         price=forecast_price(case, m1) if settings.warm_start and m1 is not None else midpoint,
-        rho=penalties[settings.spectral],
+        rho=penalties["hour" if settings.adaptive_hours else settings.spectral],
         trades=np.zeros((n, s, t)),
     )
-    penalty = (
+    penalty: SpectralPenalty | HourlyBalance | None = (
         SpectralPenalty(settings.rho, rounds=settings.spectral_rounds, per_home=settings.spectral == "home")
         if settings.spectral != "off"
         else None
     )
+    if settings.adaptive_hours:
+        accepted = max(settings.tol_residual, n * settings.tol_imbalance)
+        penalty = HourlyBalance(settings.rho, accepted, settings.tol_price)
     targets = np.zeros((n, s, t))  # each home's own z_i (home side)
     before = None if m1 is None else float(m1.home_cost.sum() - m1.aggregator_revenue)
     a, b = case.column("utility_a"), case.column("utility_b")

@@ -55,7 +55,7 @@ DEFAULT_SOLVER = "CLARABEL"
 #: supernodal factorisation whose results depend on the thread count, and which was 5x slower than qdldl on the
 #: two-stage deterministic equivalent (200 homes x 10 scenarios: 172 s against 34 s, the same 46 iterations and
 #: optimum). On small problems "auto" is qdldl (bit for bit the same solution on the paper case).
-DEFAULT_SOLVER_OPTIONS = {
+DEFAULT_SOLVER_OPTIONS: dict[str, dict[str, float | str]] = {
     "CLARABEL": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "direct_solve_method": "qdldl"},
     "PIQP": {"eps_abs": 1e-12, "eps_rel": 1e-12},
 }
