@@ -48,12 +48,14 @@ with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as o
 
 Neither scales yet. The deterministic equivalent's first stage enters only the 2 x S x 24 balance rows of the
 community totals, so its KKT system is block-angular, but PIQP's general sparse factorisation does not exploit
-that (1,000 homes x 10 scenarios did not finish in 12.5 minutes). The L-shaped method is linear in the homes per
-iteration, but needs about 80-150 iterations of about two one-stage clearings each: at 100 homes x 10 scenarios
-it took 281 s (77 iterations) where the deterministic equivalent took 48 s, and at 1,000 x 10 it had a gap of
-1e-2 after 12 iterations and 10 minutes (``scripts/bench_two_stage.py``, a loaded machine). So the default stays
-the one-solve route, which is the faster of the two wherever both finished; the L-shaped method is there for a
-case whose deterministic equivalent does not fit in memory, and as the starting point of a faster decomposition.
+that, and the first stage makes it harder too (200 homes x 10 scenarios: 46 interior-point iterations against 15
+in one stage, each about twice as long; at 400 x 10 PIQP calls it infeasible and Clarabel, the fallback, solves
+it; at 1,000 x 10 Clarabel alone took 975 s, 83 iterations, 4.4 GB). The L-shaped method is linear in the homes
+per iteration, but needs about 80-150 iterations of about two one-stage clearings each: at 100 homes x 10
+scenarios it took 281 s (77 iterations) where the deterministic equivalent took 48 s, and at 1,000 x 10 it had a
+gap of 1e-2 after 12 iterations and 10 minutes (``scripts/bench_two_stage.py``, a loaded machine). So the default
+stays the one-solve route, which is the faster of the two wherever both finished; the L-shaped method is there for
+a case whose deterministic equivalent does not fit in memory, and as the starting point of a faster decomposition.
 
 ``scripts/bench_two_stage.py`` measures both beside the one-stage pieces. With the position given
 (``day_ahead``: the EEV problem, the realised day) the scenarios separate and "decomposed" solves them in pieces in
