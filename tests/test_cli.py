@@ -346,6 +346,31 @@ def test_a_reader_that_leaves_early_is_not_an_error():
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
+def test_run_in_two_stages_writes_the_position_and_the_stochastic_values(capsys, tmp_path):
+    """``--stages 2``: M1 and the clearing of the day-ahead market (the settlement of the same), the day-ahead
+    positions per hour and RP/WS/EV/EEV/VSS/EVPI as dm.stochastic_values gives them; the market process has no
+    two-stage version (one line, exit 1, nothing written)."""
+    import pandas as pd
+
+    out = tmp_path / "out"
+    code, err = _main(capsys, "run", EXAMPLE, "--out", out, "--stages", "2")
+    assert code == 0, err
+    case = dm.load_case(EXAMPLE)
+    market = dm.clear_market(case, stages=2)
+    m1 = dm.solve_independent(case, stages=2)
+    positions = pd.read_csv(out / "tables" / "day_ahead.csv", index_col="hour")
+    assert positions["market_buy_kw"].to_numpy() == pytest.approx(market.day_ahead["buy_kw"].to_numpy(), abs=1e-3)
+    assert positions["m1_sell_kw"].to_numpy() == pytest.approx(m1.day_ahead["sell_kw"].to_numpy(), abs=1e-3)
+    values = pd.read_csv(out / "tables" / "stochastic_value.csv", index_col="problem")
+    expected = dm.stochastic_values(case)
+    assert values.loc["market", "rp_usd"] == pytest.approx(expected.loc["market", "rp_usd"], abs=1e-3)
+    assert values.loc["delta_c", "rp_usd"] == pytest.approx(dm.cooperative_surplus(m1, market), abs=1e-3)
+    settlement = pd.read_csv(out / "tables" / "settlement.csv")
+    assert len(settlement)  # settled on the two-stage results
+    code, err = _main(capsys, "run", EXAMPLE, "--out", tmp_path / "x", "--stages", "2", "--method", "coordinated")
+    assert code == 1 and "--stages 2 needs" in err and not (tmp_path / "x").exists()
+
+
 def test_run_writes_what_the_notebooks_write(capsys, tmp_path):
     """One way to run a case: `desmarket run` on the reference run's case writes every table of notebooks 02-06
     byte for byte as the committed results hold them (report.study_tables and report.STUDY_TABLE_FORMATS)."""

@@ -25,6 +25,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from desmarket.case import check_imbalance_ratios
 from desmarket.case import count_of as _count
 from desmarket.errors import OutputError
 from desmarket.paper import PAPER_PROFIT_RATE
@@ -243,13 +244,13 @@ def build_case(args) -> int:
     return 0
 
 
-def _solve(case, method: str) -> tuple:
-    """M1 and the market clearing, each timed on stderr."""
+def _solve(case, method: str, stages: int = 1) -> tuple:
+    """M1 and the market clearing (``stages`` 2: the two-stage day-ahead market), each timed on stderr."""
     import desmarket as dm
 
     steps = [
-        ("M1 (each home alone)", lambda: dm.solve_independent(case, method=method)),
-        ("market clearing", lambda: dm.clear_market(case, method=method)),
+        ("M1 (each home alone)", lambda: dm.solve_independent(case, method=method, stages=stages)),
+        ("market clearing", lambda: dm.clear_market(case, method=method, stages=stages)),
     ]
     ops = []
     for name, step in steps:
@@ -323,6 +324,26 @@ def _settle_rules(case, study, rules: list[str]) -> dict:
     return settlements
 
 
+def _stochastic_values(case, method: str):
+    """RP, WS, EV, EEV, VSS and EVPI of the market and of M1, $/day (:func:`desmarket.stochastic_values`)."""
+    import desmarket as dm
+
+    _say("solving the stochastic values (wait and see, the mean scenario, its position on every scenario) ...")
+    t0 = time.perf_counter()
+    values = dm.stochastic_values(case, method=method)
+    _say(f"  done in {time.perf_counter() - t0:.1f} s")
+    return values.rename_axis("problem")
+
+
+def _day_ahead_table(independent, market):
+    """The day-ahead purchase and sale per hour of the market and of M1's aggregator, kW."""
+    import pandas as pd
+
+    return pd.concat({"market": market.day_ahead, "m1": independent.day_ahead}, axis=1).pipe(
+        lambda t: t.set_axis([f"{who}_{column}" for who, column in t.columns], axis=1)
+    )
+
+
 def run(args) -> int:
     """M1, the clearing, M2 and M3 on a case: the tables and figures of notebooks 02-06, without the scorecard;
     with ``--rule``, also each rule's settlement (``tables/settlement_rules.csv``)."""
@@ -330,15 +351,26 @@ def run(args) -> int:
     from desmarket import report
 
     case = dm.load_case(args.case)  # before anything is written
+    if args.stages == 2:
+        if args.method == "coordinated":
+            raise ValueError(
+                "--stages 2 needs --method central or decomposed (the market process has no two-stage version)"
+            )
+        check_imbalance_ratios(case.market)  # a CaseError naming market.json before anything is solved
     with OutputFolder(args.out, args.force, keep={"the case": args.case}) as folder:  # checks --out before any solving
-        independent, market = _solve(case, args.method)
+        independent, market = _solve(case, args.method, args.stages)
         study = _settle(case, independent, market, args.profit_rate, absolute(args.case))
         rules = _settle_rules(case, study, args.rule or [])
+        values = _stochastic_values(case, args.method) if args.stages == 2 else None
         with folder.writing() as out:
             n_tables, n_figures = _write_study(out, case, study)
             if rules:
                 report.save_study_table(report.rules_table(case, rules), out / "tables", "settlement_rules")
                 n_tables += 1
+            if values is not None:
+                report.save_study_table(_day_ahead_table(independent, market), out / "tables", "day_ahead")
+                report.save_study_table(values, out / "tables", "stochastic_value")
+                n_tables += 2
         target = folder.commit()
     print(
         f"ΔC = {study.m3.surplus:.4f} $/day; ρ = {args.profit_rate}; aggregator gain {study.m3.aggregator_gain:.4f} "
@@ -482,6 +514,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="RULE",
         help="also settle under RULE and write tables/settlement_rules.csv (repeatable; one of "
         f"{', '.join(SETTLE_RULES)}: M2 = equal, M3 = contribution, M4 = synergy)",
+    )
+    p.add_argument(
+        "--stages",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="1: the paper's program; 2: the day-ahead market (a day-ahead purchase and sale per hour, real-time "
+        "imbalances), which also writes tables/day_ahead.csv and tables/stochastic_value.csv (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
     p.set_defaults(func=run)

@@ -222,7 +222,7 @@ STUDY_TABLE_FORMATS = {
 }
 #: Tables a run writes only when asked (``desmarket run --rule``: :func:`desmarket.report.rules_table`), in the
 #: same form.
-OPTIONAL_TABLE_FORMATS = {"settlement_rules": (4, True)}
+OPTIONAL_TABLE_FORMATS = {"settlement_rules": (4, True), "day_ahead": (4, True), "stochastic_value": (4, True)}
 
 
 def save_study_table(frame: pd.DataFrame, folder, name: str) -> Path:
