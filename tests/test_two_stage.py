@@ -317,3 +317,14 @@ def test_a_day_without_trade_settles_m2_and_leaves_m3_undefined():
     table = twostage.realised_table(day)
     assert table.loc["M3"].isna().all().all()
     assert table.loc[("M2", "expected"), "delta_c_usd"] == pytest.approx(day.expected_surplus)
+
+
+def test_the_deterministic_equivalent_goes_to_clarabel_above_its_size():
+    from desmarket import engine
+
+    small, large = random_case(0, 200, 10), random_case(0, 201, 10)
+    assert engine.deterministic_equivalent_solver(small) == "PIQP"
+    assert engine.deterministic_equivalent_solver(large) == "CLARABEL"
+    case = random_case(3, 2, 2)  # a solver given is the solver used
+    assert dm.clear_market(case, stages=2, solver="CLARABEL").solver == "CLARABEL"
+    assert dm.clear_market(case, stages=2).solver.startswith("PIQP")

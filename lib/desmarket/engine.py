@@ -37,7 +37,8 @@ with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as o
 ``"decomposed"`` is exact by either of two routes [choice, :func:`two_stage_route`]:
 
 * by default the *deterministic equivalent* as one PIQP problem (:data:`TWO_STAGE_OPTIONS`; one solve, no
-  iteration; Birge & Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3);
+  iteration; Birge & Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3), by Clarabel above
+  :data:`TWO_STAGE_PIQP_ROWS` home-scenario rows (:func:`deterministic_equivalent_solver`);
 * when asked for (``lshaped=LShaped(...)``), the *L-shaped decomposition* of :mod:`desmarket.lshaped` (multi-cut
   Benders over the 48
   first-stage variables with level stabilisation; Birge & Louveaux Ch. 5, Fabian & Szoke 2007), whose every
@@ -92,6 +93,7 @@ from .model import (
 )
 from .pieces import (
     CHUNK_ROWS,
+    FALLBACK_SOLVER,
     check_n_jobs,
     clearing_pieces,
     gather,
@@ -246,6 +248,20 @@ def two_stage_route(lshaped: LShaped | None = None) -> str:
     if lshaped is not None and not isinstance(lshaped, LShaped):
         raise TypeError(f"lshaped must be a desmarket.lshaped.LShaped or None, got {type(lshaped).__name__}")
     return TWO_STAGE_ROUTES[1] if lshaped is not None else TWO_STAGE_ROUTES[0]
+
+
+#: Home-scenario rows above which the deterministic equivalent goes to Clarabel instead of PIQP when no solver is
+#: given (:func:`deterministic_equivalent_solver`).
+TWO_STAGE_PIQP_ROWS = 2000
+
+
+def deterministic_equivalent_solver(case: Case) -> str:
+    """The solver of the two-stage deterministic equivalent when none is given: PIQP up to
+    :data:`TWO_STAGE_PIQP_ROWS` home-scenario rows, Clarabel above. Measured on random cases (2026-12-01):
+    PIQP solved 200 homes x 10 scenarios in 15.5 s where Clarabel took 34 s, but called 300 x 10, 400 x 10 and
+    200 x 20 infeasible (after 75 s, 86 s and 11 s), which only cost time before Clarabel's fallback solved them.
+    """
+    return "PIQP" if case.n_homes * case.n_scenarios <= TWO_STAGE_PIQP_ROWS else FALLBACK_SOLVER
 
 
 STAGES = (1, 2)
@@ -465,7 +481,7 @@ def clear_market(
         raise ValueError(
             "the coordinated market process has no two-stage version; use method='decomposed' or 'central'"
         )
-    solver = solver or DEFAULT_SOLVERS[method]
+    given, solver = solver, solver or DEFAULT_SOLVERS[method]
     check_feasible(case, market=True, trade_limit=trade_limits(case, trade_limit))
     with _naming_culprits(case):
         if stage is not None:
@@ -484,6 +500,7 @@ def clear_market(
                 )
             if two_stage_route(lshaped) == "lshaped":
                 return _lshaped(case, stage, solver, solver_options, tie_break, n_jobs, trade_limit, lshaped)
+            solver = given or deterministic_equivalent_solver(case)
             return _deterministic_equivalent(case, stage, solver, solver_options, tie_break, trade_limit)
         if method == "central":
             return central_clearing(
