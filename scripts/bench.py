@@ -164,13 +164,15 @@ TECHNIQUES = {
         tol_residual=1e-5,
         tol_price=1e-7,
     ),
-    "default at penalty 0.004 (the first round's)": dict(rho=0.004),
-    "over-relaxation 1.6": dict(relaxation=1.6, warm_start=False, anderson=0, **RESIDUALS_ONLY),
-    "over-relaxation + warm start": dict(relaxation=1.6, warm_start=True, anderson=0, **RESIDUALS_ONLY),
-    "Anderson (memory 5)": dict(relaxation=1.0, warm_start=False, anderson=5, **RESIDUALS_ONLY),
+    "default at penalty 0.004 (the first round's)": dict(rho=0.004, adaptive_hours=False),
+    "over-relaxation 1.6": dict(relaxation=1.6, warm_start=False, anderson=0, adaptive_hours=False, **RESIDUALS_ONLY),
+    "over-relaxation + warm start": dict(
+        relaxation=1.6, warm_start=True, anderson=0, adaptive_hours=False, **RESIDUALS_ONLY
+    ),
+    "Anderson (memory 5)": dict(relaxation=1.0, warm_start=False, anderson=5, adaptive_hours=False, **RESIDUALS_ONLY),
     "spectral penalty per hour (Xu et al. 2017)": dict(spectral="hour"),
     "spectral penalty per home and hour": dict(spectral="home"),
-    "residual balancing per hour": dict(adaptive_hours=True),
+    "previous default (fixed penalty 0.001)": dict(adaptive_hours=False),
     "default (all, economic stop)": {},
     "default, homes batched": dict(batched=True),
     "default, 10 % of answers lost": dict(dropout=0.1),
@@ -181,7 +183,7 @@ DEFAULT_TECHNIQUES = (
     "previous default (residual balancing)",
     "default at penalty 0.004 (the first round's)",
     "default (all, economic stop)",
-    "residual balancing per hour",
+    "previous default (fixed penalty 0.001)",
     "default, 10 % of answers lost",
 )
 
@@ -342,8 +344,9 @@ def _technique_table(rows: list[dict]) -> pd.DataFrame:
     return table.drop(columns="error") if table.error.isna().all() else table
 
 
-#: The techniques whose spread over seeds ``--spread`` measures: the default and the residual balancing per hour.
-SPREAD_TECHNIQUES = ("default (all, economic stop)", "residual balancing per hour")
+#: The techniques whose spread over seeds ``--spread`` measures: the default (residual balancing per hour) and
+#: the previous default (a fixed penalty).
+SPREAD_TECHNIQUES = ("default (all, economic stop)", "previous default (fixed penalty 0.001)")
 
 
 def spread(

@@ -57,7 +57,7 @@ TECHNIQUES = {
     "default": dm.Coordination(),
     "spectral penalty per hour": dm.Coordination(spectral="hour"),
     "spectral penalty per home": dm.Coordination(spectral="home"),
-    "residual balancing per hour": dm.Coordination(adaptive_hours=True),
+    "fixed penalty (no residual balancing per hour)": dm.Coordination(adaptive_hours=False),
 }
 
 
@@ -88,7 +88,7 @@ def test_the_default_equals_central_under_congestion():
 ON_A_RANDOM_CASE = ["plain ADMM", "over-relaxation only", "Anderson only", "spectral penalty per hour"]
 
 
-@pytest.mark.parametrize("name", [*ON_A_RANDOM_CASE, "residual balancing per hour"])
+@pytest.mark.parametrize("name", [*ON_A_RANDOM_CASE, "fixed penalty (no residual balancing per hour)"])
 def test_each_technique_equals_central_on_a_random_case(name):
     _agrees_with_central(random_case(412, n_homes=3, n_scenarios=2), TECHNIQUES[name])
 
@@ -105,9 +105,11 @@ def test_residual_balancing_per_hour_ends_a_drift_sooner():
     case = random_case(4, n_homes=10, n_scenarios=10)
     rounds = {
         name: len(dm.clear_market(case, method="coordinated", coordination=settings).convergence)
-        for name, settings in (("default", dm.Coordination()), ("hourly", dm.Coordination(adaptive_hours=True)))
+        for name, settings in (("fixed", dm.Coordination(adaptive_hours=False)), ("default", dm.Coordination()))
     }
-    assert rounds["hourly"] < 0.7 * rounds["default"], rounds
+    assert rounds["default"] < 0.7 * rounds["fixed"], rounds
+    assert dm.Coordination().adaptive_hours and not dm.Coordination.plain().adaptive_hours
+    assert not dm.Coordination(spectral="hour").adaptive_hours and not dm.Coordination(adaptive=True).adaptive_hours
 
 
 def test_hourly_balance_raises_the_penalty_where_only_the_imbalance_is_left():

@@ -216,7 +216,8 @@ def test_the_aggregator_sees_only_schedules_and_homes_only_prices_and_their_own_
         assert isinstance(home, formulation.Block)
         i = home.rows[0] // s
         assert np.array_equal(home.rows, np.arange(i * s, (i + 1) * s))  # its own rows, nobody else's
-        assert price.shape == previous.shape == (s, T) and np.isscalar(rho)
+        # the announcement: prices and the penalty per (scenario, hour) (residual balancing per hour), public
+        assert price.shape == previous.shape == (s, T) and (np.isscalar(rho) or np.shape(rho) == (s, T))
 
 
 def test_a_home_response_depends_only_on_its_own_data():

@@ -27,37 +27,37 @@ over-relaxation factor a (``Coordination.relaxation``; a = 1 is plain ADMM):
 (With a = 1 this is Boyd's x_i-step (rho/2)||x_i - x_i^k + xbar^k + u^k||^2 with the scaled dual u = -lambda/rho:
 the home's linear term lambda + rho z_i is the coordinated price lambda - rho xbar plus rho times its own last
 schedule.) The clearing price lambda is the multiplier of Eq. 18 with the sign of
-:func:`desmarket.model.clearing_price`. Acceleration (issue 21; ``make bench`` measures each technique):
-over-relaxation (a = 1.6, Boyd et al. Section 3.4.3, as OSQP), a warm start from the price forecast of M1
-(:func:`forecast_price`), and Anderson acceleration of (lambda, z) (:class:`Anderson`), at the penalty
-rho = 0.001 $/kWh per kW; residual balancing of rho (Boyd et al. Section 3.4.1, ``adaptive=True``) is the
-default before issue 21. Options measured in ``make bench`` and not the default: the spectral penalty of Xu,
-Figueiredo & Goldstein (AISTATS 2017) per (scenario, hour) or per home and hour (:class:`SpectralPenalty`,
-``spectral="hour"`` / ``"home"``; a penalty per home is ADMM in the metric of the penalties, the imbalance
-shared by :func:`imbalance_shares`). Why the last rounds are slow: a battery's schedule between hours of
-nearly equal prices is decided by the tie-break term epsilon (c^2 + e^2) alone, so a home's schedule moves
-about 1 / (2 epsilon) = 5e4 kW per $/kWh of price error, and the alphas and gains of the settlement need
-prices to about 1e-8 $/kWh in those hours (issue 21's diagnosis: the prices are within 1e-6 $/kWh after
-about 40 rounds at 10 homes, the gains within 1e-3 $ only later). A smaller penalty lets the homes' schedules
-follow sooner (``make bench``, 10 scenarios: 59 rounds at 10 homes, 86 at 100 and 74 at 1,000; at
-rho = 0.004, 98 and 199 rounds at 10 and 100 homes). That holds on seed 0; over seeds 0-9 at 10 homes the
-rounds range from 56 to 392, and on the slow seeds most rounds are a price drift instead: in an hour where
-every home trades its whole net locally (a kink of its cost) no answer moves with the price, so the imbalance
-and the step rho a xbar stay the same round after round and the price crosses the band between k^s LMP and
-k^b LMP at about 1e-5 $/kWh per round (docs/usage/speed.md; ``scripts/bench.py --spread``). Residual balancing
-of the penalty per (scenario, hour) (:class:`HourlyBalance`, ``adaptive_hours=True``) lengthens those steps:
-over the same ten seeds at most 112 rounds instead of 392, but a median of 97.5 instead of 90, so it is an
-option, not the default (seeds 0-3 at 100 homes: at most 88 rounds instead of 106, median 68.5 instead of 92).
-The process stops when for ``patience`` rounds the largest trade imbalance |sum_i x_i| is at most
-max(``tol_residual``, N ``tol_imbalance``) kW (Boyd et al.
-Section 3.3.1: the absolute tolerance grows with the number of homes), the largest price change and the dual
-residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price`` $/kWh, and
-the settlement's quantities at the round's schedules (:func:`round_economics`: Delta C, every alpha_i, every
-home's gain and cost) have stopped moving by more than their tolerances. Lost answers
-(``Coordination.dropout``) are replaced by the home's last schedule; a home silent for ``max_unanswered``
-rounds raises :class:`~desmarket.errors.UnansweredError`. In a simulation every home's response to one price
-can be solved together (``batched=True``, :class:`Fleet`, :class:`BatchController`), each home still seeing
-only its own data and the price.
+:func:`desmarket.model.clearing_price`. Acceleration (issue 21; ``make bench`` measures each technique): over-
+relaxation (a = 1.6, Boyd et al. Section 3.4.3, as OSQP), a warm start from the price forecast of M1
+(:func:`forecast_price`), and Anderson acceleration of (lambda, z) (:class:`Anderson`), from the penalty rho =
+0.001 $/kWh per kW balanced per (scenario, hour) (:class:`HourlyBalance`); residual balancing of rho (Boyd et
+al. Section 3.4.1, ``adaptive=True``) is the default before issue 21. Options measured in ``make bench`` and not
+the default: the spectral penalty of Xu, Figueiredo & Goldstein (AISTATS 2017) per (scenario, hour) or per home
+and hour (:class:`SpectralPenalty`, ``spectral="hour"`` / ``"home"``; a penalty per home is ADMM in the metric
+of the penalties, the imbalance shared by :func:`imbalance_shares`). Why the last rounds are slow: a battery's
+schedule between hours of nearly equal prices is decided by the tie-break term epsilon (c^2 + e^2) alone, so a
+home's schedule moves about 1 / (2 epsilon) = 5e4 kW per $/kWh of price error, and the alphas and gains of the
+settlement need prices to about 1e-8 $/kWh in those hours (issue 21's diagnosis: the prices are within 1e-6
+$/kWh after about 40 rounds at 10 homes, the gains within 1e-3 $ only later). A smaller penalty lets the homes'
+schedules follow sooner (``make bench``, 10 scenarios: 59 rounds at 10 homes, 86 at 100 and 74 at 1,000; at rho
+= 0.004, 98 and 199 rounds at 10 and 100 homes). That holds on seed 0; over seeds 0-9 at 10 homes the rounds
+range from 56 to 392, and on the slow seeds most rounds are a price drift instead: in an hour where every home
+trades its whole net locally (a kink of its cost) no answer moves with the price, so the imbalance and the step
+rho a xbar stay the same round after round and the price crosses the band between k^s LMP and k^b LMP at about
+1e-5 $/kWh per round (docs/usage/speed.md; ``scripts/bench.py --spread``). Residual balancing of the penalty per
+(scenario, hour) (:class:`HourlyBalance`, ``adaptive_hours``, the default since issue 21's third round)
+lengthens those steps: over the same ten seeds at most 112 rounds instead of 392 (median 97.5 instead of 90), at
+100 homes (seeds 0-3) at most 88 instead of 106 (median 68.5 instead of 92), 62 instead of 74 at 1,000 homes and
+56 instead of 80 on the paper's case; ``adaptive_hours=False`` is the fixed penalty. The process stops when for
+``patience`` rounds the largest trade imbalance |sum_i x_i| is at most max(``tol_residual``, N
+``tol_imbalance``) kW (Boyd et al. Section 3.3.1: the absolute tolerance grows with the number of homes), the
+largest price change and the dual residual rho max |(x_i - xbar)^{k+1} - (x_i - xbar)^k| at most ``tol_price``
+$/kWh, and the settlement's quantities at the round's schedules (:func:`round_economics`: Delta C, every
+alpha_i, every home's gain and cost) have stopped moving by more than their tolerances. Lost answers
+(``Coordination.dropout``) are replaced by the home's last schedule; a home silent for ``max_unanswered`` rounds
+raises :class:`~desmarket.errors.UnansweredError`. In a simulation every home's response to one price can be
+solved together (``batched=True``, :class:`Fleet`, :class:`BatchController`), each home still seeing only its
+own data and the price.
 
 The homes' final dispatch goes through :func:`desmarket.model.assemble_operation`, with the same tie-break as
 the other methods, so the reported trades balance exactly.
@@ -145,7 +145,8 @@ class Coordination:
     spectral:       "off" (a fixed penalty), "hour" (the spectral penalty of Xu et al. 2017 per (scenario,
                     hour)) or "home" (per home and (scenario, hour)): :class:`SpectralPenalty`
     spectral_rounds: rounds during which the spectral penalty is re-estimated (every 2); then it is fixed
-    adaptive_hours: residual balancing of rho per (scenario, hour) (:class:`HourlyBalance`); False: off
+    adaptive_hours: residual balancing of rho per (scenario, hour) (:class:`HourlyBalance`); None (the default):
+                    on unless ``spectral`` or ``adaptive`` sets the penalty instead; False: a fixed penalty
 
     rho, the tolerances and ``balance`` accept any finite real number > 0 (numpy scalars included, not bool),
     ``max_iterations`` any integer >= 1 (numpy integers included, not bool); they are stored as float and int.
@@ -173,7 +174,7 @@ class Coordination:
     max_unanswered: int = 20
     spectral: str = "off"
     spectral_rounds: int = 20
-    adaptive_hours: bool = False
+    adaptive_hours: bool | None = None
 
     def __post_init__(self):
         names = ("rho", "tol_residual", "tol_imbalance", "tol_price", "balance", "tol_surplus", "tol_alpha", "tol_gain")
@@ -208,6 +209,8 @@ class Coordination:
             object.__setattr__(self, name, float(value))
         if self.spectral not in ("off", "hour", "home"):
             raise ValueError(f"Coordination.spectral must be 'off', 'hour' or 'home', got {self.spectral!r}")
+        if self.adaptive_hours is None:  # the default: on, unless another rule sets the penalty
+            object.__setattr__(self, "adaptive_hours", self.spectral == "off" and not self.adaptive)
         for name in ("adaptive", "warm_start", "economic", "batched", "adaptive_hours"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"Coordination.{name} must be True or False, got {getattr(self, name)!r}")
@@ -240,7 +243,14 @@ class Coordination:
         also stops on the economics): the reference of the technique table of ``make bench``. ``changes``:
         other fields."""
         settings = dict(
-            adaptive=False, relaxation=1.0, warm_start=False, economic=False, patience=1, anderson=0, tol_imbalance=1e-5
+            adaptive=False,
+            adaptive_hours=False,
+            relaxation=1.0,
+            warm_start=False,
+            economic=False,
+            patience=1,
+            anderson=0,
+            tol_imbalance=1e-5,
         )
         return cls(**{**settings, **changes})
 
