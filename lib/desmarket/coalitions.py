@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .case import Case
-from .formulation import case_block, formulate
+from .formulation import TRADE_GROUP, case_block, formulate
 from .model import DEFAULT_SOLVER_OPTIONS, Operation
 from .pieces import map_chunks, solve_with_fallback
 
@@ -213,6 +213,59 @@ class Solved(NamedTuple):
     utility: np.ndarray
 
 
+#: Largest coalition solved as the reduced problem (:class:`ScenarioProgram`): its hourly balance rows hold every
+#: member's columns, so above this (the size of a partial sum of Eq. 18) the full problem is solved instead.
+REDUCED_MAX_HOMES = TRADE_GROUP
+
+
+class _Program(NamedTuple):
+    """A QP in PIQP's form over the columns of every home: min 1/2 x'Px + q'x, Ax = b, Fx <= g, lower <= x <=
+    upper; ``home``, ``rows_A``, ``rows_F``: the home that owns each column and row (-1: shared by the coalition).
+    A coalition keeps its members' columns and rows and the shared ones (:meth:`setup`). ``shift_A`` and
+    ``shift_F`` (shared rows x N): what each home's eliminated (fixed) columns take from the shared rows'
+    right-hand side, so that a coalition's shared rows count its members' only; None: nothing."""
+
+    P: sp.csc_array
+    q: np.ndarray
+    A: sp.csc_array
+    b: np.ndarray
+    F: sp.csc_array
+    g: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    home: np.ndarray
+    rows_A: np.ndarray
+    rows_F: np.ndarray
+    shift_A: np.ndarray | None = None
+    shift_F: np.ndarray | None = None
+
+    def setup(self, members: np.ndarray, n_homes: int) -> tuple[np.ndarray, dict]:
+        """(kept columns, the keyword arguments of ``piqp.SparseSolver.setup``) of the coalition ``members``."""
+        inside = np.zeros(n_homes + 1, dtype=bool)
+        inside[members] = True  # inside[-1] stays False: shared rows and columns are kept below
+        keep = inside[self.home] | (self.home < 0)
+        keep_a = inside[self.rows_A] | (self.rows_A < 0)
+        keep_f = inside[self.rows_F] | (self.rows_F < 0)
+        b, g = self.b, self.g
+        if self.shift_A is not None:
+            b = b.copy()
+            b[self.rows_A < 0] -= self.shift_A[:, members].sum(axis=1)
+        if self.shift_F is not None:
+            g = g.copy()
+            g[self.rows_F < 0] -= self.shift_F[:, members].sum(axis=1)
+        cols = np.flatnonzero(keep)
+        return cols, dict(
+            P=_restrict(self.P, keep, keep),
+            c=self.q[cols],
+            A=_restrict(self.A, keep_a, keep),
+            b=b[keep_a],
+            G=_restrict(self.F, keep_f, keep),
+            h_u=g[keep_f],
+            x_l=self.lower[cols],
+            x_u=self.upper[cols],
+        )
+
+
 class ScenarioProgram:
     """The clearing (Eqs. 16-19) of every home in one scenario, compiled once by cvxpy into PIQP's data
     (:func:`desmarket.formulation.formulate`, weight 1); a coalition is solved by calling PIQP directly on the
@@ -226,6 +279,25 @@ class ScenarioProgram:
     ``reach``: (N,) min(grid limit, trade limit) of each home, kW (Eqs. 7, 19): a member whose |net consumption|
     stays below it at every hour can be routed (pro rata, as the tie-break does) with no grid or trade limit
     binding, which :func:`certified_costs` needs.
+
+    The reduced problem (:meth:`solve_reduced`, tried first): the same compiled clearing with the routing
+    taken out. Each member's Eq. 17 row Pl - Ps = n + x is summed over the members; the trades cancel by Eq. 18,
+    so the hour's row reads I_t - X_t = N_t = sum_i n_i, with I_t = sum_i Pl_i and X_t = sum_i Ps_i merged into
+    one import and one export column per hour (cost lambda^b_t I_t - lambda^s_t X_t, Eq. 16), and the x, Pl, Ps
+    columns, the partial sums and the balance rows (Eqs. 17-19) drop out, as do the grid and trade limits. Per
+    home only d, g, c, e, E and their own rows (Eqs. 8-15) stay, with the same objective terms (utility and
+    tie-break), so it is a relaxation of the clearing with the same objective. It is exact when its solution
+    can be routed: if every member's |n_i| <= min(grid_i, x_bar_i) at every hour (checked a posteriori, by
+    :data:`CERTIFY_MARGIN`), Pl_i (or Ps_i) = a share of N_t between 0 and min(grid_i, n_i + x_bar_i), with
+    x_i = Pl_i - Ps_i - n_i, meets Eqs. 7, 17-19 at the same objective value, so the relaxation's optimum is
+    the clearing's optimum; the clearing's d, c, e are unique (strictly convex utility and tie-break), so its
+    reported cost (wholesale minus utility, no tie-break) is the same too. Where the check fails, or PIQP does
+    not return solved, the full problem is solved (:meth:`solve_full`).
+
+    Two eliminations make it smaller, both exact: a column whose bounds fix it (PV at night, a home without a
+    battery) is replaced by its value, and where lambda^s_t > 0 the PV used is fixed at the available PV (Eq. 8
+    at its upper bound): raising g_i,t by delta and X_t by as much stays feasible and lowers the objective by
+    lambda^s_t delta, so every optimum uses all the PV.
     """
 
     def __init__(self, case: Case, scenario: int):
@@ -245,18 +317,19 @@ class ScenarioProgram:
             home[column[key]] = np.arange(n)[:, None]
         trade = np.zeros(size, dtype=bool)
         trade[column["x"]] = True
-        self.P, self.q = sp.csc_array(data["P"]), np.asarray(data["q"], dtype=float)
-        self.lower, self.upper = np.asarray(data["lower_bounds"]), np.asarray(data["upper_bounds"])
-        A, self.b = sp.csr_array(data["A"]), np.asarray(data["b"], dtype=float)
-        F, self.g = sp.csr_array(data["F"]), np.asarray(data["G"], dtype=float)
+        P, q = sp.csc_array(data["P"]), np.asarray(data["q"], dtype=float)
+        lower, upper = np.asarray(data["lower_bounds"]), np.asarray(data["upper_bounds"])
+        A, b = sp.csr_array(data["A"]), np.asarray(data["b"], dtype=float)
+        F, g = sp.csr_array(data["F"]), np.asarray(data["G"], dtype=float)
         self.column, self.home = column, home
-        self.rows_A, self.rows_F = (self._row_owners(m, home, trade) for m in (A, F))
-        self.A, self.F = sp.csc_array(A), sp.csc_array(F)
+        rows_A, rows_F = (self._row_owners(m, home, trade) for m in (A, F))
+        self.full = _Program(P, q, sp.csc_array(A), b, sp.csc_array(F), g, lower, upper, home, rows_A, rows_F)
         self.columns = [np.flatnonzero(home == i) for i in range(n)]
         self.shared = np.flatnonzero(home < 0)
         self.buy, self.sell = block.prices.buy, block.prices.sell
         self.a, self.b_utility = block.a, block.b
         self.reach = np.minimum(block.grid, block.trade_limit)  # (N,) kW
+        self.reduced, self.reduced_column, self.reduced_fixed = self._reduce()
 
     @staticmethod
     def _row_owners(matrix: sp.csr_array, home: np.ndarray, trade: np.ndarray) -> np.ndarray:
@@ -272,38 +345,198 @@ class ScenarioProgram:
                 owner[r] = own[0]
         return owner
 
+    def _reduce(self) -> tuple[_Program | None, dict, np.ndarray]:
+        """The reduced problem (see the class), its columns of d, g, c, e (N, T) and the values of the columns
+        it eliminated (NaN where kept); (None, {}, []) when the compiled clearing is not of the form the
+        reduction needs (every coalition is then solved in full)."""
+        full, column, n, t = self.full, self.column, self.n_homes, self.hours
+        size = len(full.q)
+        A = sp.csr_array(full.A)
+        routing = np.zeros(size, dtype=bool)  # Pl, Ps, x and the shared columns (partial sums): dropped
+        for key in ("Pl", "Ps", "x"):
+            routing[column[key]] = True
+        routing[self.shared] = True
+        pl, ps = column["Pl"].reshape(-1), column["Ps"].reshape(-1)
+        hour = np.tile(np.arange(t), (n, 1)).reshape(-1)  # hour of each entry of column[key].reshape(-1)
+        # Eq. 17 rows: the one row of each Pl column, which must also hold that home-hour's Ps (-1 x Pl's factor)
+        A_csc = sp.csc_array(full.A)
+        if (np.diff(A_csc.indptr)[pl] != 1).any():
+            return None, {}, np.array([])
+        row17 = A_csc.indices[A_csc.indptr[pl]]
+        factor = A_csc.data[A_csc.indptr[pl]]
+        if (
+            len(np.unique(row17)) != len(pl)
+            or (np.diff(A_csc.indptr)[ps] != 1).any()
+            or (A_csc.indices[A_csc.indptr[ps]] != row17).any()
+            or not np.allclose(A_csc.data[A_csc.indptr[ps]], -factor, rtol=0, atol=1e-12)
+            or full.b[row17].any()
+        ):
+            return None, {}, np.array([])
+        is17 = np.zeros(A.shape[0], dtype=bool)
+        is17[row17] = True
+        own = (full.rows_A >= 0) & ~is17  # the homes' own rows (Eqs. 9-15)
+        # routing columns may appear only in Eq. 17 rows and the shared rows; nowhere in P, q (but Pl, Ps), F
+        entries_rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+        if routing[A.indices[own[entries_rows]]].any() or sp.csc_array(full.F)[:, routing].nnz:
+            return None, {}, np.array([])
+        if sp.csc_array(full.P)[:, routing].nnz or full.q[routing & ~np.isin(np.arange(size), np.r_[pl, ps])].any():
+            return None, {}, np.array([])
+        buy, sell = full.q[column["Pl"]], -full.q[column["Ps"]]  # (N, T): lambda^b_t, lambda^s_t for each home
+        if not (np.allclose(buy, buy[:1]) and np.allclose(sell, sell[:1])):
+            return None, {}, np.array([])
+        if (full.lower[pl] != 0).any() or (full.lower[ps] != 0).any():
+            return None, {}, np.array([])
+        kept = np.flatnonzero(~routing)  # the homes' d, g, c, e, E
+        k = len(kept)
+        # rows: own rows as they are, then one per hour: sum_i (Eq. 17 of home i) / factor, Pl -> I_t, Ps -> X_t
+        own_rows = np.flatnonzero(own)
+        scale = sp.csr_array(
+            (
+                np.r_[np.ones(len(own_rows)), 1.0 / factor],
+                (np.r_[np.arange(len(own_rows)), len(own_rows) + hour], np.r_[own_rows, row17]),
+            ),
+            shape=(len(own_rows) + t, A.shape[0]),
+        )
+        balance = sp.vstack([sp.csr_array((len(own_rows), 2 * t)), sp.hstack([sp.eye(t), -sp.eye(t)])])
+        A_red = sp.csr_array(sp.hstack([scale @ A[:, kept], balance]))
+        b_red = scale @ full.b
+        P_red = sp.csc_array(sp.block_diag([sp.csc_array(full.P)[kept][:, kept], sp.csc_array((2 * t, 2 * t))]))
+        q_red = np.r_[full.q[kept], buy[0], -sell[0]]
+        lower = np.r_[full.lower[kept], np.zeros(2 * t)]
+        upper = np.r_[full.upper[kept], np.full(2 * t, np.inf)]
+        F_red = sp.csr_array(sp.csc_array(full.F)[:, kept].tocsr())
+        F_red.resize((F_red.shape[0], k + 2 * t))
+        home = np.r_[self.home[kept], np.full(2 * t, -1)]
+        rows_A = np.r_[full.rows_A[own_rows], np.full(t, -1)]
+        where = np.full(size, -1)
+        where[kept] = np.arange(k)
+        red_column = {key: where[column[key]] for key in ("d", "g", "c", "e")}
+        # all the PV where lambda^s_t > 0: g only enters its hour's balance row, with the factor of -n (> 0 here)
+        gcol = red_column["g"]
+        A_g = sp.csc_array(A_red)[:, gcol.reshape(-1)]
+        only_balance = (
+            (np.diff(A_g.indptr) == 1).all()
+            and (A_g.indices == len(own_rows) + hour).all()
+            and (A_g.data > 0).all()
+            and not q_red[gcol].any()
+            and not P_red[:, gcol.reshape(-1)].nnz
+        )
+        if only_balance:
+            use_all = np.broadcast_to(sell[0] > 0, gcol.shape)
+            lower[gcol[use_all]] = upper[gcol[use_all]]
+        # eliminate the fixed columns: their value moves to the right-hand sides (the shared rows' per home)
+        fixed = lower == upper
+        value = np.where(fixed, lower, 0.0)
+        free = np.flatnonzero(~fixed)
+        A_csc_red = sp.csc_array(A_red)
+        F_csc_red = sp.csc_array(F_red)
+        shared_a = rows_A < 0
+        per_home = sp.csc_array(
+            (value[fixed], (np.flatnonzero(fixed), home[fixed])), shape=(len(value), n)
+        )  # (columns, N) each home's fixed values
+        if (home[fixed] < 0).any():
+            return None, {}, np.array([])
+        shift_A = (A_csc_red @ per_home).toarray()[shared_a]
+        b_red = b_red - A_csc_red @ value
+        b_red[shared_a] += shift_A.sum(axis=1)  # the shared rows take their members' shift only (setup)
+        g_red = full.g - F_csc_red @ value
+        shared_f = full.rows_F < 0
+        shift_F = (F_csc_red @ per_home).toarray()[shared_f]
+        g_red[shared_f] += shift_F.sum(axis=1)
+        q_red = q_red + P_red @ value
+        A_free = sp.csc_array(A_csc_red[:, free])
+        F_free = sp.csc_array(F_csc_red[:, free])
+        # rows left without a column: 0 = b (dropped if b = 0) and 0 <= g (dropped if g >= 0)
+        empty_a = np.diff(sp.csr_array(A_free).indptr) == 0
+        empty_f = np.diff(sp.csr_array(F_free).indptr) == 0
+        if (np.abs(b_red[empty_a & ~shared_a]) > 1e-12).any() or (g_red[empty_f & ~shared_f] < -1e-12).any():
+            return None, {}, np.array([])
+        keep_a = ~empty_a | shared_a
+        keep_f = ~empty_f | shared_f
+        reduced = _Program(
+            sp.csc_array(sp.csc_array(P_red)[free][:, free]),
+            q_red[free],
+            sp.csc_array(sp.csr_array(A_free)[keep_a]),
+            b_red[keep_a],
+            sp.csc_array(sp.csr_array(F_free)[keep_f]),
+            g_red[keep_f],
+            lower[free],
+            upper[free],
+            home[free],
+            rows_A[keep_a],
+            full.rows_F[keep_f],
+            shift_A,
+            shift_F,
+        )
+        fixed_value = np.where(fixed, value, np.nan)
+        position = np.full(k + 2 * t, -1)
+        position[free] = np.arange(len(free))
+        return reduced, {key: (col, position[col]) for key, col in red_column.items()}, fixed_value
+
     def solve(self, members: np.ndarray) -> Solved | None:
         """The clearing of the homes ``members`` (sorted indices) in this scenario, or None when PIQP does not
-        return solved (the caller then solves it through cvxpy)."""
-        import piqp
+        return solved (the caller then solves it through cvxpy): the reduced problem when it is exact
+        (:meth:`solve_reduced`), else the full one (:meth:`solve_full`)."""
+        if len(members) <= REDUCED_MAX_HOMES:
+            solved = self.solve_reduced(members)
+            if solved is not None:
+                return solved
+        return self.solve_full(members)
 
-        inside = np.zeros(self.n_homes + 1, dtype=bool)
-        inside[members] = True  # inside[-1] stays False: shared rows and columns are kept below
-        keep = inside[self.home] | (self.home < 0)
-        cols = np.flatnonzero(keep)
-        keep_a = inside[self.rows_A] | (self.rows_A < 0)
-        keep_f = inside[self.rows_F] | (self.rows_F < 0)
-        solver = piqp.SparseSolver()
-        for key, value in DIRECT_OPTIONS.items():
-            setattr(solver.settings, key, value)
-        solver.setup(
-            P=_restrict(self.P, keep, keep),
-            c=self.q[cols],
-            A=_restrict(self.A, keep_a, keep),
-            b=self.b[keep_a],
-            G=_restrict(self.F, keep_f, keep),
-            h_u=self.g[keep_f],
-            x_l=self.lower[cols],
-            x_u=self.upper[cols],
-        )
-        if solver.solve() != piqp.PIQP_SOLVED:
+    def solve_reduced(self, members: np.ndarray) -> Solved | None:
+        """The clearing of ``members`` from the reduced problem (see the class), or None where it might not be
+        exact (a member's |net| not below its reach by :data:`CERTIFY_MARGIN`) or PIQP does not return solved.
+        Each member's wholesale cost is its net at the hour's price, mu_t n_i with mu_t = lambda^b_t where the
+        coalition imports (N_t > 0) and lambda^s_t otherwise, which sums to lambda^b N^+ - lambda^s N^- (Eq. 16)."""
+        if self.reduced is None:
             return None
-        x = np.zeros(len(self.q))
-        x[cols] = solver.result.x
+        cols, problem = self.reduced.setup(members, self.n_homes)
+        x = _piqp(problem)
+        if x is None:
+            return None
+        value = np.zeros(len(self.reduced.q))
+        value[cols] = x
+
+        def get(key: str) -> np.ndarray:
+            col, position = self.reduced_column[key]
+            col, position = col[members], position[members]
+            return np.where(position >= 0, value[np.maximum(position, 0)], self.reduced_fixed[col])
+
+        d = get("d")
+        net = d + get("c") - get("e") - get("g")
+        if not (np.abs(net) < self.reach[members, None] - CERTIFY_MARGIN).all():
+            return None  # a grid or trade limit might bind: the routing is not free
+        price = np.where(net.sum(axis=0) > 0, self.buy, self.sell)
+        utility = self.a[members, None] * d**2 + self.b_utility[members, None] * d
+        return Solved(net, price * net, utility)
+
+    def solve_full(self, members: np.ndarray) -> Solved | None:
+        """The clearing of ``members`` from the full compiled problem (Eqs. 16-19 on their rows), or None when
+        PIQP does not return solved."""
+        cols, problem = self.full.setup(members, self.n_homes)
+        solution = _piqp(problem)
+        if solution is None:
+            return None
+        x = np.zeros(len(self.full.q))
+        x[cols] = solution
         get = lambda key: x[self.column[key][members]]
         d = get("d")
         utility = self.a[members, None] * d**2 + self.b_utility[members, None] * d
         return Solved(d + get("c") - get("e") - get("g"), get("Pl") * self.buy - get("Ps") * self.sell, utility)
+
+
+def _piqp(problem: dict) -> np.ndarray | None:
+    """PIQP's solution of a problem (``piqp.SparseSolver.setup``'s arguments) at :data:`DIRECT_OPTIONS`, or None
+    unless it returns solved."""
+    import piqp
+
+    solver = piqp.SparseSolver()
+    for key, value in DIRECT_OPTIONS.items():
+        setattr(solver.settings, key, value)
+    solver.setup(**problem)
+    if solver.solve() != piqp.PIQP_SOLVED:
+        return None
+    return np.asarray(solver.result.x)
 
 
 def _restrict(matrix: sp.csc_array, rows: np.ndarray, cols: np.ndarray) -> sp.csc_array:
