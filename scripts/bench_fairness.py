@@ -10,8 +10,10 @@ Prints, in one run so that the ratios compare like with like on a shared machine
    --jobs workers, all cores by default) by each method of :data:`desmarket.fairness.COALITION_METHODS`:
    building and clearing a sub-community per coalition (``method="select"``), re-solving one grand clearing
    with homes masked out through a cvxpy Parameter (``"masked"``), and PIQP called directly on each coalition's
-   rows of each scenario's compiled clearing (``"direct"``, :func:`desmarket.coalitions.certified_values`),
-   with each one's largest difference to "select" and one full clearing for scale;
+   rows of each scenario's compiled clearing (``"direct"``, :func:`desmarket.coalitions.certified_values`: the
+   reduced problem, batched), and ``"full"``, "direct" with every coalition's full clearing in its own PIQP call
+   (as before the reduced problem), with each one's largest difference to "select" and one full clearing for
+   scale;
 2. every rule of :func:`desmarket.settle` on a community of --rule-homes homes x --scenarios scenarios: M1 and the
    clearing, the stand-alone values (one masked solve with nobody trading), M2, M3, the stand-alone rule and M4;
    the marginal rule needs N + 1 clearings of (nearly) the whole community, so --marginal-sample of them are timed
@@ -43,6 +45,16 @@ def coalition_timing(n_jobs: int) -> None:
         t0 = time.perf_counter()
         values = fairness.coalition_values(case, m1, n_jobs=n_jobs, method=method)
         timed[method] = (time.perf_counter() - t0, values)
+    # "direct" as it was before the reduced problem (issue 22): every coalition's full clearing, one PIQP call each
+    masks = np.zeros((len(timed["select"][1]) - 1, case.n_homes), dtype=bool)
+    for r, homes in enumerate(timed["select"][1].index[1:]):
+        masks[r, [case.home_ids.index(h) for h in homes]] = True
+    t0 = time.perf_counter()
+    full, solved = coalitions.certified_values(case, m1, masks, n_jobs, reduced=False)
+    values = timed["select"][1].copy()
+    values.iloc[1:] = full
+    values.attrs["clearings"] = solved
+    timed["full"] = (time.perf_counter() - t0, values)
     ts, vs = timed["select"]
     print(
         f"paper case, {case.n_homes} homes x {case.n_scenarios} scenarios, all {len(vs)} coalition values "
@@ -53,6 +65,7 @@ def coalition_timing(n_jobs: int) -> None:
         solved = values.attrs.get("clearings")
         extra = "" if solved is None else f", {solved} (coalition, scenario) problems solved"
         print(f"  {method:7s} {took:7.1f} s  {ts / took:5.1f}x select, largest difference to it {gap:.1e} $/day{extra}")
+    print(f"  direct is {timed['full'][0] / timed['direct'][0]:.1f}x faster than full (the same run)")
 
 
 def rules_timing(n_homes: int, n_scenarios: int, marginal_sample: int) -> None:

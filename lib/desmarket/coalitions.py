@@ -216,6 +216,10 @@ class Solved(NamedTuple):
 #: Largest coalition solved as the reduced problem (:class:`ScenarioProgram`): its hourly balance rows hold every
 #: member's columns, so above this (the size of a partial sum of Eq. 18) the full problem is solved instead.
 REDUCED_MAX_HOMES = TRADE_GROUP
+#: Homes per PIQP call of :func:`certified_costs`: that many homes' worth of coalitions of one size are solved
+#: as one block-diagonal problem (:meth:`ScenarioProgram.solve_many`), which spreads PIQP's and Python's cost per
+#: call over them.
+BATCH_HOMES = 100
 
 
 class _Program(NamedTuple):
@@ -239,30 +243,36 @@ class _Program(NamedTuple):
     shift_A: np.ndarray | None = None
     shift_F: np.ndarray | None = None
 
-    def setup(self, members: np.ndarray, n_homes: int) -> tuple[np.ndarray, dict]:
-        """(kept columns, the keyword arguments of ``piqp.SparseSolver.setup``) of the coalition ``members``."""
-        inside = np.zeros(n_homes + 1, dtype=bool)
-        inside[members] = True  # inside[-1] stays False: shared rows and columns are kept below
-        keep = inside[self.home] | (self.home < 0)
-        keep_a = inside[self.rows_A] | (self.rows_A < 0)
-        keep_f = inside[self.rows_F] | (self.rows_F < 0)
-        b, g = self.b, self.g
+    def setup(self, coalitions: list, n_homes: int) -> tuple[list, dict]:
+        """(each coalition's kept columns, the keyword arguments of ``piqp.SparseSolver.setup``) of one problem
+        that holds the coalitions (lists of members) side by side, block-diagonal: they share no variable, so
+        its optimum is each one's own optimum. A coalition's block keeps its members' columns and rows and the
+        shared ones, its shared rows' right-hand sides counting its members' eliminated columns only."""
+        inside = np.zeros((len(coalitions), n_homes + 1), dtype=bool)
+        for j, members in enumerate(coalitions):
+            inside[j, members] = True
+        inside[:, -1] = True  # home -1: the shared rows and columns, in every block
+        keep, keep_a, keep_f = inside[:, self.home], inside[:, self.rows_A], inside[:, self.rows_F]
+        b = np.broadcast_to(self.b, keep_a.shape)
+        g = np.broadcast_to(self.g, keep_f.shape)
+        members_of = inside[:, :-1].astype(float)
         if self.shift_A is not None:
             b = b.copy()
-            b[self.rows_A < 0] -= self.shift_A[:, members].sum(axis=1)
+            b[:, self.rows_A < 0] -= members_of @ self.shift_A.T
         if self.shift_F is not None:
             g = g.copy()
-            g[self.rows_F < 0] -= self.shift_F[:, members].sum(axis=1)
-        cols = np.flatnonzero(keep)
+            g[:, self.rows_F < 0] -= members_of @ self.shift_F.T
+        cols = [np.flatnonzero(k) for k in keep]
+        every = np.concatenate(cols)
         return cols, dict(
             P=_restrict(self.P, keep, keep),
-            c=self.q[cols],
+            c=self.q[every],
             A=_restrict(self.A, keep_a, keep),
             b=b[keep_a],
             G=_restrict(self.F, keep_f, keep),
             h_u=g[keep_f],
-            x_l=self.lower[cols],
-            x_u=self.upper[cols],
+            x_l=self.lower[every],
+            x_u=self.upper[every],
         )
 
 
@@ -287,12 +297,11 @@ class ScenarioProgram:
     columns, the partial sums and the balance rows (Eqs. 17-19) drop out, as do the grid and trade limits. Per
     home only d, g, c, e, E and their own rows (Eqs. 8-15) stay, with the same objective terms (utility and
     tie-break), so it is a relaxation of the clearing with the same objective. It is exact when its solution
-    can be routed: if every member's |n_i| <= min(grid_i, x_bar_i) at every hour (checked a posteriori, by
-    :data:`CERTIFY_MARGIN`), Pl_i (or Ps_i) = a share of N_t between 0 and min(grid_i, n_i + x_bar_i), with
-    x_i = Pl_i - Ps_i - n_i, meets Eqs. 7, 17-19 at the same objective value, so the relaxation's optimum is
-    the clearing's optimum; the clearing's d, c, e are unique (strictly convex utility and tie-break), so its
-    reported cost (wholesale minus utility, no tie-break) is the same too. Where the check fails, or PIQP does
-    not return solved, the full problem is solved (:meth:`solve_full`).
+    can be routed (:func:`routable`, checked a posteriori): then some Pl, Ps, x meet Eqs. 7, 17-19 at the same
+    objective value, so the relaxation's optimum is the clearing's optimum; the clearing's d, c, e are unique
+    (strictly convex utility and tie-break), so its reported cost (wholesale minus utility, no tie-break) is the
+    same too. Where the check fails, or PIQP does not return solved, the full problem is solved
+    (:meth:`solve_full`).
 
     Two eliminations make it smaller, both exact: a column whose bounds fix it (PV at night, a home without a
     battery) is replaced by its value, and where lambda^s_t > 0 the PV used is fixed at the available PV (Eq. 8
@@ -300,7 +309,7 @@ class ScenarioProgram:
     lambda^s_t delta, so every optimum uses all the PV.
     """
 
-    def __init__(self, case: Case, scenario: int):
+    def __init__(self, case: Case, scenario: int, reduced: bool = True):
         n, s, t = case.load.shape
         self.n_homes, self.hours = n, t
         block = case_block(case, np.arange(n) * s + scenario, weighted=False)
@@ -329,7 +338,8 @@ class ScenarioProgram:
         self.buy, self.sell = block.prices.buy, block.prices.sell
         self.a, self.b_utility = block.a, block.b
         self.reach = np.minimum(block.grid, block.trade_limit)  # (N,) kW
-        self.reduced, self.reduced_column, self.reduced_fixed = self._reduce()
+        self.grid, self.trade_limit = block.grid, block.trade_limit
+        self.reduced, self.reduced_column, self.reduced_fixed = self._reduce() if reduced else (None, {}, np.array([]))
 
     @staticmethod
     def _row_owners(matrix: sp.csr_array, home: np.ndarray, trade: np.ndarray) -> np.ndarray:
@@ -473,56 +483,103 @@ class ScenarioProgram:
         position[free] = np.arange(len(free))
         return reduced, {key: (col, position[col]) for key, col in red_column.items()}, fixed_value
 
-    def solve(self, members: np.ndarray) -> Solved | None:
+    def solve(self, members):
         """The clearing of the homes ``members`` (sorted indices) in this scenario, or None when PIQP does not
         return solved (the caller then solves it through cvxpy): the reduced problem when it is exact
-        (:meth:`solve_reduced`), else the full one (:meth:`solve_full`)."""
-        if len(members) <= REDUCED_MAX_HOMES:
-            solved = self.solve_reduced(members)
-            if solved is not None:
-                return solved
-        return self.solve_full(members)
+        (:meth:`solve_reduced`), else the full one (:meth:`solve_full`). ``members`` may also be a list of
+        coalitions, solved together (:meth:`solve_many`): a list of Solved or None comes back."""
+        if isinstance(members, list):
+            return self.solve_many(members)
+        return self.solve_many([members])[0]
 
-    def solve_reduced(self, members: np.ndarray) -> Solved | None:
-        """The clearing of ``members`` from the reduced problem (see the class), or None where it might not be
-        exact (a member's |net| not below its reach by :data:`CERTIFY_MARGIN`) or PIQP does not return solved.
+    def solve_many(self, coalitions: list) -> list:
+        """:meth:`solve` of each coalition (sorted indices of members) of ``coalitions``: the reduced problems of
+        those of at most :data:`REDUCED_MAX_HOMES` homes in one PIQP call (block-diagonal, :meth:`_Program.setup`),
+        then the full problem of each the reduced one does not clear exactly; a Solved or None (PIQP did not
+        return solved) per coalition."""
+        out: list = [None] * len(coalitions)
+        small = [j for j, m in enumerate(coalitions) if len(m) <= REDUCED_MAX_HOMES]
+        if small and self.reduced is not None:
+            found = self.solve_reduced([coalitions[j] for j in small])
+            if found is None and len(small) > 1:  # PIQP did not solve them together: each on its own
+                found = [(self.solve_reduced([coalitions[j]]) or [None])[0] for j in small]
+            for j, solved in zip(small, found or []):
+                out[j] = solved
+        for j, members in enumerate(coalitions):
+            if out[j] is None:
+                out[j] = self.solve_full(members)
+        return out
+
+    def solve_reduced(self, coalitions: list) -> list | None:
+        """The clearings of ``coalitions`` (lists of members) from their reduced problems (see the class) in one
+        PIQP call, or None when PIQP does not return solved; a coalition's entry is None where its solution
+        might not be exact (not :func:`routable`).
+
         Each member's wholesale cost is its net at the hour's price, mu_t n_i with mu_t = lambda^b_t where the
-        coalition imports (N_t > 0) and lambda^s_t otherwise, which sums to lambda^b N^+ - lambda^s N^- (Eq. 16)."""
+        coalition imports (N_t >= 0) and lambda^s_t otherwise, which sums to lambda^b N^+ - lambda^s N^- (Eq. 16)."""
         if self.reduced is None:
             return None
-        cols, problem = self.reduced.setup(members, self.n_homes)
+        cols, problem = self.reduced.setup(coalitions, self.n_homes)
         x = _piqp(problem)
         if x is None:
             return None
-        value = np.zeros(len(self.reduced.q))
-        value[cols] = x
+        out: list = []
+        start = 0
+        for members, kept in zip(coalitions, cols):
+            value = np.zeros(len(self.reduced.q))
+            value[kept] = x[start : start + len(kept)]
+            start += len(kept)
 
-        def get(key: str) -> np.ndarray:
-            col, position = self.reduced_column[key]
-            col, position = col[members], position[members]
-            return np.where(position >= 0, value[np.maximum(position, 0)], self.reduced_fixed[col])
+            def get(key: str) -> np.ndarray:
+                col, position = self.reduced_column[key]
+                col, position = col[members], position[members]
+                return np.where(position >= 0, value[np.maximum(position, 0)], self.reduced_fixed[col])
 
-        d = get("d")
-        net = d + get("c") - get("e") - get("g")
-        if not (np.abs(net) < self.reach[members, None] - CERTIFY_MARGIN).all():
-            return None  # a grid or trade limit might bind: the routing is not free
-        price = np.where(net.sum(axis=0) > 0, self.buy, self.sell)
-        utility = self.a[members, None] * d**2 + self.b_utility[members, None] * d
-        return Solved(net, price * net, utility)
+            d = get("d")
+            net = d + get("c") - get("e") - get("g")
+            if not routable(net, self.grid[members], self.trade_limit[members]):
+                out.append(None)  # a grid or trade limit binds: the full problem prices it
+                continue
+            price = np.where(net.sum(axis=0) >= 0, self.buy, self.sell)
+            utility = self.a[members, None] * d**2 + self.b_utility[members, None] * d
+            out.append(Solved(net, price * net, utility))
+        return out
 
     def solve_full(self, members: np.ndarray) -> Solved | None:
         """The clearing of ``members`` from the full compiled problem (Eqs. 16-19 on their rows), or None when
         PIQP does not return solved."""
-        cols, problem = self.full.setup(members, self.n_homes)
+        cols, problem = self.full.setup([members], self.n_homes)
         solution = _piqp(problem)
         if solution is None:
             return None
         x = np.zeros(len(self.full.q))
-        x[cols] = solution
+        x[cols[0]] = solution
         get = lambda key: x[self.column[key][members]]
         d = get("d")
         utility = self.a[members, None] * d**2 + self.b_utility[members, None] * d
         return Solved(d + get("c") - get("e") - get("g"), get("Pl") * self.buy - get("Ps") * self.sell, utility)
+
+
+def routable(net: np.ndarray, grid: np.ndarray, trade_limit: np.ndarray, margin: float = CERTIFY_MARGIN) -> bool:
+    """Whether the members' nets n (k, T) kW can be routed at the wholesale cost of their sum alone, within every
+    grid and trade limit (Eqs. 7, 17-19): the condition under which the reduced problem is exact.
+
+    In an hour with N_t = sum_i n_i >= 0 the cost lambda^b_t N_t needs sum_i Pl_i = N_t with every Ps_i = 0
+    (lambda^b >= lambda^s: any sale adds a purchase). Home i's Pl_i must meet 0 <= Pl_i <= grid_i (Eq. 7) and
+    |x_i| = |Pl_i - n_i| <= x_bar_i (Eqs. 17, 19), an interval [max(0, n_i - x_bar_i), min(grid_i, n_i +
+    x_bar_i)]; the trades then sum to zero (Eq. 18) exactly when the Pl_i sum to N_t, which some choice in the
+    intervals does iff each interval is non-empty and N_t lies between their sums. An hour with N_t < 0 is the
+    same for Ps_i = -(n_i + x_i) and -N_t. Each interval is shrunk by ``margin`` (kW) at the limits, so that
+    solver noise (~1e-9 kW) cannot pass a net that is only routable beyond the limits. ``grid``, ``trade_limit``:
+    (k,) kW.
+    """
+    grid, trade_limit = grid[:, None], trade_limit[:, None]
+    total = net.sum(axis=0)
+    flow = np.where(total >= 0, net, -net)  # each home's own net in the direction of the hour's flow
+    low = np.maximum(0.0, flow - trade_limit + margin)
+    high = np.minimum(grid - margin, flow + trade_limit - margin)
+    target = np.abs(total)
+    return bool((low <= high).all() and (low.sum(axis=0) <= target).all() and (target <= high.sum(axis=0)).all())
 
 
 def _piqp(problem: dict) -> np.ndarray | None:
@@ -540,23 +597,28 @@ def _piqp(problem: dict) -> np.ndarray | None:
 
 
 def _restrict(matrix: sp.csc_array, rows: np.ndarray, cols: np.ndarray) -> sp.csc_array:
-    """The CSC submatrix of the kept ``rows`` and ``cols`` (bool masks), entries in their order (no scipy
-    fancy indexing: a coalition's problem is cut from the compiled one in a few vectorised steps)."""
+    """The block-diagonal CSC matrix of the submatrices of the kept ``rows`` and ``cols`` of each block ((B, m)
+    and (B, n) bool masks), entries in their order (no scipy fancy indexing: the coalitions' problem is cut
+    from the compiled one in a few vectorised steps)."""
     col_of = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
-    kept = rows[matrix.indices] & cols[col_of]
-    new_row = np.cumsum(rows) - 1
-    new_col = np.cumsum(cols) - 1
-    n_cols = int(cols.sum())
-    indptr = np.zeros(n_cols + 1, dtype=np.int64)
-    np.cumsum(np.bincount(new_col[col_of[kept]], minlength=n_cols), out=indptr[1:])
-    return sp.csc_array((matrix.data[kept], new_row[matrix.indices[kept]], indptr), shape=(int(rows.sum()), n_cols))
+    block, entry = np.nonzero(rows[:, matrix.indices] & cols[:, col_of])  # block-major, each in CSC order
+    n_rows, n_cols = rows.sum(axis=1), cols.sum(axis=1)
+    new_row = np.cumsum(rows, axis=1) - 1 + (np.cumsum(n_rows) - n_rows)[:, None]
+    new_col = np.cumsum(cols, axis=1) - 1 + (np.cumsum(n_cols) - n_cols)[:, None]
+    total = int(n_cols.sum())
+    indptr = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(np.bincount(new_col[block, col_of[entry]], minlength=total), out=indptr[1:])
+    indices = new_row[block, matrix.indices[entry]]
+    return sp.csc_array((matrix.data[entry], indices, indptr), shape=(int(n_rows.sum()), total))
 
 
-def _certified_task(scenarios: list, case: Case, masks: np.ndarray, solver: str) -> list:
-    return [certified_costs(case, s, masks, solver) for s in scenarios]
+def _certified_task(scenarios: list, case: Case, masks: np.ndarray, solver: str, reduced: bool) -> list:
+    return [certified_costs(case, s, masks, solver, reduced) for s in scenarios]
 
 
-def certified_costs(case: Case, scenario: int, masks: np.ndarray, solver: str = MASKED_SOLVER) -> tuple:
+def certified_costs(
+    case: Case, scenario: int, masks: np.ndarray, solver: str = MASKED_SOLVER, reduced: bool = True
+) -> tuple:
     """Cost (wholesale cost minus utility, $ per day at weight 1) of each coalition ``masks`` (k, N) bool in one
     scenario, and the number of clearings solved for them.
 
@@ -569,7 +631,7 @@ def certified_costs(case: Case, scenario: int, masks: np.ndarray, solver: str = 
     sum_{i in T} sum_t [mu_t n_i - U_i]: exact, no solve. Repeated until every coalition is known; a coalition
     that nothing certifies is solved itself, so the worst case is one solve per coalition.
     """
-    program = ScenarioProgram(case, scenario)
+    program = ScenarioProgram(case, scenario, reduced)
     masks = np.asarray(masks, dtype=bool)
     cost = np.full(len(masks), np.nan)
     todo: np.ndarray = np.asarray(masks.any(axis=1))
@@ -577,35 +639,44 @@ def certified_costs(case: Case, scenario: int, masks: np.ndarray, solver: str = 
     sizes = masks.sum(axis=1)
     solves = 0
     while todo.any():
-        pick = np.flatnonzero(todo)[np.argmax(sizes[todo])]
-        members = np.flatnonzero(masks[pick])
-        solved = program.solve(members)
-        solves += 1
-        if solved is None:  # PIQP did not return solved: the members' own clearing through cvxpy, Clarabel fallback
-            cost[pick] = _scenario_cost(case, members, scenario, solver)
-            todo[pick] = False
-            continue
-        cost[pick] = float((solved.wholesale - solved.utility).sum())
-        todo[pick] = False
-        total = solved.net.sum(axis=0)
-        if not (np.abs(solved.net) < program.reach[members, None] - CERTIFY_MARGIN).all():
-            continue  # a grid or trade limit might bind: S certifies nothing
-        outside = np.ones(case.n_homes, dtype=bool)
-        outside[members] = False
-        cand = np.flatnonzero(todo & ~masks[:, outside].any(axis=1))  # sub-coalitions of S still unknown
-        if not len(cand):
-            continue
-        per_home = np.zeros((case.n_homes, program.hours))
-        per_home[members] = solved.net
-        utility = np.zeros(case.n_homes)
-        utility[members] = solved.utility.sum(axis=1)
-        nets = masks[cand].astype(float) @ per_home  # (k, T) each sub-coalition's hourly net, kW
-        zero, forced = np.abs(nets) <= CERTIFY_MARGIN, np.abs(total) > CERTIFY_MARGIN
-        ok = (zero | (forced & (np.sign(nets) == np.sign(total)))).all(axis=1)
-        wholesale = (np.maximum(nets[ok], 0) * program.buy - np.maximum(-nets[ok], 0) * program.sell).sum(axis=1)
-        cost[cand[ok]] = wholesale - masks[cand[ok]].astype(float) @ utility
-        todo[cand[ok]] = False
+        size = sizes[todo].max()  # the largest coalitions not yet known, up to BATCH_HOMES homes per PIQP call
+        picks = np.flatnonzero(todo & (sizes == size))[: max(1, BATCH_HOMES // size) if reduced else 1]
+        batch = [np.flatnonzero(masks[p]) for p in picks]
+        found = program.solve(batch)
+        solves += len(batch)
+        todo[picks] = False  # a coalition certifies only strictly smaller ones: the batch's are all solved
+        for pick, members, solved in zip(picks, batch, found or [None] * len(batch)):
+            if solved is None:  # PIQP did not return solved: the members' own clearing through cvxpy, Clarabel
+                cost[pick] = _scenario_cost(case, members, scenario, solver)
+                continue
+            cost[pick] = float((solved.wholesale - solved.utility).sum())
+            _certify(program, masks, members, solved, todo, cost)
     return cost, solves
+
+
+def _certify(
+    program: ScenarioProgram, masks: np.ndarray, members: np.ndarray, solved: Solved, todo: np.ndarray, cost: np.ndarray
+) -> None:
+    """Fill ``cost`` (and clear ``todo``) for the sub-coalitions of the solved coalition ``members`` that its
+    price certifies (:func:`certified_costs`)."""
+    total = solved.net.sum(axis=0)
+    if not (np.abs(solved.net) < program.reach[members, None] - CERTIFY_MARGIN).all():
+        return  # a grid or trade limit might bind: S certifies nothing
+    outside = np.ones(program.n_homes, dtype=bool)
+    outside[members] = False
+    cand = np.flatnonzero(todo & ~masks[:, outside].any(axis=1))  # sub-coalitions of S still unknown
+    if not len(cand):
+        return
+    per_home = np.zeros((program.n_homes, program.hours))
+    per_home[members] = solved.net
+    utility = np.zeros(program.n_homes)
+    utility[members] = solved.utility.sum(axis=1)
+    nets = masks[cand].astype(float) @ per_home  # (k, T) each sub-coalition's hourly net, kW
+    zero, forced = np.abs(nets) <= CERTIFY_MARGIN, np.abs(total) > CERTIFY_MARGIN
+    ok = (zero | (forced & (np.sign(nets) == np.sign(total)))).all(axis=1)
+    wholesale = (np.maximum(nets[ok], 0) * program.buy - np.maximum(-nets[ok], 0) * program.sell).sum(axis=1)
+    cost[cand[ok]] = wholesale - masks[cand[ok]].astype(float) @ utility
+    todo[cand[ok]] = False
 
 
 def _scenario_cost(case: Case, members: np.ndarray, scenario: int, solver: str) -> float:
@@ -625,6 +696,7 @@ def certified_values(
     masks,
     n_jobs: int | None = -1,
     solver: str = MASKED_SOLVER,
+    reduced: bool = True,
 ) -> tuple[np.ndarray, int]:
     """v({aggregator} + S) for each home set S given as a bool row of ``masks`` (k, N), $ per day (Eq. 20), and
     the number of clearings solved: the same values as :func:`masked_values`, from far fewer solves.
@@ -635,7 +707,9 @@ def certified_values(
     """
     masks = np.atleast_2d(np.asarray(masks, dtype=bool))
     parts = home_parts(case, independent)
-    found = map_chunks(_certified_task, list(range(case.n_scenarios)), (case, masks, solver), n_jobs, case.n_scenarios)
+    found = map_chunks(
+        _certified_task, list(range(case.n_scenarios)), (case, masks, solver, reduced), n_jobs, case.n_scenarios
+    )
     costs = np.array([c for c, _ in found])  # (S, k)
     values = masks.astype(float) @ parts - case.probability @ costs
     values[~masks.any(axis=1)] = 0.0
