@@ -434,6 +434,15 @@ class ScenarioProgram:
         if only_balance:
             use_all = np.broadcast_to(sell[0] > 0, gcol.shape)
             lower[gcol[use_all]] = upper[gcol[use_all]]
+        # a home's row of one entry a x_j = b (the end state, Eq. 15) fixes x_j = b / a
+        A_rows = sp.csr_array(A_red)
+        single = np.flatnonzero((np.diff(A_rows.indptr) == 1) & (rows_A >= 0))
+        if len(single):
+            j = A_rows.indices[A_rows.indptr[single]]
+            at = b_red[single] / A_rows.data[A_rows.indptr[single]]
+            if len(np.unique(j)) < len(j) or (at < lower[j] - 1e-12).any() or (at > upper[j] + 1e-12).any():
+                return None, {}, np.array([])
+            lower[j] = upper[j] = np.clip(at, lower[j], upper[j])
         # eliminate the fixed columns: their value moves to the right-hand sides (the shared rows' per home)
         fixed = lower == upper
         value = np.where(fixed, lower, 0.0)
