@@ -18,8 +18,13 @@ Faster, to the same values (:func:`certified_values`, ``fairness.coalition_value
 clearing separates by scenario (Eq. 18 holds per scenario and hour), so each scenario's clearing of all homes
 is compiled once by cvxpy into PIQP's data (:class:`ScenarioProgram`) and a coalition is that problem cut down
 to its members' columns and rows, handed to PIQP directly (no cvxpy call, no Parameter tensor, so it also
-works at 1,000 homes). A solved coalition whose price is pinned (no limit binding, a non-zero net every hour)
-certifies the sub-coalitions that keep its sign, without a solve (:func:`certified_costs`).
+works at 1,000 homes). A coalition of at most :data:`REDUCED_MAX_HOMES` homes is first solved as the reduced
+problem, the clearing with the routing taken out (the members' Eq. 17 rows summed, so only their hourly net
+is priced: Eqs. 16-19 without Pl, Ps, x and the limits), which is exact whenever its nets can be routed within
+every limit (:func:`routable`; otherwise the full problem is solved), and coalitions of one size are solved
+together as one block-diagonal problem (:meth:`ScenarioProgram.solve_many`). A solved coalition whose price is
+pinned (no limit binding, a non-zero net every hour) certifies the sub-coalitions that keep its sign, without a
+solve (:func:`certified_costs`).
 """
 
 from __future__ import annotations
@@ -298,15 +303,17 @@ class ScenarioProgram:
     home only d, g, c, e, E and their own rows (Eqs. 8-15) stay, with the same objective terms (utility and
     tie-break), so it is a relaxation of the clearing with the same objective. It is exact when its solution
     can be routed (:func:`routable`, checked a posteriori): then some Pl, Ps, x meet Eqs. 7, 17-19 at the same
-    objective value, so the relaxation's optimum is the clearing's optimum; the clearing's d, c, e are unique
-    (strictly convex utility and tie-break), so its reported cost (wholesale minus utility, no tie-break) is the
-    same too. Where the check fails, or PIQP does not return solved, the full problem is solved
-    (:meth:`solve_full`).
+    objective value, so the relaxation's optimum is an optimum of the clearing and the optimal values are equal.
+    The tie-break eps sum (c^2 + e^2) is the same at every optimum (the objective is strictly convex in c and e,
+    so they are unique), hence so is the reported cost (wholesale minus utility: the optimal value less the
+    tie-break), the one :meth:`solve_full` reads. Where the check fails, or PIQP does not return solved, the full
+    problem is solved (:meth:`solve_full`).
 
-    Two eliminations make it smaller, both exact: a column whose bounds fix it (PV at night, a home without a
-    battery) is replaced by its value, and where lambda^s_t > 0 the PV used is fixed at the available PV (Eq. 8
-    at its upper bound): raising g_i,t by delta and X_t by as much stays feasible and lowers the objective by
-    lambda^s_t delta, so every optimum uses all the PV.
+    Three eliminations make it smaller, all exact: where lambda^s_t > 0 the PV used is fixed at the available PV
+    (Eq. 8 at its upper bound): raising g_i,t by delta and X_t by as much stays feasible and lowers the objective
+    by lambda^s_t delta, so every optimum uses all the PV; a home's row of one entry (the end state, Eq. 15) fixes
+    its column; and every column whose bounds then fix it (PV at night, a home without a battery) is replaced by
+    its value (the shared rows' right-hand sides count the members' values only, :class:`_Program`).
     """
 
     def __init__(self, case: Case, scenario: int, reduced: bool = True):
@@ -639,6 +646,11 @@ def certified_costs(
     of T too, so the members' operations restricted to T are T's optimum (KKT) and its cost is
     sum_{i in T} sum_t [mu_t n_i - U_i]: exact, no solve. Repeated until every coalition is known; a coalition
     that nothing certifies is solved itself, so the worst case is one solve per coalition.
+
+    The largest coalitions not yet known are solved together, :data:`BATCH_HOMES` homes' worth per PIQP call
+    (one block-diagonal problem, :meth:`ScenarioProgram.solve_many`): a coalition certifies only strictly smaller
+    ones, so solving one size at a time loses no certificate. ``reduced=False``: every coalition's full clearing
+    in its own PIQP call, as before the reduced problem (the benchmark's comparison).
     """
     program = ScenarioProgram(case, scenario, reduced)
     masks = np.asarray(masks, dtype=bool)
