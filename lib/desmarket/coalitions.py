@@ -457,17 +457,17 @@ class ScenarioProgram:
         A_csc_red = sp.csc_array(A_red)
         F_csc_red = sp.csc_array(F_red)
         shared_a = rows_A < 0
+        if (home[fixed] < 0).any():
+            return None, {}, np.array([])
         per_home = sp.csc_array(
             (value[fixed], (np.flatnonzero(fixed), home[fixed])), shape=(len(value), n)
         )  # (columns, N) each home's fixed values
-        if (home[fixed] < 0).any():
-            return None, {}, np.array([])
-        shift_A = (A_csc_red @ per_home).toarray()[shared_a]
+        shift_A = (sp.csr_array(A_csc_red)[np.flatnonzero(shared_a)] @ per_home).toarray()
         b_red = b_red - A_csc_red @ value
         b_red[shared_a] += shift_A.sum(axis=1)  # the shared rows take their members' shift only (setup)
         g_red = full.g - F_csc_red @ value
         shared_f = full.rows_F < 0
-        shift_F = (F_csc_red @ per_home).toarray()[shared_f]
+        shift_F = (sp.csr_array(F_csc_red)[np.flatnonzero(shared_f)] @ per_home).toarray()
         g_red[shared_f] += shift_F.sum(axis=1)
         q_red = q_red + P_red @ value
         A_free = sp.csc_array(A_csc_red[:, free])
