@@ -270,3 +270,69 @@ def test_core_excess_says_which_gains_it_expects(two_homes):
         F.core_excess(case, pd.Series(st.home_gain, index=case.home_ids))
     with pytest.raises(ValueError, match="finite"):
         F.core_excess(case, [np.nan, 0.0, 0.0])
+
+
+# ================================================================ the direct coalition clearing (coalitions.py)
+def _tight_case(seed, grid_limit_kw):
+    """random_case's homes (one idle: rows left empty once its fixed columns go) behind a tight connection, so
+    that grid and trade limits bind in some coalitions' clearings."""
+    from desmarket.synthetic import LMP_SHAPE, LOAD_SHAPE, SOLAR_SHAPE
+
+    rng = np.random.default_rng(seed)
+    n, s, T = 4, 2, dm.HOURS
+    load = rng.uniform(0.3, 1.5, (n, 1, 1)) * LOAD_SHAPE * rng.uniform(0.75, 1.25, (n, s, T))
+    pv = rng.uniform(2.0, 5.0, (n, 1, 1)) * SOLAR_SHAPE * rng.uniform(0.6, 1.0, (n, s, T))
+    load[-1], pv[-1] = 0.0, 0.0
+    return dm.create_case(
+        load,
+        pv,
+        utility_a=-rng.uniform(0.1, 0.5, n) / 100,
+        utility_b=rng.uniform(20.0, 50.0, n) / 100,
+        lmp=0.035 * LMP_SHAPE * rng.uniform(0.8, 1.2, T),
+        probability=rng.dirichlet(np.full(s, 2.0)),
+        battery_kwh=np.array([13.5, 6.4, 0.0, 0.0]),
+        grid_limit_kw=grid_limit_kw,
+    )
+
+
+@pytest.mark.parametrize("grid_limit_kw", [10.0, 2.0])
+def test_the_reduced_coalition_problem_clears_as_the_full_one(grid_limit_kw):
+    """Every coalition of each scenario: the reduced problem (routing and limits out, Eqs. 16-19 summed), where
+    it is routable, has the full clearing's cost to 1e-7 $/day; where it is not (a limit binds: exercised at a
+    2 kW connection), solve falls back to the full problem; solving several coalitions in one block-diagonal
+    PIQP problem gives each one's own clearing."""
+    from desmarket import coalitions as C
+
+    case = _tight_case(3, grid_limit_kw)
+    masks = C.all_masks(case.n_homes)[1:]
+    cost = lambda solved: float((solved.wholesale - solved.utility).sum())
+    fallbacks = 0
+    for scenario in range(case.n_scenarios):
+        program = C.ScenarioProgram(case, scenario)
+        assert program.reduced is not None
+        coalition_list = [np.flatnonzero(m) for m in masks]
+        together = program.solve(coalition_list)
+        reduced = program.solve_reduced(coalition_list)
+        for members, both, alone in zip(coalition_list, together, reduced):
+            full = program.solve_full(members)
+            assert cost(both) == pytest.approx(cost(full), abs=1e-7)
+            if alone is None:
+                fallbacks += 1
+            else:
+                assert cost(alone) == pytest.approx(cost(full), abs=1e-7)
+                assert cost(program.solve(members)) == pytest.approx(cost(alone), abs=1e-7)  # alone, batched
+    assert (fallbacks > 0) == (grid_limit_kw < 5)
+
+
+def test_routable_checks_each_homes_grid_and_trade_interval():
+    """Hour 1 imports 3 kW: a home consuming 3 kW behind a 2 kW connection is routable only with a neighbour that
+    can take its extra kW within its own limits (Eqs. 7, 17-19); an exporter beyond its trade limit is not."""
+    from desmarket.coalitions import routable
+
+    two = np.array([2.0, 2.0])
+    assert routable(np.array([[3.0], [0.0]]), two, two)  # the neighbour buys 1 kW more and sells it on
+    assert not routable(np.array([[3.0]]), two[:1], two[:1])  # alone: 3 kW through a 2 kW connection
+    assert not routable(np.array([[3.0], [0.0]]), two, np.array([0.5, 2.0]))  # its trade limit binds
+    assert routable(np.array([[-1.0], [1.5]]), two, two)  # the importer takes the exporter's kW
+    assert not routable(np.array([[-1.0], [1.5]]), two, np.array([2.0, 0.5]))  # 1 kW trade needed, 0.5 allowed
+    assert routable(np.zeros((2, 3)), two, two)
