@@ -278,7 +278,12 @@ def test_market_process_notebook_helpers():
     assert np.array_equal(history[-1].price, co.price)
     messages = report.message_table(case, co.convergence)
     k = len(co.convergence)
-    assert messages.loc["aggregator", "bytes_per_home_per_iteration"] == (2 * T + 1) * 8
+    # to each home: the price and the penalty per (scenario, hour) (residual balancing per hour, the default)
+    assert messages.loc["aggregator", "bytes_per_home_per_iteration"] == (2 * T + 2 * T) * 8
+    fixed = dm.clear_market(case, method="coordinated", coordination=dm.Coordination(adaptive_hours=False))
+    assert report.message_table(case, fixed.convergence).loc["aggregator", "bytes_per_home_per_iteration"] == (
+        (2 * T + 1) * 8  # the price per (scenario, hour) and one penalty
+    )
     assert messages.loc["each home", "bytes_over_the_run_all_homes"] == k * 3 * 2 * T * 8
     fig = plots.figure_market_process(co.convergence, np.stack([s.price for s in history]), co.price, co.balanced)
     assert len(fig.axes) == 2

@@ -1055,7 +1055,8 @@ def coordinate(
                 {
                     "iteration": k,
                     **info,
-                    "bytes_to_each_home": (s * t + 1) * FLOAT_BYTES,
+                    # the prices (S, T) and the penalty: one number, or one per (scenario, hour)
+                    "bytes_to_each_home": (s * t + (1 if np.ndim(state.rho) == 0 else s * t)) * FLOAT_BYTES,
                     "bytes_from_each_home": s * t * FLOAT_BYTES,
                 }
             )

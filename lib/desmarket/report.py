@@ -388,7 +388,7 @@ def message_table(case: Case, convergence: pd.DataFrame) -> pd.DataFrame:
         {
             "sender": ["aggregator", "each home", "each home (central clearing, once)"],
             "content": [
-                "coordinated price per (scenario, hour) and rho",
+                "coordinated price per (scenario, hour) and rho (one, or one per (scenario, hour))",
                 "its trade schedule per (scenario, hour)",
                 "load and PV per (scenario, hour), battery, utility, limits",
             ],
