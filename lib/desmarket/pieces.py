@@ -62,19 +62,15 @@ def solve_with_fallback(problem: cp.Problem, solver: str, solver_options: dict |
     caller's error and raises at once. ``solver`` Clarabel itself (the central method) gets the fallback's
     relaxed retry of :func:`solve_fallback` only.
     """
-    if str(solver).upper() == FALLBACK_SOLVER:
-        try:
-            solve(problem, solver, **(solver_options or {}))
-            return 0
-        except SolverError as first:
-            if solver_options or getattr(first, "status", None) not in RETRY_STATUSES:
-                raise
-            _solve_relaxed(problem, first)
-            return 0  # Clarabel still: not a fallback to another solver (the retry is logged)
     try:
         solve(problem, solver, **(solver_options or {}))
         return 0
     except SolverError as first:
+        if str(solver).upper() == FALLBACK_SOLVER:
+            if solver_options or getattr(first, "status", None) not in RETRY_STATUSES:
+                raise
+            _solve_relaxed(problem, first)
+            return 0  # Clarabel still: not a fallback to another solver (the retry is logged)
         if str(solver).upper() not in cp.installed_solvers():
             raise
         try:
