@@ -221,6 +221,10 @@ class Coordination:
                 "adaptive=False"
             )
 
+    def accepted_imbalance(self, n_homes: int) -> float:
+        """kW, the largest |sum_i x_{i,s,t}| accepted at convergence: max(``tol_residual``, N ``tol_imbalance``)."""
+        return max(self.tol_residual, n_homes * self.tol_imbalance)
+
     @classmethod
     def relaxed(cls) -> Coordination:
         """Looser tolerances for a quick look: 1e-3 kW of trade imbalance and 1e-5 $/kWh, Delta C to 1e-5
@@ -905,7 +909,7 @@ def _independent(case: Case, solver: str, solver_options: dict | None, n_jobs: i
 def _missed(info: dict, settings: Coordination, economic: bool, n_homes: int) -> list[str]:
     """The tolerances a round misses, in words (``economic``: the settlement's quantities too)."""
     checks = [
-        ("trade imbalance (kW)", "residual_kw", max(settings.tol_residual, n_homes * settings.tol_imbalance)),
+        ("trade imbalance (kW)", "residual_kw", settings.accepted_imbalance(n_homes)),
         ("price change ($/kWh)", "price_change", settings.tol_price),
         ("dual residual ($/kWh)", "dual_residual", settings.tol_price),
     ]
@@ -972,8 +976,7 @@ def coordinate(
         else None
     )
     if settings.adaptive_hours:
-        accepted = max(settings.tol_residual, n * settings.tol_imbalance)
-        penalty = HourlyBalance(settings.rho, accepted, settings.tol_price)
+        penalty = HourlyBalance(settings.rho, settings.accepted_imbalance(n), settings.tol_price)
     targets = np.zeros((n, s, t))  # each home's own z_i (home side)
     before = None if m1 is None else float(m1.home_cost.sum() - m1.aggregator_revenue)
     a, b = case.column("utility_a"), case.column("utility_b")
