@@ -291,39 +291,41 @@ def realised_table(day: RealisedDay) -> pd.DataFrame:
     for mode, rule in (("M2", "equal"), ("M3", "contribution")):
         ante = day.ex_ante[rule]
         if ante is None:  # M3 undefined over the similar days: its rows are NaN
-            for basis in ("expected", "realised, ex-ante payments", "realised, ex-post payments"):
-                rows[(mode, basis)] = dict.fromkeys(REALISED_COLUMNS, np.nan)
+            rows.update({(mode, basis): dict.fromkeys(REALISED_COLUMNS, np.nan) for basis in REALISED_BASES})
             continue
         real_aggregator = day.realised_market.aggregator_revenue - ante.payment.sum()
         post = day.ex_post[rule]
-        for basis, gains, aggregator, surplus in (
-            ("expected", ante.home_gain, ante.aggregator_gain, ante.surplus),
+        for basis, (gains, aggregator, surplus) in zip(
+            REALISED_BASES,
             (
-                "realised, ex-ante payments",
-                day.homes[f"{mode}_ex_ante_usd"].to_numpy(),
-                real_aggregator - day.realised_m1.aggregator_revenue,
-                real_surplus,
-            ),
-            (
-                "realised, ex-post payments",
-                day.homes[f"{mode}_ex_post_usd"].to_numpy(),
-                np.nan if post is None else post.aggregator_gain,
-                real_surplus,
+                (ante.home_gain, ante.aggregator_gain, ante.surplus),
+                (
+                    day.homes[f"{mode}_ex_ante_usd"].to_numpy(),
+                    real_aggregator - day.realised_m1.aggregator_revenue,
+                    real_surplus,
+                ),
+                (
+                    day.homes[f"{mode}_ex_post_usd"].to_numpy(),
+                    np.nan if post is None else post.aggregator_gain,
+                    real_surplus,
+                ),
             ),
         ):
-            rows[(mode, basis)] = {
-                "delta_c_usd": surplus,
-                "aggregator_gain_usd": aggregator,
-                "homes_gain_usd": float(np.sum(gains)),
-                "smallest_home_gain_usd": float(np.min(gains)),
-                "homes_losing": int(np.sum(gains < -LOSS_TOLERANCE)),
-            }
+            values = (
+                surplus,
+                aggregator,
+                float(np.sum(gains)),
+                float(np.min(gains)),
+                int(np.sum(gains < -LOSS_TOLERANCE)),
+            )
+            rows[(mode, basis)] = dict(zip(REALISED_COLUMNS, values))
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.names = ["mode", "basis"]
     return frame
 
 
-#: The columns of :func:`realised_table`.
+#: The rows of each mode in :func:`realised_table`, and its columns.
+REALISED_BASES = ("expected", "realised, ex-ante payments", "realised, ex-post payments")
 REALISED_COLUMNS = ("delta_c_usd", "aggregator_gain_usd", "homes_gain_usd", "smallest_home_gain_usd", "homes_losing")
 #: A home's gain below minus this, $ per day, counts as a loss (solver noise is not).
 LOSS_TOLERANCE = 1e-6
