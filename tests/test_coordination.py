@@ -239,6 +239,45 @@ def test_residual_balancing_per_hour_excludes_the_other_adaptive_penalties(other
         dm.Coordination(adaptive_hours=True, **other)
 
 
+# ------------------------------------------------------------------------------------ lean controllers
+def test_a_lean_controller_answers_as_a_full_one():
+    """A lean controller (compiled data only, a solver set up per answer) gives the full one's answers."""
+    case = random_case(12, n_homes=3, n_scenarios=2)
+    s = case.n_scenarios
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        home = formulation.case_block(case, np.arange(i * s, (i + 1) * s))
+        full, lean = coordinated.HomeController(home, "PIQP"), coordinated.HomeController(home, "PIQP", lean=True)
+        assert lean._piqp["solver"] is None and full._piqp["setup"] is None
+        for _ in range(3):  # successive rounds
+            price = case.buy_price * (1 + 0.2 * rng.standard_normal((s, T)))
+            target, rho = rng.standard_normal((s, T)), 10 ** rng.uniform(-2, -1)
+            a, b = full.respond(price, target, rho), lean.respond(price, target, rho)
+            for key in a:
+                assert b[key] == pytest.approx(a[key], abs=1e-5), key
+
+
+def test_large_communities_get_lean_controllers():
+    assert not coordinated.lean_controllers(1_000, 10)
+    assert coordinated.lean_controllers(10_000, 10)
+    limit = coordinated.CONTROLLER_BYTES / coordinated.FULL_ROW_BYTES  # rows of full controllers that fit
+    assert not coordinated.lean_controllers(int(limit), 1) and coordinated.lean_controllers(int(limit) + 1, 1)
+
+
+def test_the_process_with_lean_controllers_equals_central(monkeypatch):
+    monkeypatch.setattr(coordinated, "CONTROLLER_BYTES", 1.0)  # nothing fits: lean, and one controller kept
+    case = random_case(410, n_homes=5, n_scenarios=2)
+    m1, exact, reference = _exact(case)
+    kept = []  # the controllers this process keeps, after each round
+    record = lambda state: kept.append([c.lean for c, _ in coordinated._CONTROLLERS.values()])
+    co = dm.clear_market(case, method="coordinated", n_jobs=1, callback=record)
+    assert kept and all(lean == [True] for lean in kept)  # the byte budget drops all but the newest
+    assert not coordinated._CONTROLLERS and coordinated._KEPT["bytes"] == 0.0  # the run's own, dropped at its end
+    settled = dm.settle(case, m1, co, 0.2)
+    assert settled.surplus == pytest.approx(reference.surplus, rel=1e-4)
+    assert settled.home_gain == pytest.approx(reference.home_gain, abs=1e-3)
+
+
 # ---------------------------------------------------------------------------------------- batched
 def test_a_batch_answers_as_its_homes_do_one_by_one():
     case = random_case(12, n_homes=3, n_scenarios=2)

@@ -272,11 +272,20 @@ class HomeController:
 
     A response that PIQP does not solve (it calls some feasible ones infeasible) is solved again with
     :data:`~desmarket.pieces.FALLBACK_SOLVER` through cvxpy, built on first need; ``fallbacks`` counts them.
+
+    ``lean`` (PIQP only): keep the compiled data (about 0.13 MB per home of 10 scenarios, measured) instead of a
+    set-up PIQP solver (about 1.3 MB, its factorisation workspace), and set a solver up for each response, which
+    takes about as long as PIQP's ``update`` (2.6 against 2.4 ms per home, measured): for communities whose
+    controllers would not fit in memory otherwise (:data:`CONTROLLER_BYTES`). The answers agree within the
+    solver's tolerance, not to the last digit.
     """
 
     KEYS = (*SOLVED, "x")
 
-    def __init__(self, home: Block, solver: str, solver_options: dict | None = None, direct: bool = True):
+    def __init__(
+        self, home: Block, solver: str, solver_options: dict | None = None, direct: bool = True, lean: bool = False
+    ):
+        self.lean = bool(lean)
         s, t = home.load.shape
         self.shape = (s, t)
         self.home, self.fallbacks = home, 0
@@ -310,21 +319,16 @@ class HomeController:
         )
         if not np.allclose(P.data[diag], 2.0):  # rho/2 ||x||^2 = 1/2 x' (rho I) x: 2 at half_rho = 1
             return None
-        solver = piqp.SparseSolver()
-        for key, value in self.solver_options.items():
-            setattr(solver.settings, key, value)
-        solver.setup(
-            P=P,
-            c=data["q"],
-            A=data["A"],
-            b=data["b"],
-            G=data["F"],
-            h_u=data["G"],
-            x_l=data["lower_bounds"],
-            x_u=data["upper_bounds"],
+        setup = dict(
+            A=data["A"], b=data["b"], G=data["F"], h_u=data["G"], x_l=data["lower_bounds"], x_u=data["upper_bounds"]
         )
+        solver = None
+        if not self.lean:
+            solver = self._new_piqp()
+            solver.setup(P=P, c=data["q"], **setup)
         return {
             "solver": solver,
+            "setup": setup if self.lean else None,
             "P": P,
             "diag": diag,
             "q": data["q"].copy(),
@@ -332,6 +336,15 @@ class HomeController:
             "offsets": offsets,
             "solved": piqp.PIQP_SOLVED,
         }
+
+    def _new_piqp(self):
+        """A PIQP solver at this controller's settings, not set up."""
+        import piqp
+
+        solver = piqp.SparseSolver()
+        for key, value in self.solver_options.items():
+            setattr(solver.settings, key, value)
+        return solver
 
     def respond(self, price: np.ndarray, previous: np.ndarray, rho: float | np.ndarray) -> dict:
         """Best response to the coordinated price: argmin F_i - p.x + 1/2 sum rho (x - previous)^2.
@@ -352,11 +365,16 @@ class HomeController:
         q = fast["q"].copy()
         q[fast["x_cols"]] -= linear.reshape(-1, order="F")
         fast["P"].data[fast["diag"]] = rho.reshape(-1, order="F")
-        fast["solver"].update(P=fast["P"], c=q)
-        status = fast["solver"].solve()
+        solver = fast["solver"]
+        if solver is None:  # lean: a solver set up for this response only
+            solver = self._new_piqp()
+            solver.setup(P=fast["P"], c=q, **fast["setup"])
+        else:
+            solver.update(P=fast["P"], c=q)
+        status = solver.solve()
         if status != fast["solved"]:
             return self._respond_by_fallback(price, previous, rho, status)
-        z = np.asarray(fast["solver"].result.x)
+        z = np.asarray(solver.result.x)
         size = self.shape[0] * self.shape[1]
         scale = float(np.asarray(self.handles.parameters.battery_scale.value))  # battery variables are per unit
         return {
@@ -389,6 +407,7 @@ class BatchController(HomeController):
     """
 
     def __init__(self, block: Block, solver: str, solver_options: dict | None = None):
+        self.lean = False
         self.shape = block.load.shape
         self.home, self.fallbacks = block, 0
         self._fallback = None
@@ -450,21 +469,41 @@ PROCESS_LIMIT_TOLERANCE = 1e-2
 
 #: Controllers kept per worker process between iterations, keyed by (run id, home index); oldest dropped first.
 _CONTROLLERS: OrderedDict = OrderedDict()
-MAX_CONTROLLERS = 4096
+#: Memory, bytes, that the controllers kept by one process may take [choice: 2 workers of this 24 GiB machine stay
+#: within the 8 GB of issue 21]; a controller is counted at its measured size per (home, scenario) row.
+CONTROLLER_BYTES = 2.5e9
+#: Measured bytes per (home, scenario) row of a controller keeping its set-up PIQP solver, and of a lean one
+#: (:class:`HomeController`; 300 homes x 10 scenarios, 2026-12-01: 1.29 MB and 0.13 MB per home).
+FULL_ROW_BYTES, LEAN_ROW_BYTES = 130e3, 13e3
+_KEPT = {"bytes": 0.0}
 
 
-def _cached(key, kind: type[HomeController], block: Block, solver: str, solver_options: dict | None):
+def lean_controllers(n_homes: int, rows_per_home: int) -> bool:
+    """Whether a community's controllers are lean (:class:`HomeController`): when every home's full controller
+    would not fit in :data:`CONTROLLER_BYTES` (about 1,900 homes of 10 scenarios). A worker answers any home in
+    some round (joblib places the tasks), so it may come to keep every home's controller. Before issue 21's
+    10,000-home run they were all full and at most 4,096 were kept, fewer than the homes a worker answers there,
+    so every controller was built again every round (25 ms per home against 2.4 ms for its answer)."""
+    return n_homes * rows_per_home * FULL_ROW_BYTES > CONTROLLER_BYTES
+
+
+def _cached(key, kind: type[HomeController], block: Block, solver: str, solver_options: dict | None, **options):
     """The controller of ``key`` kept in this process, built as ``kind(block, ...)`` on first use."""
     ctrl = _CONTROLLERS.get(key)
     if ctrl is None:
-        ctrl = _CONTROLLERS[key] = kind(block, solver, solver_options)
-        while len(_CONTROLLERS) > MAX_CONTROLLERS:
-            _CONTROLLERS.popitem(last=False)
-    return ctrl
+        ctrl = kind(block, solver, solver_options, **options)
+        size = len(block.rows) * (LEAN_ROW_BYTES if ctrl.lean else FULL_ROW_BYTES)
+        _CONTROLLERS[key] = (ctrl, size)
+        _KEPT["bytes"] += size
+        while _KEPT["bytes"] > CONTROLLER_BYTES and len(_CONTROLLERS) > 1:
+            _KEPT["bytes"] -= _CONTROLLERS.popitem(last=False)[1][1]
+        return ctrl
+    _CONTROLLERS.move_to_end(key)
+    return ctrl[0]
 
 
-def _controller(key, home: Block, solver: str, solver_options: dict | None) -> HomeController:
-    return _cached(key, HomeController, home, solver, solver_options)
+def _controller(key, home: Block, solver: str, solver_options: dict | None, lean: bool = False) -> HomeController:
+    return _cached(key, HomeController, home, solver, solver_options, lean=lean)
 
 
 def _batch_controller(key, block: Block, solver: str, solver_options: dict | None) -> BatchController:
@@ -481,6 +520,7 @@ def home_response(
     solver_options: dict | None = None,
     key=None,
     fleet: Fleet | None = None,
+    lean: bool = False,
 ) -> dict | None:
     """The home side of one iteration: receives only the announced price, rho and its own data and target.
 
@@ -492,14 +532,15 @@ def home_response(
     fleet: a :class:`Fleet` of the simulation; the home then hands it the only round-dependent part of its
     problem, the linear term price + rho previous (S, T), built from its price and its own target alone, and
     the fleet solves the posted homes' separate problems together (:meth:`Fleet.solve`); returns None.
+    lean: the controller keeps its compiled data, not a set-up solver (:class:`HomeController`).
     """
     if fleet is not None:
         fleet.post(home, price + rho * previous)
         return None
     ctrl = (
-        _controller(key, home, solver, solver_options)
+        _controller(key, home, solver, solver_options, lean)
         if key is not None
-        else HomeController(home, solver, solver_options)
+        else HomeController(home, solver, solver_options, lean=lean)
     )
     before = ctrl.fallbacks
     try:
@@ -547,11 +588,12 @@ class Fleet:
         return {**stacked, "fallbacks": ctrl.fallbacks - before}
 
 
-def _respond_batch(run_id, batch: int, homes, block, price, targets, rho, solver, solver_options, batched):
+def _respond_batch(run_id, batch: int, homes, block, price, targets, rho, solver, solver_options, batched, lean):
     """One task: the responses of a group of homes to the announced price, (n, S, T) arrays by name.
 
     rho: one number, (S, T), or (n, S, T) one per home of the group (each home receives only its own).
     batched: the group's homes solved together (:class:`Fleet`); else each home's own problem in turn.
+    lean: each home's controller keeps its compiled data only (:func:`lean_controllers`).
     """
     own = (lambda j: rho[j]) if np.ndim(rho) == 3 else (lambda j: rho)
     if batched:
@@ -562,7 +604,7 @@ def _respond_batch(run_id, batch: int, homes, block, price, targets, rho, solver
     answers: list[dict] = []
     for j, (i, home) in enumerate(homes):
         answer = home_response(
-            home, price, targets[j], own(j), solver=solver, solver_options=solver_options, key=(run_id, i)
+            home, price, targets[j], own(j), solver=solver, solver_options=solver_options, key=(run_id, i), lean=lean
         )
         if answer is None:  # only a fleet's homes answer later, together
             raise AssertionError("a home's response without a fleet is its dispatch")
@@ -955,6 +997,7 @@ def coordinate(
         for b in batches
     ]
     run_id = uuid.uuid4().hex
+    lean = lean_controllers(n, s) and str(solver).upper() == "PIQP"
     prices = Prices.of_case(case)
     needs_m1 = settings.warm_start or settings.economic or settings.dropout > 0
     m1 = _independent(case, solver, solver_options, n_jobs) if needs_m1 else None
@@ -1002,6 +1045,7 @@ def coordinate(
                     solver,
                     solver_options,
                     settings.batched,
+                    lean,
                 )
                 for j, batch in enumerate(batches)
             ]
@@ -1081,7 +1125,7 @@ def coordinate(
                 )
     finally:
         for key in [key for key in _CONTROLLERS if key[0] == run_id]:  # this run's cached controllers here
-            _CONTROLLERS.pop(key, None)
+            _KEPT["bytes"] -= _CONTROLLERS.pop(key)[1]
     convergence = pd.DataFrame(log).set_index("iteration")
     label = solver_label(solver, fallbacks, n * len(log), "home responses")
     return dataclasses.replace(
