@@ -265,17 +265,36 @@ def test_large_communities_get_lean_controllers():
 
 
 def test_the_process_with_lean_controllers_equals_central(monkeypatch):
-    monkeypatch.setattr(coordinated, "CONTROLLER_BYTES", 1.0)  # nothing fits: lean, and one controller kept
+    monkeypatch.setattr(coordinated, "CONTROLLER_BYTES", 1.0)  # nothing fits: every controller lean
+    built = []  # the controllers the process builds
+    real_init = coordinated.HomeController.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self.lean)
+
+    monkeypatch.setattr(coordinated.HomeController, "__init__", spy)
     case = random_case(410, n_homes=5, n_scenarios=2)
     m1, exact, reference = _exact(case)
-    kept = []  # the controllers this process keeps, after each round
-    record = lambda state: kept.append([c.lean for c, _ in coordinated._CONTROLLERS.values()])
-    co = dm.clear_market(case, method="coordinated", n_jobs=1, callback=record)
-    assert kept and all(lean == [True] for lean in kept)  # the byte budget drops all but the newest
-    assert not coordinated._CONTROLLERS and coordinated._KEPT["bytes"] == 0.0  # the run's own, dropped at its end
+    co = dm.clear_market(case, method="coordinated", n_jobs=1)
+    assert built == [True] * case.n_homes  # each home's controller built once, kept for the whole process
     settled = dm.settle(case, m1, co, 0.2)
     assert settled.surplus == pytest.approx(reference.surplus, rel=1e-4)
     assert settled.home_gain == pytest.approx(reference.home_gain, abs=1e-3)
+
+
+def test_the_process_answers_the_same_whatever_the_number_of_workers(monkeypatch):
+    """Each group of homes lives in one worker (pieces.OwnedPool), and a home's answer depends only on its own
+    controller: the process is the same, to the last digit, in one process or in two workers."""
+    monkeypatch.setattr(coordinated, "BATCH_ROWS", 8)  # groups of 4 homes: 6 groups, 3 in each worker
+    case = random_case(411, n_homes=24, n_scenarios=2)
+    assert len(coordinated._batches(24, 2, 2)) == 6
+    runs = [
+        dm.clear_market(case, method="coordinated", coordination=dm.Coordination.relaxed(), coordinated_jobs=jobs)
+        for jobs in (1, 2)
+    ]
+    assert len(runs[0].convergence) == len(runs[1].convergence)
+    assert np.array_equal(runs[0].trade, runs[1].trade) and np.array_equal(runs[0].price, runs[1].price)
 
 
 # ---------------------------------------------------------------------------------------- batched

@@ -322,6 +322,22 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
         assert ("coalitions: 100%" in stream.getvalue()) == shown
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_owned_pool_keeps_each_object_where_it_lives(workers):
+    """OwnedPool: object k lives in worker k mod workers for the pool's life, so its state carries from call to
+    call; results come back in the objects' order; an error raised there is raised here."""
+    with pieces.OwnedPool([[k] for k in range(5)], workers) as pool:
+        assert pool.workers == workers
+        pool.call("append", own=[(10 * k,) for k in range(5)])  # each object gets its own argument only
+        pool.call("append", (7,))  # and a shared one
+        assert pool.call("copy") == [[k, 10 * k, 7] for k in range(5)]
+        with pytest.raises(ValueError, match="not in list"):
+            pool.call("index", (99,))
+        with pytest.raises(ValueError, match="2 argument tuples for 5 objects"):
+            pool.call("append", own=[(1,), (2,)])
+        assert pool.call("pop") == [7] * 5  # the state survived the error
+
+
 # ------------------------------------------------------------------------------ one formulation
 def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     """Central, decomposed, coordinated and the Workbench all call formulation.formulate (issue 18): central

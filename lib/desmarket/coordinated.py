@@ -69,9 +69,7 @@ import dataclasses
 import itertools
 import numbers
 import time
-import uuid
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -93,6 +91,7 @@ from .model import (
 from .paper import PAPER_PROFIT_RATE
 from .pieces import (
     FALLBACK_SOLVER,
+    OwnedPool,
     check_n_jobs,
     gather,
     independent_pieces,
@@ -467,47 +466,64 @@ PROCESS_PRICE_TOLERANCE = 1e-4
 PROCESS_LIMIT_TOLERANCE = 1e-2
 
 
-#: Controllers kept per worker process between iterations, keyed by (run id, home index); oldest dropped first.
-_CONTROLLERS: OrderedDict = OrderedDict()
-#: Memory, bytes, that the controllers kept by one process may take [choice: 2 workers of this 24 GiB machine stay
-#: within the 8 GB of issue 21]; a controller is counted at its measured size per (home, scenario) row.
-CONTROLLER_BYTES = 2.5e9
+#: Memory, bytes, that all the home controllers of one process may take together, wherever they live [choice: on
+#: this 24 GiB machine, within the 8 GB of issue 21 at 10,000 homes]; a controller is counted at its measured size.
+CONTROLLER_BYTES = 4e9
 #: Measured bytes per (home, scenario) row of a controller keeping its set-up PIQP solver, and of a lean one
 #: (:class:`HomeController`; 300 homes x 10 scenarios, 2026-12-01: 1.29 MB and 0.13 MB per home).
 FULL_ROW_BYTES, LEAN_ROW_BYTES = 130e3, 13e3
-_KEPT = {"bytes": 0.0}
 
 
 def lean_controllers(n_homes: int, rows_per_home: int) -> bool:
-    """Whether a community's controllers are lean (:class:`HomeController`): when every home's full controller
-    would not fit in :data:`CONTROLLER_BYTES` (about 1,900 homes of 10 scenarios). A worker answers any home in
-    some round (joblib places the tasks), so it may come to keep every home's controller. Before issue 21's
-    10,000-home run they were all full and at most 4,096 were kept, fewer than the homes a worker answers there,
-    so every controller was built again every round (25 ms per home against 2.4 ms for its answer)."""
+    """Whether a community's controllers are lean (:class:`HomeController`): when the full ones would not fit
+    in :data:`CONTROLLER_BYTES` (above about 3,000 homes of 10 scenarios). Before, every controller kept its
+    set-up solver and each process kept at most 4,096 of them, fewer than the homes it answered at 10,000, so
+    every controller was built again every round (25 ms per home against 2.4 ms for its answer)."""
     return n_homes * rows_per_home * FULL_ROW_BYTES > CONTROLLER_BYTES
 
 
-def _cached(key, kind: type[HomeController], block: Block, solver: str, solver_options: dict | None, **options):
-    """The controller of ``key`` kept in this process, built as ``kind(block, ...)`` on first use."""
-    ctrl = _CONTROLLERS.get(key)
-    if ctrl is None:
-        ctrl = kind(block, solver, solver_options, **options)
-        size = len(block.rows) * (LEAN_ROW_BYTES if ctrl.lean else FULL_ROW_BYTES)
-        _CONTROLLERS[key] = (ctrl, size)
-        _KEPT["bytes"] += size
-        while _KEPT["bytes"] > CONTROLLER_BYTES and len(_CONTROLLERS) > 1:
-            _KEPT["bytes"] -= _CONTROLLERS.popitem(last=False)[1][1]
-        return ctrl
-    _CONTROLLERS.move_to_end(key)
-    return ctrl[0]
+class HomeGroup:
+    """A group of homes' controllers, kept for a whole process by the worker that owns the group
+    (:class:`~desmarket.pieces.OwnedPool`); :meth:`respond` answers one round.
 
+    Each home's controller is built on its first answer and keeps its compiled problem (or, lean, its compiled
+    data) between rounds; batched, the group's homes are solved together (:class:`Fleet`) over ``block``, their
+    rows. Holds only the group's homes' own data.
+    """
 
-def _controller(key, home: Block, solver: str, solver_options: dict | None, lean: bool = False) -> HomeController:
-    return _cached(key, HomeController, home, solver, solver_options, lean=lean)
+    def __init__(
+        self, homes: list, block: Block | None, solver: str, solver_options: dict | None, batched: bool, lean: bool
+    ):
+        self.homes, self.block = homes, block  # homes: [(home index, Block of its rows)]
+        self.solver, self.solver_options, self.batched, self.lean = solver, solver_options, batched, lean
+        self.controllers: dict[int, HomeController] = {}
+        self.batch: BatchController | None = None
 
+    def respond(self, price: np.ndarray, targets: np.ndarray, rho: Penalty) -> dict:
+        """The group's responses to the announced price, (n, S, T) arrays by name, and ``fallbacks``.
 
-def _batch_controller(key, block: Block, solver: str, solver_options: dict | None) -> BatchController:
-    return _cached(key, BatchController, block, solver, solver_options)
+        targets: (n, S, T) the homes' own targets; rho: one number, (S, T), or (n, S, T) one per home of the
+        group (each home receives only its own).
+        """
+        own = (lambda j: rho[j]) if np.ndim(rho) == 3 else (lambda j: rho)
+        options = dict(solver=self.solver, solver_options=self.solver_options)
+        if self.batched:
+            if self.batch is None:
+                self.batch = BatchController(self.block, self.solver, self.solver_options)
+            fleet = Fleet(self.batch, self.block.rows)
+            for j, (_, home) in enumerate(self.homes):
+                home_response(home, price, targets[j], own(j), **options, fleet=fleet)
+            return fleet.solve(np.concatenate(list(rho)) if np.ndim(rho) == 3 else rho)
+        answers: list[dict] = []
+        for j, (i, home) in enumerate(self.homes):
+            if i not in self.controllers:
+                self.controllers[i] = HomeController(home, self.solver, self.solver_options, lean=self.lean)
+            answer = home_response(home, price, targets[j], own(j), **options, controller=self.controllers[i])
+            if answer is None:  # only a fleet's homes answer later, together
+                raise AssertionError("a home's response without a fleet is its dispatch")
+            answers.append(answer)
+        out = {k: np.stack([a[k] for a in answers]) for k in answers[0] if k != "fallbacks"}
+        return {**out, "fallbacks": sum(a["fallbacks"] for a in answers)}
 
 
 def home_response(
@@ -518,30 +534,24 @@ def home_response(
     *,
     solver: str = "PIQP",
     solver_options: dict | None = None,
-    key=None,
+    controller: HomeController | None = None,
     fleet: Fleet | None = None,
-    lean: bool = False,
 ) -> dict | None:
     """The home side of one iteration: receives only the announced price, rho and its own data and target.
 
     Home i's answer is argmin F_i - price.x + rho/2 ||x - previous||^2 over its own constraints; price (S, T)
-    $/kWh, previous (S, T) kW (its target schedule). ``key`` lets a worker re-use the home's built problem
-    between iterations. Besides the dispatch arrays, ``fallbacks`` is 1 if
+    $/kWh, previous (S, T) kW (its target schedule). ``controller``: the home's own :class:`HomeController`,
+    kept between rounds (default: one built for this answer). Besides the dispatch arrays, ``fallbacks`` is 1 if
     :data:`~desmarket.pieces.FALLBACK_SOLVER` solved this response, else 0.
 
     fleet: a :class:`Fleet` of the simulation; the home then hands it the only round-dependent part of its
     problem, the linear term price + rho previous (S, T), built from its price and its own target alone, and
     the fleet solves the posted homes' separate problems together (:meth:`Fleet.solve`); returns None.
-    lean: the controller keeps its compiled data, not a set-up solver (:class:`HomeController`).
     """
     if fleet is not None:
         fleet.post(home, price + rho * previous)
         return None
-    ctrl = (
-        _controller(key, home, solver, solver_options, lean)
-        if key is not None
-        else HomeController(home, solver, solver_options, lean=lean)
-    )
+    ctrl = controller if controller is not None else HomeController(home, solver, solver_options)
     before = ctrl.fallbacks
     try:
         out = ctrl.respond(price, previous, rho)
@@ -586,31 +596,6 @@ class Fleet:
             raise solver_error(exc, f"{exc} (homes' batch, case rows {rows.min()}-{rows.max()})") from exc
         stacked = {k: v.reshape(n, -1, v.shape[-1]) for k, v in out.items()}
         return {**stacked, "fallbacks": ctrl.fallbacks - before}
-
-
-def _respond_batch(run_id, batch: int, homes, block, price, targets, rho, solver, solver_options, batched, lean):
-    """One task: the responses of a group of homes to the announced price, (n, S, T) arrays by name.
-
-    rho: one number, (S, T), or (n, S, T) one per home of the group (each home receives only its own).
-    batched: the group's homes solved together (:class:`Fleet`); else each home's own problem in turn.
-    lean: each home's controller keeps its compiled data only (:func:`lean_controllers`).
-    """
-    own = (lambda j: rho[j]) if np.ndim(rho) == 3 else (lambda j: rho)
-    if batched:
-        fleet = Fleet(_batch_controller((run_id, "batch", batch), block, solver, solver_options), block.rows)
-        for j, (_, home) in enumerate(homes):
-            home_response(home, price, targets[j], own(j), solver=solver, solver_options=solver_options, fleet=fleet)
-        return fleet.solve(np.concatenate(list(rho)) if np.ndim(rho) == 3 else rho)
-    answers: list[dict] = []
-    for j, (i, home) in enumerate(homes):
-        answer = home_response(
-            home, price, targets[j], own(j), solver=solver, solver_options=solver_options, key=(run_id, i), lean=lean
-        )
-        if answer is None:  # only a fleet's homes answer later, together
-            raise AssertionError("a home's response without a fleet is its dispatch")
-        answers.append(answer)
-    out = {k: np.stack([a[k] for a in answers]) for k in answers[0] if k != "fallbacks"}
-    return {**out, "fallbacks": sum(a["fallbacks"] for a in answers)}
 
 
 # ================================================================================ aggregator side
@@ -992,12 +977,18 @@ def coordinate(
     x_bar = trade_limits(case, trade_limit)
     homes = [case_block(case, np.arange(i * s, (i + 1) * s), x_bar) for i in range(n)]  # each home's own data
     batches = _batches(n, s, n_jobs, settings.batched)
-    blocks = [  # the batches' rows, for the batched simulation only
-        case_block(case, (b[:, None] * s + np.arange(s)).reshape(-1), x_bar) if settings.batched else None
-        for b in batches
-    ]
-    run_id = uuid.uuid4().hex
     lean = lean_controllers(n, s) and str(solver).upper() == "PIQP"
+    groups = [
+        HomeGroup(
+            [(i, homes[i]) for i in batch],
+            case_block(case, (batch[:, None] * s + np.arange(s)).reshape(-1), x_bar) if settings.batched else None,
+            solver,
+            solver_options,
+            settings.batched,
+            lean,
+        )
+        for batch in batches
+    ]
     prices = Prices.of_case(case)
     needs_m1 = settings.warm_start or settings.economic or settings.dropout > 0
     m1 = _independent(case, solver, solver_options, n_jobs) if needs_m1 else None
@@ -1031,25 +1022,11 @@ def coordinate(
         dispatch["x"] = np.zeros((n, s, t))
     log, fallbacks, last, calm = [], 0, None, 0
     accelerator = Anderson(settings.anderson) if settings.anderson else None
-    try:
+    # each group of homes lives in one worker for the whole process (this one with n_jobs 1 or None)
+    with OwnedPool(groups, 1 if n_jobs is None else worker_count(n_jobs)) as pool:
         for k in itertools.count(1):
-            tasks = [
-                (
-                    run_id,
-                    j,
-                    [(i, homes[i]) for i in batch],
-                    blocks[j],
-                    state.price,
-                    targets[batch],
-                    np.asarray(state.rho)[batch] if np.ndim(state.rho) == 3 else state.rho,
-                    solver,
-                    solver_options,
-                    settings.batched,
-                    lean,
-                )
-                for j, batch in enumerate(batches)
-            ]
-            answers = run_tasks(_respond_batch, tasks, n_jobs)
+            own = [(targets[b], np.asarray(state.rho)[b] if np.ndim(state.rho) == 3 else state.rho) for b in batches]
+            answers = pool.call("respond", (state.price,), own)
             fallbacks += sum(r.pop("fallbacks") for r in answers)
             fresh = {key: np.concatenate([r[key] for r in answers]) for key in answers[0]}
             lost = lost_answers(rng, n, settings.dropout)
@@ -1123,9 +1100,6 @@ def coordinate(
                     "rho; method='decomposed' gives the exact clearing.",
                     pd.DataFrame(log).set_index("iteration"),
                 )
-    finally:
-        for key in [key for key in _CONTROLLERS if key[0] == run_id]:  # this run's cached controllers here
-            _KEPT["bytes"] -= _CONTROLLERS.pop(key)[1]
     convergence = pd.DataFrame(log).set_index("iteration")
     label = solver_label(solver, fallbacks, n * len(log), "home responses")
     return dataclasses.replace(

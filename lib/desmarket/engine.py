@@ -415,7 +415,7 @@ def clear_market(
     chunk_rows: int = CHUNK_ROWS,
     coordination: Coordination | None = None,
     callback=None,
-    coordinated_jobs: int | None = 1,
+    coordinated_jobs: int | None = -1,
     stages: int = 1,
     day_ahead=None,
     lshaped: LShaped | None = None,
@@ -445,11 +445,12 @@ def clear_market(
         Method "coordinated": the process's settings (:class:`~desmarket.coordinated.Coordination`).
     callback : callable, optional
         Method "coordinated": called with the aggregator's state after every round.
-    coordinated_jobs : int or None, default 1
-        joblib workers for the homes' responses of the coordinated process. Default 1: the controllers live in
-        this process and keep their built problems between rounds (about 2 ms per home and round with PIQP).
-        With more workers each keeps its own copies, and loky restarts a worker whose memory grows by 300 MB, so
-        beyond about 150 homes per worker the problems are rebuilt and it gets slower.
+    coordinated_jobs : int or None, default -1
+        Worker processes for the homes' responses of the coordinated process (-1: every core; 1 or None: this
+        process). Each group of homes (:data:`~desmarket.coordinated.BATCH_ROWS` rows; one group up to about 200
+        homes of 10 scenarios) lives in one worker for the whole process (:class:`~desmarket.pieces.OwnedPool`),
+        which keeps its homes' controllers between rounds (about 2.4 ms per home and round with PIQP), so the
+        result is the same whatever the number of workers. Not joblib: a joblib backend is not used here.
     stages : int, default 1
         1 or 2, the two-stage clearing (a day-ahead position shared by the scenarios, real-time imbalances at
         k^up LMP / k^dn LMP; :mod:`desmarket.twostage`), by "central" or "decomposed" (module docstring).

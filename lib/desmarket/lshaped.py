@@ -37,11 +37,9 @@ The first point [choice] is the newsvendor quantile (:func:`~desmarket.formulati
 community flows of the pieces solved at position zero, so the first two iterations are the start: the flows at
 x = 0 are those of homes facing the real-time prices, a position near the optimal one's.
 
-Parallel [choice]: the pieces live in ``workers`` processes (``multiprocessing``: forkserver, or spawn where the
-platform has no forkserver) for the whole solve, each
-owning a fixed share (piece k in worker k mod workers), so a built problem is re-solved where it was built; with
-one worker (``n_jobs=1``, or one piece) they live in this process. Not joblib: its backends place each task
-anywhere, so a piece would be rebuilt (and kept) in every worker. A piece of N rows holds about 0.16 MB per row
+Parallel [choice]: the pieces live in ``workers`` processes for the whole solve (:class:`~desmarket.pieces.OwnedPool`:
+piece k in worker k mod workers), so a built problem is re-solved where it was built; with one worker
+(``n_jobs=1``, or one piece) they live in this process. A piece of N rows holds about 0.16 MB per row
 once compiled (measured: 155 MB per 1,000-home piece), so beyond :attr:`LShaped.reuse_rows` rows in all the pieces
 are built again at every iteration instead of kept (10,000 homes x 10 scenarios would need about 16 GB).
 """
@@ -50,9 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import time
-import traceback
 
 import clarabel
 import cvxpy as cp
@@ -65,7 +61,7 @@ from .case import Case
 from .errors import NotConvergedError
 from .formulation import Block, FirstStage, case_block, formulate, newsvendor_position
 from .model import SOLVED, SolverError
-from .pieces import gather, solve_built, worker_count
+from .pieces import OwnedPool, gather, solve_built, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -169,89 +165,6 @@ def _balance(problem: cp.Problem, position: cp.Variable) -> cp.Constraint:
     if len(found) != 1 or found[0].shape != position.shape:
         raise RuntimeError(f"expected one balance row block of shape {position.shape} holding {position.name()}")
     return found[0]
-
-
-def _serve(conn, pieces: list[_Piece]) -> None:
-    """A worker process: answers ("evaluate", x, promote), ("solution", best) and ("stop",) for its pieces."""
-    while True:
-        message = conn.recv()
-        try:
-            if message[0] == "evaluate":
-                reply = [p.evaluate(message[1], message[2]) for p in pieces]
-            elif message[0] == "solution":
-                reply = [p.solution(message[1]) for p in pieces]
-            else:
-                conn.close()
-                return
-            conn.send(("ok", reply))
-        except Exception as exc:  # sent back and raised by the caller
-            try:
-                conn.send(("error", exc))
-            except Exception:
-                conn.send(("error", RuntimeError(traceback.format_exc())))
-
-
-def _context():
-    """Worker processes by forkserver where the platform has it (the server imports this module once, so later
-    pools start fast), else spawn; never fork (this process may hold solver threads)."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["desmarket.lshaped"])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-class _Pool:
-    """The pieces, in this process (one worker) or in worker processes that each own a fixed share."""
-
-    def __init__(self, pieces: list[_Piece], workers: int):
-        self.count = len(pieces)
-        self.workers = max(1, min(workers, len(pieces)))
-        self.local = pieces if self.workers == 1 else None
-        self.links, self.processes = [], []
-        if self.local is None:
-            context = _context()
-            for w in range(self.workers):
-                parent, child = context.Pipe()
-                process = context.Process(target=_serve, args=(child, pieces[w :: self.workers]), daemon=True)
-                process.start()
-                child.close()
-                self.links.append(parent)
-                self.processes.append(process)
-
-    def _ask(self, message) -> list:
-        if self.local is not None:
-            if message[0] == "evaluate":
-                return [p.evaluate(message[1], message[2]) for p in self.local]
-            return [p.solution(message[1]) for p in self.local]
-        for link in self.links:
-            link.send(message)
-        replies = [link.recv() for link in self.links]
-        for kind, reply in replies:
-            if kind == "error":
-                raise reply
-        out = [None] * self.count
-        for w, (_, reply) in enumerate(replies):
-            out[w :: self.workers] = reply
-        return out
-
-    def evaluate(self, position: np.ndarray, promote: bool) -> list[dict]:
-        return self._ask(("evaluate", position, promote))
-
-    def solutions(self, best: bool) -> list[dict]:
-        return self._ask(("solution", best))
-
-    def close(self) -> None:
-        for link in self.links:
-            try:
-                link.send(("stop",))
-                link.close()
-            except (OSError, BrokenPipeError):
-                pass
-        for process in self.processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
 
 
 # ======================================================================================== the master
@@ -389,14 +302,14 @@ def solve_two_stage(
     cuts = _Cuts(s + 1, 2 * hours)  # the scenarios' Q_s and the position's tie-break w |x|^2
     rows, solves, fallbacks, build_s, solve_s = [], 0, 0, 0.0, 0.0
     best_x, best_f, best_is_last = None, np.inf, False
-    pool = _Pool(pieces, worker_count(n_jobs))
+    pool = OwnedPool(pieces, worker_count(n_jobs))
     t0 = time.perf_counter()
     try:
         point = np.zeros(2 * hours) if start is None else np.concatenate([np.asarray(v, float) for v in start])
         point = np.clip(point, 0.0, upper)
         for iteration in range(1, options.max_iterations + 1):
             point = np.clip(np.round(point, POSITION_DECIMALS), 0.0, upper)
-            results = pool.evaluate(point, best_is_last)
+            results = pool.call("evaluate", (point, best_is_last))
             solves += len(results)
             fallbacks += sum(r["fallbacks"] for r in results)
             build_s += sum(r["build_seconds"] for r in results)
@@ -445,7 +358,7 @@ def solve_two_stage(
                 "LShaped(gap=...), or solve with method='central'.",
                 _table(rows),
             )
-        solutions = pool.solutions(best=not best_is_last)
+        solutions = pool.call("solution", (not best_is_last,))
     finally:
         pool.close()
     if best_x is None:

@@ -14,9 +14,11 @@ the reference solver of the central problem), and it is an error only if that fa
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import numbers
 import sys
 import time
+import traceback
 
 import cvxpy as cp
 import numpy as np
@@ -266,3 +268,103 @@ def clearing_pieces(case: Case, chunk_rows: int = CHUNK_ROWS) -> list[np.ndarray
         scen = np.arange(k, min(k + per_piece, s))
         pieces.append((np.arange(n)[:, None] * s + scen[None, :]).reshape(-1))  # home-major
     return pieces
+
+
+# ================================================================================ objects kept by workers
+def _serve(conn, objects: list) -> None:
+    """A worker process of an :class:`OwnedPool`: answers ("call", method, shared, own) with
+    ``[getattr(o, method)(*shared, *own_k) for o, own_k in zip(objects, own)]``, and ("stop",)."""
+    while True:
+        message = conn.recv()
+        if message[0] != "call":
+            conn.close()
+            return
+        try:
+            _, method, shared, own = message
+            conn.send(("ok", [getattr(o, method)(*shared, *extra) for o, extra in zip(objects, own)]))
+        except Exception as exc:  # sent back and raised by the caller
+            try:
+                conn.send(("error", exc))
+            except Exception:
+                conn.send(("error", RuntimeError(traceback.format_exc())))
+
+
+def _context():
+    """Worker processes by forkserver where the platform has it (the server imports desmarket once, so later
+    pools start fast), else spawn; never fork (this process may hold solver threads)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["desmarket"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class OwnedPool:
+    """Objects that each live in one worker process for the pool's whole life, object k in worker k mod workers,
+    and are called there again and again: a built problem is re-solved where it was built.
+
+    Not joblib [choice]: its backends place each task anywhere, so every worker would come to build and keep
+    every object, and loky restarts a worker whose memory has grown by 300 MB (its leak check), which drops
+    them. With one worker (or one object) the objects live in this process. Use as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(self, objects: list, workers: int):
+        self.count = len(objects)
+        self.workers = max(1, min(int(workers), len(objects)))
+        self.local = objects if self.workers == 1 else None
+        self.links: list = []
+        self.processes: list = []
+        if self.local is None:
+            context = _context()
+            try:
+                for w in range(self.workers):
+                    parent, child = context.Pipe()
+                    process = context.Process(target=_serve, args=(child, objects[w :: self.workers]), daemon=True)
+                    process.start()
+                    child.close()
+                    self.links.append(parent)
+                    self.processes.append(process)
+            except BaseException:
+                self.close()
+                raise
+
+    def call(self, method: str, shared: tuple = (), own: list | None = None) -> list:
+        """``[getattr(o, method)(*shared, *own[k]) for k, o in enumerate(objects)]``, each where it lives, in the
+        objects' order; ``own`` (one tuple per object, default none) goes only to its own object's worker. An
+        exception raised there is raised here."""
+        own = [()] * self.count if own is None else list(own)
+        if len(own) != self.count:
+            raise ValueError(f"OwnedPool.call: {len(own)} argument tuples for {self.count} objects")
+        if self.local is not None:
+            return [getattr(o, method)(*shared, *extra) for o, extra in zip(self.local, own)]
+        for w, link in enumerate(self.links):
+            link.send(("call", method, shared, own[w :: self.workers]))
+        replies = [link.recv() for link in self.links]
+        for kind, reply in replies:
+            if kind == "error":
+                raise reply
+        out: list = [None] * self.count
+        for w, (_, reply) in enumerate(replies):
+            out[w :: self.workers] = reply
+        return out
+
+    def close(self) -> None:
+        """Stop the workers (their objects go with them)."""
+        for link in self.links:
+            try:
+                link.send(("stop",))
+                link.close()
+            except (OSError, BrokenPipeError):
+                pass
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+        self.links, self.processes, self.local = [], [], None
+
+    def __enter__(self) -> OwnedPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
