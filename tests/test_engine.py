@@ -338,6 +338,23 @@ def test_an_owned_pool_keeps_each_object_where_it_lives(workers):
         assert pool.call("pop") == [7] * 5  # the state survived the error
 
 
+def test_an_owned_pool_does_not_run_a_script_again_in_its_workers(tmp_path):
+    """A script without an ``if __name__ == "__main__"`` guard runs once, as with joblib: the workers do not
+    import the main module (multiprocessing's forkserver and spawn would run it again in each)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from desmarket import pieces\n"
+        "print('top level', flush=True)\n"
+        "with pieces.OwnedPool([[1], [2], [3]], 2) as pool:\n"
+        "    print(pool.call('copy'), flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.splitlines() == ["top level", "[[1], [2], [3]]"]
+
+
 # ------------------------------------------------------------------------------ one formulation
 def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     """Central, decomposed, coordinated and the Workbench all call formulation.formulate (issue 18): central

@@ -13,6 +13,7 @@ the reference solver of the central problem), and it is an error only if that fa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import numbers
@@ -289,6 +290,24 @@ def _serve(conn, objects: list) -> None:
                 conn.send(("error", RuntimeError(traceback.format_exc())))
 
 
+@contextlib.contextmanager
+def _main_not_imported():
+    """Start worker processes that do not import this program's main module, as loky's (so joblib's) do not:
+    they run desmarket's objects only, and multiprocessing would otherwise run a script without an
+    ``if __name__ == "__main__":`` guard again in each worker (found by a script at 10,000 homes)."""
+    main = sys.modules.get("__main__")
+    saved = {k: v for k, v in vars(main).items() if k in ("__file__", "__spec__")} if main is not None else {}
+    try:
+        if "__file__" in saved:
+            del main.__file__
+        if "__spec__" in saved:
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            vars(main).update(saved)
+
+
 def _context():
     """Worker processes by forkserver where the platform has it (the server imports desmarket once, so later
     pools start fast), else spawn; never fork (this process may hold solver threads)."""
@@ -318,13 +337,15 @@ class OwnedPool:
         if self.local is None:
             context = _context()
             try:
-                for w in range(self.workers):
-                    parent, child = context.Pipe()
-                    process = context.Process(target=_serve, args=(child, objects[w :: self.workers]), daemon=True)
-                    process.start()
-                    child.close()
-                    self.links.append(parent)
-                    self.processes.append(process)
+                with _main_not_imported():
+                    for w in range(self.workers):
+                        parent, child = context.Pipe()
+                        share = objects[w :: self.workers]
+                        process = context.Process(target=_serve, args=(child, share), daemon=True)
+                        process.start()
+                        child.close()
+                        self.links.append(parent)
+                        self.processes.append(process)
             except BaseException:
                 self.close()
                 raise
