@@ -272,7 +272,7 @@ class HomeController:
     A response that PIQP does not solve (it calls some feasible ones infeasible) is solved again with
     :data:`~desmarket.pieces.FALLBACK_SOLVER` through cvxpy, built on first need; ``fallbacks`` counts them.
 
-    ``lean`` (PIQP only): keep the compiled data (about 0.13 MB per home of 10 scenarios, measured) instead of a
+    ``lean`` (PIQP only): keep the compiled data (about 0.20 MB per home of 10 scenarios, measured) instead of a
     set-up PIQP solver (about 1.3 MB, its factorisation workspace), and set a solver up for each response, which
     takes about as long as PIQP's ``update`` (2.6 against 2.4 ms per home, measured): for communities whose
     controllers would not fit in memory otherwise (:data:`CONTROLLER_BYTES`). The answers agree within the
@@ -469,9 +469,9 @@ PROCESS_LIMIT_TOLERANCE = 1e-2
 #: Memory, bytes, that all the home controllers of one process may take together, wherever they live [choice: on
 #: this 24 GiB machine, within the 8 GB of issue 21 at 10,000 homes]; a controller is counted at its measured size.
 CONTROLLER_BYTES = 4e9
-#: Measured bytes per (home, scenario) row of a controller keeping its set-up PIQP solver, and of a lean one
-#: (:class:`HomeController`; 300 homes x 10 scenarios, 2026-12-01: 1.29 MB and 0.13 MB per home).
-FULL_ROW_BYTES, LEAN_ROW_BYTES = 130e3, 13e3
+#: Measured bytes per (home, scenario) row of a controller keeping its set-up PIQP solver, after its first answer
+#: (300 homes x 10 scenarios, 2026-12-01: 1.29 MB per home; a lean one 0.20 MB, :class:`HomeController`).
+FULL_ROW_BYTES = 130e3
 
 
 def lean_controllers(n_homes: int, rows_per_home: int) -> bool:
@@ -904,15 +904,17 @@ BATCH_ROWS = 2048
 
 
 def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None, batched: bool = False) -> list[np.ndarray]:
-    """Homes grouped into tasks of about :data:`BATCH_ROWS` rows. Per-home responses: at least two tasks per
-    worker when that is possible. Batched: by size alone, so that the batches (and the answers, to the last
-    digit) do not depend on the number of workers."""
+    """Homes grouped into :class:`HomeGroup` s of about :data:`BATCH_ROWS` rows. Per-home responses: one group up
+    to that size, else a multiple of the number of workers, so that each worker owns as many homes (to one) in
+    :class:`~desmarket.pieces.OwnedPool` (5 groups of 200 homes in 2 workers made one answer 600 homes, the other
+    400); the answers do not depend on the grouping. Batched: by size alone, so that the batches (and the
+    answers, to the last digit) do not depend on the number of workers."""
     by_size = int(np.ceil(n_homes * rows_per_home / BATCH_ROWS))
     if batched:
         count = max(1, by_size)
     else:
         workers = worker_count(n_jobs)
-        count = 1 if n_homes * rows_per_home <= BATCH_ROWS else min(n_homes, max(by_size, 2 * workers))
+        count = 1 if n_homes * rows_per_home <= BATCH_ROWS else min(n_homes, workers * -(-by_size // workers))
     return [b for b in np.array_split(np.arange(n_homes), count) if len(b)]
 
 
