@@ -466,7 +466,7 @@ PROCESS_PRICE_TOLERANCE = 1e-4
 PROCESS_LIMIT_TOLERANCE = 1e-2
 
 
-#: Memory, bytes, that all the home controllers of one process may take together, wherever they live [choice: on
+#: Memory, bytes, that all the home controllers of one market process may take together, in any worker [choice: on
 #: this 24 GiB machine, within the 8 GB of issue 21 at 10,000 homes]; a controller is counted at its measured size.
 CONTROLLER_BYTES = 4e9
 #: Measured bytes per (home, scenario) row of a controller keeping its set-up PIQP solver, after its first answer
