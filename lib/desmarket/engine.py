@@ -261,7 +261,7 @@ def deterministic_equivalent_solver(case: Case) -> str:
     PIQP solved 200 homes x 10 scenarios in 15.5 s where Clarabel took 34 s, but called 300 x 10, 400 x 10 and
     200 x 20 infeasible (after 75 s, 86 s and 11 s), which only cost time before Clarabel's fallback solved them.
     On measured homes (``data.build_case``, seed 0) PIQP solved 300 x 10 in 48 s and 1,000 x 10 in 256 s
-    (59 iterations), where Clarabel took 975 s at 1,000 x 10 on a random case: the threshold is set by the
+    (59 iterations), against Clarabel's 975 s measured earlier at that size: the threshold is set by the
     failures, not by the speed.
     """
     return "PIQP" if case.n_homes * case.n_scenarios <= TWO_STAGE_PIQP_ROWS else FALLBACK_SOLVER
