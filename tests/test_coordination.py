@@ -257,6 +257,39 @@ def test_a_lean_controller_answers_as_a_full_one():
                 assert b[key] == pytest.approx(a[key], abs=1e-5), key
 
 
+@pytest.mark.parametrize("seed", [12, 410])
+def test_homes_cut_from_one_compilation_answer_as_if_compiled_alone(seed):
+    """compile_homes: each home's rows of one compiled block are the problem compiled for the home alone, so its
+    controller answers the same to the last digit (homes without a battery, with trade limits included)."""
+    case = random_case(seed, n_homes=4, n_scenarios=3)
+    case = case.replace(battery_kwh=case.column("battery_kwh") * np.array([1.0, 0.0, 1.0, 2.0]))
+    s = case.n_scenarios
+    x_bar = np.array([0.5, 3.0, 1.0, 2.0])
+    compiled = coordinated.compile_homes(formulation.case_block(case, np.arange(4 * s), x_bar), s)
+    assert compiled is not None and len(compiled) == 4
+    rng = np.random.default_rng(seed)
+    for i in range(4):
+        home = formulation.case_block(case, np.arange(i * s, (i + 1) * s), x_bar)
+        for lean in (False, True):
+            alone = coordinated.HomeController(home, "PIQP", lean=lean)
+            cut = coordinated.HomeController(home, "PIQP", lean=lean, compiled=compiled[i])
+            assert cut.handles is None  # nothing compiled for the home itself
+            for _ in range(2):
+                price = case.buy_price * (1 + 0.2 * rng.standard_normal((s, T)))
+                target, rho = rng.standard_normal((s, T)), 10 ** rng.uniform(-3, -1)
+                a, b = alone.respond(price, target, rho), cut.respond(price, target, rho)
+                for key in a:
+                    assert np.array_equal(a[key], b[key]), (i, lean, key)
+
+
+def test_the_process_is_the_same_with_homes_compiled_one_by_one(monkeypatch):
+    case = random_case(411, n_homes=6, n_scenarios=2)
+    grouped = dm.clear_market(case, method="coordinated", n_jobs=1)
+    monkeypatch.setattr(coordinated, "compile_homes", lambda block, rows_per_home: None)  # each home on its own
+    alone = dm.clear_market(case, method="coordinated", n_jobs=1)
+    assert np.array_equal(grouped.trade, alone.trade) and np.array_equal(grouped.price, alone.price)
+
+
 def test_large_communities_get_lean_controllers():
     assert not coordinated.lean_controllers(1_000, 10)
     assert coordinated.lean_controllers(10_000, 10)

@@ -358,8 +358,8 @@ def test_an_owned_pool_does_not_run_a_script_again_in_its_workers(tmp_path):
 # ------------------------------------------------------------------------------ one formulation
 def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     """Central, decomposed, coordinated and the Workbench all call formulation.formulate (issue 18): central
-    once (one block of all rows, weights pi_s), decomposed once per piece (weight 1), coordinated once per home
-    (weight 1, no trade balance)."""
+    once (one block of all rows, weights pi_s), decomposed once per piece (weight 1), coordinated once per group
+    of homes (weight 1, no trade balance; each home's problem is cut from it, coordinated.compile_homes)."""
     from desmarket import model, study
 
     assert model.formulate is pieces.formulate is coordinated.formulate is study.formulate is formulation.formulate
@@ -381,7 +381,7 @@ def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     # residual stop only and no warm start (issue 21: the default also solves M1 first, checked below)
     quick = dm.Coordination(max_iterations=2, tol_residual=1e3, tol_price=1e3, economic=False, warm_start=False)
     dm.clear_market(case, method="coordinated", coordination=quick)
-    assert sorted(c[0] for c in calls) == [(0, 1), (2, 3), (4, 5)]
+    assert [c[0] for c in calls] == [tuple(range(6))]  # the one group of the 3 homes' rows
     assert all(set(c[1]) == {1.0} and c[2] and not c[3] for c in calls)
     calls.clear()
     dm.clear_market(
@@ -393,7 +393,7 @@ def test_every_method_builds_its_problems_with_the_one_formulation(monkeypatch):
     )
     homes = [c for c in calls if c[2]]
     m1 = [c for c in calls if not c[2]]  # the disagreement point and price forecast: M1 by pieces, once
-    assert sorted(c[0] for c in homes) == [(0, 1), (2, 3), (4, 5)]
+    assert [c[0] for c in homes] == [tuple(range(6))]
     assert all(set(c[1]) == {1.0} and not c[3] for c in homes)
     assert sorted(r for c in m1 for r in c[0]) == list(range(6)) and all(set(c[1]) == {1.0} for c in m1)
 

@@ -205,17 +205,17 @@ def test_a_real_piqp_failure_of_a_home_response_is_solved():
 
 def test_the_coordinated_process_records_its_fallbacks(monkeypatch):
     case = random_case(400, n_homes=4, n_scenarios=2)
-    real = coordinated.HomeController._compile_piqp
+    real = coordinated.HomeController._fast
     first = []
 
-    def compile_with_one_failure(self):
-        fast = real(self)
+    def compile_with_one_failure(self, data, offsets):
+        fast = real(self, data, offsets)
         if not first:  # the first home's first response fails
             first.append(True)
             fast["solver"] = FailingFirst(fast["solver"])
         return fast
 
-    monkeypatch.setattr(coordinated.HomeController, "_compile_piqp", compile_with_one_failure)
+    monkeypatch.setattr(coordinated.HomeController, "_fast", compile_with_one_failure)
     co = dm.clear_market(case, method="coordinated", n_jobs=1)
     assert co.solver == f"PIQP (CLARABEL for 1 of {4 * len(co.convergence)} home responses)"
     ref = dm.clear_market(case, method="central")
