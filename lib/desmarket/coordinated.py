@@ -79,7 +79,7 @@ import scipy.sparse as sp
 
 from .case import Case
 from .errors import DesmarketWarning, NotConvergedError, UnansweredError
-from .formulation import BATTERY, Block, Prices, case_block, formulate, operation_objective
+from .formulation import BATTERY, Block, Handles, Prices, case_block, formulate, operation_objective
 from .model import (
     DEFAULT_SOLVER_OPTIONS,
     NET_TOLERANCE,
@@ -298,21 +298,24 @@ class HomeController:
         self._fallback: HomeController | None = None
         self.solver = solver
         self.solver_options = solver_options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
+        self.handles: Handles | None = None
+        self.linear: cp.Parameter | None = None  # p^k + rho x_i^k, $/kWh
+        self.half_rho: cp.Parameter | None = None  # rho/2 per (s, t)
+        self.problem: cp.Problem | None = None
         if compiled is not None and direct and str(solver).upper() == "PIQP":  # its rows of a group's compilation
-            self.handles, self.linear, self.half_rho, self.problem = None, None, None, None
             self._scale = float(compiled["scale"])
             self._piqp = self._fast(compiled["data"], compiled["offsets"])
             if self._piqp is None:
                 raise ValueError("a compiled home problem without the proximal term rho/2 ||x||^2 at rho = 2")
             return
-        local, self.handles = formulate(home, market=True, trade_balance=False)  # F_i over Eqs. 6-15, 17, 19
-        self.linear: cp.Parameter | None = cp.Parameter((s, t), name="price_plus_prox")  # p^k + rho x_i^k, $/kWh
-        self.half_rho: cp.Parameter | None = cp.Parameter((s, t), nonneg=True, name="half_rho")  # rho/2 per (s, t)
-        x = self.handles.x
-        proximal = cp.sum(cp.multiply(self.half_rho, cp.square(x)))
-        objective = local.objective.expr - cp.sum(cp.multiply(self.linear, x)) + proximal
-        self.problem: cp.Problem | None = cp.Problem(cp.Minimize(objective), local.constraints)
-        self._scale = float(np.asarray(self.handles.parameters.battery_scale.value))  # battery variables per unit
+        local, handles = formulate(home, market=True, trade_balance=False)  # F_i over Eqs. 6-15, 17, 19
+        self.handles = handles
+        self.linear = linear = cp.Parameter((s, t), name="price_plus_prox")
+        self.half_rho = half_rho = cp.Parameter((s, t), nonneg=True, name="half_rho")
+        proximal = cp.sum(cp.multiply(half_rho, cp.square(handles.x)))
+        objective = local.objective.expr - cp.sum(cp.multiply(linear, handles.x)) + proximal
+        self.problem = cp.Problem(cp.Minimize(objective), local.constraints)
+        self._scale = float(np.asarray(handles.parameters.battery_scale.value))  # battery variables per unit
         self._piqp = self._compile_piqp() if direct and str(solver).upper() == "PIQP" else None
         if self._piqp is not None:
             self.problem = None  # the compiled data is all that is needed; frees the cvxpy tensors
@@ -374,7 +377,7 @@ class HomeController:
         rho = np.broadcast_to(np.asarray(rho, dtype=float), self.shape)
         linear = price + rho * previous
         if self._piqp is None:
-            if self.linear is None or self.half_rho is None or self.problem is None:
+            if self.linear is None or self.half_rho is None or self.problem is None or self.handles is None:
                 raise AssertionError("a controller without its compiled solver keeps its cvxpy problem")
             self.linear.value, self.half_rho.value = linear, rho / 2
             self.fallbacks += solve_with_fallback(self.problem, self.solver, self.solver_options)
@@ -434,6 +437,7 @@ class BatchController(HomeController):
         self.problem = cp.Problem(cp.Minimize(objective), local.constraints)
         self.solver = solver
         self.solver_options = solver_options or DEFAULT_SOLVER_OPTIONS.get(str(solver).upper(), {})
+        self._scale = float(np.asarray(self.handles.parameters.battery_scale.value))  # battery variables per unit
         self._piqp = self._compile_piqp() if str(solver).upper() == "PIQP" else None
         self.problem = None
         self._homes: dict = {}
@@ -458,9 +462,8 @@ class BatchController(HomeController):
             if fast["solver"].solve() == fast["solved"]:
                 z = np.asarray(fast["solver"].result.x)
                 size = self.shape[0] * self.shape[1]
-                scale = float(np.asarray(self.handles.parameters.battery_scale.value))
                 return {
-                    k: z[o : o + size].reshape(self.shape, order="F") * (scale if k in BATTERY else 1.0)
+                    k: z[o : o + size].reshape(self.shape, order="F") * (self._scale if k in BATTERY else 1.0)
                     for k, o in fast["offsets"].items()
                 }
             self.fallbacks += len(homes)  # answered home by home below
@@ -581,15 +584,16 @@ class HomeGroup:
         targets: (n, S, T) the homes' own targets; rho: one number, (S, T), or (n, S, T) one per home of the
         group (each home receives only its own).
         """
-        own = (lambda j: rho[j]) if np.ndim(rho) == 3 else (lambda j: rho)
-        options = dict(solver=self.solver, solver_options=self.solver_options)
+        per_home = np.ndim(rho) == 3
+        own = (lambda j: np.asarray(rho)[j]) if per_home else (lambda j: rho)
+        solver, options = self.solver, self.solver_options
         if self.batched:
             if self.batch is None:
                 self.batch = BatchController(self.block, self.solver, self.solver_options)
             fleet = Fleet(self.batch, self.block.rows)
             for j, (_, home) in enumerate(self.homes):
-                home_response(home, price, targets[j], own(j), **options, fleet=fleet)
-            return fleet.solve(np.concatenate(list(rho)) if np.ndim(rho) == 3 else rho)
+                home_response(home, price, targets[j], own(j), solver=solver, solver_options=options, fleet=fleet)
+            return fleet.solve(np.concatenate(list(np.asarray(rho))) if per_home else rho)
         if not self.controllers:
             rows_per_home = len(self.homes[0][1].rows)
             compiled = compile_homes(self.block, rows_per_home) if str(self.solver).upper() == "PIQP" else None
@@ -600,7 +604,10 @@ class HomeGroup:
                 )
         answers: list[dict] = []
         for j, (i, home) in enumerate(self.homes):
-            answer = home_response(home, price, targets[j], own(j), **options, controller=self.controllers[i])
+            ctrl = self.controllers[i]
+            answer = home_response(
+                home, price, targets[j], own(j), solver=solver, solver_options=options, controller=ctrl
+            )
             if answer is None:  # only a fleet's homes answer later, together
                 raise AssertionError("a home's response without a fleet is its dispatch")
             answers.append(answer)
