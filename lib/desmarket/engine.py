@@ -29,7 +29,9 @@ Parallelism goes through :class:`joblib.Parallel` without naming a backend: loky
     with joblib.parallel_config(backend="dask"):
         market = dm.clear_market(case)
 
-The library itself never imports dask.
+The library itself never imports dask. One exception to joblib: the coordinated process's home answers, whose
+groups of homes each live in one worker process for the whole process (:class:`~desmarket.pieces.OwnedPool`,
+``coordinated_jobs``), so that each home's controller is built once; M1 before it goes through joblib as above.
 
 ``stages=2`` (issue 20, :mod:`desmarket.twostage`) solves the two-stage clearing: a day-ahead purchase and sale
 per hour shared by the scenarios, the real-time imbalances per scenario (:func:`desmarket.formulation.formulate`
