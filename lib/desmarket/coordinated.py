@@ -543,10 +543,11 @@ def compile_homes(block: Block, rows_per_home: int) -> list[dict] | None:
     (A, a_owner), (F, f_owner) = owners
     first = {k: program.var_id_to_col[getattr(handles, k).id] for k in HomeController.KEYS}
     scale = float(np.asarray(handles.parameters.battery_scale.value))
+    count = rows // rows_per_home
     out = []
-    for home in range(rows // rows_per_home):
-        cols = np.flatnonzero(owner == home)
-        a_rows, f_rows = np.flatnonzero(a_owner == home), np.flatnonzero(f_owner == home)
+    for home, cols, a_rows, f_rows in zip(
+        range(count), _by_owner(owner, count), _by_owner(a_owner, count), _by_owner(f_owner, count)
+    ):
         part = {
             "P": sp.csc_matrix(P[cols][:, cols]),
             "q": data["q"][cols],
@@ -560,6 +561,12 @@ def compile_homes(block: Block, rows_per_home: int) -> list[dict] | None:
         offsets = {k: int(np.searchsorted(cols, o + home * rows_per_home)) for k, o in first.items()}
         out.append({"data": part, "offsets": offsets, "scale": scale})
     return out
+
+
+def _by_owner(owner: np.ndarray, count: int) -> list[np.ndarray]:
+    """For each owner 0..count-1, the indices it owns, ascending (one stable sort, not a scan per owner)."""
+    order = np.argsort(owner, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(owner, minlength=count))[:-1])
 
 
 class HomeGroup:
@@ -992,7 +999,7 @@ def round_economics(before: float, market: Operation, probability: np.ndarray, p
 BATCH_ROWS = 2048
 
 
-def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None, batched: bool = False) -> list[np.ndarray]:
+def _batches(n_homes: int, rows_per_home: int, workers: int, batched: bool = False) -> list[np.ndarray]:
     """Homes grouped into :class:`HomeGroup` s of about :data:`BATCH_ROWS` rows. Per-home responses: one group up
     to that size, else a multiple of the number of workers, so that each worker owns as many homes (to one) in
     :class:`~desmarket.pieces.OwnedPool` (5 groups of 200 homes in 2 workers made one answer 600 homes, the other
@@ -1002,7 +1009,6 @@ def _batches(n_homes: int, rows_per_home: int, n_jobs: int | None, batched: bool
     if batched:
         count = max(1, by_size)
     else:
-        workers = worker_count(n_jobs)
         count = 1 if n_homes * rows_per_home <= BATCH_ROWS else min(n_homes, workers * -(-by_size // workers))
     return [b for b in np.array_split(np.arange(n_homes), count) if len(b)]
 
@@ -1067,7 +1073,8 @@ def coordinate(
     n, s, t = case.load.shape
     x_bar = trade_limits(case, trade_limit)
     homes = [case_block(case, np.arange(i * s, (i + 1) * s), x_bar) for i in range(n)]  # each home's own data
-    batches = _batches(n, s, n_jobs, settings.batched)
+    workers = 1 if n_jobs is None else worker_count(n_jobs)  # of the OwnedPool below (None: this process)
+    batches = _batches(n, s, workers, settings.batched)
     lean = lean_controllers(n, s) and str(solver).upper() == "PIQP"
     groups = [
         HomeGroup(
@@ -1114,7 +1121,7 @@ def coordinate(
     log, fallbacks, last, calm = [], 0, None, 0
     accelerator = Anderson(settings.anderson) if settings.anderson else None
     # each group of homes lives in one worker for the whole process (this one with n_jobs 1 or None)
-    with OwnedPool(groups, 1 if n_jobs is None else worker_count(n_jobs)) as pool:
+    with OwnedPool(groups, workers) as pool:
         for k in itertools.count(1):
             own = [(targets[b], np.asarray(state.rho)[b] if np.ndim(state.rho) == 3 else state.rho) for b in batches]
             answers = pool.call("respond", (state.price,), own)
