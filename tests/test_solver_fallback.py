@@ -136,6 +136,32 @@ def test_infeasible_is_told_by_status_not_by_words(monkeypatch):
     assert not isinstance(err.value, dm.InfeasibleCaseError)
 
 
+def test_an_inaccurate_fallback_is_retried_once_at_relaxed_tolerances_and_logged(monkeypatch, caplog):
+    """PIQP fails; Clarabel ends 'optimal_inaccurate' at its default tolerances (as it did on the degenerate EEV
+    piece of a one-scenario case before TWO_STAGE_OPTIONS let PIQP solve it) and is retried at RELAXED_OPTIONS."""
+    from desmarket import model
+
+    calls = []
+
+    def flaky(problem, solver="CLARABEL", **options):
+        calls.append((str(solver).upper(), options))
+        if str(solver).upper() == "PIQP" or options != pieces.RELAXED_OPTIONS:
+            raise dm.SolverError(f"{solver} stalled", status="optimal_inaccurate")
+        return model.solve(problem, solver, **options)
+
+    monkeypatch.setattr(pieces, "solve", flaky)
+    problem, _ = model.build_clearing(random_case(2, n_homes=2, n_scenarios=1))
+    with caplog.at_level("WARNING"):
+        assert pieces.solve_with_fallback(problem, "PIQP") == 1
+    assert problem.status == "optimal"
+    assert [solver for solver, _ in calls] == ["PIQP", "CLARABEL", "CLARABEL"]
+    assert "solved at" in caplog.text
+    calls.clear()
+    with pytest.raises(dm.SolverError, match="stalled"):  # an explicit Clarabel option set gets no retry
+        pieces.solve_with_fallback(problem, "CLARABEL", {"tol_feas": 1e-12})
+    assert len(calls) == 1
+
+
 def test_solver_errors_carry_their_status_through_pickling():
     import pickle
 

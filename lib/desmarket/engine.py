@@ -252,30 +252,27 @@ def two_stage_route(lshaped: LShaped | None = None) -> str:
     return TWO_STAGE_ROUTES[1] if lshaped is not None else TWO_STAGE_ROUTES[0]
 
 
-#: Home-scenario rows above which the deterministic equivalent goes to Clarabel instead of PIQP when no solver is
-#: given (:func:`deterministic_equivalent_solver`).
-TWO_STAGE_PIQP_ROWS = 2000
-
-
-def deterministic_equivalent_solver(case: Case) -> str:
-    """The solver of the two-stage deterministic equivalent when none is given: PIQP up to
-    :data:`TWO_STAGE_PIQP_ROWS` home-scenario rows, Clarabel above. Measured on random cases (2026-12-01):
-    PIQP solved 200 homes x 10 scenarios in 15.5 s where Clarabel took 34 s, but called 300 x 10, 400 x 10 and
-    200 x 20 infeasible (after 75 s, 86 s and 11 s), which only cost time before Clarabel's fallback solved them.
-    On measured homes (``data.build_case``, seed 0) PIQP solved 300 x 10 in 48 s and 1,000 x 10 in 256 s
-    (59 iterations), against Clarabel's 975 s measured earlier at that size: the threshold is set by the
-    failures, not by the speed.
-    """
-    return "PIQP" if case.n_homes * case.n_scenarios <= TWO_STAGE_PIQP_ROWS else FALLBACK_SOLVER
-
-
 STAGES = (1, 2)
 #: Tolerances of every two-stage PIQP solve (the deterministic equivalent and the pieces at a fixed position) when
 #: no ``solver_options`` are given: PIQP 0.7 calls such problems infeasible at the 1e-12 of
 #: :data:`desmarket.model.DEFAULT_SOLVER_OPTIONS` (100 homes x 10 scenarios; a fixed-position piece of the year
 #: study, 2017-07-11, where Clarabel's fallback then ended 'optimal_inaccurate'), and solves them at 1e-10 (the
-#: objective at 1e-10 and 1e-9 agreed to 2e-9 $ on the first).
-TWO_STAGE_OPTIONS = {"PIQP": {"eps_abs": 1e-10, "eps_rel": 1e-10}}
+#: objective at 1e-10 and 1e-9 agreed to 2e-9 $ on the first). Its infeasibility tolerances (default 1e-4) are
+#: tightened to 1e-9, at which it no longer calls feasible deterministic equivalents infeasible (random cases of 400
+#: homes x 10 scenarios and 200 x 20, measured homes of 200 x 10), and every linear solve is refined
+#: iteratively (by default only when PIQP judges it needed): without it, near the optimum the regularisation fell
+#: to 1e-13, the solves lost accuracy and the steps stalled until the iteration limit (measured homes, 500 x 10;
+#: keeping the regularisation at 1e-10 instead fixed that case but not a random one of 400 x 10). Measured
+#: 2026-12-02 against Clarabel on the same problems.
+TWO_STAGE_OPTIONS = {
+    "PIQP": {
+        "eps_abs": 1e-10,
+        "eps_rel": 1e-10,
+        "eps_primal_inf": 1e-9,
+        "eps_dual_inf": 1e-9,
+        "iterative_refinement_always_enabled": True,
+    }
+}
 
 
 def check_stages(stages, case: Case, day_ahead) -> FirstStage | None:
@@ -487,7 +484,7 @@ def clear_market(
         raise ValueError(
             "the coordinated market process has no two-stage version; use method='decomposed' or 'central'"
         )
-    given, solver = solver, solver or DEFAULT_SOLVERS[method]
+    solver = solver or DEFAULT_SOLVERS[method]
     check_feasible(case, market=True, trade_limit=trade_limits(case, trade_limit))
     with _naming_culprits(case):
         if stage is not None:
@@ -506,7 +503,6 @@ def clear_market(
                 )
             if two_stage_route(lshaped) == "lshaped":
                 return _lshaped(case, stage, solver, solver_options, tie_break, n_jobs, trade_limit, lshaped)
-            solver = given or deterministic_equivalent_solver(case)
             return _deterministic_equivalent(case, stage, solver, solver_options, tie_break, trade_limit)
         if method == "central":
             return central_clearing(
