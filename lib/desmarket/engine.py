@@ -95,7 +95,6 @@ from .model import (
 )
 from .pieces import (
     CHUNK_ROWS,
-    FALLBACK_SOLVER,
     check_n_jobs,
     clearing_pieces,
     gather,
