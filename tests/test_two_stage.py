@@ -211,7 +211,6 @@ def test_one_scenario_has_no_stochastic_value(seed):
         assert values["eev_usd"] == pytest.approx(values["rp_usd"], abs=1e-6)
 
 
-
 def test_stochastic_value_recomputes_its_parts():
     case = random_case(11, 3, 3)
     values = twostage.stochastic_value(case)
