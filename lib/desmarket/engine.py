@@ -39,8 +39,7 @@ with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as o
 ``"decomposed"`` is exact by either of two routes [choice, :func:`two_stage_route`]:
 
 * by default the *deterministic equivalent* as one PIQP problem (:data:`TWO_STAGE_OPTIONS`; one solve, no
-  iteration; Birge & Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3), by Clarabel above
-  :data:`TWO_STAGE_PIQP_ROWS` home-scenario rows (:func:`deterministic_equivalent_solver`);
+  iteration; Birge & Louveaux, *Introduction to Stochastic Programming*, 2nd ed. 2011, Ch. 3);
 * when asked for (``lshaped=LShaped(...)``), the *L-shaped decomposition* of :mod:`desmarket.lshaped` (multi-cut
   Benders over the 48
   first-stage variables with level stabilisation; Birge & Louveaux Ch. 5, Fabian & Szoke 2007), whose every
@@ -49,16 +48,17 @@ with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as o
   :class:`~desmarket.errors.NotConvergedError` past ``lshaped.max_iterations``; its iterations (lower and upper
   bound, gap) are ``Operation.convergence``.
 
-Neither scales yet. The deterministic equivalent's first stage enters only the 2 x S x 24 balance rows of the
-community totals, so its KKT system is block-angular, but PIQP's general sparse factorisation does not exploit
-that, and the first stage makes it harder too (200 homes x 10 scenarios: 46 interior-point iterations against 15
-in one stage, each about twice as long; at 400 x 10 PIQP calls it infeasible and Clarabel, the fallback, solves
-it; at 1,000 x 10 Clarabel alone took 975 s, 83 iterations, 4.4 GB). The L-shaped method is linear in the homes
-per iteration, but needs about 80-150 iterations of about two one-stage clearings each: at 100 homes x 10
-scenarios it took 281 s (77 iterations) where the deterministic equivalent took 48 s, and at 1,000 x 10 it had a
-gap of 1e-2 after 12 iterations and 10 minutes (``scripts/bench_two_stage.py``, a loaded machine). So the default
-stays the one-solve route, which is the faster of the two wherever both finished; the L-shaped method is there for
-a case whose deterministic equivalent does not fit in memory, and as the starting point of a faster decomposition.
+The deterministic equivalent's first stage enters only the 2 x S x 24 balance rows of the community totals, so
+its KKT system is block-angular. PIQP's general sparse factorisation does not exploit that, but it keeps the fill
+small once the community totals are summed in groups other than the trade balance's
+(:data:`~desmarket.formulation.POSITION_GROUP`; with the same groups one factorisation took 20 times as long), and
+with :data:`TWO_STAGE_OPTIONS` it solves the problems it used to call infeasible, so no size goes to Clarabel. The
+first stage still makes the problem harder than one stage: about 40-60 interior-point iterations against 15, each
+about twice as long. The L-shaped method is linear in the homes per iteration, but needs about 80-150 iterations of
+about two one-stage clearings each (at 100 homes x 10 scenarios 281 s, 77 iterations; at 1,000 x 10 a gap of 1e-2
+after 12 iterations and 10 minutes; ``scripts/bench_two_stage.py``, a loaded machine). So the default is the
+one-solve route, the faster of the two wherever both finished; the L-shaped method is there for a case whose
+deterministic equivalent does not fit in memory, and as the starting point of a faster decomposition.
 
 ``scripts/bench_two_stage.py`` measures both beside the one-stage pieces. With the position given
 (``day_ahead``: the EEV problem, the realised day) the scenarios separate and "decomposed" solves them in pieces in
