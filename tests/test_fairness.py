@@ -336,3 +336,30 @@ def test_routable_checks_each_homes_grid_and_trade_interval():
     assert routable(np.array([[-1.0], [1.5]]), two, two)  # the importer takes the exporter's kW
     assert not routable(np.array([[-1.0], [1.5]]), two, np.array([2.0, 0.5]))  # 1 kW trade needed, 0.5 allowed
     assert routable(np.zeros((2, 3)), two, two)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nets=st.lists(st.lists(st.floats(-4, 4), min_size=3, max_size=3), min_size=1, max_size=5),
+    grid=st.floats(0.5, 5),
+    limit=st.floats(0.1, 5),
+)
+def test_a_routing_meets_every_equation_and_limit_or_there_is_none(nets, grid, limit):
+    """coalitions.routing: Pl - Ps = n + x (Eq. 17), sum x = 0 (Eq. 18), 0 <= Pl, Ps <= grid (Eq. 7) with one of
+    them 0, |x| <= x_bar (Eq. 19), each limit kept by the margin; None exactly when routable says no."""
+    from desmarket.coalitions import routable, routing
+
+    net = np.array(nets)
+    k = len(net)
+    grid_kw, x_bar, margin = np.full(k, grid), np.full(k, limit), 1e-4
+    flows = routing(net, grid_kw, x_bar, margin)
+    assert (flows is not None) == routable(net, grid_kw, x_bar, margin)
+    if flows is None:
+        return
+    x, Pl, Ps = flows
+    np.testing.assert_allclose(Pl - Ps, net + x, atol=1e-9)
+    np.testing.assert_allclose(x.sum(axis=0), 0.0, atol=1e-9)
+    assert (Pl >= 0).all() and (Ps >= 0).all() and (np.minimum(Pl, Ps) == 0).all()
+    assert (Pl <= grid - margin + 1e-12).all() and (Ps <= grid - margin + 1e-12).all()
+    assert (np.abs(x) <= limit - margin + 1e-9).all()
+    np.testing.assert_allclose(Pl.sum(axis=0), np.maximum(net.sum(axis=0), 0), atol=1e-9)  # netted: one direction

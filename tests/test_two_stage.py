@@ -178,6 +178,74 @@ def test_central_and_decomposed_agree():
     assert cost(fixed[1]) == pytest.approx(cost(central), abs=1e-6)
 
 
+def _route_used(monkeypatch) -> list:
+    """Record whether each two-stage clearing went the pooled route (True) or fell back to the full problem."""
+    from desmarket import engine
+
+    used: list = []
+    pooled = engine._pooled_equivalent
+
+    def spy(*args, **kwargs):
+        result = pooled(*args, **kwargs)
+        used.append(result is not None)
+        return result
+
+    monkeypatch.setattr(engine, "_pooled_equivalent", spy)
+    return used
+
+
+def _full_only(monkeypatch) -> None:
+    from desmarket import engine
+
+    monkeypatch.setattr(engine, "_pooled_equivalent", lambda *args, **kwargs: None)
+
+
+@pytest.mark.parametrize("seed, n, s", [(7, 6, 4), (12, 25, 3), (30, 3, 5)])
+def test_the_pooled_problem_gives_the_full_problems_clearing(seed, n, s, monkeypatch):
+    # the pooled relaxation (no Pl, Ps, x, no limits) is exact when its solution can be routed: the same optimum,
+    # position, prices, imbalances and accounts as the full deterministic equivalent and as central (Clarabel)
+    case = random_case(seed, n, s)
+    used = _route_used(monkeypatch)
+    pooled = dm.clear_market(case, stages=2)
+    assert used == [True]
+    central = dm.clear_market(case, stages=2, method="central")
+    _full_only(monkeypatch)
+    full = dm.clear_market(case, stages=2)
+    for ref in (full, central):
+        assert pooled.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-7)
+        assert cost(pooled) == pytest.approx(cost(ref), abs=1e-6)
+        np.testing.assert_allclose(pooled.day_ahead.to_numpy(), ref.day_ahead.to_numpy(), atol=1e-4)
+        np.testing.assert_allclose(pooled.price, ref.price, atol=1e-6)
+        # a home's cost moves with its battery's tie-broken schedule, weakly determined: central itself at 1e-12
+        # and at 1e-10 differs by 1.1e-4 $ on seed 12
+        np.testing.assert_allclose(pooled.home_cost, ref.home_cost, atol=5e-4)
+        assert pooled.aggregator_revenue == pytest.approx(ref.aggregator_revenue, abs=1e-5)
+        np.testing.assert_allclose(pooled.imbalance_buy, ref.imbalance_buy, atol=1e-4)
+    assert pooled.over_limit_kw == full.over_limit_kw == 0.0
+
+
+def test_a_clearing_the_pooled_problem_cannot_route_is_solved_in_full(monkeypatch):
+    # a trade limit of 0.05 kW: the pooled solution's nets cannot be routed, so the full problem (with its
+    # limits) is solved, and it is central's
+    case = random_case(3, 4, 3)
+    used = _route_used(monkeypatch)
+    tight = dm.clear_market(case, stages=2, trade_limit=0.05)
+    assert used == [False]
+    central = dm.clear_market(case, stages=2, method="central", trade_limit=0.05)
+    assert tight.objective == pytest.approx(central.objective, rel=1e-9, abs=1e-7)
+    np.testing.assert_allclose(tight.day_ahead.to_numpy(), central.day_ahead.to_numpy(), atol=1e-4)
+
+
+def test_the_objective_of_a_two_stage_result_is_its_problems_whatever_the_route():
+    # the fixed-position pieces and the pooled route compute Operation.objective from the arrays: it is the
+    # optimal value of the two-stage problem (day-ahead, imbalances, position tie-break), as central reports it
+    case = random_case(9, 5, 3)
+    central = dm.clear_market(case, stages=2, method="central")
+    assert dm.clear_market(case, stages=2).objective == pytest.approx(central.objective, rel=1e-9, abs=1e-7)
+    fixed = [dm.clear_market(case, stages=2, method=m, day_ahead=central.day_ahead) for m in ("central", "decomposed")]
+    assert fixed[1].objective == pytest.approx(fixed[0].objective, rel=1e-9, abs=1e-7)
+
+
 # --------------------------------------------------------------------------------------- VSS and EVPI
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 4), s=st.integers(2, 4), up=st.floats(1.1, 3.0))

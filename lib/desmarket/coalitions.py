@@ -589,13 +589,30 @@ def routable(net: np.ndarray, grid: np.ndarray, trade_limit: np.ndarray, margin:
     solver noise (~1e-9 kW) cannot pass a net that is only routable beyond the limits. ``grid``, ``trade_limit``:
     (k,) kW.
     """
+    return routing(net, grid, trade_limit, margin) is not None
+
+
+def routing(
+    net: np.ndarray, grid: np.ndarray, trade_limit: np.ndarray, margin: float = CERTIFY_MARGIN
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A routing of the nets n (k, T) kW at the wholesale cost of their sum (see :func:`routable`): (x, Pl, Ps),
+    (k, T) kW each, with Pl - Ps = n + x (Eq. 17), sum_i x = 0 (Eq. 18) and every flow at least ``margin``
+    inside its limit (Eqs. 7, 19); None when there is none. In each hour every home takes the same fraction of
+    its interval [low_i, high_i] of :func:`routable`, so that the flows sum to |N_t|."""
     grid, trade_limit = grid[:, None], trade_limit[:, None]
     total = net.sum(axis=0)
     flow = np.where(total >= 0, net, -net)  # each home's own net in the direction of the hour's flow
     low = np.maximum(0.0, flow - trade_limit + margin)
     high = np.minimum(grid - margin, flow + trade_limit - margin)
     target = np.abs(total)
-    return bool((low <= high).all() and (low.sum(axis=0) <= target).all() and (target <= high.sum(axis=0)).all())
+    lows, highs = low.sum(axis=0), high.sum(axis=0)
+    if not ((low <= high).all() and (lows <= target).all() and (target <= highs).all()):
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(highs > lows, (target - lows) / (highs - lows), 0.0)
+    through = low + share * (high - low)  # each home's grid flow in the hour's direction
+    Pl, Ps = np.where(total >= 0, through, 0.0), np.where(total >= 0, 0.0, through)
+    return Pl - Ps - net, Pl, Ps
 
 
 def _piqp(problem: dict) -> np.ndarray | None:

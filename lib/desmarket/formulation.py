@@ -36,6 +36,7 @@ term in :func:`formulate` (the homes' part per row, the market's part per scenar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import cvxpy as cp
@@ -247,8 +248,8 @@ class Handles(NamedTuple):
     c: cp.Variable  # battery charge, kW per unit of battery
     e: cp.Variable  # battery discharge, kW per unit of battery
     E: cp.Variable  # stored energy at the end of each hour, kWh per unit of battery
-    Pl: cp.Variable  # net load bought from the aggregator, kW
-    Ps: cp.Variable  # net surplus sold to the aggregator, kW
+    Pl: cp.Variable | None  # net load bought from the aggregator, kW (None: the pooled two-stage problem)
+    Ps: cp.Variable | None  # net surplus sold to the aggregator, kW (None: the pooled two-stage problem)
     x: cp.Variable | None  # trade, kW, + = supplies the local market (clearing only)
     trade_balance: cp.Constraint | None  # Eq. 18, (K, T)
     parameters: Parameters
@@ -331,34 +332,15 @@ def formulate(
     :class:`Handles`.
     """
     R, T = block.load.shape
-    per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))
-    zero = np.zeros((R, T))
     p = parameters if parameters is not None else Parameters(block.prices, block.regularization)
     w = np.asarray(block.weight, dtype=float)
-
-    # ------------------------------------------------------------ each row: a home in a scenario (Eqs. 6-15)
-    d = cp.Variable((R, T), name="load", bounds=[block.load_min, block.load_max])  # Eq. 9
-    g = cp.Variable((R, T), name="pv_used", bounds=[zero, block.pv])  # Eq. 8
-    c = cp.Variable((R, T), name="charge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 11, per unit
-    e = cp.Variable((R, T), name="discharge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 12, per unit
-    E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14, per unit
+    home = _home_rows(block, p, cyclic_storage)
+    d, g, c, e, E = home.d, home.g, home.c, home.e, home.E
+    net, disutility, spread = home.net, home.disutility, home.spread
+    per_row, zero = home.per_row, np.zeros((R, T))
     Pl = cp.Variable((R, T), name="net_load", bounds=[zero, per_row(block.grid)])  # Eq. 7
     Ps = cp.Variable((R, T), name="net_surplus", bounds=[zero, per_row(block.grid)])  # Eq. 7
-    start: cp.Expression | np.ndarray
-    if cyclic_storage:  # a daily cycle: E_{-1} = E_23, free within the limits (replaces Eq. 15)
-        start = cp.Variable((R, 1), name="energy_start", bounds=[block.e_min[:, None], block.e_max[:, None]])
-        end_state = E[:, -1:] == start
-    else:
-        start, end_state = block.e0[:, None], E[:, -1] == block.e0  # Eq. 15
-    stored_before = cp.hstack([start, E[:, :-1]])  # E_{t-1}, with E_{-1} = E0 (or the cycle's start)
-    constraints = daily_minimum(d, block) + [  # Eq. 10
-        E == stored_before + cp.multiply(per_row(block.eta_c), c) - cp.multiply(per_row(1 / block.eta_d), e),  # 13
-        end_state,
-    ]
-    net = d + p.battery_scale * (c - e) - g  # net consumption d + c - e - g
-    # - E[U] = sum_r w_r sum_t (|a| d^2 - b d), U = a d^2 + b d (Eq. 5); tie-break sum_r w_r sum_t (c^2 + e^2)
-    disutility = cp.sum(cp.multiply(per_row(-block.a * w), cp.square(d))) - cp.sum(cp.multiply(per_row(block.b * w), d))
-    spread = cp.sum(cp.multiply(per_row(w), cp.square(c))) + cp.sum(cp.multiply(per_row(w), cp.square(e)))
+    constraints = home.constraints
 
     # ------------------------------------------------------------ M1 (Eqs. 5-6) or the clearing (Eqs. 16-19)
     x = balance = None
@@ -380,20 +362,119 @@ def formulate(
     if first_stage is not None:
         if not (market and trade_balance):
             raise ValueError("a first stage needs the market clearing with its trade balance (market=True)")
-        objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, Pl, Ps, p, first_stage)
+        totals = lambda: _summed(block, Pl, Ps)
+        objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, totals, p, first_stage)
         objective = objective + disutility + p.regularization_per_unit * spread
         constraints += stage_constraints
     problem = cp.Problem(cp.Minimize(objective), constraints)
     return problem, Handles(d, g, c, e, E, Pl, Ps, x, balance, p, block, first_stage, buy_kw, sell_kw)
 
 
-def _two_stage(block: Block, Pl: cp.Variable, Ps: cp.Variable, p: Parameters, stage: FirstStage) -> tuple:
+class _HomeRows(NamedTuple):
+    """Each row's variables, constraints (Eqs. 8-15) and objective terms, shared by every problem of the model."""
+
+    d: cp.Variable
+    g: cp.Variable
+    c: cp.Variable
+    e: cp.Variable
+    E: cp.Variable
+    constraints: list
+    net: cp.Expression  # net consumption d + f (c - e) - g, kW
+    disutility: cp.Expression  # - E[U], $ (Eq. 5)
+    spread: cp.Expression  # sum_r w_r sum_t (c^2 + e^2), the tie-break before its weight
+    per_row: Callable
+
+
+def _home_rows(block: Block, p: Parameters, cyclic_storage: bool) -> _HomeRows:
+    """Each row (a home in a scenario) of :func:`formulate` and :func:`formulate_pooled`: Eqs. 8-15 and U (Eq. 5)."""
+    R, T = block.load.shape
+    per_row = lambda v: np.broadcast_to(np.asarray(v, dtype=float)[:, None], (R, T))
+    zero = np.zeros((R, T))
+    w = np.asarray(block.weight, dtype=float)
+    d = cp.Variable((R, T), name="load", bounds=[block.load_min, block.load_max])  # Eq. 9
+    g = cp.Variable((R, T), name="pv_used", bounds=[zero, block.pv])  # Eq. 8
+    c = cp.Variable((R, T), name="charge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 11, per unit
+    e = cp.Variable((R, T), name="discharge", bounds=[zero, per_row(block.battery_kw)])  # Eq. 12, per unit
+    E = cp.Variable((R, T), name="energy", bounds=[per_row(block.e_min), per_row(block.e_max)])  # Eq. 14, per unit
+    start: cp.Expression | np.ndarray
+    if cyclic_storage:  # a daily cycle: E_{-1} = E_23, free within the limits (replaces Eq. 15)
+        start = cp.Variable((R, 1), name="energy_start", bounds=[block.e_min[:, None], block.e_max[:, None]])
+        end_state = E[:, -1:] == start
+    else:
+        start, end_state = block.e0[:, None], E[:, -1] == block.e0  # Eq. 15
+    stored_before = cp.hstack([start, E[:, :-1]])  # E_{t-1}, with E_{-1} = E0 (or the cycle's start)
+    constraints = daily_minimum(d, block) + [  # Eq. 10
+        E == stored_before + cp.multiply(per_row(block.eta_c), c) - cp.multiply(per_row(1 / block.eta_d), e),  # 13
+        end_state,
+    ]
+    net = d + p.battery_scale * (c - e) - g  # net consumption d + c - e - g
+    # - E[U] = sum_r w_r sum_t (|a| d^2 - b d), U = a d^2 + b d (Eq. 5); tie-break sum_r w_r sum_t (c^2 + e^2)
+    disutility = cp.sum(cp.multiply(per_row(-block.a * w), cp.square(d))) - cp.sum(cp.multiply(per_row(block.b * w), d))
+    spread = cp.sum(cp.multiply(per_row(w), cp.square(c))) + cp.sum(cp.multiply(per_row(w), cp.square(e)))
+    return _HomeRows(d, g, c, e, E, constraints, net, disutility, spread, per_row)
+
+
+def formulate_pooled(block: Block, first_stage: FirstStage, parameters: Parameters | None = None) -> tuple:
+    """The two-stage clearing of :func:`formulate` with the routing left out [choice, issue 20]: a relaxation
+    with the same objective, exact whenever its solution can be routed (:func:`desmarket.coalitions.routable`).
+
+    Per row only d, g, c, e, E and their own constraints (Eqs. 8-15) stay. The community's net consumption
+    sum_i (d + c - e - g) per scenario k and hour t is met by one import I_{k,t} >= 0 and one export X_{k,t} >= 0,
+    I - X = sum_i n_i, which Eq. 17 summed over the homes gives once the trades cancel (Eq. 18); I and X are
+    settled against the day-ahead position as sum_i Pl and sum_i Ps are in :func:`formulate`. So Pl, Ps, x, the
+    trade balance's partial sums and the grid and trade limits (Eqs. 7, 17-19) drop out: about 40 % of the
+    variables. The row I - X - sum_i n_i = 0 is sum_i x = 0 written without x, so its dual is the clearing price
+    (:func:`clearing_price`, ``Handles.trade_balance``) wherever no limit binds. The optimum is the clearing's
+    when some Pl, Ps, x meet Eqs. 7, 17-19 with sum_i Pl = I and sum_i Ps = X; the caller checks that (the
+    engine's pooled route). Returns the problem, its :class:`Handles` (Pl, Ps, x None) and (I, X).
+    """
+    p = parameters if parameters is not None else Parameters(block.prices, block.regularization)
+    home = _home_rows(block, p, cyclic_storage=False)
+    pooled: list = []
+
+    def totals() -> tuple:
+        pooled.extend(_pooled(block, home.net))
+        return pooled[0], pooled[1], pooled[2]
+
+    objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, totals, p, first_stage)
+    objective = objective + home.disutility + p.regularization_per_unit * home.spread
+    problem = cp.Problem(cp.Minimize(objective), home.constraints + stage_constraints)
+    handles = Handles(
+        home.d, home.g, home.c, home.e, home.E, None, None, None, pooled[3], p, block, first_stage, buy_kw, sell_kw
+    )
+    return problem, handles, (pooled[0], pooled[1])
+
+
+def _summed(block: Block, Pl: cp.Variable, Ps: cp.Variable) -> tuple:
+    """(sum_i Pl, sum_i Ps, their constraints) per scenario and hour, (K, T), through partial sums of at most
+    :data:`POSITION_GROUP` homes (no dense row)."""
+    to_groups, to_scen = _group_sums(block.scenario, POSITION_GROUP)
+    T = Pl.shape[1]
+    imports = cp.Variable((to_groups.shape[0], T), name="import_partial_sums")
+    exports = cp.Variable((to_groups.shape[0], T), name="export_partial_sums")
+    return to_scen @ imports, to_scen @ exports, [imports == to_groups @ Pl, exports == to_groups @ Ps]
+
+
+def _pooled(block: Block, net: cp.Expression) -> tuple:
+    """(I, X, constraints, balance) of :func:`formulate_pooled`: the community's import and export (K, T) and the
+    row I - X = sum_i n_i (partial sums of at most :data:`POSITION_GROUP` homes)."""
+    to_groups, to_scen = _group_sums(block.scenario, POSITION_GROUP)
+    K, T = to_scen.shape[0], net.shape[1]
+    nets = cp.Variable((to_groups.shape[0], T), name="net_partial_sums")
+    imports = cp.Variable((K, T), name="community_import", nonneg=True)
+    exports = cp.Variable((K, T), name="community_export", nonneg=True)
+    balance = imports - exports - to_scen @ nets == 0  # sum_i x = 0 without x (Eq. 18): its dual is the price
+    return imports, exports, [nets == to_groups @ net, balance], balance
+
+
+def _two_stage(block: Block, totals: Callable, p: Parameters, stage: FirstStage) -> tuple:
     """The wholesale part of the two-stage clearing (see :func:`formulate`): objective, constraints, b and a.
 
-    The community totals are summed through partial sums of at most :data:`POSITION_GROUP` homes (no dense row).
+    ``totals()``: (the community's import, its export, their constraints), (K, T) each (:func:`_summed`,
+    :func:`_pooled`), built after b and a.
     """
-    T = Pl.shape[1]
-    to_groups, to_scen = _group_sums(block.scenario, POSITION_GROUP)
+    T = block.load.shape[1]
+    to_scen = _group_sums(block.scenario, POSITION_GROUP)[1]
     K = to_scen.shape[0]
     every = np.ones((K, 1))  # the day-ahead position, the same in each of the block's K scenarios
     b: cp.Expression | np.ndarray
@@ -408,17 +489,14 @@ def _two_stage(block: Block, Pl: cp.Variable, Ps: cp.Variable, p: Parameters, st
         sell_kw = cp.Variable((1, T), name="day_ahead_sell", nonneg=True)
         b, a = buy_kw, sell_kw
         position_cost = stage.position_weight * (cp.sum_squares(buy_kw) + cp.sum_squares(sell_kw))
-    imports = cp.Variable((to_groups.shape[0], T), name="import_partial_sums")
-    exports = cp.Variable((to_groups.shape[0], T), name="export_partial_sums")
+    imports, exports, constraints = totals()
     short_import, excess_import, short_export, excess_export = (
         cp.Variable((K, T), name=name, nonneg=True)
         for name in ("short_import", "excess_import", "short_export", "excess_export")
     )
-    constraints = [
-        imports == to_groups @ Pl,
-        exports == to_groups @ Ps,
-        to_scen @ imports == every @ b + short_import - excess_import,  # sum_i Pl = b + u^l - v^l
-        to_scen @ exports == every @ a + excess_export - short_export,  # sum_i Ps = a + v^s - u^s
+    constraints = constraints + [
+        imports == every @ b + short_import - excess_import,  # sum_i Pl = b + u^l - v^l
+        exports == every @ a + excess_export - short_export,  # sum_i Ps = a + v^s - u^s
     ]
     wk = block.scenario_weight[:, None]
     real_time = cp.sum(cp.multiply(wk * stage.up[None, :], short_import + short_export)) - cp.sum(

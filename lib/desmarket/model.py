@@ -541,6 +541,8 @@ def assemble_operation(
     a, b = case.column("utility_a"), case.column("utility_b")
     if objective is None:
         objective = operation_objective(pi, arrays, prices, regularization, a, b, is_market)
+        if first_stage is not None and day_ahead is not None and is_market:  # the two-stage problem's objective
+            objective += _two_stage_objective_change(pi, arrays, prices, day_ahead, first_stage)
     q = prices.net_metering
     expect = lambda v: np.einsum("s,nst->n", pi, v)
     retail_bill = expect(Pl * prices.retail)
@@ -594,6 +596,19 @@ def assemble_operation(
         spread = first_stage.position_weight * float(np.sum(np.square(day_ahead)))
         op = dataclasses.replace(op, regularization_cost=op.regularization_cost + spread)
     return op
+
+
+def _two_stage_objective_change(pi, arrays: dict, prices: Prices, day_ahead, first_stage: FirstStage) -> float:
+    """What turns :func:`~desmarket.formulation.operation_objective` of a clearing (Eq. 16) into the objective of
+    the two-stage clearing (:func:`~desmarket.formulation.formulate`): its wholesale part at the position instead
+    of Eq. 16's, plus the position's tie-break when the position was decided."""
+    b, a = (np.maximum(np.asarray(v, dtype=float).reshape(-1), 0.0) for v in day_ahead)
+    imports, exports = arrays["Pl"].sum(axis=0), arrays["Ps"].sum(axis=0)
+    one_stage = np.einsum("s,st->", pi, prices.buy * imports - prices.sell * exports)
+    change = two_stage_wholesale(pi, imports, exports, b, a, prices, first_stage) - one_stage
+    if not first_stage.fixed:
+        change += first_stage.position_weight * float(np.sum(b**2) + np.sum(a**2))
+    return float(change)
 
 
 def with_day_ahead(

@@ -46,8 +46,9 @@ DEFAULT_PRICES = "ercot-2022"
 #: Version of :func:`two_stage_day`: bump it when what a row holds or how it is computed changes (3: PIQP at the
 #: tolerances of :data:`desmarket.engine.TWO_STAGE_OPTIONS` for every two-stage solve; 4: a failed day classified
 #: by its error, :func:`desmarket.errors.failure_kind`; 5: the deterministic equivalent's community totals in
-#: groups of :data:`desmarket.formulation.POSITION_GROUP`, PIQP's infeasibility and refinement settings).
-TWO_STAGE_VERSION = 5
+#: groups of :data:`desmarket.formulation.POSITION_GROUP`, PIQP's infeasibility and refinement settings; 6: the
+#: pooled problem first, :func:`desmarket.engine._pooled_equivalent`).
+TWO_STAGE_VERSION = 6
 #: The study name of the per-day rows (:func:`desmarket.year.day_key`).
 TWO_STAGE_STUDY = "two_stage_by_day"
 VALUE_COLUMNS = ("rp_usd", "ws_usd", "ev_usd", "eev_usd", "vss_usd", "evpi_usd")
