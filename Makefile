@@ -92,9 +92,9 @@ reproduce: export REPRODUCE_FRESH = $(value FRESH)
 reproduce: $(STAMP)  ## run the notebook chain with papermill; regenerates every table and figure
 	$(PY) scripts/reproduce.py
 
-bench: $(STAMP)  ## methods, market-process techniques, two stages at 100 homes: about 10 min (FULL=1: up to 10,000 homes and two stages at 1,000, hours; SAVE=1 writes results/bench/)
+bench: $(STAMP)  ## methods, market-process techniques, two stages at 100 and 1,000 homes: about 10 min (FULL=1: up to 10,000 homes and two stages at 2,000, hours; SAVE=1 writes results/bench/)
 	$(PY) scripts/bench.py $(BENCH_SIZES) $(if $(SAVE),--save)
-	$(PY) scripts/bench_two_stage.py $(if $(FULL),--homes 100 1000,--homes 100) --scenarios 10
+	$(PY) scripts/bench_two_stage.py $(if $(FULL),--homes 100 1000 2000,--homes 100 1000) --scenarios 10
 
 bench-fairness: $(STAMP)  ## all 1,024 coalition values of the paper case, and a sampled Shapley value for 100 homes (prints only)
 	$(PY) scripts/bench_fairness.py

@@ -51,19 +51,20 @@ with a :class:`~desmarket.formulation.FirstStage`). ``"central"`` solves it as o
   :class:`~desmarket.errors.NotConvergedError` past ``lshaped.max_iterations``; its iterations (lower and upper
   bound, gap) are ``Operation.convergence``.
 
-The deterministic equivalent's first stage enters only the 2 x S x 24 balance rows of the community totals, so
-its KKT system is block-angular. PIQP's general sparse factorisation does not exploit that, but it keeps the fill
-small once the community totals are summed in groups other than the trade balance's
+The deterministic equivalent's first stage enters only the 2 x S x 24 balance rows of the community totals, so its
+KKT system is block-angular. PIQP's general sparse factorisation does not exploit that, but it keeps the fill small
+once the community totals are summed in groups other than the trade balance's
 (:data:`~desmarket.formulation.POSITION_GROUP`; with the same groups one factorisation took 20 times as long), and
 with :data:`TWO_STAGE_OPTIONS` it solves the problems it used to call infeasible, so no size goes to Clarabel. The
 first stage still makes the problem harder than one stage: about 40-60 interior-point iterations against 15. At
 1,000 homes x 10 scenarios the pooled problem took 19.6 s of PIQP against 38.5 s in full (random case, seed 0), and
 ``scripts/bench_two_stage.py`` printed 28.2 s for M1 and the two-stage clearing against 11.9 s in one stage (2.4x);
-at 2,000 homes 3.7x: PIQP's time grows faster than the homes. The L-shaped method is linear in the homes per iteration, but needs about 80-150 iterations of
-about two one-stage clearings each (at 100 homes x 10 scenarios 281 s, 77 iterations; at 1,000 x 10 a gap of 1e-2
-after 12 iterations and 10 minutes; ``scripts/bench_two_stage.py``, a loaded machine). So the default is the
-one-solve route, the faster of the two wherever both finished; the L-shaped method is there for a case whose
-deterministic equivalent does not fit in memory, and as the starting point of a faster decomposition.
+at 2,000 homes 3.7x: PIQP's time grows faster than the homes. The L-shaped method is linear in the homes per
+iteration, but needs about 80-150 iterations of about two one-stage clearings each (at 100 homes x 10 scenarios 281
+s, 77 iterations; at 1,000 x 10 a gap of 1e-2 after 12 iterations and 10 minutes; ``scripts/bench_two_stage.py``, a
+loaded machine). So the default is the one-solve route, the faster of the two wherever both finished; the L-shaped
+method is there for a case whose deterministic equivalent does not fit in memory, and as the starting point of a
+faster decomposition.
 
 ``scripts/bench_two_stage.py`` measures both beside the one-stage pieces. With the position given
 (``day_ahead``: the EEV problem, the realised day) the scenarios separate and "decomposed" solves them in pieces in
