@@ -242,7 +242,7 @@ def _pooled_equivalent(
     x_bar = trade_limits(case, trade_limit)
     n, s, t = case.load.shape
     block = case_block(case, np.arange(n * s), x_bar, weighted=True)
-    problem, handles, _ = formulate_pooled(block, stage)
+    problem, handles = formulate_pooled(block, stage)
     t1 = time.perf_counter()
     options = solver_options or TWO_STAGE_OPTIONS.get(str(solver).upper())
     try:
@@ -250,7 +250,9 @@ def _pooled_equivalent(
     except SolverError:
         return None  # the full problem, with its own fallback, says what is wrong
     t2 = time.perf_counter()
-    buy, sell = handles.day_ahead()
+    position = handles.day_ahead()
+    assert position is not None  # the pooled problem always has a first stage
+    buy, sell = position
     arrays = {k: v.reshape(n, s, t) for k, v in handles.values(("d", "g", "c", "e", "E")).items()}
     if (np.minimum(buy, sell) > POOLED_MARGIN).any():
         return None

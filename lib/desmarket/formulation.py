@@ -362,8 +362,7 @@ def formulate(
     if first_stage is not None:
         if not (market and trade_balance):
             raise ValueError("a first stage needs the market clearing with its trade balance (market=True)")
-        totals = lambda: _summed(block, Pl, Ps)
-        objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, totals, p, first_stage)
+        objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, _summed(block, Pl, Ps), p, first_stage)
         objective = objective + disutility + p.regularization_per_unit * spread
         constraints += stage_constraints
     problem = cp.Problem(cp.Minimize(objective), constraints)
@@ -414,9 +413,11 @@ def _home_rows(block: Block, p: Parameters, cyclic_storage: bool) -> _HomeRows:
     return _HomeRows(d, g, c, e, E, constraints, net, disutility, spread, per_row)
 
 
-def formulate_pooled(block: Block, first_stage: FirstStage, parameters: Parameters | None = None) -> tuple:
+def formulate_pooled(
+    block: Block, first_stage: FirstStage, parameters: Parameters | None = None
+) -> tuple[cp.Problem, Handles]:
     """The two-stage clearing of :func:`formulate` with the routing left out [choice, issue 20]: a relaxation
-    with the same objective, exact whenever its solution can be routed (:func:`desmarket.coalitions.routable`).
+    with the same objective, exact whenever its solution can be routed (:func:`desmarket.coalitions.routing`).
 
     Per row only d, g, c, e, E and their own constraints (Eqs. 8-15) stay. The community's net consumption
     sum_i (d + c - e - g) per scenario k and hour t is met by one import I_{k,t} >= 0 and one export X_{k,t} >= 0,
@@ -426,23 +427,16 @@ def formulate_pooled(block: Block, first_stage: FirstStage, parameters: Paramete
     variables. The row I - X - sum_i n_i = 0 is sum_i x = 0 written without x, so its dual is the clearing price
     (:func:`clearing_price`, ``Handles.trade_balance``) wherever no limit binds. The optimum is the clearing's
     when some Pl, Ps, x meet Eqs. 7, 17-19 with sum_i Pl = I and sum_i Ps = X; the caller checks that (the
-    engine's pooled route). Returns the problem, its :class:`Handles` (Pl, Ps, x None) and (I, X).
+    engine's pooled route). Returns the problem and its :class:`Handles` (Pl, Ps, x None).
     """
     p = parameters if parameters is not None else Parameters(block.prices, block.regularization)
     home = _home_rows(block, p, cyclic_storage=False)
-    pooled: list = []
-
-    def totals() -> tuple:
-        pooled.extend(_pooled(block, home.net))
-        return pooled[0], pooled[1], pooled[2]
-
-    objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, totals, p, first_stage)
+    *totals, balance = _pooled(block, home.net)
+    objective, stage_constraints, buy_kw, sell_kw = _two_stage(block, tuple(totals), p, first_stage)
     objective = objective + home.disutility + p.regularization_per_unit * home.spread
     problem = cp.Problem(cp.Minimize(objective), home.constraints + stage_constraints)
-    handles = Handles(
-        home.d, home.g, home.c, home.e, home.E, None, None, None, pooled[3], p, block, first_stage, buy_kw, sell_kw
-    )
-    return problem, handles, (pooled[0], pooled[1])
+    handles = Handles(home.d, home.g, home.c, home.e, home.E, None, None, None, balance, p, block, first_stage)
+    return problem, handles._replace(buy_kw=buy_kw, sell_kw=sell_kw)
 
 
 def _summed(block: Block, Pl: cp.Variable, Ps: cp.Variable) -> tuple:
@@ -467,15 +461,14 @@ def _pooled(block: Block, net: cp.Expression) -> tuple:
     return imports, exports, [nets == to_groups @ net, balance], balance
 
 
-def _two_stage(block: Block, totals: Callable, p: Parameters, stage: FirstStage) -> tuple:
+def _two_stage(block: Block, totals: tuple, p: Parameters, stage: FirstStage) -> tuple:
     """The wholesale part of the two-stage clearing (see :func:`formulate`): objective, constraints, b and a.
 
-    ``totals()``: (the community's import, its export, their constraints), (K, T) each (:func:`_summed`,
-    :func:`_pooled`), built after b and a.
+    ``totals``: (the community's import, its export, (K, T) each, their constraints) (:func:`_summed`,
+    :func:`_pooled`).
     """
-    T = block.load.shape[1]
-    to_scen = _group_sums(block.scenario, POSITION_GROUP)[1]
-    K = to_scen.shape[0]
+    imports, exports, constraints = totals
+    K, T = imports.shape
     every = np.ones((K, 1))  # the day-ahead position, the same in each of the block's K scenarios
     b: cp.Expression | np.ndarray
     a: cp.Expression | np.ndarray
@@ -489,7 +482,6 @@ def _two_stage(block: Block, totals: Callable, p: Parameters, stage: FirstStage)
         sell_kw = cp.Variable((1, T), name="day_ahead_sell", nonneg=True)
         b, a = buy_kw, sell_kw
         position_cost = stage.position_weight * (cp.sum_squares(buy_kw) + cp.sum_squares(sell_kw))
-    imports, exports, constraints = totals()
     short_import, excess_import, short_export, excess_export = (
         cp.Variable((K, T), name=name, nonneg=True)
         for name in ("short_import", "excess_import", "short_export", "excess_export")
