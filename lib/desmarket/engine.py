@@ -82,10 +82,11 @@ import numpy as np
 import pandas as pd
 
 from .case import Case, check_imbalance_ratios
+from .coalitions import routing
 from .coordinated import Coordination, coordinate
 from .errors import CaseError
 from .feasibility import InfeasibleCaseError, check_feasible, infeasible_homes, says_infeasible
-from .formulation import FirstStage, Prices, case_block, clearing_price, formulate
+from .formulation import FirstStage, Prices, case_block, clearing_price, formulate, formulate_pooled
 from .lshaped import LShaped, solve_two_stage
 from .model import (
     Operation,
@@ -235,9 +236,6 @@ def _pooled_equivalent(
     relaxation's optimal value, hence optimal. No limit binds in it, so the row I - X = sum n prices the energy
     as the trade balance does, and the tie-break reports the flows as for the full problem.
     """
-    from .coalitions import routing
-    from .formulation import formulate_pooled
-
     t0 = time.perf_counter()
     x_bar = trade_limits(case, trade_limit)
     n, s, t = case.load.shape
